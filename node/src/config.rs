@@ -1,0 +1,370 @@
+//! NAME
+//!     node.toml — configuration of one `halyard serve` process.
+//!
+//! DESCRIPTION
+//!     One TOML file per node. Unknown keys are errors (a typo must not silently fall back to a
+//!     default). Every problem is reported as `<file>: <key>: <what is wrong>` and the process
+//!     exits non-zero before touching the data directory. Relative paths are taken relative to
+//!     the directory of the configuration file. `halyard serve --print-config` prints the
+//!     effective configuration with every default filled in.
+//!
+//! EXAMPLE
+//! ```toml
+//! node_id = 1
+//! data_dir = "/var/lib/halyard"
+//!
+//! [cluster]
+//! listen = "0.0.0.0:7700"          # gRPC between nodes and for `halyard ctl`
+//! advertise = "198.18.0.1:7700"    # what other nodes dial; defaults to `listen`
+//! tls = { ca = "certs/ca.pem", cert = "certs/node-1.pem", key = "certs/node-1.key" }
+//! # plaintext = true               # only for demos on loopback; never across a network
+//!
+//! [[cluster.nodes]]                # initial voters of the meta group
+//! id = 1
+//! addr = "198.18.0.1:7700"
+//!
+//! [[groups]]                       # resource groups this node runs
+//! name = "rg1"
+//! members = [1, 2, 3]              # initial voters; a node not listed joins later as learner
+//! partitions = ["primary"]
+//!
+//! [raft]
+//! heartbeat_ms = 100
+//! election_timeout_min_ms = 400
+//! election_timeout_max_ms = 800
+//! snapshot_every = 20000
+//! ```
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use halyard_raft_store::RaftTuning;
+use serde::{Deserialize, Serialize};
+
+/// Name of the cluster-wide group every node is a member of.
+pub const META_GROUP: &str = "meta";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id, unique in the cluster, > 0.
+    pub node_id: u64,
+    /// Where the Raft log, state machines and snapshots live.
+    pub data_dir: PathBuf,
+    pub cluster: ClusterConfig,
+    /// Resource groups this node runs (as initial member or as a joiner).
+    #[serde(default)]
+    pub groups: Vec<GroupConfig>,
+    #[serde(default)]
+    pub raft: RaftConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Address the cluster gRPC server binds.
+    pub listen: String,
+    /// Address other nodes and `halyard ctl` dial; defaults to `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Serve and dial without TLS. Only for the demo and loopback tests.
+    #[serde(default)]
+    pub plaintext: bool,
+    /// Mutual TLS with the cluster CA (required unless `plaintext = true`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Initial voters of the meta group (all data nodes and witnesses).
+    pub nodes: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the cluster CA certificate: peers must present a certificate it signed.
+    pub ca: PathBuf,
+    /// PEM certificate of this node (SANs `node-<id>.halyard.cluster` and `halyard.cluster`).
+    pub cert: PathBuf,
+    /// PEM private key of this node.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub id: u64,
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Group name: lower-case letters, digits and `-`, at most 64 characters.
+    pub name: String,
+    /// Initial voters. A node in this list creates the group on first start.
+    pub members: Vec<u64>,
+    /// Store partitions of this group.
+    #[serde(default = "default_partitions")]
+    pub partitions: Vec<String>,
+}
+
+fn default_partitions() -> Vec<String> {
+    vec!["primary".to_string()]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// A follower that hears nothing for a random time in [min, max] starts an election.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Applied entries between snapshots; the log before a snapshot is then purged.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind the latest snapshot.
+    pub keep_logs_after_snapshot: u64,
+    /// Size of the chunks a snapshot is streamed in.
+    pub snapshot_chunk_bytes: u64,
+    /// Largest number of entries in one AppendEntries RPC.
+    pub max_payload_entries: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        let t = RaftTuning::default();
+        RaftConfig {
+            heartbeat_ms: t.heartbeat_ms,
+            election_timeout_min_ms: t.election_timeout_min_ms,
+            election_timeout_max_ms: t.election_timeout_max_ms,
+            snapshot_every: t.snapshot_every,
+            keep_logs_after_snapshot: t.keep_logs_after_snapshot,
+            snapshot_chunk_bytes: t.snapshot_chunk_bytes,
+            max_payload_entries: t.max_payload_entries,
+        }
+    }
+}
+
+impl RaftConfig {
+    pub fn tuning(&self) -> RaftTuning {
+        RaftTuning {
+            heartbeat_ms: self.heartbeat_ms,
+            election_timeout_min_ms: self.election_timeout_min_ms,
+            election_timeout_max_ms: self.election_timeout_max_ms,
+            snapshot_every: self.snapshot_every,
+            keep_logs_after_snapshot: self.keep_logs_after_snapshot,
+            snapshot_chunk_bytes: self.snapshot_chunk_bytes,
+            max_payload_entries: self.max_payload_entries,
+        }
+    }
+}
+
+/// A configuration problem, rendered as `<file>: <key>: <message>`.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let file = path.display().to_string();
+        let err = |key: &str, message: String| ConfigError { file: file.clone(), key: key.to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err("-", format!("cannot read: {e}")))?;
+        let mut cfg: NodeConfig = toml::from_str(&text).map_err(|e| {
+            // toml's message names the key (or the line) and what was expected.
+            let msg = e.message().to_string();
+            let loc = match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}")
+                }
+                None => "-".to_string(),
+            };
+            err(&loc, msg)
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_paths(base);
+        cfg.validate().map_err(|(key, message)| err(&key, message))?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        if let Some(t) = &mut self.cluster.tls {
+            fix(&mut t.ca);
+            fix(&mut t.cert);
+            fix(&mut t.key);
+        }
+    }
+
+    /// The address other nodes dial.
+    pub fn advertise(&self) -> &str {
+        self.cluster.advertise.as_deref().unwrap_or(&self.cluster.listen)
+    }
+
+    /// Checks everything that can be checked without side effects. Returns (key, message).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let e = |k: &str, m: String| Err((k.to_string(), m));
+        if self.node_id == 0 {
+            return e("node_id", "must be greater than 0".into());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return e("data_dir", "must not be empty".into());
+        }
+        if self.cluster.listen.parse::<SocketAddr>().is_err() {
+            return e("cluster.listen", format!("{:?} is not an IP:port socket address", self.cluster.listen));
+        }
+        if let Some(a) = &self.cluster.advertise {
+            if !valid_host_port(a) {
+                return e("cluster.advertise", format!("{a:?} is not host:port"));
+            }
+        }
+        match (&self.cluster.tls, self.cluster.plaintext) {
+            (None, false) => {
+                return e("cluster.tls", "missing: set ca, cert and key (or plaintext = true for a loopback demo)".into());
+            }
+            (Some(_), true) => return e("cluster.plaintext", "cannot be true when cluster.tls is set".into()),
+            (Some(t), false) => {
+                for (k, p) in [("cluster.tls.ca", &t.ca), ("cluster.tls.cert", &t.cert), ("cluster.tls.key", &t.key)] {
+                    if let Err(err) = std::fs::metadata(p) {
+                        return e(k, format!("{}: {err}", p.display()));
+                    }
+                }
+            }
+            (None, true) => {}
+        }
+        if self.cluster.nodes.is_empty() {
+            return e("cluster.nodes", "must list at least this node".into());
+        }
+        let mut ids = BTreeSet::new();
+        for (i, n) in self.cluster.nodes.iter().enumerate() {
+            if n.id == 0 {
+                return e(&format!("cluster.nodes[{i}].id"), "must be greater than 0".into());
+            }
+            if !ids.insert(n.id) {
+                return e(&format!("cluster.nodes[{i}].id"), format!("node {} is listed twice", n.id));
+            }
+            if !valid_host_port(&n.addr) {
+                return e(&format!("cluster.nodes[{i}].addr"), format!("{:?} is not host:port", n.addr));
+            }
+        }
+        let mut names = BTreeSet::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            let key = format!("groups[{i}]");
+            if !valid_group_name(&g.name) {
+                return e(&format!("{key}.name"), format!("{:?}: use 1-64 of a-z, 0-9 and '-'", g.name));
+            }
+            if g.name == META_GROUP {
+                return e(&format!("{key}.name"), "\"meta\" is reserved for the cluster-wide group".into());
+            }
+            if !names.insert(g.name.clone()) {
+                return e(&format!("{key}.name"), format!("group {:?} is listed twice", g.name));
+            }
+            if g.members.is_empty() {
+                return e(&format!("{key}.members"), "must not be empty".into());
+            }
+            for m in &g.members {
+                if !ids.contains(m) {
+                    return e(&format!("{key}.members"), format!("node {m} is not in cluster.nodes"));
+                }
+            }
+            if g.partitions.is_empty() || g.partitions.iter().any(|p| !valid_group_name(p)) {
+                return e(&format!("{key}.partitions"), "names of 1-64 of a-z, 0-9 and '-'; at least one".into());
+            }
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 {
+            return e("raft.heartbeat_ms", "must be greater than 0".into());
+        }
+        if r.election_timeout_min_ms <= r.heartbeat_ms {
+            return e("raft.election_timeout_min_ms", "must be greater than raft.heartbeat_ms".into());
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return e("raft.election_timeout_max_ms", "must be greater than raft.election_timeout_min_ms".into());
+        }
+        if r.snapshot_every == 0 {
+            return e("raft.snapshot_every", "must be greater than 0".into());
+        }
+        if r.snapshot_chunk_bytes < 4096 || r.snapshot_chunk_bytes > 64 << 20 {
+            return e("raft.snapshot_chunk_bytes", "must be between 4096 and 67108864".into());
+        }
+        if r.max_payload_entries == 0 {
+            return e("raft.max_payload_entries", "must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+fn valid_group_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn valid_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("node.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const GOOD: &str = r#"
+node_id = 1
+data_dir = "data"
+[cluster]
+listen = "127.0.0.1:7700"
+plaintext = true
+[[cluster.nodes]]
+id = 1
+addr = "127.0.0.1:7700"
+[[groups]]
+name = "rg1"
+members = [1]
+"#;
+
+    #[test]
+    fn good_config_loads_with_defaults_and_resolved_paths() {
+        let d = tempfile::tempdir().unwrap();
+        let c = NodeConfig::load(&write(d.path(), GOOD)).unwrap();
+        assert_eq!(c.data_dir, d.path().join("data"));
+        assert_eq!(c.groups[0].partitions, vec!["primary"]);
+        assert_eq!(c.raft.heartbeat_ms, 100);
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        let cases = [
+            (GOOD.replace("listen = \"127.0.0.1:7700\"", "listen = \"nowhere\""), "cluster.listen"),
+            (GOOD.replace("node_id = 1", "node_id = 0"), "node_id"),
+            (GOOD.replace("members = [1]", "members = [7]"), "groups[0].members"),
+            (GOOD.replace("name = \"rg1\"", "name = \"Bad Name\""), "groups[0].name"),
+            (GOOD.replace("plaintext = true", ""), "cluster.tls"),
+            (GOOD.replace("[[groups]]", "bogus = 1\n[[groups]]"), "line"),
+        ];
+        for (text, key) in cases {
+            let p = write(d.path(), &text);
+            let e = NodeConfig::load(&p).unwrap_err();
+            let s = e.to_string();
+            assert!(s.starts_with(&p.display().to_string()), "{s}");
+            assert!(e.key.starts_with(key), "expected key {key}, got {s}");
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `halyard demo` — N local nodes in one process on 127.0.0.1 with embedded defaults.
+//!
+//! Node `i` (1-based) listens on 127.0.0.1:(7700 + i - 1) for cluster gRPC, keeps its data
+//! in `<data-dir>/node-<i>`, and is a member of the meta group and of one resource group,
+//! `rg1`. The demo uses plaintext gRPC (loopback only); real deployments use mutual TLS
+//! (`halyard certs`, then `halyard serve`). Data is kept between runs, so a second run resumes
+//! the same cluster.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use crate::config::{ClusterConfig, GroupConfig, NodeConfig, PeerConfig, RaftConfig};
+use crate::runtime::Node;
+
+pub const DEMO_BASE_PORT: u16 = 7700;
+
+pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
+    let peers: Vec<PeerConfig> = (1..=nodes)
+        .map(|i| PeerConfig { id: i, addr: format!("127.0.0.1:{}", DEMO_BASE_PORT as u64 + i - 1) })
+        .collect();
+    (1..=nodes)
+        .map(|i| NodeConfig {
+            node_id: i,
+            data_dir: data_dir.join(format!("node-{i}")),
+            cluster: ClusterConfig {
+                listen: peers[(i - 1) as usize].addr.clone(),
+                advertise: None,
+                plaintext: true,
+                tls: None,
+                nodes: peers.clone(),
+            },
+            groups: vec![GroupConfig {
+                name: "rg1".into(),
+                members: (1..=nodes).collect(),
+                partitions: vec!["primary".into()],
+            }],
+            raft: RaftConfig::default(),
+        })
+        .collect()
+}
+
+pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
+    if !(1..=9).contains(&nodes) {
+        bail!("--nodes must be between 1 and 9");
+    }
+    let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join("halyard-demo"));
+    let configs = demo_configs(&data_dir, nodes);
+    for c in &configs {
+        c.validate().map_err(|(k, m)| anyhow::anyhow!("demo config: {k}: {m}"))?;
+    }
+    let mut running = Vec::new();
+    for c in &configs {
+        running.push(Node::start(c).await?);
+    }
+    // Wait (bounded) for every group to have a leader before printing the map.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let all = running[0].shared.status().groups.iter().all(|g| g.leader.is_some());
+        if all || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("Halyard demo: {nodes} node(s), data in {}", data_dir.display());
+    println!();
+    println!("  {:<6} {:<22} {}", "NODE", "CLUSTER gRPC", "DATA");
+    for c in &configs {
+        println!("  {:<6} {:<22} {}", c.node_id, c.cluster.listen, c.data_dir.display());
+    }
+    println!();
+    for g in running[0].shared.status().groups {
+        println!("  group {:<6} leader: node {}", g.name, g.leader.map(|l| l.to_string()).unwrap_or("-".into()));
+    }
+    println!();
+    println!("  Inspect:  halyard ctl --node 127.0.0.1:{DEMO_BASE_PORT} status");
+    println!("  Stop:     Ctrl-C");
+    wait_for_signal().await;
+    println!("stopping...");
+    for n in running {
+        n.shutdown().await;
+    }
+    println!("stopped cleanly");
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,210 @@
+//! A cluster of real `halyard serve` processes on 127.0.0.1, for the commit bench and the
+//! cluster tests. Each node gets its own data directory, configuration file and port; the
+//! cluster uses mutual TLS with a freshly generated CA unless asked for plaintext.
+//! Every process is killed when the [`LocalCluster`] is dropped, even on panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::client::Admin;
+use crate::config::{ClusterConfig, GroupConfig, NodeConfig, PeerConfig, RaftConfig, TlsConfig};
+use crate::tls::TlsMaterial;
+
+pub struct LocalCluster {
+    pub binary: PathBuf,
+    pub dir: PathBuf,
+    pub configs: Vec<NodeConfig>,
+    children: Vec<Option<Child>>,
+    tls: Option<TlsMaterial>,
+}
+
+/// What kind of cluster to build.
+#[derive(Clone)]
+pub struct ClusterSpec {
+    pub nodes: u64,
+    pub base_port: u16,
+    pub groups: Vec<String>,
+    pub plaintext: bool,
+    pub raft: RaftConfig,
+}
+
+impl LocalCluster {
+    /// Writes configurations (and certificates) under `dir`; starts nothing.
+    pub fn new(binary: &Path, dir: &Path, spec: &ClusterSpec) -> Result<LocalCluster> {
+        std::fs::create_dir_all(dir)?;
+        let ids: Vec<u64> = (1..=spec.nodes).collect();
+        let certs = dir.join("certs");
+        if !spec.plaintext {
+            crate::tls::generate(&certs, &ids)?;
+        }
+        let peers: Vec<PeerConfig> =
+            ids.iter().map(|i| PeerConfig { id: *i, addr: format!("127.0.0.1:{}", spec.base_port as u64 + i - 1) }).collect();
+        let mut configs = Vec::new();
+        for id in &ids {
+            let tls = (!spec.plaintext).then(|| TlsConfig {
+                ca: certs.join("ca.pem"),
+                cert: certs.join(format!("node-{id}.pem")),
+                key: certs.join(format!("node-{id}.key")),
+            });
+            let cfg = NodeConfig {
+                node_id: *id,
+                data_dir: dir.join(format!("node-{id}")),
+                cluster: ClusterConfig {
+                    listen: peers[(*id - 1) as usize].addr.clone(),
+                    advertise: None,
+                    plaintext: spec.plaintext,
+                    tls,
+                    nodes: peers.clone(),
+                },
+                groups: spec
+                    .groups
+                    .iter()
+                    .map(|g| GroupConfig { name: g.clone(), members: ids.clone(), partitions: vec!["primary".into()] })
+                    .collect(),
+                raft: spec.raft.clone(),
+            };
+            std::fs::write(dir.join(format!("node-{id}.toml")), toml::to_string(&cfg)?)?;
+            configs.push(cfg);
+        }
+        let tls = if spec.plaintext {
+            None
+        } else {
+            Some(TlsMaterial::load(&TlsConfig {
+                ca: certs.join("ca.pem"),
+                cert: certs.join("ctl.pem"),
+                key: certs.join("ctl.key"),
+            })?)
+        };
+        Ok(LocalCluster {
+            binary: binary.to_path_buf(),
+            dir: dir.to_path_buf(),
+            children: (0..spec.nodes).map(|_| None).collect(),
+            configs,
+            tls,
+        })
+    }
+
+    pub fn config_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node-{id}.toml"))
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.configs[(id - 1) as usize].cluster.listen.clone()
+    }
+
+    /// Starts node `id` (1-based); its output goes to `<dir>/node-<id>.log`.
+    pub fn start(&mut self, id: u64) -> Result<()> {
+        let slot = (id - 1) as usize;
+        if self.children[slot].is_some() {
+            bail!("node {id} already running");
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("node-{id}.log")))?;
+        let child = Command::new(&self.binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config_path(id))
+            .env("RUST_LOG", std::env::var("HALYARD_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", self.binary.display()))?;
+        self.children[slot] = Some(child);
+        Ok(())
+    }
+
+    pub fn start_all(&mut self) -> Result<()> {
+        for id in 1..=self.configs.len() as u64 {
+            self.start(id)?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, no goodbye: what a crash or power loss looks like to the others.
+    pub fn kill(&mut self, id: u64) -> Result<()> {
+        if let Some(mut c) = self.children[(id - 1) as usize].take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.children[(id - 1) as usize].is_some()
+    }
+
+    /// Admin client of node `id`, retrying the connection for up to `wait`.
+    pub async fn admin(&self, id: u64, wait: Duration) -> Result<Admin> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match Admin::connect(&self.addr(id), self.tls.clone()).await {
+                Ok(a) => match a.status().await {
+                    Ok(_) => return Ok(a),
+                    Err(e) if Instant::now() > deadline => return Err(e),
+                    Err(_) => {}
+                },
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the running nodes agree on a leader of `group` (other than `not`); returns
+    /// its id.
+    pub async fn wait_leader(&self, group: &str, not: Option<u64>, wait: Duration) -> Result<u64> {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            let mut seen = Vec::new();
+            for id in 1..=self.configs.len() as u64 {
+                if !self.is_running(id) {
+                    continue;
+                }
+                if let Ok(a) = self.admin(id, Duration::from_millis(200)).await {
+                    if let Ok(st) = a.status().await {
+                        if let Some(g) = st.groups.iter().find(|g| g.name == group) {
+                            seen.push(g.leader);
+                        }
+                    }
+                }
+            }
+            if let Some(Some(l)) = seen.first() {
+                if seen.iter().all(|s| *s == Some(*l)) && Some(*l) != not && self.is_running(*l) {
+                    return Ok(*l);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(anyhow!("no agreed leader for group {group} within {wait:?}"))
+    }
+
+    /// Waits until node `id` has applied at least `index` in `group`.
+    pub async fn wait_applied(&self, id: u64, group: &str, index: u64, wait: Duration) -> Result<()> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Ok(a) = self.admin(id, Duration::from_millis(500)).await {
+                if let Ok(st) = a.status().await {
+                    if st.groups.iter().any(|g| g.name == group && g.applied_index.unwrap_or(0) >= index) {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("node {id} did not apply index {index} of {group} within {wait:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

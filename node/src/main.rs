@@ -1,0 +1,112 @@
+//! NAME
+//!     halyard — a highly available Internet mail server
+//!
+//! SYNOPSIS
+//!     halyard serve --config node.toml [--print-config]
+//!     halyard demo [--data-dir DIR] [--nodes N]
+//!     halyard ctl [--node ADDR | --config node.toml] status [--json]
+//!     halyard ctl ... members add|promote|remove --group G --id N [--addr HOST:PORT]
+//!     halyard ctl ... snapshot --group G
+//!     halyard certs --out DIR --nodes 1,2,3
+//!     halyard bench [--nodes 3] [--proposers 64] [--seconds 20] [--size 10240]
+//!
+//! DIAGNOSTICS
+//!     Errors are one line on stderr, `halyard: error: ...`, and the exit status is 1.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use halyard_node::config::NodeConfig;
+use halyard_node::{bench, ctl, demo, runtime, tls};
+
+#[derive(Debug, Parser)]
+#[command(name = "halyard", version, about = "Halyard: a highly available Internet mail server")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run one node from a configuration file.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the effective configuration (defaults filled in) and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+    /// Run N local nodes on 127.0.0.1 with embedded defaults.
+    Demo {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        nodes: u64,
+    },
+    /// Inspect and operate a running cluster.
+    Ctl(ctl::CtlArgs),
+    /// Generate a cluster CA and node certificates for mutual TLS.
+    Certs {
+        #[arg(long)]
+        out: PathBuf,
+        /// Comma-separated node ids.
+        #[arg(long)]
+        nodes: String,
+    },
+    /// Measure commit throughput and latency of a local cluster.
+    Bench(bench::BenchArgs),
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn serve(config: PathBuf, print_config: bool) -> Result<()> {
+    let cfg = NodeConfig::load(&config)?;
+    if print_config {
+        print!("{}", toml::to_string(&cfg)?);
+        return Ok(());
+    }
+    let node = runtime::Node::start(&cfg).await?;
+    demo::wait_for_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let default_log = match &cli.cmd {
+        Cmd::Serve { .. } => "info,openraft=warn",
+        Cmd::Demo { .. } => "warn",
+        _ => "error",
+    };
+    init_logging(default_log);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("halyard: error: starting runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Serve { config, print_config } => serve(config, print_config).await,
+            Cmd::Demo { data_dir, nodes } => demo::run(data_dir, nodes).await,
+            Cmd::Ctl(args) => ctl::run(args).await,
+            Cmd::Certs { out, nodes } => {
+                let ids = ctl::parse_ids(&nodes)?;
+                tls::generate(&out, &ids)?;
+                println!("wrote cluster CA and certificates for nodes {nodes} and ctl to {}", out.display());
+                Ok(())
+            }
+            Cmd::Bench(args) => bench::run(args).await,
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("halyard: error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,158 @@
+//! The Raft network: openraft's RPCs to other nodes over tonic gRPC.
+//!
+//! One HTTP/2 channel per peer address is shared by every group (a multiplexed connection,
+//! not one per group or per RPC). Requests carry the group name and an opaque bincode payload
+//! of openraft's own types. Snapshots use openraft's chunked transfer: each chunk is one
+//! `InstallSnapshot` RPC with its offset, so a broken transfer resumes from the start of a
+//! chunk, not of the snapshot.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use halyard_raft_store::openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use halyard_raft_store::openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use halyard_raft_store::openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use halyard_raft_store::openraft::BasicNode;
+use halyard_raft_store::{NodeId, TypeConfig};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::pb::GroupPayload;
+use crate::pb::raft_client::RaftClient;
+use crate::tls::{TlsMaterial, node_domain};
+
+/// Largest gRPC message accepted or sent: a batch of entries with large bodies, or a snapshot
+/// chunk, must fit.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// Connections to peers, shared by all groups of a node.
+#[derive(Clone)]
+pub struct ChannelPool {
+    tls: Option<TlsMaterial>,
+    channels: Arc<Mutex<HashMap<(u64, String), Channel>>>,
+}
+
+impl ChannelPool {
+    pub fn new(tls: Option<TlsMaterial>) -> ChannelPool {
+        ChannelPool { tls, channels: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// A (lazily connecting) channel to node `id` at `addr`.
+    pub fn channel(&self, id: u64, addr: &str) -> Result<Channel, String> {
+        let mut map = self.channels.lock().map_err(|_| "channel pool poisoned".to_string())?;
+        if let Some(c) = map.get(&(id, addr.to_string())) {
+            return Ok(c.clone());
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| format!("bad address {addr}: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        if let Some(tls) = &self.tls {
+            ep = ep.tls_config(tls.client(&node_domain(id))).map_err(|e| format!("tls config: {e}"))?;
+        }
+        let ch = ep.connect_lazy();
+        map.insert((id, addr.to_string()), ch.clone());
+        Ok(ch)
+    }
+}
+
+/// Builds per-peer clients for one group.
+#[derive(Clone)]
+pub struct Network {
+    pub group: String,
+    pub pool: ChannelPool,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient { group: self.group.clone(), target, addr: node.addr.clone(), pool: self.pool.clone() }
+    }
+}
+
+/// RPCs of one group to one peer.
+pub struct PeerClient {
+    group: String,
+    target: NodeId,
+    addr: String,
+    pool: ChannelPool,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, E>>;
+
+impl PeerClient {
+    fn client(&self) -> Result<RaftClient<Channel>, String> {
+        Ok(RaftClient::new(self.pool.channel(self.target, &self.addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    async fn call<Req, Resp, E>(&self, req: &Req, option: &RPCOption, kind: Kind) -> RpcResult<Resp, RaftError<NodeId, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = self.client().map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
+        let mut request = tonic::Request::new(GroupPayload { group: self.group.clone(), payload });
+        request.set_timeout(option.hard_ttl());
+        let resp = match kind {
+            Kind::Append => client.append_entries(request).await,
+            Kind::Vote => client.vote(request).await,
+            Kind::Snapshot => client.install_snapshot(request).await,
+        };
+        let resp = resp.map_err(|status| match status.code() {
+            tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+            _ => RPCError::Network(NetworkError::new(&status)),
+        })?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            bincode::deserialize(&resp.into_inner().payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(halyard_raft_store::openraft::error::RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        self.call::<_, _, halyard_raft_store::openraft::error::Infallible>(&rpc, &option, Kind::Append)
+            .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.call(&rpc, &option, Kind::Snapshot).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
+        self.call::<_, _, halyard_raft_store::openraft::error::Infallible>(&rpc, &option, Kind::Vote)
+            .await
+    }
+}
+

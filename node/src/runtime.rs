@@ -1,0 +1,211 @@
+//! One running node: its log database, its groups (meta + resource groups), and the gRPC
+//! server that carries Raft RPCs between nodes and the admin API used by `halyard ctl`.
+//!
+//! Start-up order matters for clear errors: the data directory is checked and locked, then
+//! the cluster port is bound (a port in use fails here, before any Raft state is touched),
+//! then storage is opened, groups are started, the server begins accepting, and finally each
+//! group this node is an initial member of is initialised if it never was.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, Result, bail};
+use halyard_raft_store::openraft::BasicNode;
+use halyard_raft_store::{Group, GroupStatus, LogDb};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status};
+
+use crate::config::{META_GROUP, NodeConfig};
+use crate::network::{ChannelPool, MAX_MESSAGE_BYTES, Network};
+use crate::pb;
+use crate::tls::TlsMaterial;
+
+/// Everything `ctl status` reports about a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: u64,
+    pub addr: String,
+    pub groups: Vec<GroupStatus>,
+    /// WAL syncs of the shared Raft log since start.
+    pub log_syncs: u64,
+    /// Log entries made durable by those syncs.
+    pub log_entries_synced: u64,
+}
+
+pub struct NodeShared {
+    pub node_id: u64,
+    pub addr: String,
+    pub groups: HashMap<String, Group>,
+    pub log_db: Arc<LogDb>,
+}
+
+impl NodeShared {
+    pub fn group(&self, name: &str) -> Result<&Group, Status> {
+        self.groups.get(name).ok_or_else(|| Status::not_found(format!("no group {name:?} on node {}", self.node_id)))
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let mut groups: Vec<GroupStatus> = self.groups.values().map(|g| g.status()).collect();
+        groups.sort_by(|a, b| (a.name != META_GROUP, &a.name).cmp(&(b.name != META_GROUP, &b.name)));
+        NodeStatus {
+            node_id: self.node_id,
+            addr: self.addr.clone(),
+            groups,
+            log_syncs: self.log_db.stats.syncs.load(Ordering::Relaxed),
+            log_entries_synced: self.log_db.stats.entries_synced.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A started node. Dropping it does not stop it; call [`Node::shutdown`].
+pub struct Node {
+    pub shared: Arc<NodeShared>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    _lock: std::fs::File,
+}
+
+/// Checks that the data directory is usable and takes an exclusive lock on it, so two
+/// processes never share one node's state.
+fn prepare_data_dir(dir: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("data_dir {}: cannot create", dir.display()))?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok").with_context(|| format!("data_dir {}: not writable", dir.display()))?;
+    std::fs::remove_file(&probe).ok();
+    let lock_path = dir.join("LOCK");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("data_dir {}: cannot open lock file", dir.display()))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!("data_dir {}: in use by another halyard process", dir.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("data_dir {}: lock", dir.display())),
+    }
+}
+
+impl Node {
+    pub async fn start(cfg: &NodeConfig) -> Result<Node> {
+        let lock = prepare_data_dir(&cfg.data_dir)?;
+        let listen: SocketAddr = cfg.cluster.listen.parse().context("cluster.listen")?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cluster.listen {listen}: cannot bind"))?;
+        let tls = match (&cfg.cluster.tls, cfg.cluster.plaintext) {
+            (Some(t), false) => Some(TlsMaterial::load(t)?),
+            _ => None,
+        };
+        let pool = ChannelPool::new(tls.clone());
+        let log_db = LogDb::open(&cfg.data_dir.join("raft-log"))
+            .with_context(|| format!("data_dir {}: opening raft log", cfg.data_dir.display()))?;
+        let tuning = cfg.raft.tuning();
+
+        let mut groups = HashMap::new();
+        let mut to_init: Vec<(String, BTreeMap<u64, BasicNode>)> = Vec::new();
+        let addr_of: BTreeMap<u64, String> = cfg.cluster.nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
+        let mut specs: Vec<(String, Vec<u64>)> =
+            vec![(META_GROUP.to_string(), cfg.cluster.nodes.iter().map(|n| n.id).collect())];
+        specs.extend(cfg.groups.iter().map(|g| (g.name.clone(), g.members.clone())));
+        for (name, members) in specs {
+            let dir = cfg.data_dir.join("groups").join(&name);
+            let network = Network { group: name.clone(), pool: pool.clone() };
+            let group = Group::open(&name, cfg.node_id, &tuning, &log_db, &dir, network)
+                .await
+                .with_context(|| format!("opening group {name}"))?;
+            if members.contains(&cfg.node_id) {
+                let m = members.iter().map(|id| (*id, BasicNode::new(addr_of[id].clone()))).collect();
+                to_init.push((name.clone(), m));
+            }
+            groups.insert(name, group);
+        }
+        let shared =
+            Arc::new(NodeShared { node_id: cfg.node_id, addr: cfg.advertise().to_string(), groups, log_db });
+
+        let (stop, mut stop_rx) = watch::channel(false);
+        let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+        if let Some(t) = &tls {
+            builder = builder.tls_config(t.server()).context("cluster.tls")?;
+        }
+        let raft_svc = pb::raft_server::RaftServer::new(RaftRpc { node: shared.clone() })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let admin_svc = pb::admin_server::AdminServer::new(crate::admin::AdminRpc { node: shared.clone() })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tokio::spawn(builder.add_service(raft_svc).add_service(admin_svc).serve_with_incoming_shutdown(
+            incoming,
+            async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            },
+        ));
+
+        for (name, members) in to_init {
+            let g = &shared.groups[&name];
+            match g.initialize_if_new(members).await {
+                Ok(true) => tracing::info!(group = %name, node = cfg.node_id, "initialised new group"),
+                Ok(false) => {}
+                Err(e) => bail!("initialising group {name}: {e}"),
+            }
+        }
+        tracing::info!(node = cfg.node_id, listen = %listen, groups = shared.groups.len(), tls = tls.is_some(), "node started");
+        Ok(Node { shared, stop, server, _lock: lock })
+    }
+
+    /// Stops the groups (which stop replicating and voting) and then the server.
+    pub async fn shutdown(self) {
+        for g in self.shared.groups.values() {
+            g.shutdown().await;
+        }
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        tracing::info!(node = self.shared.node_id, "node stopped");
+    }
+}
+
+/// Server side of the Raft RPCs.
+struct RaftRpc {
+    node: Arc<NodeShared>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(p: &[u8]) -> Result<T, Status> {
+    bincode::deserialize(p).map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
+}
+
+fn reply<T: Serialize>(group: String, v: &T) -> Result<Response<pb::GroupPayload>, Status> {
+    let payload = bincode::serialize(v).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(pb::GroupPayload { group, payload }))
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for RaftRpc {
+    async fn append_entries(&self, req: Request<pb::GroupPayload>) -> Result<Response<pb::GroupPayload>, Status> {
+        let req = req.into_inner();
+        let g = self.node.group(&req.group)?;
+        let r = g.raft().append_entries(decode(&req.payload)?).await;
+        reply(req.group, &r)
+    }
+
+    async fn vote(&self, req: Request<pb::GroupPayload>) -> Result<Response<pb::GroupPayload>, Status> {
+        let req = req.into_inner();
+        let g = self.node.group(&req.group)?;
+        let r = g.raft().vote(decode(&req.payload)?).await;
+        reply(req.group, &r)
+    }
+
+    async fn install_snapshot(&self, req: Request<pb::GroupPayload>) -> Result<Response<pb::GroupPayload>, Status> {
+        let req = req.into_inner();
+        let g = self.node.group(&req.group)?;
+        let r = g.raft().install_snapshot(decode(&req.payload)?).await;
+        reply(req.group, &r)
+    }
+}

@@ -1,0 +1,801 @@
+//! Applying commands: the deterministic heart of the state machine.
+//!
+//! [`apply_command`] is a pure function of (current state, command) → (writes, reply, events).
+//! It reads through a [`Txn`], which layers the writes of the entries applied so far in this
+//! batch over a read view of the database, so a batch of log entries becomes one atomic
+//! RocksDB write together with the new `last_applied`. No clock, no randomness, no I/O other
+//! than the state machine's own reads.
+//!
+//! Column families and keys (all values are bincode):
+//!
+//! | cf | key | value |
+//! |---|---|---|
+//! | `meta` | `applied`, `membership`, `next_mailbox_id`, `uidvalidity_floor` | log id, membership, counters |
+//! | `mailboxes` | user `\0` name | [`MailboxRecord`] |
+//! | `messages` | mailbox id (u64 BE) ‖ uid (u32 BE) | [`MessageRecord`] |
+//! | `bodies` | partition `\0` sha256-hex | raw bytes (RocksDB blob files) |
+//! | `body_refs` | same as `bodies` | reference count (u64 BE) |
+//! | `quota` | user | [`QuotaRecord`] |
+//! | `queue` | queue id | [`QueueEntry`] |
+//! | `deliveries` | queue id `\0` recipient | [`DeliveryRecord`] (the dedupe key of `Deliver`) |
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::error::StoreError;
+use crate::model::*;
+
+/// The column families of a state machine database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cf {
+    Meta,
+    Mailboxes,
+    Messages,
+    Bodies,
+    BodyRefs,
+    Quota,
+    Queue,
+    Deliveries,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 8] = [
+        Cf::Meta,
+        Cf::Mailboxes,
+        Cf::Messages,
+        Cf::Bodies,
+        Cf::BodyRefs,
+        Cf::Quota,
+        Cf::Queue,
+        Cf::Deliveries,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Meta => "meta",
+            Cf::Mailboxes => "mailboxes",
+            Cf::Messages => "messages",
+            Cf::Bodies => "bodies",
+            Cf::BodyRefs => "body_refs",
+            Cf::Quota => "quota",
+            Cf::Queue => "queue",
+            Cf::Deliveries => "deliveries",
+        }
+    }
+}
+
+/// Read access to committed state machine data.
+pub trait KvRead {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every (key, value) whose key starts with `prefix`, in key order.
+    fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+}
+
+/// Pending writes of a batch layered over a read view.
+pub struct Txn<'a, R: KvRead> {
+    base: &'a R,
+    overlay: BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
+    pub(crate) events: Vec<Event>,
+}
+
+impl<'a, R: KvRead> Txn<'a, R> {
+    pub fn new(base: &'a R) -> Self {
+        Txn { base, overlay: BTreeMap::new(), events: Vec::new() }
+    }
+
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.overlay.get(&(cf, key.to_vec())) {
+            Some(v) => Ok(v.clone()),
+            None => self.base.get(cf, key),
+        }
+    }
+
+    pub fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.base.scan(cf, prefix)?.into_iter().collect();
+        for ((c, k), v) in self.overlay.range((cf, prefix.to_vec())..) {
+            if *c != cf || !k.starts_with(prefix) {
+                break;
+            }
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    pub fn put(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) {
+        self.overlay.insert((cf, key), Some(value));
+    }
+
+    pub fn delete(&mut self, cf: Cf, key: Vec<u8>) {
+        self.overlay.insert((cf, key), None);
+    }
+
+    fn get_de<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.get(cf, key)?.map(|v| decode(&v)).transpose()
+    }
+
+    fn put_ser<T: Serialize>(&mut self, cf: Cf, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
+        self.put(cf, key, encode(value)?);
+        Ok(())
+    }
+
+    /// The writes accumulated so far, in key order (deterministic), and the events.
+    pub fn into_parts(self) -> (Vec<(Cf, Vec<u8>, Option<Vec<u8>>)>, Vec<Event>) {
+        let writes = self.overlay.into_iter().map(|((cf, k), v)| (cf, k, v)).collect();
+        (writes, self.events)
+    }
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    bincode::serialize(v).map_err(|e| StoreError::Codec(e.to_string()))
+}
+
+pub fn decode<T: DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
+    bincode::deserialize(v).map_err(|e| StoreError::Codec(e.to_string()))
+}
+
+pub mod keys {
+    //! Key layouts, shared by apply and by readers.
+    pub fn mailbox(user: &str, name: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(user.len() + name.len() + 1);
+        k.extend_from_slice(user.as_bytes());
+        k.push(0);
+        k.extend_from_slice(name.as_bytes());
+        k
+    }
+    pub fn user_mailboxes(user: &str) -> Vec<u8> {
+        let mut k = user.as_bytes().to_vec();
+        k.push(0);
+        k
+    }
+    pub fn message(mailbox_id: u64, uid: u32) -> Vec<u8> {
+        let mut k = mailbox_id.to_be_bytes().to_vec();
+        k.extend_from_slice(&uid.to_be_bytes());
+        k
+    }
+    pub fn messages_of(mailbox_id: u64) -> Vec<u8> {
+        mailbox_id.to_be_bytes().to_vec()
+    }
+    pub fn body(partition: &str, sha256: &str) -> Vec<u8> {
+        let mut k = partition.as_bytes().to_vec();
+        k.push(0);
+        k.extend_from_slice(sha256.as_bytes());
+        k
+    }
+    pub fn delivery(queue_id: &str, recipient: &str) -> Vec<u8> {
+        let mut k = queue_id.as_bytes().to_vec();
+        k.push(0);
+        k.extend_from_slice(recipient.as_bytes());
+        k
+    }
+    pub fn deliveries_of(queue_id: &str) -> Vec<u8> {
+        let mut k = queue_id.as_bytes().to_vec();
+        k.push(0);
+        k
+    }
+    pub const APPLIED: &[u8] = b"applied";
+    pub const MEMBERSHIP: &[u8] = b"membership";
+    pub const NEXT_MAILBOX_ID: &[u8] = b"next_mailbox_id";
+    pub const UIDVALIDITY_FLOOR: &[u8] = b"uidvalidity_floor";
+}
+
+/// Canonical form of a mailbox name: `INBOX` is case-insensitive (RFC 3501 §5.1), so
+/// `inbox` and `Inbox/Sub` become `INBOX` and `INBOX/Sub`.
+pub fn canonical_mailbox(name: &str) -> String {
+    let head_len = INBOX.len();
+    if name.len() >= head_len
+        && name.is_char_boundary(head_len)
+        && name[..head_len].eq_ignore_ascii_case(INBOX)
+        && (name.len() == head_len || name[head_len..].starts_with(HIERARCHY_DELIMITER))
+    {
+        format!("{INBOX}{}", &name[head_len..])
+    } else {
+        name.to_string()
+    }
+}
+
+fn check_name(what: &str, s: &str) -> Result<(), ApplyError> {
+    if s.is_empty() || s.len() > 1024 || s.chars().any(|c| c.is_control()) {
+        return Err(ApplyError::InvalidName(format!("{what} {s:?}")));
+    }
+    Ok(())
+}
+
+fn check_mailbox_name(name: &str) -> Result<(), ApplyError> {
+    check_name("mailbox", name)?;
+    let d = HIERARCHY_DELIMITER;
+    if name.starts_with(d) || name.ends_with(d) || name.contains(&format!("{d}{d}")) {
+        return Err(ApplyError::InvalidName(format!("mailbox {name:?}")));
+    }
+    Ok(())
+}
+
+fn normalize_flags(flags: &[String]) -> Vec<String> {
+    let mut f: Vec<String> = flags
+        .iter()
+        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+        .map(|f| canonical_flag(f))
+        .collect();
+    f.sort();
+    f.dedup();
+    f
+}
+
+/// System flags are case-insensitive; store them in their RFC 3501 spelling.
+fn canonical_flag(f: &str) -> String {
+    for sys in ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"] {
+        if f.eq_ignore_ascii_case(sys) {
+            return sys.to_string();
+        }
+    }
+    f.to_string()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Applies one command. `Err` is reserved for storage failures (fatal for the node); a
+/// refused command is `Ok(Reply::Error(..))` and changes nothing.
+pub fn apply_command<R: KvRead>(txn: &mut Txn<'_, R>, cmd: &Command) -> Result<Reply, StoreError> {
+    // Each command's writes go to a nested transaction over the batch's transaction, so a
+    // refusal halfway through leaves no partial writes behind.
+    let (overlay, events, outcome) = {
+        let mut inner = Txn::new(&*txn);
+        let outcome = apply_inner(&mut inner, cmd)?;
+        (inner.overlay, inner.events, outcome)
+    };
+    match outcome {
+        Ok(reply) => {
+            txn.overlay.extend(overlay);
+            txn.events.extend(events);
+            Ok(reply)
+        }
+        Err(e) => Ok(Reply::Error(e)),
+    }
+}
+
+impl<R: KvRead> KvRead for Txn<'_, R> {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Txn::get(self, cf, key)
+    }
+    fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        Txn::scan(self, cf, prefix)
+    }
+}
+
+type Outcome = Result<Result<Reply, ApplyError>, StoreError>;
+
+macro_rules! refuse {
+    ($e:expr) => {
+        return Ok(Err($e))
+    };
+}
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        }
+    };
+}
+
+fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
+    match cmd {
+        Command::Noop { .. } => Ok(Ok(Reply::None)),
+        Command::CreateMailbox { user, name, uidvalidity, partition, special_use } => {
+            tri!(check_name("user", user));
+            let name = canonical_mailbox(name);
+            tri!(check_mailbox_name(&name));
+            if t.get(Cf::Mailboxes, &keys::mailbox(user, &name))?.is_some() {
+                refuse!(ApplyError::MailboxExists(name));
+            }
+            let mb = create_mailbox(t, user, &name, *uidvalidity, partition, special_use.clone())?;
+            Ok(Ok(Reply::Created { uidvalidity: mb.uidvalidity }))
+        }
+        Command::RenameMailbox { user, from, to } => rename_mailbox(t, user, from, to),
+        Command::DeleteMailbox { user, name } => {
+            let name = canonical_mailbox(name);
+            let mb = tri!(mailbox(t, user, &name)?);
+            let msgs = t.scan(Cf::Messages, &keys::messages_of(mb.id))?;
+            let mut freed_bytes = 0;
+            for (k, v) in msgs {
+                let m: MessageRecord = decode(&v)?;
+                freed_bytes += m.size;
+                drop_body_ref(t, &m.body)?;
+                t.delete(Cf::Messages, k);
+            }
+            adjust_quota(t, user, -(freed_bytes as i128), -(mb.exists as i128))?;
+            t.delete(Cf::Mailboxes, keys::mailbox(user, &name));
+            t.events.push(Event::MailboxDeleted { user: user.clone(), mailbox: name });
+            Ok(Ok(Reply::Done))
+        }
+        Command::Subscribe { user, name, subscribed } => {
+            let name = canonical_mailbox(name);
+            let mut mb = tri!(mailbox(t, user, &name)?);
+            mb.subscribed = *subscribed;
+            t.put_ser(Cf::Mailboxes, keys::mailbox(user, &name), &mb)?;
+            Ok(Ok(Reply::Done))
+        }
+        Command::SetAcl { user, mailbox: name, identifier, rights } => {
+            let name = canonical_mailbox(name);
+            let mut mb = tri!(mailbox(t, user, &name)?);
+            tri!(check_name("identifier", identifier));
+            match rights {
+                Some(r) if !r.is_empty() => mb.acl.insert(identifier.clone(), r.clone()),
+                _ => mb.acl.remove(identifier),
+            };
+            t.put_ser(Cf::Mailboxes, keys::mailbox(user, &name), &mb)?;
+            Ok(Ok(Reply::Done))
+        }
+        Command::Append { user, mailbox: name, flags, internal_date_ms, body } => {
+            let name = canonical_mailbox(name);
+            let mut mb = tri!(mailbox(t, user, &name)?);
+            let size = body.len() as u64;
+            tri!(check_quota(t, user, size, 1)?);
+            let sha = sha256_hex(body);
+            let body_ref = BodyRef { partition: mb.partition.clone(), sha256: sha };
+            add_body_ref(t, &body_ref, Some(body))?;
+            let (uid, modseq) =
+                insert_message(t, user, &mut mb, normalize_flags(flags), *internal_date_ms, size, body_ref)?;
+            Ok(Ok(Reply::Appended { uidvalidity: mb.uidvalidity, uid, modseq }))
+        }
+        Command::StoreFlags { user, mailbox: name, uids, action, flags, unchanged_since } => {
+            let name = canonical_mailbox(name);
+            let mut mb = tri!(mailbox(t, user, &name)?);
+            let flags = normalize_flags(flags);
+            let mut updated = Vec::new();
+            let mut modified = Vec::new();
+            let mut uids = uids.clone();
+            uids.sort_unstable();
+            uids.dedup();
+            for uid in uids {
+                let key = keys::message(mb.id, uid);
+                let Some(mut m) = t.get_de::<MessageRecord>(Cf::Messages, &key)? else { continue };
+                if let Some(since) = unchanged_since {
+                    if m.modseq > *since {
+                        modified.push(uid);
+                        continue;
+                    }
+                }
+                let new_flags = match action {
+                    FlagAction::Replace => flags.clone(),
+                    FlagAction::Add => normalize_flags(&[m.flags.clone(), flags.clone()].concat()),
+                    FlagAction::Remove => m.flags.iter().filter(|f| !flags.contains(f)).cloned().collect(),
+                };
+                if new_flags == m.flags {
+                    continue;
+                }
+                mb.highestmodseq += 1;
+                m.modseq = mb.highestmodseq;
+                m.flags = new_flags;
+                t.put_ser(Cf::Messages, key, &m)?;
+                t.events.push(Event::FlagsChanged {
+                    user: user.clone(),
+                    mailbox: name.clone(),
+                    uid,
+                    modseq: m.modseq,
+                    flags: m.flags.clone(),
+                });
+                updated.push((uid, m.modseq, m.flags));
+            }
+            t.put_ser(Cf::Mailboxes, keys::mailbox(user, &name), &mb)?;
+            Ok(Ok(Reply::FlagsStored { updated, modified }))
+        }
+        Command::Expunge { user, mailbox: name, uids } => {
+            let name = canonical_mailbox(name);
+            let mut mb = tri!(mailbox(t, user, &name)?);
+            let wanted: Option<std::collections::BTreeSet<u32>> = uids.as_ref().map(|u| u.iter().copied().collect());
+            let mut gone = Vec::new();
+            for (k, v) in t.scan(Cf::Messages, &keys::messages_of(mb.id))? {
+                let m: MessageRecord = decode(&v)?;
+                let hit = match &wanted {
+                    Some(set) => set.contains(&m.uid),
+                    None => m.flags.iter().any(|f| f == "\\Deleted"),
+                };
+                if hit {
+                    remove_message(t, user, &mut mb, k, &m)?;
+                    gone.push(m.uid);
+                }
+            }
+            if !gone.is_empty() {
+                mb.highestmodseq += 1;
+                t.events.push(Event::Expunged {
+                    user: user.clone(),
+                    mailbox: name.clone(),
+                    uids: gone.clone(),
+                    modseq: mb.highestmodseq,
+                });
+            }
+            t.put_ser(Cf::Mailboxes, keys::mailbox(user, &name), &mb)?;
+            Ok(Ok(Reply::Expunged { uids: gone, highestmodseq: mb.highestmodseq }))
+        }
+        Command::Copy { user, from, to, uids } => copy_messages(t, user, from, to, uids, false),
+        Command::Move { user, from, to, uids } => copy_messages(t, user, from, to, uids, true),
+        Command::Enqueue {
+            queue_id,
+            mail_from,
+            params,
+            recipients,
+            partition,
+            body,
+            received_at_ms,
+            expires_at_ms,
+            priority,
+        } => {
+            tri!(check_name("queue id", queue_id));
+            if recipients.is_empty() {
+                refuse!(ApplyError::Invalid("no recipients".into()));
+            }
+            if t.get(Cf::Queue, queue_id.as_bytes())?.is_some() {
+                refuse!(ApplyError::QueueEntryExists(queue_id.clone()));
+            }
+            let body_ref = BodyRef { partition: partition.clone(), sha256: sha256_hex(body) };
+            add_body_ref(t, &body_ref, Some(body))?;
+            let entry = QueueEntry {
+                queue_id: queue_id.clone(),
+                mail_from: mail_from.clone(),
+                params: params.clone(),
+                recipients: recipients
+                    .iter()
+                    .map(|spec| RecipientRecord {
+                        spec: spec.clone(),
+                        state: RecipientState::Pending,
+                        attempts: 0,
+                        next_attempt_ms: *received_at_ms,
+                        last_error: None,
+                    })
+                    .collect(),
+                body: body_ref,
+                size: body.len() as u64,
+                received_at_ms: *received_at_ms,
+                expires_at_ms: *expires_at_ms,
+                priority: *priority,
+            };
+            t.put_ser(Cf::Queue, queue_id.as_bytes().to_vec(), &entry)?;
+            t.events.push(Event::Enqueued { queue_id: queue_id.clone() });
+            Ok(Ok(Reply::Enqueued { queue_id: queue_id.clone() }))
+        }
+        Command::Deliver {
+            queue_id,
+            recipient,
+            user,
+            mailbox: name,
+            flags,
+            internal_date_ms,
+            uidvalidity_if_created,
+        } => {
+            let dkey = keys::delivery(queue_id, recipient);
+            let Some(mut entry) = t.get_de::<QueueEntry>(Cf::Queue, queue_id.as_bytes())? else {
+                refuse!(ApplyError::NoSuchQueueEntry(queue_id.clone()));
+            };
+            if let Some(done) = t.get_de::<DeliveryRecord>(Cf::Deliveries, &dkey)? {
+                return Ok(Ok(Reply::Delivered { uidvalidity: done.uidvalidity, uid: done.uid, duplicate: true }));
+            }
+            let Some(idx) = entry.recipients.iter().position(|r| r.spec.address == *recipient) else {
+                refuse!(ApplyError::NoSuchRecipient { queue_id: queue_id.clone(), recipient: recipient.clone() });
+            };
+            tri!(check_name("user", user));
+            let name = canonical_mailbox(name);
+            tri!(check_mailbox_name(&name));
+            let mut mb = match t.get_de::<MailboxRecord>(Cf::Mailboxes, &keys::mailbox(user, &name))? {
+                Some(mb) => mb,
+                None => create_mailbox(t, user, &name, *uidvalidity_if_created, &entry.body.partition, None)?,
+            };
+            tri!(check_quota(t, user, entry.size, 1)?);
+            let body_ref = BodyRef { partition: mb.partition.clone(), sha256: entry.body.sha256.clone() };
+            if body_ref.partition == entry.body.partition {
+                add_body_ref(t, &body_ref, None)?;
+            } else {
+                let bytes = read_body(t, &entry.body)?;
+                add_body_ref(t, &body_ref, Some(&bytes))?;
+            }
+            let (uid, _) =
+                insert_message(t, user, &mut mb, normalize_flags(flags), *internal_date_ms, entry.size, body_ref)?;
+            let record =
+                DeliveryRecord { user: user.clone(), mailbox: name.clone(), uidvalidity: mb.uidvalidity, uid };
+            t.put_ser(Cf::Deliveries, dkey, &record)?;
+            let r = &mut entry.recipients[idx];
+            r.attempts += 1;
+            r.state = RecipientState::Delivered { detail: format!("{user}/{name} uid {uid}") };
+            save_or_retire(t, entry)?;
+            Ok(Ok(Reply::Delivered { uidvalidity: mb.uidvalidity, uid, duplicate: false }))
+        }
+        Command::UpdateRecipient { queue_id, recipient, state, next_attempt_ms, error } => {
+            let Some(mut entry) = t.get_de::<QueueEntry>(Cf::Queue, queue_id.as_bytes())? else {
+                refuse!(ApplyError::NoSuchQueueEntry(queue_id.clone()));
+            };
+            let Some(r) = entry.recipients.iter_mut().find(|r| r.spec.address == *recipient) else {
+                refuse!(ApplyError::NoSuchRecipient { queue_id: queue_id.clone(), recipient: recipient.clone() });
+            };
+            if r.state.is_final() {
+                // A late report from an old master; the first final outcome stands.
+                return Ok(Ok(Reply::Done));
+            }
+            r.attempts += 1;
+            r.state = state.clone();
+            r.next_attempt_ms = *next_attempt_ms;
+            r.last_error = error.clone();
+            save_or_retire(t, entry)?;
+            Ok(Ok(Reply::Done))
+        }
+        Command::RemoveQueueEntry { queue_id } => {
+            let Some(entry) = t.get_de::<QueueEntry>(Cf::Queue, queue_id.as_bytes())? else {
+                refuse!(ApplyError::NoSuchQueueEntry(queue_id.clone()));
+            };
+            retire(t, &entry)?;
+            Ok(Ok(Reply::Done))
+        }
+        Command::SetQuota { user, limit_bytes, limit_messages } => {
+            tri!(check_name("user", user));
+            let mut q: QuotaRecord = t.get_de(Cf::Quota, user.as_bytes())?.unwrap_or_default();
+            q.limit_bytes = *limit_bytes;
+            q.limit_messages = *limit_messages;
+            t.put_ser(Cf::Quota, user.as_bytes().to_vec(), &q)?;
+            t.events.push(Event::QuotaChanged { user: user.clone() });
+            Ok(Ok(Reply::Done))
+        }
+    }
+}
+
+fn mailbox<R: KvRead>(t: &Txn<'_, R>, user: &str, name: &str) -> Result<Result<MailboxRecord, ApplyError>, StoreError> {
+    Ok(t.get_de::<MailboxRecord>(Cf::Mailboxes, &keys::mailbox(user, name))?
+        .ok_or_else(|| ApplyError::NoSuchMailbox(name.to_string())))
+}
+
+fn next_counter<R: KvRead>(t: &mut Txn<'_, R>, key: &[u8], at_least: u64) -> Result<u64, StoreError> {
+    let cur: u64 = t.get_de(Cf::Meta, key)?.unwrap_or(0);
+    let next = (cur + 1).max(at_least);
+    t.put_ser(Cf::Meta, key.to_vec(), &next)?;
+    Ok(next)
+}
+
+fn create_mailbox<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    user: &str,
+    name: &str,
+    proposed_uidvalidity: u32,
+    partition: &str,
+    special_use: Option<String>,
+) -> Result<MailboxRecord, StoreError> {
+    let id = next_counter(t, keys::NEXT_MAILBOX_ID, 1)?;
+    // Strictly increasing per group: a mailbox deleted and created again under the same
+    // name can never get back its old UIDVALIDITY, so (UIDVALIDITY, UID) is never reused.
+    let uidvalidity = next_counter(t, keys::UIDVALIDITY_FLOOR, proposed_uidvalidity.max(1) as u64)?;
+    let uidvalidity = u32::try_from(uidvalidity).unwrap_or(u32::MAX);
+    let mb = MailboxRecord {
+        id,
+        name: name.to_string(),
+        uidvalidity,
+        uidnext: 1,
+        highestmodseq: 1,
+        subscribed: true,
+        acl: BTreeMap::new(),
+        partition: if partition.is_empty() { "primary".into() } else { partition.to_string() },
+        special_use,
+        exists: 0,
+        bytes: 0,
+    };
+    t.put_ser(Cf::Mailboxes, keys::mailbox(user, name), &mb)?;
+    t.events.push(Event::MailboxCreated { user: user.to_string(), mailbox: name.to_string() });
+    Ok(mb)
+}
+
+fn rename_mailbox<R: KvRead>(t: &mut Txn<'_, R>, user: &str, from: &str, to: &str) -> Outcome {
+    let from = canonical_mailbox(from);
+    let to = canonical_mailbox(to);
+    tri!(check_mailbox_name(&to));
+    let mb = tri!(mailbox(t, user, &from)?);
+    if t.get(Cf::Mailboxes, &keys::mailbox(user, &to))?.is_some() {
+        refuse!(ApplyError::MailboxExists(to));
+    }
+    if from == INBOX {
+        // RFC 3501: renaming INBOX moves its messages to a new mailbox and leaves INBOX empty.
+        let mut target = create_mailbox(t, user, &to, mb.uidvalidity, &mb.partition, None)?;
+        let uids: Vec<u32> = t
+            .scan(Cf::Messages, &keys::messages_of(mb.id))?
+            .iter()
+            .map(|(_, v)| decode::<MessageRecord>(v).map(|m| m.uid))
+            .collect::<Result<_, _>>()?;
+        target.subscribed = mb.subscribed;
+        t.put_ser(Cf::Mailboxes, keys::mailbox(user, &to), &target)?;
+        return copy_messages(t, user, INBOX, &to, &uids, true).map(|r| r.map(|_| Reply::Done));
+    }
+    // Move the mailbox and its inferiors; ids (and so messages and UIDVALIDITY) stay.
+    let child_prefix = format!("{from}{HIERARCHY_DELIMITER}");
+    let mut moves = vec![(from.clone(), to.clone(), mb)];
+    for (_, v) in t.scan(Cf::Mailboxes, &keys::user_mailboxes(user))? {
+        let child: MailboxRecord = decode(&v)?;
+        if let Some(rest) = child.name.strip_prefix(&child_prefix) {
+            let new_name = format!("{to}{HIERARCHY_DELIMITER}{rest}");
+            if t.get(Cf::Mailboxes, &keys::mailbox(user, &new_name))?.is_some() {
+                refuse!(ApplyError::MailboxExists(new_name));
+            }
+            moves.push((child.name.clone(), new_name, child));
+        }
+    }
+    for (old, new, mut rec) in moves {
+        t.delete(Cf::Mailboxes, keys::mailbox(user, &old));
+        rec.name = new.clone();
+        t.put_ser(Cf::Mailboxes, keys::mailbox(user, &new), &rec)?;
+        t.events.push(Event::MailboxRenamed { user: user.to_string(), from: old, to: new });
+    }
+    Ok(Ok(Reply::Done))
+}
+
+fn copy_messages<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    user: &str,
+    from: &str,
+    to: &str,
+    uids: &[u32],
+    is_move: bool,
+) -> Outcome {
+    let from = canonical_mailbox(from);
+    let to = canonical_mailbox(to);
+    let mut src = tri!(mailbox(t, user, &from)?);
+    let mut dst = tri!(mailbox(t, user, &to)?);
+    if src.id == dst.id && is_move {
+        refuse!(ApplyError::Invalid("cannot move a mailbox's messages into itself".into()));
+    }
+    let mut uids = uids.to_vec();
+    uids.sort_unstable();
+    uids.dedup();
+    let mut found = Vec::new();
+    for uid in uids {
+        if let Some(m) = t.get_de::<MessageRecord>(Cf::Messages, &keys::message(src.id, uid))? {
+            found.push(m);
+        }
+    }
+    if !is_move {
+        let bytes: u64 = found.iter().map(|m| m.size).sum();
+        tri!(check_quota(t, user, bytes, found.len() as u64)?);
+    }
+    let mut pairs = Vec::new();
+    for m in &found {
+        let body_ref = BodyRef { partition: dst.partition.clone(), sha256: m.body.sha256.clone() };
+        if body_ref.partition == m.body.partition {
+            add_body_ref(t, &body_ref, None)?;
+        } else {
+            let bytes = read_body(t, &m.body)?;
+            add_body_ref(t, &body_ref, Some(&bytes))?;
+        }
+        if src.id == dst.id {
+            // COPY into the same mailbox: keep `src` in step with `dst`.
+            let (new_uid, _) = insert_message(t, user, &mut dst, m.flags.clone(), m.internal_date_ms, m.size, body_ref)?;
+            src = dst.clone();
+            pairs.push((m.uid, new_uid));
+        } else {
+            let (new_uid, _) = insert_message(t, user, &mut dst, m.flags.clone(), m.internal_date_ms, m.size, body_ref)?;
+            pairs.push((m.uid, new_uid));
+        }
+    }
+    if is_move && !found.is_empty() {
+        let mut gone = Vec::new();
+        for m in &found {
+            remove_message(t, user, &mut src, keys::message(src.id, m.uid), m)?;
+            gone.push(m.uid);
+        }
+        src.highestmodseq += 1;
+        t.events.push(Event::Expunged { user: user.to_string(), mailbox: from.clone(), uids: gone, modseq: src.highestmodseq });
+        t.put_ser(Cf::Mailboxes, keys::mailbox(user, &from), &src)?;
+    }
+    Ok(Ok(Reply::Copied { uidvalidity: dst.uidvalidity, pairs }))
+}
+
+fn insert_message<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    user: &str,
+    mb: &mut MailboxRecord,
+    flags: Vec<String>,
+    internal_date_ms: i64,
+    size: u64,
+    body: BodyRef,
+) -> Result<(u32, u64), StoreError> {
+    let uid = mb.uidnext;
+    mb.uidnext = mb.uidnext.checked_add(1).ok_or_else(|| StoreError::Invariant("UID space exhausted".into()))?;
+    mb.highestmodseq += 1;
+    mb.exists += 1;
+    mb.bytes += size;
+    let rec = MessageRecord { uid, modseq: mb.highestmodseq, flags, internal_date_ms, size, body };
+    t.put_ser(Cf::Messages, keys::message(mb.id, uid), &rec)?;
+    t.put_ser(Cf::Mailboxes, keys::mailbox(user, &mb.name), mb)?;
+    adjust_quota(t, user, size as i128, 1)?;
+    t.events.push(Event::MessageAdded { user: user.to_string(), mailbox: mb.name.clone(), uid, modseq: rec.modseq });
+    Ok((uid, rec.modseq))
+}
+
+fn remove_message<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    user: &str,
+    mb: &mut MailboxRecord,
+    key: Vec<u8>,
+    m: &MessageRecord,
+) -> Result<(), StoreError> {
+    t.delete(Cf::Messages, key);
+    drop_body_ref(t, &m.body)?;
+    mb.exists = mb.exists.saturating_sub(1);
+    mb.bytes = mb.bytes.saturating_sub(m.size);
+    adjust_quota(t, user, -(m.size as i128), -1)
+}
+
+fn check_quota<R: KvRead>(
+    t: &Txn<'_, R>,
+    user: &str,
+    bytes: u64,
+    messages: u64,
+) -> Result<Result<(), ApplyError>, StoreError> {
+    let q: QuotaRecord = t.get_de(Cf::Quota, user.as_bytes())?.unwrap_or_default();
+    let over_bytes = q.limit_bytes.is_some_and(|l| q.used_bytes.saturating_add(bytes) > l);
+    let over_msgs = q.limit_messages.is_some_and(|l| q.used_messages.saturating_add(messages) > l);
+    Ok(if over_bytes || over_msgs { Err(ApplyError::OverQuota) } else { Ok(()) })
+}
+
+fn adjust_quota<R: KvRead>(t: &mut Txn<'_, R>, user: &str, bytes: i128, messages: i128) -> Result<(), StoreError> {
+    let mut q: QuotaRecord = t.get_de(Cf::Quota, user.as_bytes())?.unwrap_or_default();
+    q.used_bytes = (q.used_bytes as i128 + bytes).max(0) as u64;
+    q.used_messages = (q.used_messages as i128 + messages).max(0) as u64;
+    t.put_ser(Cf::Quota, user.as_bytes().to_vec(), &q)
+}
+
+fn add_body_ref<R: KvRead>(t: &mut Txn<'_, R>, body: &BodyRef, bytes: Option<&[u8]>) -> Result<(), StoreError> {
+    let key = keys::body(&body.partition, &body.sha256);
+    let count = match t.get(Cf::BodyRefs, &key)? {
+        Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Codec("refcount".into()))?),
+        None => 0,
+    };
+    if count == 0 {
+        let bytes = bytes.ok_or_else(|| StoreError::Invariant(format!("body {} missing", body.sha256)))?;
+        t.put(Cf::Bodies, key.clone(), bytes.to_vec());
+    }
+    t.put(Cf::BodyRefs, key, (count + 1).to_be_bytes().to_vec());
+    Ok(())
+}
+
+fn drop_body_ref<R: KvRead>(t: &mut Txn<'_, R>, body: &BodyRef) -> Result<(), StoreError> {
+    let key = keys::body(&body.partition, &body.sha256);
+    let count = match t.get(Cf::BodyRefs, &key)? {
+        Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Codec("refcount".into()))?),
+        None => return Err(StoreError::Invariant(format!("refcount of body {} underflows", body.sha256))),
+    };
+    if count <= 1 {
+        t.delete(Cf::BodyRefs, key.clone());
+        t.delete(Cf::Bodies, key);
+    } else {
+        t.put(Cf::BodyRefs, key, (count - 1).to_be_bytes().to_vec());
+    }
+    Ok(())
+}
+
+fn read_body<R: KvRead>(t: &Txn<'_, R>, body: &BodyRef) -> Result<Vec<u8>, StoreError> {
+    t.get(Cf::Bodies, &keys::body(&body.partition, &body.sha256))?
+        .ok_or_else(|| StoreError::Invariant(format!("body {} missing", body.sha256)))
+}
+
+fn save_or_retire<R: KvRead>(t: &mut Txn<'_, R>, entry: QueueEntry) -> Result<(), StoreError> {
+    if entry.recipients.iter().all(|r| r.state.is_final()) {
+        retire(t, &entry)
+    } else {
+        t.put_ser(Cf::Queue, entry.queue_id.as_bytes().to_vec(), &entry)?;
+        t.events.push(Event::QueueUpdated { queue_id: entry.queue_id.clone() });
+        Ok(())
+    }
+}
+
+/// Removes a queue entry, its body reference and its dedupe records. Dedupe records are only
+/// needed while the entry exists: `Deliver` for a missing entry is refused, never re-applied.
+fn retire<R: KvRead>(t: &mut Txn<'_, R>, entry: &QueueEntry) -> Result<(), StoreError> {
+    t.delete(Cf::Queue, entry.queue_id.as_bytes().to_vec());
+    drop_body_ref(t, &entry.body)?;
+    for (k, _) in t.scan(Cf::Deliveries, &keys::deliveries_of(&entry.queue_id))? {
+        t.delete(Cf::Deliveries, k);
+    }
+    t.events.push(Event::QueueRemoved { queue_id: entry.queue_id.clone() });
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! A Raft group as the rest of Halyard sees it: propose a command, read applied state, follow
+//! the change feed, change membership, report status. `mta`, `access` and `node` use this;
+//! they never touch openraft or RocksDB directly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::network::RaftNetworkFactory;
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::error::{ProposeError, StoreError};
+use crate::log_store::{LogDb, LogStore};
+use crate::model::{Change, Command, Reply};
+use crate::state_machine::{SmShared, StateMachineStore};
+use crate::types::{NodeId, Raft, TypeConfig};
+
+/// Timing and log-compaction settings of a group (from the node's `[raft]` config).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so slightly lagging followers catch up from the log.
+    pub keep_logs_after_snapshot: u64,
+    /// Snapshot chunk size streamed to followers.
+    pub snapshot_chunk_bytes: u64,
+    /// Maximum entries per AppendEntries RPC.
+    pub max_payload_entries: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_every: 20_000,
+            keep_logs_after_snapshot: 1_000,
+            snapshot_chunk_bytes: 4 << 20,
+            max_payload_entries: 256,
+        }
+    }
+}
+
+impl RaftTuning {
+    pub fn openraft_config(&self, group: &str) -> Result<Arc<openraft::Config>, String> {
+        let c = openraft::Config {
+            cluster_name: group.to_string(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_logs_after_snapshot,
+            snapshot_max_chunk_size: self.snapshot_chunk_bytes,
+            max_payload_entries: self.max_payload_entries,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        };
+        c.validate().map(Arc::new).map_err(|e| e.to_string())
+    }
+}
+
+/// Role of a member in a group's membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Voter,
+    Learner,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub addr: String,
+    pub role: Role,
+    /// Highest log index known replicated on this member (leader's view; `None` elsewhere or
+    /// when nothing matched yet).
+    pub matched_index: Option<u64>,
+    /// Leader's last log index minus `matched_index`.
+    pub lag: Option<u64>,
+}
+
+/// What `halyard ctl status` shows for a group, from this node's point of view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupStatus {
+    pub name: String,
+    pub node_id: NodeId,
+    /// This node's state in the group: leader, follower, candidate, learner, shutdown.
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub commit_index: u64,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub millis_since_quorum_ack: Option<u64>,
+    pub members: Vec<MemberStatus>,
+}
+
+struct GroupInner {
+    name: String,
+    node_id: NodeId,
+    raft: Raft,
+    sm: Arc<SmShared>,
+    log: LogStore,
+}
+
+/// One Raft group on this node. Cheap to clone.
+#[derive(Clone)]
+pub struct Group {
+    inner: Arc<GroupInner>,
+}
+
+impl Group {
+    /// Opens the group's storage under `dir` and starts its Raft node.
+    pub async fn open<N: RaftNetworkFactory<TypeConfig>>(
+        name: &str,
+        node_id: NodeId,
+        tuning: &RaftTuning,
+        log_db: &Arc<LogDb>,
+        dir: &Path,
+        network: N,
+    ) -> Result<Group, StoreError> {
+        let config = tuning.openraft_config(name).map_err(StoreError::Invariant)?;
+        let sm = StateMachineStore::open(name, dir)?;
+        let shared = sm.shared();
+        let log = log_db.store(name);
+        let raft = Raft::new(node_id, config, network, log.clone(), sm)
+            .await
+            .map_err(|e| StoreError::Invariant(format!("starting raft for group {name}: {e}")))?;
+        Ok(Group { inner: Arc::new(GroupInner { name: name.to_string(), node_id, raft, sm: shared, log }) })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// The underlying openraft handle, for the RPC server and membership tooling.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// Applied state on this node, possibly stale.
+    pub fn reader(&self) -> Arc<SmShared> {
+        self.inner.sm.clone()
+    }
+
+    /// Applied state after confirming with a quorum that this node is still the leader and
+    /// has applied everything committed before the call (openraft `ensure_linearizable`).
+    pub async fn linearizable_reader(&self) -> Result<Arc<SmShared>, ProposeError> {
+        match self.inner.raft.ensure_linearizable().await {
+            Ok(_) => Ok(self.inner.sm.clone()),
+            Err(RaftError::APIError(e)) => Err(self.not_leader_from(e.forward_to_leader())),
+            Err(RaftError::Fatal(f)) => Err(ProposeError::Unavailable(f.to_string())),
+        }
+    }
+
+    fn not_leader_from(&self, f: Option<&openraft::error::ForwardToLeader<NodeId, BasicNode>>) -> ProposeError {
+        ProposeError::NotLeader {
+            group: self.inner.name.clone(),
+            leader_id: f.and_then(|f| f.leader_id),
+            leader_addr: f.and_then(|f| f.leader_node.as_ref().map(|n| n.addr.clone())),
+        }
+    }
+
+    /// Proposes a command and waits until it is committed (fsynced on a majority) and applied
+    /// here. Only an `Ok` means the command took effect.
+    pub async fn propose(&self, cmd: Command) -> Result<Reply, ProposeError> {
+        let kind = cmd.kind();
+        match self.inner.raft.client_write(cmd).await {
+            Ok(resp) => {
+                tracing::debug!(group = %self.inner.name, kind, index = resp.log_id.index, term = resp.log_id.leader_id.term, "committed");
+                Ok(resp.data)
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(self.not_leader_from(Some(&f))),
+            Err(RaftError::APIError(e)) => Err(ProposeError::Unknown(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(ProposeError::Unavailable(f.to_string())),
+        }
+    }
+
+    /// Applied changes of this group, as they happen on this node.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.inner.sm.subscribe()
+    }
+
+    /// Creates the group's first membership if this node has never been part of it. Returns
+    /// whether it did. Every initial member may call this with the same membership.
+    pub async fn initialize_if_new(&self, members: BTreeMap<NodeId, BasicNode>) -> Result<bool, String> {
+        let raft = &self.inner.raft;
+        if raft.is_initialized().await.map_err(|e| e.to_string())? {
+            return Ok(false);
+        }
+        match raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Adds a node as a learner and waits (bounded) until it has caught up.
+    pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), ProposeError> {
+        let fut = self.inner.raft.add_learner(id, BasicNode::new(addr), true);
+        self.membership_result(tokio::time::timeout(Duration::from_secs(120), fut).await).await
+    }
+
+    /// Makes a learner a voter (joint consensus handled by openraft).
+    pub async fn promote(&self, id: NodeId) -> Result<(), ProposeError> {
+        let fut = self.inner.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false);
+        self.membership_result(tokio::time::timeout(Duration::from_secs(60), fut).await).await
+    }
+
+    /// Removes a voter or learner from the group.
+    pub async fn remove(&self, id: NodeId) -> Result<(), ProposeError> {
+        let m = self.inner.raft.metrics().borrow().membership_config.clone();
+        let is_voter = m.membership().voter_ids().any(|v| v == id);
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        let fut = self.inner.raft.change_membership(change, false);
+        self.membership_result(tokio::time::timeout(Duration::from_secs(60), fut).await).await
+    }
+
+    async fn membership_result<T>(
+        &self,
+        r: Result<Result<T, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>, tokio::time::error::Elapsed>,
+    ) -> Result<(), ProposeError> {
+        match r {
+            Err(_) => Err(ProposeError::Unknown("membership change timed out".into())),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(self.not_leader_from(Some(&f))),
+            Ok(Err(RaftError::APIError(e))) => Err(ProposeError::Unknown(e.to_string())),
+            Ok(Err(RaftError::Fatal(f))) => Err(ProposeError::Unavailable(f.to_string())),
+        }
+    }
+
+    pub async fn trigger_snapshot(&self) -> Result<(), ProposeError> {
+        self.inner.raft.trigger().snapshot().await.map_err(|e| ProposeError::Unavailable(e.to_string()))
+    }
+
+    /// Group commit counters of this node's log database.
+    pub fn log_stats(&self) -> Arc<crate::log_store::LogStats> {
+        self.inner.log.stats()
+    }
+
+    pub fn status(&self) -> GroupStatus {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let last = m.last_log_index;
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched = m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index);
+                let matched = if *id == m.id && m.state == ServerState::Leader { last } else { matched };
+                MemberStatus {
+                    id: *id,
+                    addr: node.addr.clone(),
+                    role: if voters.contains(id) { Role::Voter } else { Role::Learner },
+                    matched_index: matched,
+                    lag: match (last, matched) {
+                        (Some(l), Some(mi)) if m.state == ServerState::Leader => Some(l.saturating_sub(mi)),
+                        _ => None,
+                    },
+                }
+            })
+            .collect();
+        GroupStatus {
+            name: self.inner.name.clone(),
+            node_id: m.id,
+            state: format!("{:?}", m.state).to_lowercase(),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: last,
+            commit_index: self.inner.log.committed_index(),
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            members,
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(group = %self.inner.name, error = %e, "raft shutdown");
+        }
+    }
+}

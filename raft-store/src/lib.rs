@@ -1,0 +1,36 @@
+//! # halyard-raft-store — the replicated core
+//!
+//! Every resource group (store partitions + mail queue) and the cluster-wide meta group is a
+//! Raft group built from three parts kept apart, as in openraft's examples:
+//!
+//! - [`log_store`] — the Raft log on RocksDB, one database per node shared by all groups,
+//!   fsynced before openraft is told an append is durable, with group commit;
+//! - [`state_machine`] — the group's state on RocksDB: apply, snapshots (RocksDB checkpoints
+//!   streamed in chunks), atomic snapshot install, and the change feed;
+//! - the network, which lives in the `node` crate (tonic gRPC over mutual TLS) and is passed in
+//!   as an [`openraft::network::RaftNetworkFactory`].
+//!
+//! The meaning of the data — mailboxes, UIDs, flags, single-copy bodies, quotas, the queue —
+//! is in [`model`] (commands, replies, records) and [`apply`] (the deterministic apply
+//! function). Callers use [`Group`]: `propose(Command) -> Reply` returns only after the entry
+//! is committed on a majority, `linearizable_reader()` for reads on the leader, `subscribe()`
+//! for the change feed.
+
+pub mod apply;
+pub mod error;
+pub mod group;
+pub mod log_store;
+pub mod model;
+pub mod read;
+pub mod state_machine;
+pub mod types;
+
+pub use error::{ProposeError, StoreError};
+pub use group::{Group, GroupStatus, MemberStatus, RaftTuning, Role};
+pub use log_store::{LogDb, LogStats, LogStore};
+pub use model::*;
+pub use state_machine::{SmShared, StateMachineStore};
+pub use types::{NodeId, TypeConfig};
+
+/// Re-exported so callers can name openraft's RPC types without depending on openraft.
+pub use openraft;

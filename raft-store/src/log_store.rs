@@ -1,0 +1,274 @@
+//! Raft log storage on RocksDB, shared by every group of a node, with group commit.
+//!
+//! One RocksDB database per node (`<data_dir>/raft-log`) holds the logs, votes and committed
+//! ids of all its groups, keyed by group name. Sharing one database means sharing one WAL:
+//! a single `fsync` makes the appends of every group durable at once.
+//!
+//! **Durability contract.** openraft is told that an append is durable (via
+//! [`LogFlushed::log_io_completed`]) only after the WAL containing it has been synced.
+//! [`RaftLogStorage::append`] writes the entries to RocksDB without syncing (so they are
+//! readable immediately, as openraft requires) and hands the completion callback to the
+//! *syncer* thread. The syncer takes every callback queued while the previous sync ran, issues
+//! one `flush_wal(sync = true)`, and completes them all: that is group commit. Votes and
+//! truncations are written with `sync = true` before the call returns.
+//!
+//! Keys: `L` group `\0` index(u64 BE) → bincode entry; `V` group → vote; `C` group → committed;
+//! `P` group → last purged log id. Large entries (bodies) go to blob files once flushed, so
+//! compaction does not rewrite them.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+
+use crate::apply::{decode, encode};
+use crate::error::StoreError;
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+/// Counters that show how well group commit batches (reported by `ctl status` and the bench).
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// WAL syncs issued by the syncer.
+    pub syncs: AtomicU64,
+    /// Log entries made durable by those syncs.
+    pub entries_synced: AtomicU64,
+    /// `append` calls (one per batch openraft hands us).
+    pub appends: AtomicU64,
+}
+
+struct SyncJob {
+    entries: u64,
+    done: LogFlushed<TypeConfig>,
+}
+
+/// The node's log database and its syncer thread.
+pub struct LogDb {
+    db: Arc<DB>,
+    syncer: std::sync::Mutex<mpsc::Sender<SyncJob>>,
+    pub stats: Arc<LogStats>,
+}
+
+impl LogDb {
+    pub fn open(path: &Path) -> Result<Arc<LogDb>, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_enable_blob_files(true);
+        opts.set_min_blob_size(4096);
+        opts.set_enable_blob_gc(true);
+        opts.set_max_total_wal_size(256 << 20);
+        opts.set_write_buffer_size(64 << 20);
+        let db = Arc::new(DB::open(&opts, path)?);
+        let (tx, rx) = mpsc::channel::<SyncJob>();
+        let stats = Arc::new(LogStats::default());
+        let (db2, stats2) = (db.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name("raft-log-sync".into())
+            .spawn(move || syncer(db2, stats2, rx))
+            .map_err(StoreError::from)?;
+        Ok(Arc::new(LogDb { db, syncer: std::sync::Mutex::new(tx), stats }))
+    }
+
+    /// A group's view of the log database.
+    pub fn store(self: &Arc<Self>, group: &str) -> LogStore {
+        LogStore { db: self.clone(), group: group.into(), committed: Arc::new(AtomicU64::new(0)) }
+    }
+}
+
+fn syncer(db: Arc<DB>, stats: Arc<LogStats>, rx: mpsc::Receiver<SyncJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            jobs.push(more);
+        }
+        let result = db.flush_wal(true);
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        let n: u64 = jobs.iter().map(|j| j.entries).sum();
+        stats.entries_synced.fetch_add(n, Ordering::Relaxed);
+        for job in jobs {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::other(e.to_string())),
+            };
+            job.done.log_io_completed(r);
+        }
+    }
+}
+
+fn key(prefix: u8, group: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(group.len() + 10);
+    k.push(prefix);
+    k.extend_from_slice(group.as_bytes());
+    k.push(0);
+    k
+}
+
+fn log_key(group: &str, index: u64) -> Vec<u8> {
+    let mut k = key(b'L', group);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// The log of one group. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<LogDb>,
+    group: Arc<str>,
+    /// Last committed index saved by openraft (for `ctl status`).
+    committed: Arc<AtomicU64>,
+}
+
+impl LogStore {
+    pub fn stats(&self) -> Arc<LogStats> {
+        self.db.stats.clone()
+    }
+
+    /// Committed index as last reported by openraft (0 before the first commit).
+    pub fn committed_index(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, prefix: u8) -> Result<Option<T>, StoreError> {
+        self.db.db.get(key(prefix, &self.group))?.map(|v| decode(&v)).transpose()
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
+        let prefix = key(b'L', &self.group);
+        let top = log_key(&self.group, u64::MAX);
+        let mut it = self.db.db.iterator(IteratorMode::From(&top, Direction::Reverse));
+        match it.next() {
+            Some(Ok((k, v))) if k.starts_with(&prefix) => {
+                let e: Entry = decode(&v)?;
+                Ok(Some(e.log_id))
+            }
+            Some(Err(e)) => Err(e.into()),
+            _ => Ok(None),
+        }
+    }
+
+    fn read_range(&self, start: u64, end_exclusive: u64) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        if start >= end_exclusive {
+            return Ok(out);
+        }
+        let from = log_key(&self.group, start);
+        let to = log_key(&self.group, end_exclusive);
+        for item in self.db.db.iterator(IteratorMode::From(&from, Direction::Forward)) {
+            let (k, v) = item?;
+            if k.as_ref() >= to.as_slice() {
+                break;
+            }
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.saturating_add(1),
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.read_range(start, end).map_err(StoreError::logs_read)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let purged: Option<LogId> = self.get_meta(b'P').map_err(StoreError::logs_read)?;
+        let last = self.last_log_id().map_err(StoreError::logs_read)?.or(purged);
+        Ok(LogState { last_purged_log_id: purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let mut b = WriteBatch::default();
+        b.put(key(b'V', &self.group), encode(vote).map_err(|e| e.raft(openraft::ErrorSubject::Vote, openraft::ErrorVerb::Write))?);
+        self.write(b, true).map_err(|e| e.raft(openraft::ErrorSubject::Vote, openraft::ErrorVerb::Write))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.get_meta(b'V').map_err(|e| e.raft(openraft::ErrorSubject::Vote, openraft::ErrorVerb::Read))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        if let Some(c) = &committed {
+            self.committed.store(c.index, Ordering::Relaxed);
+        }
+        let mut b = WriteBatch::default();
+        b.put(key(b'C', &self.group), encode(&committed).map_err(StoreError::logs_write)?);
+        // Not synced: losing it only means re-learning the commit index from the leader.
+        self.write(b, false).map_err(StoreError::logs_write)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let c: Option<Option<LogId>> = self.get_meta(b'C').map_err(StoreError::logs_read)?;
+        let c = c.flatten();
+        if let Some(c) = &c {
+            self.committed.store(c.index, Ordering::Relaxed);
+        }
+        Ok(c)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        let mut n = 0u64;
+        for e in entries {
+            batch.put(log_key(&self.group, e.log_id.index), encode(&e).map_err(StoreError::logs_write)?);
+            n += 1;
+        }
+        // Visible to readers now, durable once the syncer has synced the WAL.
+        self.write(batch, false).map_err(StoreError::logs_write)?;
+        self.db.stats.appends.fetch_add(1, Ordering::Relaxed);
+        let tx = self.db.syncer.lock().map_err(|_| StoreError::Invariant("syncer lock poisoned".into()).logs_write())?.clone();
+        if let Err(mpsc::SendError(job)) = tx.send(SyncJob { entries: n, done: callback }) {
+            job.done.log_io_completed(Err(io::Error::other("log syncer stopped")));
+        }
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut b = WriteBatch::default();
+        b.delete_range(log_key(&self.group, log_id.index), log_key(&self.group, u64::MAX));
+        self.write(b, true).map_err(StoreError::logs_write)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut b = WriteBatch::default();
+        b.put(key(b'P', &self.group), encode(&log_id).map_err(StoreError::logs_write)?);
+        b.delete_range(log_key(&self.group, 0), log_key(&self.group, log_id.index + 1));
+        self.write(b, false).map_err(StoreError::logs_write)
+    }
+}

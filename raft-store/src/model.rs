@@ -1,0 +1,341 @@
+//! The replicated data model: what a resource group stores and the commands that change it.
+//!
+//! Everything here is data: [`Command`] is what a proposer (the SMTP server, the IMAP server,
+//! the job controller, `halyard ctl`) puts in a Raft log entry, [`Reply`] is what the state
+//! machine answers once the entry is committed and applied, and the `*Record` types are the
+//! values kept in the state machine's column families. The apply logic lives in
+//! [`crate::apply`].
+//!
+//! Apply must be deterministic, so every value that would otherwise come from a clock or a
+//! random source (internal dates, queue ids, retry times, proposed UIDVALIDITY) travels inside
+//! the command, chosen by the proposer. Content hashes of bodies are computed during apply:
+//! they are a pure function of the entry.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// IMAP hierarchy delimiter used for mailbox names.
+pub const HIERARCHY_DELIMITER: char = '/';
+
+/// The mailbox every user has and that local delivery targets by default.
+pub const INBOX: &str = "INBOX";
+
+/// How a STORE changes a message's flags (RFC 3501 §6.4.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FlagAction {
+    /// `+FLAGS`
+    Add,
+    /// `-FLAGS`
+    Remove,
+    /// `FLAGS`
+    Replace,
+}
+
+/// A recipient as the envelope carried it, with its DSN parameters (RFC 3461).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientSpec {
+    /// The address as given in RCPT TO (after rewriting).
+    pub address: String,
+    /// `ORCPT=` if the client gave one.
+    pub orcpt: Option<String>,
+    /// `NOTIFY=` values (SUCCESS, FAILURE, DELAY, NEVER); empty means the default.
+    pub notify: Vec<String>,
+    /// The channel the rewrite rules chose for this recipient.
+    pub channel: String,
+}
+
+/// The life of one recipient of a queued message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecipientState {
+    /// Waiting for a (first or next) delivery attempt.
+    Pending,
+    /// Delivered into a local mailbox or accepted by the next hop.
+    Delivered { detail: String },
+    /// Permanently failed; a DSN has been or will be generated.
+    Failed { code: u16, detail: String },
+}
+
+impl RecipientState {
+    /// Whether the recipient needs no further attempt.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, RecipientState::Pending)
+    }
+}
+
+/// One recipient of a queue entry and where its delivery stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientRecord {
+    pub spec: RecipientSpec,
+    pub state: RecipientState,
+    /// Attempts made so far (successful or not).
+    pub attempts: u32,
+    /// Unix milliseconds of the next attempt; only meaningful while `Pending`.
+    pub next_attempt_ms: i64,
+    /// Last temporary error, for `ctl queue show` and delay DSNs.
+    pub last_error: Option<String>,
+}
+
+/// A message in the group's mail queue (the seed's channel queue file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    pub queue_id: String,
+    /// Reverse path; empty for the null sender (`MAIL FROM:<>`).
+    pub mail_from: String,
+    /// `ENVID=` (RFC 3461), `RET=`, `BODY=`, `SMTPUTF8`: kept verbatim for the DSN generator.
+    pub params: BTreeMap<String, String>,
+    pub recipients: Vec<RecipientRecord>,
+    /// The single stored body this entry holds a reference on.
+    pub body: BodyRef,
+    pub size: u64,
+    /// Unix milliseconds when the message was accepted.
+    pub received_at_ms: i64,
+    /// Unix milliseconds after which pending recipients are given up on.
+    pub expires_at_ms: i64,
+    /// Lower runs first.
+    pub priority: i32,
+}
+
+/// Where a body lives: the partition and the SHA-256 of its bytes. One stored copy per
+/// partition, shared by every message (and queue entry) that references it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BodyRef {
+    pub partition: String,
+    /// Lower-case hex SHA-256 of the body.
+    pub sha256: String,
+}
+
+/// A mailbox of one user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxRecord {
+    /// Internal id, stable across RENAME; the key prefix of the mailbox's messages.
+    pub id: u64,
+    pub name: String,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highestmodseq: u64,
+    pub subscribed: bool,
+    /// RFC 4314 rights per identifier (e.g. `"anyone" -> "lr"`).
+    pub acl: BTreeMap<String, String>,
+    /// Store partition holding this mailbox's bodies.
+    pub partition: String,
+    /// RFC 6154 attribute such as `\Sent`, if any.
+    pub special_use: Option<String>,
+    /// Number of messages (kept to answer EXISTS and quota without a scan).
+    pub exists: u32,
+    /// Sum of message sizes.
+    pub bytes: u64,
+}
+
+/// A message in a mailbox: the index entry (the seed's store.idx), not the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub uid: u32,
+    pub modseq: u64,
+    /// Sorted, de-duplicated flags (`\Seen`, `\Deleted`, keywords).
+    pub flags: Vec<String>,
+    /// Unix milliseconds (IMAP INTERNALDATE), chosen by the proposer.
+    pub internal_date_ms: i64,
+    pub size: u64,
+    pub body: BodyRef,
+}
+
+/// Quota limits and usage of one user (RFC 2087 STORAGE and MESSAGE resources).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaRecord {
+    pub limit_bytes: Option<u64>,
+    pub limit_messages: Option<u64>,
+    pub used_bytes: u64,
+    pub used_messages: u64,
+}
+
+/// Proof that a queue entry's recipient was delivered into a mailbox: the dedupe key that
+/// makes `Deliver` idempotent across retries and failovers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub user: String,
+    pub mailbox: String,
+    pub uidvalidity: u32,
+    pub uid: u32,
+}
+
+/// A change to a resource group's state, proposed through Raft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Does nothing; used to check that a group commits and by benchmarks.
+    Noop { payload: Bytes },
+    CreateMailbox {
+        user: String,
+        name: String,
+        /// Proposed UIDVALIDITY; apply raises it if needed so that it is strictly greater than
+        /// any UIDVALIDITY this group handed out before.
+        uidvalidity: u32,
+        partition: String,
+        special_use: Option<String>,
+    },
+    RenameMailbox { user: String, from: String, to: String },
+    DeleteMailbox { user: String, name: String },
+    Subscribe { user: String, name: String, subscribed: bool },
+    SetAcl { user: String, mailbox: String, identifier: String, rights: Option<String> },
+    /// IMAP APPEND: stores the body (one copy per partition) and indexes a new message.
+    Append {
+        user: String,
+        mailbox: String,
+        flags: Vec<String>,
+        internal_date_ms: i64,
+        body: Bytes,
+    },
+    StoreFlags {
+        user: String,
+        mailbox: String,
+        uids: Vec<u32>,
+        action: FlagAction,
+        flags: Vec<String>,
+        /// CONDSTORE `UNCHANGEDSINCE`.
+        unchanged_since: Option<u64>,
+    },
+    /// Removes the given UIDs, or every message flagged `\Deleted` when `uids` is `None`.
+    Expunge { user: String, mailbox: String, uids: Option<Vec<u32>> },
+    Copy { user: String, from: String, to: String, uids: Vec<u32> },
+    Move { user: String, from: String, to: String, uids: Vec<u32> },
+    /// A message accepted by the MTA (end of DATA). Committing this is what allows `250`.
+    Enqueue {
+        queue_id: String,
+        mail_from: String,
+        params: BTreeMap<String, String>,
+        recipients: Vec<RecipientSpec>,
+        partition: String,
+        body: Bytes,
+        received_at_ms: i64,
+        expires_at_ms: i64,
+        priority: i32,
+    },
+    /// Local delivery of one recipient of a queue entry into a mailbox. Idempotent per
+    /// (queue id, recipient): a second apply returns the first delivery's UID.
+    Deliver {
+        queue_id: String,
+        recipient: String,
+        user: String,
+        mailbox: String,
+        flags: Vec<String>,
+        internal_date_ms: i64,
+        /// UIDVALIDITY to use if the target mailbox has to be created.
+        uidvalidity_if_created: u32,
+    },
+    /// Outcome of a delivery attempt for one recipient. When every recipient is final the
+    /// entry leaves the queue and its body reference is dropped.
+    UpdateRecipient {
+        queue_id: String,
+        recipient: String,
+        state: RecipientState,
+        next_attempt_ms: i64,
+        error: Option<String>,
+    },
+    /// Removes a queue entry whatever its state (`halyard ctl queue delete`).
+    RemoveQueueEntry { queue_id: String },
+    SetQuota { user: String, limit_bytes: Option<u64>, limit_messages: Option<u64> },
+}
+
+impl Command {
+    /// Short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Noop { .. } => "noop",
+            Command::CreateMailbox { .. } => "create_mailbox",
+            Command::RenameMailbox { .. } => "rename_mailbox",
+            Command::DeleteMailbox { .. } => "delete_mailbox",
+            Command::Subscribe { .. } => "subscribe",
+            Command::SetAcl { .. } => "set_acl",
+            Command::Append { .. } => "append",
+            Command::StoreFlags { .. } => "store_flags",
+            Command::Expunge { .. } => "expunge",
+            Command::Copy { .. } => "copy",
+            Command::Move { .. } => "move",
+            Command::Enqueue { .. } => "enqueue",
+            Command::Deliver { .. } => "deliver",
+            Command::UpdateRecipient { .. } => "update_recipient",
+            Command::RemoveQueueEntry { .. } => "remove_queue_entry",
+            Command::SetQuota { .. } => "set_quota",
+        }
+    }
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
+/// Why the state machine refused a command. Refusals are deterministic: every replica refuses
+/// the same entry the same way, and the log entry still counts as applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApplyError {
+    #[error("mailbox does not exist: {0}")]
+    NoSuchMailbox(String),
+    #[error("mailbox already exists: {0}")]
+    MailboxExists(String),
+    #[error("invalid name: {0}")]
+    InvalidName(String),
+    #[error("over quota")]
+    OverQuota,
+    #[error("queue entry does not exist: {0}")]
+    NoSuchQueueEntry(String),
+    #[error("recipient {recipient} is not in queue entry {queue_id}")]
+    NoSuchRecipient { queue_id: String, recipient: String },
+    #[error("queue entry already exists: {0}")]
+    QueueEntryExists(String),
+    #[error("UNCHANGEDSINCE test failed for every UID")]
+    Modified,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The state machine's answer to one applied entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Blank and membership entries, and `Noop`.
+    None,
+    Created { uidvalidity: u32 },
+    Done,
+    Appended { uidvalidity: u32, uid: u32, modseq: u64 },
+    FlagsStored {
+        /// (uid, new modseq, new flags) for every message that changed.
+        updated: Vec<(u32, u64, Vec<String>)>,
+        /// UIDs refused by UNCHANGEDSINCE (RFC 7162 `[MODIFIED ...]`).
+        modified: Vec<u32>,
+    },
+    Expunged { uids: Vec<u32>, highestmodseq: u64 },
+    /// COPYUID / MOVE's COPYUID: (source uid, destination uid) pairs.
+    Copied { uidvalidity: u32, pairs: Vec<(u32, u32)> },
+    Enqueued { queue_id: String },
+    Delivered { uidvalidity: u32, uid: u32, duplicate: bool },
+    Error(ApplyError),
+}
+
+/// What happened, as seen by subscribers of a group's change feed (IMAP IDLE, the job
+/// controller). Published after the entry's effects are durable in the state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    MailboxCreated { user: String, mailbox: String },
+    MailboxRenamed { user: String, from: String, to: String },
+    MailboxDeleted { user: String, mailbox: String },
+    MessageAdded { user: String, mailbox: String, uid: u32, modseq: u64 },
+    FlagsChanged { user: String, mailbox: String, uid: u32, modseq: u64, flags: Vec<String> },
+    Expunged { user: String, mailbox: String, uids: Vec<u32>, modseq: u64 },
+    Enqueued { queue_id: String },
+    QueueUpdated { queue_id: String },
+    QueueRemoved { queue_id: String },
+    QuotaChanged { user: String },
+    /// The whole state was replaced by an installed snapshot: subscribers must re-read.
+    SnapshotInstalled,
+}
+
+/// One applied change, tagged with where it sits in the group's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub group: String,
+    pub term: u64,
+    pub index: u64,
+    pub event: Event,
+}

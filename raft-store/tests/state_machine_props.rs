@@ -1,0 +1,243 @@
+//! Property tests of the replicated state machine on real RocksDB:
+//! determinism, monotonic UIDs/MODSEQs, stable UIDVALIDITY, idempotent delivery and
+//! reference counts that return to zero.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use halyard_raft_store::openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+use halyard_raft_store::*;
+use proptest::prelude::*;
+
+const USERS: [&str; 2] = ["alice", "bob"];
+const BOXES: [&str; 3] = ["INBOX", "Archive", "Work/Projects"];
+const FLAGS: [&str; 4] = ["\\Seen", "\\Deleted", "\\Flagged", "$Label1"];
+
+fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
+    Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(cmd) }
+}
+
+fn arb_body() -> impl Strategy<Value = Bytes> {
+    // Few distinct bodies so that single-copy sharing is exercised.
+    (0u8..4, 0usize..3).prop_map(|(b, n)| Bytes::from(vec![b'a' + b; 100 + n * 5000]))
+}
+
+fn arb_flags() -> impl Strategy<Value = Vec<String>> {
+    proptest::collection::vec(prop::sample::select(FLAGS.to_vec()), 0..3)
+        .prop_map(|v| v.into_iter().map(String::from).collect())
+}
+
+fn arb_uids() -> impl Strategy<Value = Vec<u32>> {
+    proptest::collection::vec(1u32..12, 0..4)
+}
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let user = prop::sample::select(USERS.to_vec()).prop_map(String::from);
+    let mbox = prop::sample::select(BOXES.to_vec()).prop_map(String::from);
+    prop_oneof![
+        (user.clone(), mbox.clone(), 1u32..5).prop_map(|(user, name, uidvalidity)| Command::CreateMailbox {
+            user, name, uidvalidity, partition: "primary".into(), special_use: None }),
+        (user.clone(), mbox.clone()).prop_map(|(user, name)| Command::DeleteMailbox { user, name }),
+        (user.clone(), mbox.clone(), mbox.clone()).prop_map(|(user, from, to)| Command::RenameMailbox { user, from, to }),
+        3 => (user.clone(), mbox.clone(), arb_flags(), arb_body(), 0i64..1000).prop_map(|(user, mailbox, flags, body, d)|
+            Command::Append { user, mailbox, flags, internal_date_ms: d, body }),
+        2 => (user.clone(), mbox.clone(), arb_uids(), arb_flags(), 0u8..3, proptest::option::of(0u64..20)).prop_map(
+            |(user, mailbox, uids, flags, a, unchanged_since)| Command::StoreFlags { user, mailbox, uids, flags,
+                action: [FlagAction::Add, FlagAction::Remove, FlagAction::Replace][a as usize], unchanged_since }),
+        (user.clone(), mbox.clone(), proptest::option::of(arb_uids())).prop_map(|(user, mailbox, uids)| Command::Expunge { user, mailbox, uids }),
+        (user.clone(), mbox.clone(), mbox.clone(), arb_uids()).prop_map(|(user, from, to, uids)| Command::Copy { user, from, to, uids }),
+        (user.clone(), mbox.clone(), mbox.clone(), arb_uids()).prop_map(|(user, from, to, uids)| Command::Move { user, from, to, uids }),
+        (0u8..3, arb_body(), proptest::collection::vec(prop::sample::select(USERS.to_vec()), 1..3)).prop_map(|(q, body, rcpts)| Command::Enqueue {
+            queue_id: format!("Q{q}"), mail_from: "sender@example.org".into(), params: BTreeMap::new(),
+            recipients: rcpts.iter().map(|u| RecipientSpec { address: format!("{u}@example.org"), orcpt: None, notify: vec![], channel: "store".into() }).collect(),
+            partition: "primary".into(), body, received_at_ms: 5, expires_at_ms: 10_000, priority: 0 }),
+        2 => (0u8..3, user.clone(), mbox.clone()).prop_map(|(q, u, mailbox)| Command::Deliver {
+            queue_id: format!("Q{q}"), recipient: format!("{u}@example.org"), user: u, mailbox, flags: vec![],
+            internal_date_ms: 7, uidvalidity_if_created: 3 }),
+        (0u8..3, user.clone(), 0u8..2).prop_map(|(q, u, fail)| Command::UpdateRecipient {
+            queue_id: format!("Q{q}"), recipient: format!("{u}@example.org"),
+            state: if fail == 0 { RecipientState::Pending } else { RecipientState::Failed { code: 550, detail: "no".into() } },
+            next_attempt_ms: 100, error: Some("try later".into()) }),
+        (user, proptest::option::of(0u64..30_000), proptest::option::of(0u64..10)).prop_map(|(user, limit_bytes, limit_messages)|
+            Command::SetQuota { user, limit_bytes, limit_messages }),
+    ]
+}
+
+fn open_sm(dir: &std::path::Path) -> StateMachineStore {
+    StateMachineStore::open("rg1", dir).expect("open state machine")
+}
+
+/// Snapshot of what the invariants talk about: per (user, mailbox) the record and messages.
+fn mailboxes(sm: &SmShared) -> BTreeMap<(String, String), (MailboxRecord, Vec<MessageRecord>)> {
+    let mut out = BTreeMap::new();
+    for u in USERS {
+        for mb in sm.mailboxes(u).unwrap() {
+            let msgs = sm.messages(u, &mb.name).unwrap().unwrap();
+            out.insert((u.to_string(), mb.name.clone()), (mb, msgs));
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// Two replicas fed the same commands end byte-identical, applied one by one or in
+    /// batches; and the mail invariants hold after every step.
+    #[test]
+    fn replicas_agree_and_invariants_hold(cmds in proptest::collection::vec(arb_command(), 1..60), batch in 1usize..8) {
+        let d1 = tempfile::tempdir().unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        let mut a = open_sm(d1.path());
+        let mut b = open_sm(d2.path());
+        let sa = a.shared();
+        let mut uidvalidity_seen: BTreeMap<(String, String, u64), u32> = BTreeMap::new();
+        let mut used_pairs: BTreeMap<(u32, u32), String> = BTreeMap::new();
+        let mut prev = mailboxes(&sa);
+        let mut replies_a = Vec::new();
+        for (i, cmd) in cmds.iter().enumerate() {
+            replies_a.extend(a.apply_entries([entry(i as u64 + 1, cmd.clone())]).unwrap());
+            let now = mailboxes(&sa);
+            for ((u, name), (mb, msgs)) in &now {
+                // UIDVALIDITY of a live mailbox (same internal id) never changes.
+                let key = (u.clone(), name.clone(), mb.id);
+                if let Some(old) = uidvalidity_seen.insert(key, mb.uidvalidity) {
+                    prop_assert_eq!(old, mb.uidvalidity);
+                }
+                if let Some((old_mb, _)) = prev.get(&(u.clone(), name.clone())) {
+                    if old_mb.id == mb.id {
+                        prop_assert!(mb.uidnext >= old_mb.uidnext, "UIDNEXT went backwards");
+                        prop_assert!(mb.highestmodseq >= old_mb.highestmodseq, "HIGHESTMODSEQ went backwards");
+                    }
+                }
+                for m in msgs {
+                    prop_assert!(m.uid < mb.uidnext);
+                    prop_assert!(m.modseq <= mb.highestmodseq);
+                    // A (UIDVALIDITY, UID) pair always names the same message body.
+                    let prev_body = used_pairs.insert((mb.uidvalidity, m.uid), m.body.sha256.clone());
+                    if let Some(pb) = prev_body { prop_assert_eq!(pb, m.body.sha256.clone()); }
+                }
+                prop_assert_eq!(mb.exists as usize, msgs.len());
+            }
+            prev = now;
+        }
+        let mut replies_b = Vec::new();
+        let mut idx = 1u64;
+        for chunk in cmds.chunks(batch) {
+            let entries: Vec<_> = chunk.iter().map(|c| { let e = entry(idx, c.clone()); idx += 1; e }).collect();
+            replies_b.extend(b.apply_entries(entries).unwrap());
+        }
+        prop_assert_eq!(replies_a, replies_b);
+        prop_assert_eq!(sa.dump().unwrap(), b.shared().dump().unwrap());
+
+        // Reference counts equal the number of referencing messages and queue entries.
+        let mut refs: BTreeMap<BodyRef, u64> = BTreeMap::new();
+        for (_, (_, msgs)) in mailboxes(&sa) { for m in msgs { *refs.entry(m.body).or_default() += 1; } }
+        for q in sa.queue().unwrap() { *refs.entry(q.body).or_default() += 1; }
+        for (body, n) in &refs { prop_assert_eq!(sa.body_refcount(body).unwrap(), *n); }
+        prop_assert_eq!(sa.body_count().unwrap(), refs.len());
+    }
+
+    /// Delivering the same (queue id, recipient) twice stores one message.
+    #[test]
+    fn deliver_is_idempotent(body in arb_body(), repeats in 2usize..5) {
+        let d = tempfile::tempdir().unwrap();
+        let mut sm = open_sm(d.path());
+        let mut i = 0u64;
+        let mut next = |c: Command| { i += 1; entry(i, c) };
+        let enqueue = Command::Enqueue { queue_id: "Q1".into(), mail_from: "".into(), params: BTreeMap::new(),
+            recipients: vec![
+                RecipientSpec { address: "alice@example.org".into(), orcpt: None, notify: vec![], channel: "store".into() },
+                RecipientSpec { address: "bob@example.org".into(), orcpt: None, notify: vec![], channel: "store".into() }],
+            partition: "primary".into(), body: body.clone(), received_at_ms: 1, expires_at_ms: 2, priority: 0 };
+        sm.apply_entries([next(enqueue)]).unwrap();
+        let deliver = Command::Deliver { queue_id: "Q1".into(), recipient: "alice@example.org".into(), user: "alice".into(),
+            mailbox: "INBOX".into(), flags: vec![], internal_date_ms: 1, uidvalidity_if_created: 9 };
+        let mut first = None;
+        for _ in 0..repeats {
+            let r = sm.apply_entries([next(deliver.clone())]).unwrap().remove(0);
+            match (&first, r) {
+                (None, Reply::Delivered { uid, duplicate: false, .. }) => first = Some(uid),
+                (Some(u), Reply::Delivered { uid, duplicate: true, .. }) => prop_assert_eq!(*u, uid),
+                (_, other) => prop_assert!(false, "unexpected {:?}", other),
+            }
+        }
+        let s = sm.shared();
+        prop_assert_eq!(s.messages("alice", "INBOX").unwrap().unwrap().len(), 1);
+        // One stored body shared by the queue entry and the delivered message.
+        prop_assert_eq!(s.body_count().unwrap(), 1);
+        // Deliver bob too: the entry retires, the queue's reference is dropped.
+        sm.apply_entries([next(Command::Deliver { queue_id: "Q1".into(), recipient: "bob@example.org".into(), user: "bob".into(),
+            mailbox: "INBOX".into(), flags: vec![], internal_date_ms: 1, uidvalidity_if_created: 9 })]).unwrap();
+        prop_assert!(s.queue().unwrap().is_empty());
+        let m = &s.messages("bob", "INBOX").unwrap().unwrap()[0];
+        prop_assert_eq!(s.body_refcount(&m.body).unwrap(), 2);
+        // A late duplicate after the entry retired is refused, not stored again.
+        let late = sm.apply_entries([next(deliver)]).unwrap().remove(0);
+        prop_assert!(matches!(late, Reply::Error(ApplyError::NoSuchQueueEntry(_))), "late deliver stored");
+        prop_assert_eq!(s.messages("alice", "INBOX").unwrap().unwrap().len(), 1);
+    }
+
+    /// Copying a message around and expunging every copy frees its body.
+    #[test]
+    fn refcounts_return_to_zero(copies in 1usize..6, body in arb_body()) {
+        let d = tempfile::tempdir().unwrap();
+        let mut sm = open_sm(d.path());
+        let mut i = 0u64;
+        let mut next = |c: Command| { i += 1; entry(i, c) };
+        for name in ["INBOX", "Archive"] {
+            sm.apply_entries([next(Command::CreateMailbox { user: "alice".into(), name: name.into(), uidvalidity: 1,
+                partition: "primary".into(), special_use: None })]).unwrap();
+        }
+        sm.apply_entries([next(Command::Append { user: "alice".into(), mailbox: "INBOX".into(), flags: vec![],
+            internal_date_ms: 0, body })]).unwrap();
+        for _ in 0..copies {
+            sm.apply_entries([next(Command::Copy { user: "alice".into(), from: "INBOX".into(), to: "Archive".into(), uids: vec![1] })]).unwrap();
+        }
+        let s = sm.shared();
+        prop_assert_eq!(s.body_count().unwrap(), 1);
+        let body_ref = s.messages("alice", "INBOX").unwrap().unwrap()[0].body.clone();
+        prop_assert_eq!(s.body_refcount(&body_ref).unwrap(), copies as u64 + 1);
+        sm.apply_entries([next(Command::Expunge { user: "alice".into(), mailbox: "INBOX".into(), uids: Some(vec![1]) })]).unwrap();
+        sm.apply_entries([next(Command::DeleteMailbox { user: "alice".into(), name: "Archive".into() })]).unwrap();
+        prop_assert_eq!(s.body_refcount(&body_ref).unwrap(), 0);
+        prop_assert_eq!(s.body_count().unwrap(), 0);
+        prop_assert!(s.body(&body_ref).unwrap().is_none());
+        prop_assert_eq!(s.quota("alice").unwrap().used_messages, 0);
+    }
+}
+
+#[test]
+fn recreated_mailbox_gets_new_uidvalidity() {
+    let d = tempfile::tempdir().unwrap();
+    let mut sm = open_sm(d.path());
+    let create = Command::CreateMailbox { user: "a".into(), name: "X".into(), uidvalidity: 100, partition: "primary".into(), special_use: None };
+    let r1 = sm.apply_entries([entry(1, create.clone())]).unwrap().remove(0);
+    sm.apply_entries([entry(2, Command::DeleteMailbox { user: "a".into(), name: "X".into() })]).unwrap();
+    // The proposer's clock went backwards: apply still hands out a larger UIDVALIDITY.
+    let create2 = Command::CreateMailbox { user: "a".into(), name: "X".into(), uidvalidity: 50, partition: "primary".into(), special_use: None };
+    let r2 = sm.apply_entries([entry(3, create2)]).unwrap().remove(0);
+    match (r1, r2) {
+        (Reply::Created { uidvalidity: v1 }, Reply::Created { uidvalidity: v2 }) => assert!(v2 > v1, "{v1} {v2}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn state_survives_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let mut sm = open_sm(d.path());
+        sm.apply_entries([
+            entry(1, Command::CreateMailbox { user: "a".into(), name: "inbox".into(), uidvalidity: 7, partition: "primary".into(), special_use: None }),
+            entry(2, Command::Append { user: "a".into(), mailbox: "INBOX".into(), flags: vec!["\\seen".into()], internal_date_ms: 3, body: Bytes::from_static(b"hello") }),
+        ]).unwrap();
+    }
+    let sm = open_sm(d.path());
+    let s = sm.shared();
+    assert_eq!(s.applied_index(), 2);
+    let msgs = s.messages("a", "INBOX").unwrap().unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].flags, vec!["\\Seen".to_string()]);
+    assert_eq!(s.body(&msgs[0].body).unwrap().unwrap(), b"hello");
+}

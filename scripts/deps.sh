@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building and testing Halyard needs on a fresh Debian machine. Idempotent:
+# packages already present are not touched, and apt is only updated when something is missing.
+set -euo pipefail
+
+# Build: bindgen (librocksdb-sys) needs libclang; the C++ toolchain builds RocksDB.
+BUILD_PKGS=(libclang-dev clang g++ make pkg-config)
+# Tests: reserved for the real peers later issues add (slapd, swaks, postfix tools, ...).
+TEST_PKGS=(iproute2 procps)
+
+want=("${BUILD_PKGS[@]}")
+if [ "${1:-}" = "--test" ]; then
+  want+=("${TEST_PKGS[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "installing: ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
