@@ -679,7 +679,8 @@ fn copy_messages<R: KvRead>(
     if is_move && !found.is_empty() {
         let mut gone = Vec::new();
         for m in &found {
-            remove_message(t, user, &mut src, keys::message(src.id, m.uid), m)?;
+            let key = keys::message(src.id, m.uid);
+            remove_message(t, user, &mut src, key, m)?;
             gone.push(m.uid);
         }
         src.highestmodseq += 1;

@@ -162,7 +162,10 @@ impl Group {
     pub async fn linearizable_reader(&self) -> Result<Arc<SmShared>, ProposeError> {
         match self.inner.raft.ensure_linearizable().await {
             Ok(_) => Ok(self.inner.sm.clone()),
-            Err(RaftError::APIError(e)) => Err(self.not_leader_from(e.forward_to_leader())),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(self.not_leader_from(Some(&f)))
+            }
+            Err(RaftError::APIError(e)) => Err(ProposeError::Unknown(e.to_string())),
             Err(RaftError::Fatal(f)) => Err(ProposeError::Unavailable(f.to_string())),
         }
     }

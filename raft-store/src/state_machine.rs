@@ -254,7 +254,7 @@ impl StateMachineStore {
             }
         }
         let Some(last) = last else { return Ok(replies) };
-        txn.put(Cf::Meta, keys::APPLIED.to_vec(), encode(&Some(last))?);
+        txn.put(Cf::Meta, keys::APPLIED.to_vec(), encode(&last)?);
         if let Some(m) = membership {
             txn.put(Cf::Meta, keys::MEMBERSHIP.to_vec(), encode(&m)?);
         }
@@ -542,10 +542,37 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        use std::os::unix::fs::MetadataExt;
+        use tokio::io::AsyncSeekExt;
         let err = |e: StoreError| e.snapshot(ErrorVerb::Write);
+        let mut snapshot = snapshot;
         snapshot.sync_all().await.map_err(|e| err(e.into()))?;
+        let received = self.receiving.take();
+        // Usually the handle is the file we created in `begin_receiving_snapshot`; if openraft
+        // (or a test) handed us another file, copy its contents into our snapshot directory.
+        let handle_meta = snapshot.metadata().await.map_err(|e| err(e.into()))?;
+        let ours = match &received {
+            Some(p) => match tokio::fs::metadata(p).await {
+                Ok(m) => m.ino() == handle_meta.ino() && m.dev() == handle_meta.dev(),
+                Err(_) => false,
+            },
+            None => false,
+        };
+        let path = if ours {
+            received.expect("checked above")
+        } else {
+            if let Some(p) = received {
+                let _ = tokio::fs::remove_file(p).await;
+            }
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let p = self.shared.snapshots_dir().join(format!("incoming-{nanos}.snap"));
+            snapshot.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| err(e.into()))?;
+            let mut out = tokio::fs::File::create(&p).await.map_err(|e| err(e.into()))?;
+            tokio::io::copy(&mut *snapshot, &mut out).await.map_err(|e| err(e.into()))?;
+            out.sync_all().await.map_err(|e| err(e.into()))?;
+            p
+        };
         drop(snapshot);
-        let path = self.receiving.take().ok_or_else(|| err(StoreError::Invariant("no snapshot being received".into())))?;
         let (shared, meta) = (self.shared.clone(), meta.clone());
         blocking(move || install(&shared, &meta, &path)).await.map_err(err)
     }

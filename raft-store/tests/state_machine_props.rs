@@ -35,30 +35,30 @@ fn arb_command() -> impl Strategy<Value = Command> {
     let user = prop::sample::select(USERS.to_vec()).prop_map(String::from);
     let mbox = prop::sample::select(BOXES.to_vec()).prop_map(String::from);
     prop_oneof![
-        (user.clone(), mbox.clone(), 1u32..5).prop_map(|(user, name, uidvalidity)| Command::CreateMailbox {
+        1 => (user.clone(), mbox.clone(), 1u32..5).prop_map(|(user, name, uidvalidity)| Command::CreateMailbox {
             user, name, uidvalidity, partition: "primary".into(), special_use: None }),
-        (user.clone(), mbox.clone()).prop_map(|(user, name)| Command::DeleteMailbox { user, name }),
-        (user.clone(), mbox.clone(), mbox.clone()).prop_map(|(user, from, to)| Command::RenameMailbox { user, from, to }),
+        1 => (user.clone(), mbox.clone()).prop_map(|(user, name)| Command::DeleteMailbox { user, name }),
+        1 => (user.clone(), mbox.clone(), mbox.clone()).prop_map(|(user, from, to)| Command::RenameMailbox { user, from, to }),
         3 => (user.clone(), mbox.clone(), arb_flags(), arb_body(), 0i64..1000).prop_map(|(user, mailbox, flags, body, d)|
             Command::Append { user, mailbox, flags, internal_date_ms: d, body }),
         2 => (user.clone(), mbox.clone(), arb_uids(), arb_flags(), 0u8..3, proptest::option::of(0u64..20)).prop_map(
             |(user, mailbox, uids, flags, a, unchanged_since)| Command::StoreFlags { user, mailbox, uids, flags,
                 action: [FlagAction::Add, FlagAction::Remove, FlagAction::Replace][a as usize], unchanged_since }),
-        (user.clone(), mbox.clone(), proptest::option::of(arb_uids())).prop_map(|(user, mailbox, uids)| Command::Expunge { user, mailbox, uids }),
-        (user.clone(), mbox.clone(), mbox.clone(), arb_uids()).prop_map(|(user, from, to, uids)| Command::Copy { user, from, to, uids }),
-        (user.clone(), mbox.clone(), mbox.clone(), arb_uids()).prop_map(|(user, from, to, uids)| Command::Move { user, from, to, uids }),
-        (0u8..3, arb_body(), proptest::collection::vec(prop::sample::select(USERS.to_vec()), 1..3)).prop_map(|(q, body, rcpts)| Command::Enqueue {
+        1 => (user.clone(), mbox.clone(), proptest::option::of(arb_uids())).prop_map(|(user, mailbox, uids)| Command::Expunge { user, mailbox, uids }),
+        1 => (user.clone(), mbox.clone(), mbox.clone(), arb_uids()).prop_map(|(user, from, to, uids)| Command::Copy { user, from, to, uids }),
+        1 => (user.clone(), mbox.clone(), mbox.clone(), arb_uids()).prop_map(|(user, from, to, uids)| Command::Move { user, from, to, uids }),
+        1 => (0u8..3, arb_body(), proptest::collection::vec(prop::sample::select(USERS.to_vec()), 1..3)).prop_map(|(q, body, rcpts)| Command::Enqueue {
             queue_id: format!("Q{q}"), mail_from: "sender@example.org".into(), params: BTreeMap::new(),
             recipients: rcpts.iter().map(|u| RecipientSpec { address: format!("{u}@example.org"), orcpt: None, notify: vec![], channel: "store".into() }).collect(),
             partition: "primary".into(), body, received_at_ms: 5, expires_at_ms: 10_000, priority: 0 }),
         2 => (0u8..3, user.clone(), mbox.clone()).prop_map(|(q, u, mailbox)| Command::Deliver {
             queue_id: format!("Q{q}"), recipient: format!("{u}@example.org"), user: u, mailbox, flags: vec![],
             internal_date_ms: 7, uidvalidity_if_created: 3 }),
-        (0u8..3, user.clone(), 0u8..2).prop_map(|(q, u, fail)| Command::UpdateRecipient {
+        1 => (0u8..3, user.clone(), 0u8..2).prop_map(|(q, u, fail)| Command::UpdateRecipient {
             queue_id: format!("Q{q}"), recipient: format!("{u}@example.org"),
             state: if fail == 0 { RecipientState::Pending } else { RecipientState::Failed { code: 550, detail: "no".into() } },
             next_attempt_ms: 100, error: Some("try later".into()) }),
-        (user, proptest::option::of(0u64..30_000), proptest::option::of(0u64..10)).prop_map(|(user, limit_bytes, limit_messages)|
+        1 => (user, proptest::option::of(0u64..30_000), proptest::option::of(0u64..10)).prop_map(|(user, limit_bytes, limit_messages)|
             Command::SetQuota { user, limit_bytes, limit_messages }),
     ]
 }
