@@ -77,11 +77,13 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
     println!("  Inspect:  halyard ctl --node 127.0.0.1:{DEMO_BASE_PORT} status");
     println!("  Stop:     Ctrl-C");
     wait_for_signal().await;
-    println!("stopping...");
+    // stdout may be gone by now (a closed pipe): never panic on printing while stopping.
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "stopping...");
     for n in running {
         n.shutdown().await;
     }
-    println!("stopped cleanly");
+    let _ = writeln!(std::io::stdout(), "stopped cleanly");
     Ok(())
 }
 

@@ -80,7 +80,7 @@ fn main() {
     let cli = Cli::parse();
     let default_log = match &cli.cmd {
         Cmd::Serve { .. } => "info,openraft=warn",
-        Cmd::Demo { .. } => "warn",
+        Cmd::Demo { .. } => "warn,openraft=error",
         _ => "error",
     };
     init_logging(default_log);

@@ -109,16 +109,28 @@ fn second_process_on_same_data_dir_is_refused_and_print_config_works() {
     assert_one_line_error(&o, &["data_dir", "in use by another halyard process"]);
 }
 
+/// Kills the child if the test fails before it is stopped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn demo_runs_reports_status_and_stops_cleanly_on_ctrl_c() {
     let d = tempfile::tempdir().unwrap();
-    let mut demo = halyard()
-        .args(["demo", "--nodes", "3", "--data-dir", d.path().to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(demo.stdout.take().unwrap());
+    let mut demo = KillOnDrop(
+        halyard()
+            .args(["demo", "--nodes", "3", "--data-dir", d.path().to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(demo.0.stdout.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut banner = String::new();
     while Instant::now() < deadline {
@@ -133,9 +145,21 @@ fn demo_runs_reports_status_and_stops_cleanly_on_ctrl_c() {
     }
     assert!(banner.contains("127.0.0.1:7700") && banner.contains("127.0.0.1:7702"), "{banner}");
 
-    let o = run(&["ctl", "--node", "127.0.0.1:7701", "status", "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Right after an election the leader may not have heard back from every follower yet:
+    // poll (bounded) until it has.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let o = run(&["ctl", "--node", "127.0.0.1:7701", "status", "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let all_matched = v["groups"].as_array().unwrap().iter().all(|g| {
+            g["members"].as_array().unwrap().iter().all(|m| m["matched_index"].as_u64().is_some())
+        });
+        if all_matched || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let groups = v["groups"].as_array().unwrap();
     let names: Vec<&str> = groups.iter().map(|g| g["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["meta", "rg1"]);
@@ -154,10 +178,10 @@ fn demo_runs_reports_status_and_stops_cleanly_on_ctrl_c() {
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(table.contains("GROUP") && table.contains("rg1") && table.contains("voter"), "{table}");
 
-    Command::new("kill").args(["-INT", &demo.id().to_string()]).status().unwrap();
+    Command::new("kill").args(["-INT", &demo.0.id().to_string()]).status().unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    let status = demo.wait().unwrap();
+    let status = demo.0.wait().unwrap();
     assert!(status.success(), "demo exit {status:?}");
     assert!(rest.contains("stopped cleanly"), "{rest}");
 }
