@@ -29,7 +29,9 @@ impl Admin {
             .with_context(|| format!("bad node address {addr:?}"))?
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(150))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .initial_stream_window_size(crate::network::STREAM_WINDOW)
+            .initial_connection_window_size(crate::network::CONNECTION_WINDOW);
         if let Some(t) = &tls {
             ep = ep.tls_config(t.client(CLUSTER_DOMAIN))?;
         }

@@ -30,6 +30,11 @@ use crate::tls::{TlsMaterial, node_domain};
 /// chunk, must fit.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
+/// HTTP/2 flow-control windows. The protocol default (64 KiB) would make every batch of
+/// bodies wait for window updates, a round trip per 64 KiB; entries of several MiB are normal.
+pub const STREAM_WINDOW: u32 = 16 << 20;
+pub const CONNECTION_WINDOW: u32 = 64 << 20;
+
 /// Connections to peers, shared by all groups of a node.
 #[derive(Clone)]
 pub struct ChannelPool {
@@ -53,6 +58,8 @@ impl ChannelPool {
             .map_err(|e| format!("bad address {addr}: {e}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
+            .initial_stream_window_size(crate::network::STREAM_WINDOW)
+            .initial_connection_window_size(crate::network::CONNECTION_WINDOW)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
         if let Some(tls) = &self.tls {

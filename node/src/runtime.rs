@@ -131,7 +131,10 @@ impl Node {
             Arc::new(NodeShared { node_id: cfg.node_id, addr: cfg.advertise().to_string(), groups, log_db });
 
         let (stop, mut stop_rx) = watch::channel(false);
-        let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+        let mut builder = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(crate::network::STREAM_WINDOW)
+            .initial_connection_window_size(crate::network::CONNECTION_WINDOW);
         if let Some(t) = &tls {
             builder = builder.tls_config(t.server()).context("cluster.tls")?;
         }

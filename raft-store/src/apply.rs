@@ -243,6 +243,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Applies one command. `Err` is reserved for storage failures (fatal for the node); a
 /// refused command is `Ok(Reply::Error(..))` and changes nothing.
 pub fn apply_command<R: KvRead>(txn: &mut Txn<'_, R>, cmd: &Command) -> Result<Reply, StoreError> {
+    if let Command::Batch(cmds) = cmd {
+        let mut replies = Vec::with_capacity(cmds.len());
+        for c in cmds {
+            replies.push(match c {
+                Command::Batch(_) => Reply::Error(ApplyError::Invalid("batches do not nest".into())),
+                c => apply_command(txn, c)?,
+            });
+        }
+        return Ok(Reply::Batch(replies));
+    }
     // Each command's writes go to a nested transaction over the batch's transaction, so a
     // refusal halfway through leaves no partial writes behind.
     let (overlay, events, outcome) = {
@@ -289,6 +299,7 @@ macro_rules! tri {
 fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
     match cmd {
         Command::Noop { .. } => Ok(Ok(Reply::None)),
+        Command::Batch(_) => Ok(Err(ApplyError::Invalid("batch applied as a single command".into()))),
         Command::CreateMailbox { user, name, uidvalidity, partition, special_use } => {
             tri!(check_name("user", user));
             let name = canonical_mailbox(name);

@@ -235,6 +235,11 @@ pub enum Command {
     /// Removes a queue entry whatever its state (`halyard ctl queue delete`).
     RemoveQueueEntry { queue_id: String },
     SetQuota { user: String, limit_bytes: Option<u64>, limit_messages: Option<u64> },
+    /// Several independent commands in one log entry, applied in order, each on its own
+    /// (a refusal of one does not affect the others). Built by the group's proposal batcher
+    /// so that concurrent proposals share one log append, one fsync and one replication
+    /// round. Batches do not nest.
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -257,6 +262,18 @@ impl Command {
             Command::UpdateRecipient { .. } => "update_recipient",
             Command::RemoveQueueEntry { .. } => "remove_queue_entry",
             Command::SetQuota { .. } => "set_quota",
+            Command::Batch(_) => "batch",
+        }
+    }
+
+    /// Rough size in bytes, used to bound batches.
+    pub fn approx_size(&self) -> usize {
+        match self {
+            Command::Append { body, .. } | Command::Enqueue { body, .. } | Command::Noop { payload: body } => {
+                body.len() + 256
+            }
+            Command::Batch(cmds) => cmds.iter().map(Command::approx_size).sum(),
+            _ => 256,
         }
     }
 }
@@ -311,6 +328,8 @@ pub enum Reply {
     Enqueued { queue_id: String },
     Delivered { uidvalidity: u32, uid: u32, duplicate: bool },
     Error(ApplyError),
+    /// Replies to a [`Command::Batch`], in order.
+    Batch(Vec<Reply>),
 }
 
 /// What happened, as seen by subscribers of a group's change feed (IMAP IDLE, the job
