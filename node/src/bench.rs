@@ -74,11 +74,16 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         base_port: args.base_port,
         groups: vec!["bench".into()],
         plaintext: args.plaintext,
-        raft: RaftConfig { snapshot_every: 1_000_000, ..RaftConfig::default() },
+        raft: RaftConfig {
+            snapshot_every: 1_000_000,
+            ..RaftConfig::default()
+        },
     };
     let mut cluster = LocalCluster::new(&binary, &tmp, &spec)?;
     cluster.start_all()?;
-    let leader_id = cluster.wait_leader("bench", None, Duration::from_secs(30)).await?;
+    let leader_id = cluster
+        .wait_leader("bench", None, Duration::from_secs(30))
+        .await?;
     let leader = cluster.admin(leader_id, Duration::from_secs(10)).await?;
     let created = leader
         .propose(
@@ -93,7 +98,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         )
         .await?;
     match created {
-        Ok(Reply::Created { .. }) | Ok(Reply::Error(halyard_raft_store::ApplyError::MailboxExists(_))) => {}
+        Ok(Reply::Created { .. })
+        | Ok(Reply::Error(halyard_raft_store::ApplyError::MailboxExists(_))) => {}
         other => bail!("creating the bench mailbox: {other:?}"),
     }
 
@@ -101,7 +107,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for p in 0..args.proposers {
-        let (leader, measuring, stop, size) = (leader.clone(), measuring.clone(), stop.clone(), args.size);
+        let (leader, measuring, stop, size) =
+            (leader.clone(), measuring.clone(), stop.clone(), args.size);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
@@ -132,7 +139,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await; // warm-up
     let mut before = Vec::new();
     for id in 1..=args.nodes {
-        before.push(cluster.admin(id, Duration::from_secs(5)).await?.status().await?);
+        before.push(
+            cluster
+                .admin(id, Duration::from_secs(5))
+                .await?
+                .status()
+                .await?,
+        );
     }
     measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
@@ -141,7 +154,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let elapsed = t0.elapsed();
     let mut after = Vec::new();
     for id in 1..=args.nodes {
-        after.push(cluster.admin(id, Duration::from_secs(5)).await?.status().await?);
+        after.push(
+            cluster
+                .admin(id, Duration::from_secs(5))
+                .await?
+                .status()
+                .await?,
+        );
     }
     stop.store(true, Ordering::Relaxed);
     let mut lat = Vec::new();
@@ -156,28 +175,65 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let per_sec = commits / elapsed.as_secs_f64();
 
     println!();
-    println!("halyard bench: {} nodes, {} proposers, {} B proposals, {} s measured, {}",
-        args.nodes, args.proposers, args.size, args.seconds, if args.plaintext { "plaintext" } else { "mutual TLS" });
+    println!(
+        "halyard bench: {} nodes, {} proposers, {} B proposals, {} s measured, {}",
+        args.nodes,
+        args.proposers,
+        args.size,
+        args.seconds,
+        if args.plaintext {
+            "plaintext"
+        } else {
+            "mutual TLS"
+        }
+    );
     println!();
     println!("| metric | value |");
     println!("|---|---|");
     println!("| commits | {} |", lat.len());
     println!("| commits/s | {per_sec:.0} |");
-    println!("| MiB/s committed | {:.1} |", per_sec * args.size as f64 / (1024.0 * 1024.0));
-    println!("| latency p50 | {:.2} ms |", pct(&lat, 0.50).as_secs_f64() * 1e3);
-    println!("| latency p90 | {:.2} ms |", pct(&lat, 0.90).as_secs_f64() * 1e3);
-    println!("| latency p99 | {:.2} ms |", pct(&lat, 0.99).as_secs_f64() * 1e3);
-    println!("| latency max | {:.2} ms |", lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
+    println!(
+        "| MiB/s committed | {:.1} |",
+        per_sec * args.size as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "| latency p50 | {:.2} ms |",
+        pct(&lat, 0.50).as_secs_f64() * 1e3
+    );
+    println!(
+        "| latency p90 | {:.2} ms |",
+        pct(&lat, 0.90).as_secs_f64() * 1e3
+    );
+    println!(
+        "| latency p99 | {:.2} ms |",
+        pct(&lat, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "| latency max | {:.2} ms |",
+        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
     println!("| failed proposals | {errors} |");
     for (b, a) in before.iter().zip(&after) {
         let syncs = a.log_syncs.saturating_sub(b.log_syncs);
         let entries = a.log_entries_synced.saturating_sub(b.log_entries_synced);
-        let role = if a.node_id == leader_id { "leader" } else { "follower" };
+        let role = if a.node_id == leader_id {
+            "leader"
+        } else {
+            "follower"
+        };
         println!(
             "| node {} ({role}) fsyncs/commit | {:.3} ({syncs} syncs, {:.1} entries/sync) |",
             a.node_id,
-            if commits > 0.0 { syncs as f64 / commits } else { 0.0 },
-            if syncs > 0 { entries as f64 / syncs as f64 } else { 0.0 },
+            if commits > 0.0 {
+                syncs as f64 / commits
+            } else {
+                0.0
+            },
+            if syncs > 0 {
+                entries as f64 / syncs as f64
+            } else {
+                0.0
+            },
         );
     }
     println!();

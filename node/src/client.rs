@@ -35,11 +35,18 @@ impl Admin {
         if let Some(t) = &tls {
             ep = ep.tls_config(t.client(CLUSTER_DOMAIN))?;
         }
-        let ch = ep.connect().await.with_context(|| format!("cannot reach node at {addr}"))?;
+        let ch = ep
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach node at {addr}"))?;
         let client = AdminClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Admin { client, addr: addr.to_string(), tls })
+        Ok(Admin {
+            client,
+            addr: addr.to_string(),
+            tls,
+        })
     }
 
     /// Another admin client with the same TLS settings.
@@ -48,7 +55,12 @@ impl Admin {
     }
 
     pub async fn status(&self) -> Result<NodeStatus> {
-        let r = self.client.clone().status(pb::StatusRequest {}).await.map_err(|s| anyhow!("{}: {}", self.addr, s.message()))?;
+        let r = self
+            .client
+            .clone()
+            .status(pb::StatusRequest {})
+            .await
+            .map_err(|s| anyhow!("{}: {}", self.addr, s.message()))?;
         Ok(serde_json::from_str(&r.into_inner().json)?)
     }
 
@@ -57,13 +69,22 @@ impl Admin {
         let r = self
             .client
             .clone()
-            .propose(pb::ProposeRequest { group: group.to_string(), command })
+            .propose(pb::ProposeRequest {
+                group: group.to_string(),
+                command,
+            })
             .await
             .map_err(|s| anyhow!("{}: {}", self.addr, s.message()))?;
         Ok(bincode::deserialize(&r.into_inner().reply)?)
     }
 
-    pub async fn membership(&self, group: &str, action: &str, node_id: u64, addr: &str) -> Result<String> {
+    pub async fn membership(
+        &self,
+        group: &str,
+        action: &str,
+        node_id: u64,
+        addr: &str,
+    ) -> Result<String> {
         let r = self
             .client
             .clone()
@@ -82,7 +103,9 @@ impl Admin {
         let r = self
             .client
             .clone()
-            .trigger_snapshot(pb::SnapshotRequest { group: group.to_string() })
+            .trigger_snapshot(pb::SnapshotRequest {
+                group: group.to_string(),
+            })
             .await
             .map_err(|s| anyhow!("{}", s.message()))?;
         Ok(r.into_inner().message)
@@ -90,15 +113,26 @@ impl Admin {
 
     pub async fn query(&self, q: &Query) -> Result<serde_json::Value> {
         let json = serde_json::to_string(q)?;
-        let r = self.client.clone().query(pb::QueryRequest { json }).await.map_err(|s| anyhow!("{}", s.message()))?;
+        let r = self
+            .client
+            .clone()
+            .query(pb::QueryRequest { json })
+            .await
+            .map_err(|s| anyhow!("{}", s.message()))?;
         Ok(serde_json::from_str(&r.into_inner().json)?)
     }
 
     /// The admin client of the current leader of `group`, as seen from this node.
     pub async fn leader_of(&self, group: &str) -> Result<Admin> {
         let st = self.status().await?;
-        let g = st.groups.iter().find(|g| g.name == group).ok_or_else(|| anyhow!("no group {group:?} on {}", self.addr))?;
-        let leader = g.leader.ok_or_else(|| anyhow!("group {group} has no leader right now"))?;
+        let g = st
+            .groups
+            .iter()
+            .find(|g| g.name == group)
+            .ok_or_else(|| anyhow!("no group {group:?} on {}", self.addr))?;
+        let leader = g
+            .leader
+            .ok_or_else(|| anyhow!("group {group} has no leader right now"))?;
         if leader == st.node_id {
             return Ok(self.clone());
         }

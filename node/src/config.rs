@@ -172,8 +172,13 @@ impl NodeConfig {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
         let file = path.display().to_string();
-        let err = |key: &str, message: String| ConfigError { file: file.clone(), key: key.to_string(), message };
-        let text = std::fs::read_to_string(path).map_err(|e| err("-", format!("cannot read: {e}")))?;
+        let err = |key: &str, message: String| ConfigError {
+            file: file.clone(),
+            key: key.to_string(),
+            message,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err("-", format!("cannot read: {e}")))?;
         let mut cfg: NodeConfig = toml::from_str(&text).map_err(|e| {
             // toml's message names the key (or the line) and what was expected.
             let msg = e.message().to_string();
@@ -188,7 +193,8 @@ impl NodeConfig {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.resolve_paths(base);
-        cfg.validate().map_err(|(key, message)| err(&key, message))?;
+        cfg.validate()
+            .map_err(|(key, message)| err(&key, message))?;
         Ok(cfg)
     }
 
@@ -208,7 +214,10 @@ impl NodeConfig {
 
     /// The address other nodes dial.
     pub fn advertise(&self) -> &str {
-        self.cluster.advertise.as_deref().unwrap_or(&self.cluster.listen)
+        self.cluster
+            .advertise
+            .as_deref()
+            .unwrap_or(&self.cluster.listen)
     }
 
     /// Checks everything that can be checked without side effects. Returns (key, message).
@@ -221,20 +230,36 @@ impl NodeConfig {
             return e("data_dir", "must not be empty".into());
         }
         if self.cluster.listen.parse::<SocketAddr>().is_err() {
-            return e("cluster.listen", format!("{:?} is not an IP:port socket address", self.cluster.listen));
+            return e(
+                "cluster.listen",
+                format!("{:?} is not an IP:port socket address", self.cluster.listen),
+            );
         }
-        if let Some(a) = &self.cluster.advertise {
-            if !valid_host_port(a) {
-                return e("cluster.advertise", format!("{a:?} is not host:port"));
-            }
+        if let Some(a) = &self.cluster.advertise
+            && !valid_host_port(a)
+        {
+            return e("cluster.advertise", format!("{a:?} is not host:port"));
         }
         match (&self.cluster.tls, self.cluster.plaintext) {
             (None, false) => {
-                return e("cluster.tls", "missing: set ca, cert and key (or plaintext = true for a loopback demo)".into());
+                return e(
+                    "cluster.tls",
+                    "missing: set ca, cert and key (or plaintext = true for a loopback demo)"
+                        .into(),
+                );
             }
-            (Some(_), true) => return e("cluster.plaintext", "cannot be true when cluster.tls is set".into()),
+            (Some(_), true) => {
+                return e(
+                    "cluster.plaintext",
+                    "cannot be true when cluster.tls is set".into(),
+                );
+            }
             (Some(t), false) => {
-                for (k, p) in [("cluster.tls.ca", &t.ca), ("cluster.tls.cert", &t.cert), ("cluster.tls.key", &t.key)] {
+                for (k, p) in [
+                    ("cluster.tls.ca", &t.ca),
+                    ("cluster.tls.cert", &t.cert),
+                    ("cluster.tls.key", &t.key),
+                ] {
                     if let Err(err) = std::fs::metadata(p) {
                         return e(k, format!("{}: {err}", p.display()));
                     }
@@ -248,37 +273,61 @@ impl NodeConfig {
         let mut ids = BTreeSet::new();
         for (i, n) in self.cluster.nodes.iter().enumerate() {
             if n.id == 0 {
-                return e(&format!("cluster.nodes[{i}].id"), "must be greater than 0".into());
+                return e(
+                    &format!("cluster.nodes[{i}].id"),
+                    "must be greater than 0".into(),
+                );
             }
             if !ids.insert(n.id) {
-                return e(&format!("cluster.nodes[{i}].id"), format!("node {} is listed twice", n.id));
+                return e(
+                    &format!("cluster.nodes[{i}].id"),
+                    format!("node {} is listed twice", n.id),
+                );
             }
             if !valid_host_port(&n.addr) {
-                return e(&format!("cluster.nodes[{i}].addr"), format!("{:?} is not host:port", n.addr));
+                return e(
+                    &format!("cluster.nodes[{i}].addr"),
+                    format!("{:?} is not host:port", n.addr),
+                );
             }
         }
         let mut names = BTreeSet::new();
         for (i, g) in self.groups.iter().enumerate() {
             let key = format!("groups[{i}]");
             if !valid_group_name(&g.name) {
-                return e(&format!("{key}.name"), format!("{:?}: use 1-64 of a-z, 0-9 and '-'", g.name));
+                return e(
+                    &format!("{key}.name"),
+                    format!("{:?}: use 1-64 of a-z, 0-9 and '-'", g.name),
+                );
             }
             if g.name == META_GROUP {
-                return e(&format!("{key}.name"), "\"meta\" is reserved for the cluster-wide group".into());
+                return e(
+                    &format!("{key}.name"),
+                    "\"meta\" is reserved for the cluster-wide group".into(),
+                );
             }
             if !names.insert(g.name.clone()) {
-                return e(&format!("{key}.name"), format!("group {:?} is listed twice", g.name));
+                return e(
+                    &format!("{key}.name"),
+                    format!("group {:?} is listed twice", g.name),
+                );
             }
             if g.members.is_empty() {
                 return e(&format!("{key}.members"), "must not be empty".into());
             }
             for m in &g.members {
                 if !ids.contains(m) {
-                    return e(&format!("{key}.members"), format!("node {m} is not in cluster.nodes"));
+                    return e(
+                        &format!("{key}.members"),
+                        format!("node {m} is not in cluster.nodes"),
+                    );
                 }
             }
             if g.partitions.is_empty() || g.partitions.iter().any(|p| !valid_group_name(p)) {
-                return e(&format!("{key}.partitions"), "names of 1-64 of a-z, 0-9 and '-'; at least one".into());
+                return e(
+                    &format!("{key}.partitions"),
+                    "names of 1-64 of a-z, 0-9 and '-'; at least one".into(),
+                );
             }
         }
         let r = &self.raft;
@@ -286,16 +335,25 @@ impl NodeConfig {
             return e("raft.heartbeat_ms", "must be greater than 0".into());
         }
         if r.election_timeout_min_ms <= r.heartbeat_ms {
-            return e("raft.election_timeout_min_ms", "must be greater than raft.heartbeat_ms".into());
+            return e(
+                "raft.election_timeout_min_ms",
+                "must be greater than raft.heartbeat_ms".into(),
+            );
         }
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
-            return e("raft.election_timeout_max_ms", "must be greater than raft.election_timeout_min_ms".into());
+            return e(
+                "raft.election_timeout_max_ms",
+                "must be greater than raft.election_timeout_min_ms".into(),
+            );
         }
         if r.snapshot_every == 0 {
             return e("raft.snapshot_every", "must be greater than 0".into());
         }
         if r.snapshot_chunk_bytes < 4096 || r.snapshot_chunk_bytes > 64 << 20 {
-            return e("raft.snapshot_chunk_bytes", "must be between 4096 and 67108864".into());
+            return e(
+                "raft.snapshot_chunk_bytes",
+                "must be between 4096 and 67108864".into(),
+            );
         }
         if r.max_payload_entries == 0 {
             return e("raft.max_payload_entries", "must be greater than 0".into());
@@ -305,7 +363,10 @@ impl NodeConfig {
 }
 
 fn valid_group_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn valid_host_port(s: &str) -> bool {
@@ -352,10 +413,19 @@ members = [1]
     fn errors_name_file_and_key() {
         let d = tempfile::tempdir().unwrap();
         let cases = [
-            (GOOD.replace("listen = \"127.0.0.1:7700\"", "listen = \"nowhere\""), "cluster.listen"),
+            (
+                GOOD.replace("listen = \"127.0.0.1:7700\"", "listen = \"nowhere\""),
+                "cluster.listen",
+            ),
             (GOOD.replace("node_id = 1", "node_id = 0"), "node_id"),
-            (GOOD.replace("members = [1]", "members = [7]"), "groups[0].members"),
-            (GOOD.replace("name = \"rg1\"", "name = \"Bad Name\""), "groups[0].name"),
+            (
+                GOOD.replace("members = [1]", "members = [7]"),
+                "groups[0].members",
+            ),
+            (
+                GOOD.replace("name = \"rg1\"", "name = \"Bad Name\""),
+                "groups[0].name",
+            ),
             (GOOD.replace("plaintext = true", ""), "cluster.tls"),
             (GOOD.replace("[[groups]]", "bogus = 1\n[[groups]]"), "line"),
         ];

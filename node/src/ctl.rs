@@ -91,15 +91,27 @@ async fn connect(args: &CtlArgs) -> Result<Admin> {
             (Some(t), false) => Some(TlsMaterial::load(t)?),
             _ => None,
         };
-        (args.node.clone().unwrap_or_else(|| cfg.advertise().to_string()), tls)
+        (
+            args.node
+                .clone()
+                .unwrap_or_else(|| cfg.advertise().to_string()),
+            tls,
+        )
     } else {
         let tls = match (&args.ca, &args.cert, &args.key) {
-            (Some(ca), Some(cert), Some(key)) => {
-                Some(TlsMaterial::load(&TlsConfig { ca: ca.clone(), cert: cert.clone(), key: key.clone() })?)
-            }
+            (Some(ca), Some(cert), Some(key)) => Some(TlsMaterial::load(&TlsConfig {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })?),
             _ => None,
         };
-        (args.node.clone().unwrap_or_else(|| "127.0.0.1:7700".to_string()), tls)
+        (
+            args.node
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:7700".to_string()),
+            tls,
+        )
     };
     Admin::connect(&addr, tls).await
 }
@@ -144,7 +156,11 @@ async fn cluster_status(admin: &Admin) -> Result<StatusOut> {
                 let addr = g.members.iter().find(|m| m.id == l).map(|m| m.addr.clone());
                 match addr {
                     Some(a) => match admin.reconnect(&a).await {
-                        Ok(c) => c.status().await.ok().and_then(|s| s.groups.into_iter().find(|x| x.name == g.name)),
+                        Ok(c) => c
+                            .status()
+                            .await
+                            .ok()
+                            .and_then(|s| s.groups.into_iter().find(|x| x.name == g.name)),
                         Err(_) => None,
                     },
                     None => None,
@@ -154,33 +170,69 @@ async fn cluster_status(admin: &Admin) -> Result<StatusOut> {
         };
         groups.push(from_leader.unwrap_or_else(|| g.clone()));
     }
-    Ok(StatusOut { queried_node: local.node_id, groups })
+    Ok(StatusOut {
+        queried_node: local.node_id,
+        groups,
+    })
 }
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
-    v.as_ref().map(|x| x.to_string()).unwrap_or_else(|| "-".into())
+    v.as_ref()
+        .map(|x| x.to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
 fn print_table(s: &StatusOut) {
     println!(
         "{:<12} {:>6} {:>6} {:>9} {:>9}   {:>6} {:<8} {:<22} {:>9} {:>6}",
-        "GROUP", "LEADER", "TERM", "COMMIT", "APPLIED", "MEMBER", "ROLE", "ADDRESS", "MATCHED", "LAG"
+        "GROUP",
+        "LEADER",
+        "TERM",
+        "COMMIT",
+        "APPLIED",
+        "MEMBER",
+        "ROLE",
+        "ADDRESS",
+        "MATCHED",
+        "LAG"
     );
     for g in &s.groups {
         for (i, m) in g.members.iter().enumerate() {
             let (name, leader, term, commit, applied) = if i == 0 {
-                (g.name.clone(), opt(&g.leader), g.term.to_string(), g.commit_index.to_string(), opt(&g.applied_index))
+                (
+                    g.name.clone(),
+                    opt(&g.leader),
+                    g.term.to_string(),
+                    g.commit_index.to_string(),
+                    opt(&g.applied_index),
+                )
             } else {
                 Default::default()
             };
             let role = format!("{:?}", m.role).to_lowercase();
             println!(
                 "{:<12} {:>6} {:>6} {:>9} {:>9}   {:>6} {:<8} {:<22} {:>9} {:>6}",
-                name, leader, term, commit, applied, m.id, role, m.addr, opt(&m.matched_index), opt(&m.lag)
+                name,
+                leader,
+                term,
+                commit,
+                applied,
+                m.id,
+                role,
+                m.addr,
+                opt(&m.matched_index),
+                opt(&m.lag)
             );
         }
         if g.members.is_empty() {
-            println!("{:<12} {:>6} {:>6} {:>9} {:>9}   (no membership yet)", g.name, opt(&g.leader), g.term, g.commit_index, opt(&g.applied_index));
+            println!(
+                "{:<12} {:>6} {:>6} {:>9} {:>9}   (no membership yet)",
+                g.name,
+                opt(&g.leader),
+                g.term,
+                g.commit_index,
+                opt(&g.applied_index)
+            );
         }
     }
 }
@@ -188,11 +240,14 @@ fn print_table(s: &StatusOut) {
 pub fn parse_ids(s: &str) -> Result<Vec<u64>> {
     let ids: Vec<u64> = s
         .split(',')
-        .map(|p| p.trim().parse::<u64>().with_context(|| format!("bad node id {p:?}")))
+        .map(|p| {
+            p.trim()
+                .parse::<u64>()
+                .with_context(|| format!("bad node id {p:?}"))
+        })
         .collect::<Result<_>>()?;
     if ids.is_empty() || ids.contains(&0) {
         bail!("node ids must be > 0");
     }
     Ok(ids)
 }
-

@@ -18,7 +18,10 @@ pub const DEMO_BASE_PORT: u16 = 7700;
 
 pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
     let peers: Vec<PeerConfig> = (1..=nodes)
-        .map(|i| PeerConfig { id: i, addr: format!("127.0.0.1:{}", DEMO_BASE_PORT as u64 + i - 1) })
+        .map(|i| PeerConfig {
+            id: i,
+            addr: format!("127.0.0.1:{}", DEMO_BASE_PORT as u64 + i - 1),
+        })
         .collect();
     (1..=nodes)
         .map(|i| NodeConfig {
@@ -48,7 +51,8 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
     let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join("halyard-demo"));
     let configs = demo_configs(&data_dir, nodes);
     for c in &configs {
-        c.validate().map_err(|(k, m)| anyhow::anyhow!("demo config: {k}: {m}"))?;
+        c.validate()
+            .map_err(|(k, m)| anyhow::anyhow!("demo config: {k}: {m}"))?;
     }
     let mut running = Vec::new();
     for c in &configs {
@@ -57,21 +61,38 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
     // Wait (bounded) for every group to have a leader before printing the map.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let all = running[0].shared.status().groups.iter().all(|g| g.leader.is_some());
+        let all = running[0]
+            .shared
+            .status()
+            .groups
+            .iter()
+            .all(|g| g.leader.is_some());
         if all || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("Halyard demo: {nodes} node(s), data in {}", data_dir.display());
+    println!(
+        "Halyard demo: {nodes} node(s), data in {}",
+        data_dir.display()
+    );
     println!();
-    println!("  {:<6} {:<22} {}", "NODE", "CLUSTER gRPC", "DATA");
+    println!("  {:<6} {:<22} DATA", "NODE", "CLUSTER gRPC");
     for c in &configs {
-        println!("  {:<6} {:<22} {}", c.node_id, c.cluster.listen, c.data_dir.display());
+        println!(
+            "  {:<6} {:<22} {}",
+            c.node_id,
+            c.cluster.listen,
+            c.data_dir.display()
+        );
     }
     println!();
     for g in running[0].shared.status().groups {
-        println!("  group {:<6} leader: node {}", g.name, g.leader.map(|l| l.to_string()).unwrap_or("-".into()));
+        println!(
+            "  group {:<6} leader: node {}",
+            g.name,
+            g.leader.map(|l| l.to_string()).unwrap_or("-".into())
+        );
     }
     println!();
     println!("  Inspect:  halyard ctl --node 127.0.0.1:{DEMO_BASE_PORT} status");

@@ -40,8 +40,13 @@ impl LocalCluster {
         if !spec.plaintext {
             crate::tls::generate(&certs, &ids)?;
         }
-        let peers: Vec<PeerConfig> =
-            ids.iter().map(|i| PeerConfig { id: *i, addr: format!("127.0.0.1:{}", spec.base_port as u64 + i - 1) }).collect();
+        let peers: Vec<PeerConfig> = ids
+            .iter()
+            .map(|i| PeerConfig {
+                id: *i,
+                addr: format!("127.0.0.1:{}", spec.base_port as u64 + i - 1),
+            })
+            .collect();
         let mut configs = Vec::new();
         for id in &ids {
             let tls = (!spec.plaintext).then(|| TlsConfig {
@@ -62,7 +67,11 @@ impl LocalCluster {
                 groups: spec
                     .groups
                     .iter()
-                    .map(|g| GroupConfig { name: g.clone(), members: ids.clone(), partitions: vec!["primary".into()] })
+                    .map(|g| GroupConfig {
+                        name: g.clone(),
+                        members: ids.clone(),
+                        partitions: vec!["primary".into()],
+                    })
                     .collect(),
                 raft: spec.raft.clone(),
             };
@@ -101,12 +110,18 @@ impl LocalCluster {
         if self.children[slot].is_some() {
             bail!("node {id} already running");
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("node-{id}.log")))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node-{id}.log")))?;
         let child = Command::new(&self.binary)
             .arg("serve")
             .arg("--config")
             .arg(self.config_path(id))
-            .env("RUST_LOG", std::env::var("HALYARD_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("HALYARD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -163,34 +178,45 @@ impl LocalCluster {
                 if !self.is_running(id) {
                     continue;
                 }
-                if let Ok(a) = self.admin(id, Duration::from_millis(200)).await {
-                    if let Ok(st) = a.status().await {
-                        if let Some(g) = st.groups.iter().find(|g| g.name == group) {
-                            seen.push(g.leader);
-                        }
-                    }
+                if let Ok(a) = self.admin(id, Duration::from_millis(200)).await
+                    && let Ok(st) = a.status().await
+                    && let Some(g) = st.groups.iter().find(|g| g.name == group)
+                {
+                    seen.push(g.leader);
                 }
             }
-            if let Some(Some(l)) = seen.first() {
-                if seen.iter().all(|s| *s == Some(*l)) && Some(*l) != not && self.is_running(*l) {
-                    return Ok(*l);
-                }
+            if let Some(Some(l)) = seen.first()
+                && seen.iter().all(|s| *s == Some(*l))
+                && Some(*l) != not
+                && self.is_running(*l)
+            {
+                return Ok(*l);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(anyhow!("no agreed leader for group {group} within {wait:?}"))
+        Err(anyhow!(
+            "no agreed leader for group {group} within {wait:?}"
+        ))
     }
 
     /// Waits until node `id` has applied at least `index` in `group`.
-    pub async fn wait_applied(&self, id: u64, group: &str, index: u64, wait: Duration) -> Result<()> {
+    pub async fn wait_applied(
+        &self,
+        id: u64,
+        group: &str,
+        index: u64,
+        wait: Duration,
+    ) -> Result<()> {
         let deadline = Instant::now() + wait;
         loop {
-            if let Ok(a) = self.admin(id, Duration::from_millis(500)).await {
-                if let Ok(st) = a.status().await {
-                    if st.groups.iter().any(|g| g.name == group && g.applied_index.unwrap_or(0) >= index) {
-                        return Ok(());
-                    }
-                }
+            if let Ok(a) = self.admin(id, Duration::from_millis(500)).await
+                && let Ok(st) = a.status().await
+                && st
+                    .groups
+                    .iter()
+                    .any(|g| g.name == group && g.applied_index.unwrap_or(0) >= index)
+            {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("node {id} did not apply index {index} of {group} within {wait:?}");

@@ -21,7 +21,11 @@ use halyard_node::config::NodeConfig;
 use halyard_node::{bench, ctl, demo, runtime, tls};
 
 #[derive(Debug, Parser)]
-#[command(name = "halyard", version, about = "Halyard: a highly available Internet mail server")]
+#[command(
+    name = "halyard",
+    version,
+    about = "Halyard: a highly available Internet mail server"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -61,7 +65,10 @@ enum Cmd {
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn serve(config: PathBuf, print_config: bool) -> Result<()> {
@@ -84,7 +91,10 @@ fn main() {
         _ => "error",
     };
     init_logging(default_log);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("halyard: error: starting runtime: {e}");
@@ -93,13 +103,19 @@ fn main() {
     };
     let result = rt.block_on(async move {
         match cli.cmd {
-            Cmd::Serve { config, print_config } => serve(config, print_config).await,
+            Cmd::Serve {
+                config,
+                print_config,
+            } => serve(config, print_config).await,
             Cmd::Demo { data_dir, nodes } => demo::run(data_dir, nodes).await,
             Cmd::Ctl(args) => ctl::run(args).await,
             Cmd::Certs { out, nodes } => {
                 let ids = ctl::parse_ids(&nodes)?;
                 tls::generate(&out, &ids)?;
-                println!("wrote cluster CA and certificates for nodes {nodes} and ctl to {}", out.display());
+                println!(
+                    "wrote cluster CA and certificates for nodes {nodes} and ctl to {}",
+                    out.display()
+                );
                 Ok(())
             }
             Cmd::Bench(args) => bench::run(args).await,

@@ -10,13 +10,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use halyard_raft_store::openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use halyard_raft_store::openraft::BasicNode;
+use halyard_raft_store::openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable,
+};
 use halyard_raft_store::openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use halyard_raft_store::openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
-use halyard_raft_store::openraft::BasicNode;
 use halyard_raft_store::{NodeId, TypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -44,12 +46,18 @@ pub struct ChannelPool {
 
 impl ChannelPool {
     pub fn new(tls: Option<TlsMaterial>) -> ChannelPool {
-        ChannelPool { tls, channels: Arc::new(Mutex::new(HashMap::new())) }
+        ChannelPool {
+            tls,
+            channels: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     /// A (lazily connecting) channel to node `id` at `addr`.
     pub fn channel(&self, id: u64, addr: &str) -> Result<Channel, String> {
-        let mut map = self.channels.lock().map_err(|_| "channel pool poisoned".to_string())?;
+        let mut map = self
+            .channels
+            .lock()
+            .map_err(|_| "channel pool poisoned".to_string())?;
         if let Some(c) = map.get(&(id, addr.to_string())) {
             return Ok(c.clone());
         }
@@ -63,7 +71,9 @@ impl ChannelPool {
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
         if let Some(tls) = &self.tls {
-            ep = ep.tls_config(tls.client(&node_domain(id))).map_err(|e| format!("tls config: {e}"))?;
+            ep = ep
+                .tls_config(tls.client(&node_domain(id)))
+                .map_err(|e| format!("tls config: {e}"))?;
         }
         let ch = ep.connect_lazy();
         map.insert((id, addr.to_string()), ch.clone());
@@ -82,7 +92,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        PeerClient { group: self.group.clone(), target, addr: node.addr.clone(), pool: self.pool.clone() }
+        PeerClient {
+            group: self.group.clone(),
+            target,
+            addr: node.addr.clone(),
+            pool: self.pool.clone(),
+        }
     }
 }
 
@@ -103,15 +118,26 @@ impl PeerClient {
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    async fn call<Req, Resp, E>(&self, req: &Req, option: &RPCOption, kind: Kind) -> RpcResult<Resp, RaftError<NodeId, E>>
+    async fn call<Req, Resp, E>(
+        &self,
+        req: &Req,
+        option: &RPCOption,
+        kind: Kind,
+    ) -> RpcResult<Resp, RaftError<NodeId, E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut client = self.client().map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
-        let mut request = tonic::Request::new(GroupPayload { group: self.group.clone(), payload });
+        let payload =
+            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = self
+            .client()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
+        let mut request = tonic::Request::new(GroupPayload {
+            group: self.group.clone(),
+            payload,
+        });
         request.set_timeout(option.hard_ttl());
         let resp = match kind {
             Kind::Append => client.append_entries(request).await,
@@ -123,8 +149,14 @@ impl PeerClient {
             _ => RPCError::Network(NetworkError::new(&status)),
         })?;
         let result: Result<Resp, RaftError<NodeId, E>> =
-            bincode::deserialize(&resp.into_inner().payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(halyard_raft_store::openraft::error::RemoteError::new(self.target, e)))
+            bincode::deserialize(&resp.into_inner().payload)
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| {
+            RPCError::RemoteError(halyard_raft_store::openraft::error::RemoteError::new(
+                self.target,
+                e,
+            ))
+        })
     }
 }
 
@@ -141,8 +173,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        self.call::<_, _, halyard_raft_store::openraft::error::Infallible>(&rpc, &option, Kind::Append)
-            .await
+        self.call::<_, _, halyard_raft_store::openraft::error::Infallible>(
+            &rpc,
+            &option,
+            Kind::Append,
+        )
+        .await
     }
 
     async fn install_snapshot(
@@ -158,8 +194,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
-        self.call::<_, _, halyard_raft_store::openraft::error::Infallible>(&rpc, &option, Kind::Vote)
-            .await
+        self.call::<_, _, halyard_raft_store::openraft::error::Infallible>(
+            &rpc,
+            &option,
+            Kind::Vote,
+        )
+        .await
     }
 }
-

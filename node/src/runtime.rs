@@ -46,12 +46,15 @@ pub struct NodeShared {
 
 impl NodeShared {
     pub fn group(&self, name: &str) -> Result<&Group, Status> {
-        self.groups.get(name).ok_or_else(|| Status::not_found(format!("no group {name:?} on node {}", self.node_id)))
+        self.groups
+            .get(name)
+            .ok_or_else(|| Status::not_found(format!("no group {name:?} on node {}", self.node_id)))
     }
 
     pub fn status(&self) -> NodeStatus {
         let mut groups: Vec<GroupStatus> = self.groups.values().map(|g| g.status()).collect();
-        groups.sort_by(|a, b| (a.name != META_GROUP, &a.name).cmp(&(b.name != META_GROUP, &b.name)));
+        groups
+            .sort_by(|a, b| (a.name != META_GROUP, &a.name).cmp(&(b.name != META_GROUP, &b.name)));
         NodeStatus {
             node_id: self.node_id,
             addr: self.addr.clone(),
@@ -73,9 +76,11 @@ pub struct Node {
 /// Checks that the data directory is usable and takes an exclusive lock on it, so two
 /// processes never share one node's state.
 fn prepare_data_dir(dir: &Path) -> Result<std::fs::File> {
-    std::fs::create_dir_all(dir).with_context(|| format!("data_dir {}: cannot create", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("data_dir {}: cannot create", dir.display()))?;
     let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"ok").with_context(|| format!("data_dir {}: not writable", dir.display()))?;
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("data_dir {}: not writable", dir.display()))?;
     std::fs::remove_file(&probe).ok();
     let lock_path = dir.join("LOCK");
     let lock = std::fs::OpenOptions::new()
@@ -87,9 +92,14 @@ fn prepare_data_dir(dir: &Path) -> Result<std::fs::File> {
     match lock.try_lock() {
         Ok(()) => Ok(lock),
         Err(std::fs::TryLockError::WouldBlock) => {
-            bail!("data_dir {}: in use by another halyard process", dir.display())
+            bail!(
+                "data_dir {}: in use by another halyard process",
+                dir.display()
+            )
         }
-        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("data_dir {}: lock", dir.display())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("data_dir {}: lock", dir.display()))
+        }
     }
 }
 
@@ -111,24 +121,45 @@ impl Node {
 
         let mut groups = HashMap::new();
         let mut to_init: Vec<(String, BTreeMap<u64, BasicNode>)> = Vec::new();
-        let addr_of: BTreeMap<u64, String> = cfg.cluster.nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
-        let mut specs: Vec<(String, Vec<u64>)> =
-            vec![(META_GROUP.to_string(), cfg.cluster.nodes.iter().map(|n| n.id).collect())];
-        specs.extend(cfg.groups.iter().map(|g| (g.name.clone(), g.members.clone())));
+        let addr_of: BTreeMap<u64, String> = cfg
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.addr.clone()))
+            .collect();
+        let mut specs: Vec<(String, Vec<u64>)> = vec![(
+            META_GROUP.to_string(),
+            cfg.cluster.nodes.iter().map(|n| n.id).collect(),
+        )];
+        specs.extend(
+            cfg.groups
+                .iter()
+                .map(|g| (g.name.clone(), g.members.clone())),
+        );
         for (name, members) in specs {
             let dir = cfg.data_dir.join("groups").join(&name);
-            let network = Network { group: name.clone(), pool: pool.clone() };
+            let network = Network {
+                group: name.clone(),
+                pool: pool.clone(),
+            };
             let group = Group::open(&name, cfg.node_id, &tuning, &log_db, &dir, network)
                 .await
                 .with_context(|| format!("opening group {name}"))?;
             if members.contains(&cfg.node_id) {
-                let m = members.iter().map(|id| (*id, BasicNode::new(addr_of[id].clone()))).collect();
+                let m = members
+                    .iter()
+                    .map(|id| (*id, BasicNode::new(addr_of[id].clone())))
+                    .collect();
                 to_init.push((name.clone(), m));
             }
             groups.insert(name, group);
         }
-        let shared =
-            Arc::new(NodeShared { node_id: cfg.node_id, addr: cfg.advertise().to_string(), groups, log_db });
+        let shared = Arc::new(NodeShared {
+            node_id: cfg.node_id,
+            addr: cfg.advertise().to_string(),
+            groups,
+            log_db,
+        });
 
         let (stop, mut stop_rx) = watch::channel(false);
         let mut builder = tonic::transport::Server::builder()
@@ -138,30 +169,43 @@ impl Node {
         if let Some(t) = &tls {
             builder = builder.tls_config(t.server()).context("cluster.tls")?;
         }
-        let raft_svc = pb::raft_server::RaftServer::new(RaftRpc { node: shared.clone() })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let admin_svc = pb::admin_server::AdminServer::new(crate::admin::AdminRpc { node: shared.clone() })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let raft_svc = pb::raft_server::RaftServer::new(RaftRpc {
+            node: shared.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let admin_svc = pb::admin_server::AdminServer::new(crate::admin::AdminRpc {
+            node: shared.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let server = tokio::spawn(builder.add_service(raft_svc).add_service(admin_svc).serve_with_incoming_shutdown(
-            incoming,
-            async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            },
-        ));
+        let server = tokio::spawn(
+            builder
+                .add_service(raft_svc)
+                .add_service(admin_svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                }),
+        );
 
         for (name, members) in to_init {
             let g = &shared.groups[&name];
             match g.initialize_if_new(members).await {
-                Ok(true) => tracing::info!(group = %name, node = cfg.node_id, "initialised new group"),
+                Ok(true) => {
+                    tracing::info!(group = %name, node = cfg.node_id, "initialised new group")
+                }
                 Ok(false) => {}
                 Err(e) => bail!("initialising group {name}: {e}"),
             }
         }
         tracing::info!(node = cfg.node_id, listen = %listen, groups = shared.groups.len(), tls = tls.is_some(), "node started");
-        Ok(Node { shared, stop, server, _lock: lock })
+        Ok(Node {
+            shared,
+            stop,
+            server,
+            _lock: lock,
+        })
     }
 
     /// Stops the groups (which stop replicating and voting) and then the server.
@@ -181,7 +225,8 @@ struct RaftRpc {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(p: &[u8]) -> Result<T, Status> {
-    bincode::deserialize(p).map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
+    bincode::deserialize(p)
+        .map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
 }
 
 fn reply<T: Serialize>(group: String, v: &T) -> Result<Response<pb::GroupPayload>, Status> {
@@ -191,21 +236,30 @@ fn reply<T: Serialize>(group: String, v: &T) -> Result<Response<pb::GroupPayload
 
 #[tonic::async_trait]
 impl pb::raft_server::Raft for RaftRpc {
-    async fn append_entries(&self, req: Request<pb::GroupPayload>) -> Result<Response<pb::GroupPayload>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<pb::GroupPayload>,
+    ) -> Result<Response<pb::GroupPayload>, Status> {
         let req = req.into_inner();
         let g = self.node.group(&req.group)?;
         let r = g.raft().append_entries(decode(&req.payload)?).await;
         reply(req.group, &r)
     }
 
-    async fn vote(&self, req: Request<pb::GroupPayload>) -> Result<Response<pb::GroupPayload>, Status> {
+    async fn vote(
+        &self,
+        req: Request<pb::GroupPayload>,
+    ) -> Result<Response<pb::GroupPayload>, Status> {
         let req = req.into_inner();
         let g = self.node.group(&req.group)?;
         let r = g.raft().vote(decode(&req.payload)?).await;
         reply(req.group, &r)
     }
 
-    async fn install_snapshot(&self, req: Request<pb::GroupPayload>) -> Result<Response<pb::GroupPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<pb::GroupPayload>,
+    ) -> Result<Response<pb::GroupPayload>, Status> {
         let req = req.into_inner();
         let g = self.node.group(&req.group)?;
         let r = g.raft().install_snapshot(decode(&req.payload)?).await;

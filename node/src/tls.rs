@@ -8,7 +8,10 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::config::TlsConfig;
@@ -32,21 +35,33 @@ impl TlsMaterial {
         let ca = read(&cfg.ca)?;
         let cert = read(&cfg.cert)?;
         let key = read(&cfg.key)?;
-        for (what, pem, marker) in [("ca", &ca, "CERTIFICATE"), ("cert", &cert, "CERTIFICATE"), ("key", &key, "PRIVATE KEY")] {
+        for (what, pem, marker) in [
+            ("ca", &ca, "CERTIFICATE"),
+            ("cert", &cert, "CERTIFICATE"),
+            ("key", &key, "PRIVATE KEY"),
+        ] {
             if !String::from_utf8_lossy(pem).contains(marker) {
                 anyhow::bail!("cluster.tls.{what}: not a PEM file with a {marker}");
             }
         }
-        Ok(TlsMaterial { ca: Certificate::from_pem(ca), identity: Identity::from_pem(cert, key) })
+        Ok(TlsMaterial {
+            ca: Certificate::from_pem(ca),
+            identity: Identity::from_pem(cert, key),
+        })
     }
 
     pub fn server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new().identity(self.identity.clone()).client_ca_root(self.ca.clone())
+        ServerTlsConfig::new()
+            .identity(self.identity.clone())
+            .client_ca_root(self.ca.clone())
     }
 
     /// Client config that expects the peer to be `domain`.
     pub fn client(&self, domain: &str) -> ClientTlsConfig {
-        ClientTlsConfig::new().ca_certificate(self.ca.clone()).identity(self.identity.clone()).domain_name(domain)
+        ClientTlsConfig::new()
+            .ca_certificate(self.ca.clone())
+            .identity(self.identity.clone())
+            .domain_name(domain)
     }
 }
 
@@ -57,23 +72,42 @@ pub fn generate(dir: &Path, node_ids: &[u64]) -> Result<()> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "Halyard cluster CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Halyard cluster CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
     write_private(&dir.join("ca.key"), issuer_key_pem(&issuer).as_bytes())?;
     std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
-    let mut names: Vec<(String, Vec<String>)> =
-        node_ids.iter().map(|id| (format!("node-{id}"), vec![node_domain(*id), CLUSTER_DOMAIN.to_string()])).collect();
+    let mut names: Vec<(String, Vec<String>)> = node_ids
+        .iter()
+        .map(|id| {
+            (
+                format!("node-{id}"),
+                vec![node_domain(*id), CLUSTER_DOMAIN.to_string()],
+            )
+        })
+        .collect();
     names.push(("ctl".to_string(), vec![format!("ctl.{CLUSTER_DOMAIN}")]));
     for (file, sans) in names {
         let key = KeyPair::generate()?;
         let mut p = CertificateParams::new(sans)?;
         p.distinguished_name.push(DnType::CommonName, file.clone());
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         let cert = p.signed_by(&key, &issuer)?;
         std::fs::write(dir.join(format!("{file}.pem")), cert.pem())?;
-        write_private(&dir.join(format!("{file}.key")), key.serialize_pem().as_bytes())?;
+        write_private(
+            &dir.join(format!("{file}.key")),
+            key.serialize_pem().as_bytes(),
+        )?;
     }
     Ok(())
 }
@@ -83,9 +117,14 @@ fn issuer_key_pem(issuer: &Issuer<'_, KeyPair>) -> String {
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(data)?;
     Ok(())

@@ -40,10 +40,17 @@ members = [1]
 fn assert_one_line_error(o: &Output, must_contain: &[&str]) {
     assert!(!o.status.success(), "expected failure, got {:?}", o.status);
     let e = stderr(o);
-    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("halyard: error:")).collect();
+    let lines: Vec<&str> = e
+        .lines()
+        .filter(|l| l.starts_with("halyard: error:"))
+        .collect();
     assert_eq!(lines.len(), 1, "expected one error line, got: {e}");
     for s in must_contain {
-        assert!(lines[0].contains(s), "error line {:?} lacks {s:?}", lines[0]);
+        assert!(
+            lines[0].contains(s),
+            "error line {:?} lacks {s:?}",
+            lines[0]
+        );
     }
 }
 
@@ -51,19 +58,38 @@ fn assert_one_line_error(o: &Output, must_contain: &[&str]) {
 fn bad_config_is_one_line_naming_file_and_key() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("node.toml");
-    std::fs::write(&p, config(d.path(), 17500, "data").replace("127.0.0.1:17500\"\nplaintext", "not-an-address\"\nplaintext")).unwrap();
+    std::fs::write(
+        &p,
+        config(d.path(), 17500, "data").replace(
+            "127.0.0.1:17500\"\nplaintext",
+            "not-an-address\"\nplaintext",
+        ),
+    )
+    .unwrap();
     let o = run(&["serve", "--config", p.to_str().unwrap()]);
     assert_one_line_error(&o, &[p.to_str().unwrap(), "cluster.listen"]);
 
-    std::fs::write(&p, config(d.path(), 17500, "data") + "\n[raft]\nheartbeat_ms = 500\n").unwrap();
+    std::fs::write(
+        &p,
+        config(d.path(), 17500, "data") + "\n[raft]\nheartbeat_ms = 500\n",
+    )
+    .unwrap();
     let o = run(&["serve", "--config", p.to_str().unwrap()]);
     assert_one_line_error(&o, &["raft.election_timeout_min_ms"]);
 
-    std::fs::write(&p, config(d.path(), 17500, "data").replace("node_id = 1", "node_id = \"one\"")).unwrap();
+    std::fs::write(
+        &p,
+        config(d.path(), 17500, "data").replace("node_id = 1", "node_id = \"one\""),
+    )
+    .unwrap();
     let o = run(&["serve", "--config", p.to_str().unwrap()]);
     assert_one_line_error(&o, &[p.to_str().unwrap(), "line 1"]);
 
-    let o = run(&["serve", "--config", d.path().join("missing.toml").to_str().unwrap()]);
+    let o = run(&[
+        "serve",
+        "--config",
+        d.path().join("missing.toml").to_str().unwrap(),
+    ]);
     assert_one_line_error(&o, &["missing.toml", "cannot read"]);
 }
 
@@ -99,7 +125,11 @@ fn second_process_on_same_data_dir_is_refused_and_print_config_works() {
     let printed = String::from_utf8_lossy(&o.stdout);
     assert!(printed.contains("election_timeout_min_ms"), "{printed}");
 
-    let mut first = halyard().args(["serve", "--config", p.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap();
+    let mut first = halyard()
+        .args(["serve", "--config", p.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let p2 = d.path().join("node2.toml");
     std::fs::write(&p2, config(d.path(), 17503, "data")).unwrap();
@@ -124,7 +154,13 @@ fn demo_runs_reports_status_and_stops_cleanly_on_ctrl_c() {
     let d = tempfile::tempdir().unwrap();
     let mut demo = KillOnDrop(
         halyard()
-            .args(["demo", "--nodes", "3", "--data-dir", d.path().to_str().unwrap()])
+            .args([
+                "demo",
+                "--nodes",
+                "3",
+                "--data-dir",
+                d.path().to_str().unwrap(),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -143,7 +179,10 @@ fn demo_runs_reports_status_and_stops_cleanly_on_ctrl_c() {
             break;
         }
     }
-    assert!(banner.contains("127.0.0.1:7700") && banner.contains("127.0.0.1:7702"), "{banner}");
+    assert!(
+        banner.contains("127.0.0.1:7700") && banner.contains("127.0.0.1:7702"),
+        "{banner}"
+    );
 
     // Right after an election the leader may not have heard back from every follower yet:
     // poll (bounded) until it has.
@@ -153,7 +192,11 @@ fn demo_runs_reports_status_and_stops_cleanly_on_ctrl_c() {
         assert!(o.status.success(), "{}", stderr(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         let all_matched = v["groups"].as_array().unwrap().iter().all(|g| {
-            g["members"].as_array().unwrap().iter().all(|m| m["matched_index"].as_u64().is_some())
+            g["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| m["matched_index"].as_u64().is_some())
         });
         if all_matched || Instant::now() > deadline {
             break v;
@@ -171,14 +214,23 @@ fn demo_runs_reports_status_and_stops_cleanly_on_ctrl_c() {
         for m in members {
             assert_eq!(m["role"], "voter");
             assert!(m["id"].as_u64().is_some());
-            assert!(m["matched_index"].as_u64().is_some(), "leader's view has matched indexes: {m}");
+            assert!(
+                m["matched_index"].as_u64().is_some(),
+                "leader's view has matched indexes: {m}"
+            );
         }
     }
     let o = run(&["ctl", "--node", "127.0.0.1:7700", "status"]);
     let table = String::from_utf8_lossy(&o.stdout);
-    assert!(table.contains("GROUP") && table.contains("rg1") && table.contains("voter"), "{table}");
+    assert!(
+        table.contains("GROUP") && table.contains("rg1") && table.contains("voter"),
+        "{table}"
+    );
 
-    Command::new("kill").args(["-INT", &demo.0.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &demo.0.id().to_string()])
+        .status()
+        .unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     let status = demo.0.wait().unwrap();

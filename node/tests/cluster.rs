@@ -15,31 +15,54 @@ use halyard_raft_store::{Command, Reply};
 const G: &str = "rg1";
 
 /// Cluster tests run one at a time: three nodes each is all two cores can time fairly.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const WAIT: Duration = Duration::from_secs(30);
 
 fn spec(base_port: u16, raft: RaftConfig) -> ClusterSpec {
-    ClusterSpec { nodes: 3, base_port, groups: vec![G.into()], plaintext: false, raft }
+    ClusterSpec {
+        nodes: 3,
+        base_port,
+        groups: vec![G.into()],
+        plaintext: false,
+        raft,
+    }
 }
 
 fn fast_raft() -> RaftConfig {
-    RaftConfig { heartbeat_ms: 50, election_timeout_min_ms: 300, election_timeout_max_ms: 600, ..RaftConfig::default() }
+    RaftConfig {
+        heartbeat_ms: 50,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        ..RaftConfig::default()
+    }
 }
 
 fn cluster(name: &str, spec: &ClusterSpec) -> (tempfile::TempDir, LocalCluster) {
-    let dir = tempfile::Builder::new().prefix(&format!("halyard-{name}-")).tempdir().unwrap();
-    let c = LocalCluster::new(std::path::Path::new(env!("CARGO_BIN_EXE_halyard")), dir.path(), spec).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("halyard-{name}-"))
+        .tempdir()
+        .unwrap();
+    let c = LocalCluster::new(
+        std::path::Path::new(env!("CARGO_BIN_EXE_halyard")),
+        dir.path(),
+        spec,
+    )
+    .unwrap();
     (dir, c)
 }
 
 async fn create_inbox(a: &Admin) {
     let r = a
-        .propose(G, &Command::CreateMailbox { user: "alice".into(), name: "INBOX".into(), uidvalidity: 1,
-            partition: "primary".into(), special_use: None })
+        .propose(
+            G,
+            &Command::CreateMailbox {
+                user: "alice".into(),
+                name: "INBOX".into(),
+                uidvalidity: 1,
+                partition: "primary".into(),
+                special_use: None,
+            },
+        )
         .await
         .unwrap()
         .unwrap();
@@ -50,8 +73,17 @@ async fn create_inbox(a: &Admin) {
 async fn append(a: &Admin, tag: &str, n: usize) -> Vec<u32> {
     let mut uids = Vec::new();
     for i in 0..n {
-        let body = Bytes::from(format!("Subject: {tag} {i}\r\n\r\n{}", "x".repeat(2000 + i)));
-        let cmd = Command::Append { user: "alice".into(), mailbox: "INBOX".into(), flags: vec![], internal_date_ms: i as i64, body };
+        let body = Bytes::from(format!(
+            "Subject: {tag} {i}\r\n\r\n{}",
+            "x".repeat(2000 + i)
+        ));
+        let cmd = Command::Append {
+            user: "alice".into(),
+            mailbox: "INBOX".into(),
+            flags: vec![],
+            internal_date_ms: i as i64,
+            body,
+        };
         match a.propose(G, &cmd).await.unwrap() {
             Ok(Reply::Appended { uid, .. }) => uids.push(uid),
             other => panic!("append {tag} {i}: {other:?}"),
@@ -62,7 +94,12 @@ async fn append(a: &Admin, tag: &str, n: usize) -> Vec<u32> {
 
 async fn messages(a: &Admin, linearizable: bool) -> Vec<MessageSummary> {
     let v = a
-        .query(&Query::Messages { group: G.into(), user: "alice".into(), mailbox: "INBOX".into(), linearizable })
+        .query(&Query::Messages {
+            group: G.into(),
+            user: "alice".into(),
+            mailbox: "INBOX".into(),
+            linearizable,
+        })
         .await
         .unwrap();
     serde_json::from_value(v).unwrap()
@@ -71,7 +108,10 @@ async fn messages(a: &Admin, linearizable: bool) -> Vec<MessageSummary> {
 async fn applied_and_digest(c: &LocalCluster, id: u64) -> (u64, String) {
     let a = c.admin(id, WAIT).await.unwrap();
     let v = a.query(&Query::Digest { group: G.into() }).await.unwrap();
-    (v["applied_index"].as_u64().unwrap(), v["digest"].as_str().unwrap().to_string())
+    (
+        v["applied_index"].as_u64().unwrap(),
+        v["digest"].as_str().unwrap().to_string(),
+    )
 }
 
 /// Waits until every running node reports the same applied index and digest.
@@ -96,7 +136,7 @@ async fn assert_replicas_converge(c: &LocalCluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_new_leader_elected_and_old_leader_catches_up() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let (_d, mut c) = cluster("failover", &spec(17100, fast_raft()));
     c.start_all().unwrap();
     let l1 = c.wait_leader(G, None, WAIT).await.unwrap();
@@ -109,8 +149,15 @@ async fn leader_killed_new_leader_elected_and_old_leader_catches_up() {
     assert_ne!(l1, l2);
     let leader2 = c.admin(l2, WAIT).await.unwrap();
     // Every entry acknowledged by the old leader is on the new one, with the same UID.
-    let have: BTreeSet<u32> = messages(&leader2, true).await.iter().map(|m| m.uid).collect();
-    assert!(acked.iter().all(|u| have.contains(u)), "lost acknowledged messages after failover");
+    let have: BTreeSet<u32> = messages(&leader2, true)
+        .await
+        .iter()
+        .map(|m| m.uid)
+        .collect();
+    assert!(
+        acked.iter().all(|u| have.contains(u)),
+        "lost acknowledged messages after failover"
+    );
     acked.extend(append(&leader2, "after", 40).await);
 
     c.start(l1).unwrap();
@@ -122,8 +169,13 @@ async fn leader_killed_new_leader_elected_and_old_leader_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_node_behind_purged_log_catches_up_by_snapshot() {
-    let raft = RaftConfig { snapshot_every: 40, keep_logs_after_snapshot: 5, snapshot_chunk_bytes: 64 * 1024, ..fast_raft() };
-    let _serial = serial();
+    let raft = RaftConfig {
+        snapshot_every: 40,
+        keep_logs_after_snapshot: 5,
+        snapshot_chunk_bytes: 64 * 1024,
+        ..fast_raft()
+    };
+    let _serial = SERIAL.lock().await;
     let (_d, mut c) = cluster("snapshot", &spec(17200, raft));
     c.start_all().unwrap();
     let l = c.wait_leader(G, None, WAIT).await.unwrap();
@@ -148,7 +200,10 @@ async fn restarted_node_behind_purged_log_catches_up_by_snapshot() {
         if g.purged_index.unwrap_or(0) > lagger_applied {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "leader never purged its log past {lagger_applied}: {g:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leader never purged its log past {lagger_applied}: {g:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -157,14 +212,17 @@ async fn restarted_node_behind_purged_log_catches_up_by_snapshot() {
     let a = c.admin(lagger, WAIT).await.unwrap();
     let st = a.status().await.unwrap();
     let g = st.groups.iter().find(|g| g.name == G).unwrap();
-    assert!(g.snapshot_index.unwrap_or(0) > lagger_applied, "lagging node did not install a snapshot: {g:?}");
+    assert!(
+        g.snapshot_index.unwrap_or(0) > lagger_applied,
+        "lagging node did not install a snapshot: {g:?}"
+    );
     let have: BTreeSet<u32> = messages(&a, false).await.iter().map(|m| m.uid).collect();
     assert!(acked.iter().all(|u| have.contains(u)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_entries_survive_kill_of_every_node() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let (_d, mut c) = cluster("crash", &spec(17300, fast_raft()));
     c.start_all().unwrap();
     let l = c.wait_leader(G, None, WAIT).await.unwrap();
@@ -174,7 +232,9 @@ async fn acknowledged_entries_survive_kill_of_every_node() {
     let mut tasks = Vec::new();
     for w in 0..8 {
         let a = leader.clone();
-        tasks.push(tokio::spawn(async move { append(&a, &format!("w{w}"), 25).await }));
+        tasks.push(tokio::spawn(async move {
+            append(&a, &format!("w{w}"), 25).await
+        }));
     }
     let mut acked = Vec::new();
     for t in tasks {
@@ -187,14 +247,24 @@ async fn acknowledged_entries_survive_kill_of_every_node() {
     c.start_all().unwrap();
     let l = c.wait_leader(G, None, WAIT).await.unwrap();
     let leader = c.admin(l, WAIT).await.unwrap();
-    let have: BTreeSet<u32> = messages(&leader, true).await.iter().map(|m| m.uid).collect();
+    let have: BTreeSet<u32> = messages(&leader, true)
+        .await
+        .iter()
+        .map(|m| m.uid)
+        .collect();
     let missing: Vec<_> = acked.iter().filter(|u| !have.contains(u)).collect();
-    assert!(missing.is_empty(), "acknowledged UIDs lost after kill -9 of all nodes: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged UIDs lost after kill -9 of all nodes: {missing:?}"
+    );
     assert_replicas_converge(&c).await;
     for id in 1..=3 {
         let a = c.admin(id, WAIT).await.unwrap();
         let have: BTreeSet<u32> = messages(&a, false).await.iter().map(|m| m.uid).collect();
-        assert!(acked.iter().all(|u| have.contains(u)), "node {id} lacks acknowledged entries");
+        assert!(
+            acked.iter().all(|u| have.contains(u)),
+            "node {id} lacks acknowledged entries"
+        );
     }
 }
 
@@ -202,7 +272,7 @@ async fn acknowledged_entries_survive_kill_of_every_node() {
 async fn learner_added_promoted_and_removed_online() {
     // Start a 3-node config but only run nodes 1 and 2 at first... instead: run all three,
     // remove node 3 from the group, then add it back as learner and promote it.
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let (_d, mut c) = cluster("members", &spec(17400, fast_raft()));
     c.start_all().unwrap();
     let l = c.wait_leader(G, None, WAIT).await.unwrap();
@@ -212,16 +282,35 @@ async fn learner_added_promoted_and_removed_online() {
     let other = (1..=3).find(|i| *i != l).unwrap();
     leader.membership(G, "remove", other, "").await.unwrap();
     let voters = |st: &halyard_node::runtime::NodeStatus| {
-        st.groups.iter().find(|g| g.name == G).unwrap().members.iter().map(|m| (m.id, m.role)).collect::<Vec<_>>()
+        st.groups
+            .iter()
+            .find(|g| g.name == G)
+            .unwrap()
+            .members
+            .iter()
+            .map(|m| (m.id, m.role))
+            .collect::<Vec<_>>()
     };
-    assert!(!voters(&leader.status().await.unwrap()).iter().any(|(id, _)| *id == other));
+    assert!(
+        !voters(&leader.status().await.unwrap())
+            .iter()
+            .any(|(id, _)| *id == other)
+    );
     append(&leader, "n", 10).await;
     let addr = c.addr(other);
     leader.membership(G, "add", other, &addr).await.unwrap();
     let st = leader.status().await.unwrap();
-    assert!(voters(&st).contains(&(other, halyard_raft_store::Role::Learner)), "{:?}", voters(&st));
+    assert!(
+        voters(&st).contains(&(other, halyard_raft_store::Role::Learner)),
+        "{:?}",
+        voters(&st)
+    );
     leader.membership(G, "promote", other, "").await.unwrap();
     let st = leader.status().await.unwrap();
-    assert!(voters(&st).contains(&(other, halyard_raft_store::Role::Voter)), "{:?}", voters(&st));
+    assert!(
+        voters(&st).contains(&(other, halyard_raft_store::Role::Voter)),
+        "{:?}",
+        voters(&st)
+    );
     assert_replicas_converge(&c).await;
 }

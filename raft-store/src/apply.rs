@@ -67,11 +67,16 @@ impl Cf {
     }
 }
 
+/// Key/value pairs in key order.
+pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
+/// A pending write: column family, key, and the new value (`None` deletes).
+pub type Write = (Cf, Vec<u8>, Option<Vec<u8>>);
+
 /// Read access to committed state machine data.
 pub trait KvRead {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every (key, value) whose key starts with `prefix`, in key order.
-    fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<KvPairs, StoreError>;
 }
 
 /// Pending writes of a batch layered over a read view.
@@ -83,7 +88,11 @@ pub struct Txn<'a, R: KvRead> {
 
 impl<'a, R: KvRead> Txn<'a, R> {
     pub fn new(base: &'a R) -> Self {
-        Txn { base, overlay: BTreeMap::new(), events: Vec::new() }
+        Txn {
+            base,
+            overlay: BTreeMap::new(),
+            events: Vec::new(),
+        }
     }
 
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -93,8 +102,9 @@ impl<'a, R: KvRead> Txn<'a, R> {
         }
     }
 
-    pub fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.base.scan(cf, prefix)?.into_iter().collect();
+    pub fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<KvPairs, StoreError> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.base.scan(cf, prefix)?.into_iter().collect();
         for ((c, k), v) in self.overlay.range((cf, prefix.to_vec())..) {
             if *c != cf || !k.starts_with(prefix) {
                 break;
@@ -125,8 +135,12 @@ impl<'a, R: KvRead> Txn<'a, R> {
     }
 
     /// The writes accumulated so far, in key order (deterministic), and the events.
-    pub fn into_parts(self) -> (Vec<(Cf, Vec<u8>, Option<Vec<u8>>)>, Vec<Event>) {
-        let writes = self.overlay.into_iter().map(|((cf, k), v)| (cf, k, v)).collect();
+    pub fn into_parts(self) -> (Vec<Write>, Vec<Event>) {
+        let writes = self
+            .overlay
+            .into_iter()
+            .map(|((cf, k), v)| (cf, k, v))
+            .collect();
         (writes, self.events)
     }
 }
@@ -247,7 +261,9 @@ pub fn apply_command<R: KvRead>(txn: &mut Txn<'_, R>, cmd: &Command) -> Result<R
         let mut replies = Vec::with_capacity(cmds.len());
         for c in cmds {
             replies.push(match c {
-                Command::Batch(_) => Reply::Error(ApplyError::Invalid("batches do not nest".into())),
+                Command::Batch(_) => {
+                    Reply::Error(ApplyError::Invalid("batches do not nest".into()))
+                }
                 c => apply_command(txn, c)?,
             });
         }
@@ -274,7 +290,7 @@ impl<R: KvRead> KvRead for Txn<'_, R> {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Txn::get(self, cf, key)
     }
-    fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<KvPairs, StoreError> {
         Txn::scan(self, cf, prefix)
     }
 }
@@ -299,8 +315,16 @@ macro_rules! tri {
 fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
     match cmd {
         Command::Noop { .. } => Ok(Ok(Reply::None)),
-        Command::Batch(_) => Ok(Err(ApplyError::Invalid("batch applied as a single command".into()))),
-        Command::CreateMailbox { user, name, uidvalidity, partition, special_use } => {
+        Command::Batch(_) => Ok(Err(ApplyError::Invalid(
+            "batch applied as a single command".into(),
+        ))),
+        Command::CreateMailbox {
+            user,
+            name,
+            uidvalidity,
+            partition,
+            special_use,
+        } => {
             tri!(check_name("user", user));
             let name = canonical_mailbox(name);
             tri!(check_mailbox_name(&name));
@@ -308,7 +332,9 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                 refuse!(ApplyError::MailboxExists(name));
             }
             let mb = create_mailbox(t, user, &name, *uidvalidity, partition, special_use.clone())?;
-            Ok(Ok(Reply::Created { uidvalidity: mb.uidvalidity }))
+            Ok(Ok(Reply::Created {
+                uidvalidity: mb.uidvalidity,
+            }))
         }
         Command::RenameMailbox { user, from, to } => rename_mailbox(t, user, from, to),
         Command::DeleteMailbox { user, name } => {
@@ -324,17 +350,29 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             }
             adjust_quota(t, user, -(freed_bytes as i128), -(mb.exists as i128))?;
             t.delete(Cf::Mailboxes, keys::mailbox(user, &name));
-            t.events.push(Event::MailboxDeleted { user: user.clone(), mailbox: name });
+            t.events.push(Event::MailboxDeleted {
+                user: user.clone(),
+                mailbox: name,
+            });
             Ok(Ok(Reply::Done))
         }
-        Command::Subscribe { user, name, subscribed } => {
+        Command::Subscribe {
+            user,
+            name,
+            subscribed,
+        } => {
             let name = canonical_mailbox(name);
             let mut mb = tri!(mailbox(t, user, &name)?);
             mb.subscribed = *subscribed;
             t.put_ser(Cf::Mailboxes, keys::mailbox(user, &name), &mb)?;
             Ok(Ok(Reply::Done))
         }
-        Command::SetAcl { user, mailbox: name, identifier, rights } => {
+        Command::SetAcl {
+            user,
+            mailbox: name,
+            identifier,
+            rights,
+        } => {
             let name = canonical_mailbox(name);
             let mut mb = tri!(mailbox(t, user, &name)?);
             tri!(check_name("identifier", identifier));
@@ -345,19 +383,46 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             t.put_ser(Cf::Mailboxes, keys::mailbox(user, &name), &mb)?;
             Ok(Ok(Reply::Done))
         }
-        Command::Append { user, mailbox: name, flags, internal_date_ms, body } => {
+        Command::Append {
+            user,
+            mailbox: name,
+            flags,
+            internal_date_ms,
+            body,
+        } => {
             let name = canonical_mailbox(name);
             let mut mb = tri!(mailbox(t, user, &name)?);
             let size = body.len() as u64;
             tri!(check_quota(t, user, size, 1)?);
             let sha = sha256_hex(body);
-            let body_ref = BodyRef { partition: mb.partition.clone(), sha256: sha };
+            let body_ref = BodyRef {
+                partition: mb.partition.clone(),
+                sha256: sha,
+            };
             add_body_ref(t, &body_ref, Some(body))?;
-            let (uid, modseq) =
-                insert_message(t, user, &mut mb, normalize_flags(flags), *internal_date_ms, size, body_ref)?;
-            Ok(Ok(Reply::Appended { uidvalidity: mb.uidvalidity, uid, modseq }))
+            let (uid, modseq) = insert_message(
+                t,
+                user,
+                &mut mb,
+                normalize_flags(flags),
+                *internal_date_ms,
+                size,
+                body_ref,
+            )?;
+            Ok(Ok(Reply::Appended {
+                uidvalidity: mb.uidvalidity,
+                uid,
+                modseq,
+            }))
         }
-        Command::StoreFlags { user, mailbox: name, uids, action, flags, unchanged_since } => {
+        Command::StoreFlags {
+            user,
+            mailbox: name,
+            uids,
+            action,
+            flags,
+            unchanged_since,
+        } => {
             let name = canonical_mailbox(name);
             let mut mb = tri!(mailbox(t, user, &name)?);
             let flags = normalize_flags(flags);
@@ -368,17 +433,22 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             uids.dedup();
             for uid in uids {
                 let key = keys::message(mb.id, uid);
-                let Some(mut m) = t.get_de::<MessageRecord>(Cf::Messages, &key)? else { continue };
-                if let Some(since) = unchanged_since {
-                    if m.modseq > *since {
-                        modified.push(uid);
-                        continue;
-                    }
+                let Some(mut m) = t.get_de::<MessageRecord>(Cf::Messages, &key)? else {
+                    continue;
+                };
+                if unchanged_since.is_some_and(|since| m.modseq > since) {
+                    modified.push(uid);
+                    continue;
                 }
                 let new_flags = match action {
                     FlagAction::Replace => flags.clone(),
                     FlagAction::Add => normalize_flags(&[m.flags.clone(), flags.clone()].concat()),
-                    FlagAction::Remove => m.flags.iter().filter(|f| !flags.contains(f)).cloned().collect(),
+                    FlagAction::Remove => m
+                        .flags
+                        .iter()
+                        .filter(|f| !flags.contains(f))
+                        .cloned()
+                        .collect(),
                 };
                 if new_flags == m.flags {
                     continue;
@@ -399,10 +469,15 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             t.put_ser(Cf::Mailboxes, keys::mailbox(user, &name), &mb)?;
             Ok(Ok(Reply::FlagsStored { updated, modified }))
         }
-        Command::Expunge { user, mailbox: name, uids } => {
+        Command::Expunge {
+            user,
+            mailbox: name,
+            uids,
+        } => {
             let name = canonical_mailbox(name);
             let mut mb = tri!(mailbox(t, user, &name)?);
-            let wanted: Option<std::collections::BTreeSet<u32>> = uids.as_ref().map(|u| u.iter().copied().collect());
+            let wanted: Option<std::collections::BTreeSet<u32>> =
+                uids.as_ref().map(|u| u.iter().copied().collect());
             let mut gone = Vec::new();
             for (k, v) in t.scan(Cf::Messages, &keys::messages_of(mb.id))? {
                 let m: MessageRecord = decode(&v)?;
@@ -425,10 +500,23 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                 });
             }
             t.put_ser(Cf::Mailboxes, keys::mailbox(user, &name), &mb)?;
-            Ok(Ok(Reply::Expunged { uids: gone, highestmodseq: mb.highestmodseq }))
+            Ok(Ok(Reply::Expunged {
+                uids: gone,
+                highestmodseq: mb.highestmodseq,
+            }))
         }
-        Command::Copy { user, from, to, uids } => copy_messages(t, user, from, to, uids, false),
-        Command::Move { user, from, to, uids } => copy_messages(t, user, from, to, uids, true),
+        Command::Copy {
+            user,
+            from,
+            to,
+            uids,
+        } => copy_messages(t, user, from, to, uids, false),
+        Command::Move {
+            user,
+            from,
+            to,
+            uids,
+        } => copy_messages(t, user, from, to, uids, true),
         Command::Enqueue {
             queue_id,
             mail_from,
@@ -447,7 +535,10 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             if t.get(Cf::Queue, queue_id.as_bytes())?.is_some() {
                 refuse!(ApplyError::QueueEntryExists(queue_id.clone()));
             }
-            let body_ref = BodyRef { partition: partition.clone(), sha256: sha256_hex(body) };
+            let body_ref = BodyRef {
+                partition: partition.clone(),
+                sha256: sha256_hex(body),
+            };
             add_body_ref(t, &body_ref, Some(body))?;
             let entry = QueueEntry {
                 queue_id: queue_id.clone(),
@@ -470,8 +561,12 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                 priority: *priority,
             };
             t.put_ser(Cf::Queue, queue_id.as_bytes().to_vec(), &entry)?;
-            t.events.push(Event::Enqueued { queue_id: queue_id.clone() });
-            Ok(Ok(Reply::Enqueued { queue_id: queue_id.clone() }))
+            t.events.push(Event::Enqueued {
+                queue_id: queue_id.clone(),
+            });
+            Ok(Ok(Reply::Enqueued {
+                queue_id: queue_id.clone(),
+            }))
         }
         Command::Deliver {
             queue_id,
@@ -487,43 +582,95 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                 refuse!(ApplyError::NoSuchQueueEntry(queue_id.clone()));
             };
             if let Some(done) = t.get_de::<DeliveryRecord>(Cf::Deliveries, &dkey)? {
-                return Ok(Ok(Reply::Delivered { uidvalidity: done.uidvalidity, uid: done.uid, duplicate: true }));
+                return Ok(Ok(Reply::Delivered {
+                    uidvalidity: done.uidvalidity,
+                    uid: done.uid,
+                    duplicate: true,
+                }));
             }
-            let Some(idx) = entry.recipients.iter().position(|r| r.spec.address == *recipient) else {
-                refuse!(ApplyError::NoSuchRecipient { queue_id: queue_id.clone(), recipient: recipient.clone() });
+            let Some(idx) = entry
+                .recipients
+                .iter()
+                .position(|r| r.spec.address == *recipient)
+            else {
+                refuse!(ApplyError::NoSuchRecipient {
+                    queue_id: queue_id.clone(),
+                    recipient: recipient.clone()
+                });
             };
             tri!(check_name("user", user));
             let name = canonical_mailbox(name);
             tri!(check_mailbox_name(&name));
-            let mut mb = match t.get_de::<MailboxRecord>(Cf::Mailboxes, &keys::mailbox(user, &name))? {
-                Some(mb) => mb,
-                None => create_mailbox(t, user, &name, *uidvalidity_if_created, &entry.body.partition, None)?,
-            };
+            let mut mb =
+                match t.get_de::<MailboxRecord>(Cf::Mailboxes, &keys::mailbox(user, &name))? {
+                    Some(mb) => mb,
+                    None => create_mailbox(
+                        t,
+                        user,
+                        &name,
+                        *uidvalidity_if_created,
+                        &entry.body.partition,
+                        None,
+                    )?,
+                };
             tri!(check_quota(t, user, entry.size, 1)?);
-            let body_ref = BodyRef { partition: mb.partition.clone(), sha256: entry.body.sha256.clone() };
+            let body_ref = BodyRef {
+                partition: mb.partition.clone(),
+                sha256: entry.body.sha256.clone(),
+            };
             if body_ref.partition == entry.body.partition {
                 add_body_ref(t, &body_ref, None)?;
             } else {
                 let bytes = read_body(t, &entry.body)?;
                 add_body_ref(t, &body_ref, Some(&bytes))?;
             }
-            let (uid, _) =
-                insert_message(t, user, &mut mb, normalize_flags(flags), *internal_date_ms, entry.size, body_ref)?;
-            let record =
-                DeliveryRecord { user: user.clone(), mailbox: name.clone(), uidvalidity: mb.uidvalidity, uid };
+            let (uid, _) = insert_message(
+                t,
+                user,
+                &mut mb,
+                normalize_flags(flags),
+                *internal_date_ms,
+                entry.size,
+                body_ref,
+            )?;
+            let record = DeliveryRecord {
+                user: user.clone(),
+                mailbox: name.clone(),
+                uidvalidity: mb.uidvalidity,
+                uid,
+            };
             t.put_ser(Cf::Deliveries, dkey, &record)?;
             let r = &mut entry.recipients[idx];
             r.attempts += 1;
-            r.state = RecipientState::Delivered { detail: format!("{user}/{name} uid {uid}") };
+            r.state = RecipientState::Delivered {
+                detail: format!("{user}/{name} uid {uid}"),
+            };
             save_or_retire(t, entry)?;
-            Ok(Ok(Reply::Delivered { uidvalidity: mb.uidvalidity, uid, duplicate: false }))
+            Ok(Ok(Reply::Delivered {
+                uidvalidity: mb.uidvalidity,
+                uid,
+                duplicate: false,
+            }))
         }
-        Command::UpdateRecipient { queue_id, recipient, state, next_attempt_ms, error } => {
+        Command::UpdateRecipient {
+            queue_id,
+            recipient,
+            state,
+            next_attempt_ms,
+            error,
+        } => {
             let Some(mut entry) = t.get_de::<QueueEntry>(Cf::Queue, queue_id.as_bytes())? else {
                 refuse!(ApplyError::NoSuchQueueEntry(queue_id.clone()));
             };
-            let Some(r) = entry.recipients.iter_mut().find(|r| r.spec.address == *recipient) else {
-                refuse!(ApplyError::NoSuchRecipient { queue_id: queue_id.clone(), recipient: recipient.clone() });
+            let Some(r) = entry
+                .recipients
+                .iter_mut()
+                .find(|r| r.spec.address == *recipient)
+            else {
+                refuse!(ApplyError::NoSuchRecipient {
+                    queue_id: queue_id.clone(),
+                    recipient: recipient.clone()
+                });
             };
             if r.state.is_final() {
                 // A late report from an old master; the first final outcome stands.
@@ -543,7 +690,11 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             retire(t, &entry)?;
             Ok(Ok(Reply::Done))
         }
-        Command::SetQuota { user, limit_bytes, limit_messages } => {
+        Command::SetQuota {
+            user,
+            limit_bytes,
+            limit_messages,
+        } => {
             tri!(check_name("user", user));
             let mut q: QuotaRecord = t.get_de(Cf::Quota, user.as_bytes())?.unwrap_or_default();
             q.limit_bytes = *limit_bytes;
@@ -555,12 +706,22 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
     }
 }
 
-fn mailbox<R: KvRead>(t: &Txn<'_, R>, user: &str, name: &str) -> Result<Result<MailboxRecord, ApplyError>, StoreError> {
-    Ok(t.get_de::<MailboxRecord>(Cf::Mailboxes, &keys::mailbox(user, name))?
-        .ok_or_else(|| ApplyError::NoSuchMailbox(name.to_string())))
+fn mailbox<R: KvRead>(
+    t: &Txn<'_, R>,
+    user: &str,
+    name: &str,
+) -> Result<Result<MailboxRecord, ApplyError>, StoreError> {
+    Ok(
+        t.get_de::<MailboxRecord>(Cf::Mailboxes, &keys::mailbox(user, name))?
+            .ok_or_else(|| ApplyError::NoSuchMailbox(name.to_string())),
+    )
 }
 
-fn next_counter<R: KvRead>(t: &mut Txn<'_, R>, key: &[u8], at_least: u64) -> Result<u64, StoreError> {
+fn next_counter<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    key: &[u8],
+    at_least: u64,
+) -> Result<u64, StoreError> {
     let cur: u64 = t.get_de(Cf::Meta, key)?.unwrap_or(0);
     let next = (cur + 1).max(at_least);
     t.put_ser(Cf::Meta, key.to_vec(), &next)?;
@@ -578,7 +739,11 @@ fn create_mailbox<R: KvRead>(
     let id = next_counter(t, keys::NEXT_MAILBOX_ID, 1)?;
     // Strictly increasing per group: a mailbox deleted and created again under the same
     // name can never get back its old UIDVALIDITY, so (UIDVALIDITY, UID) is never reused.
-    let uidvalidity = next_counter(t, keys::UIDVALIDITY_FLOOR, proposed_uidvalidity.max(1) as u64)?;
+    let uidvalidity = next_counter(
+        t,
+        keys::UIDVALIDITY_FLOOR,
+        proposed_uidvalidity.max(1) as u64,
+    )?;
     let uidvalidity = u32::try_from(uidvalidity).unwrap_or(u32::MAX);
     let mb = MailboxRecord {
         id,
@@ -588,13 +753,20 @@ fn create_mailbox<R: KvRead>(
         highestmodseq: 1,
         subscribed: true,
         acl: BTreeMap::new(),
-        partition: if partition.is_empty() { "primary".into() } else { partition.to_string() },
+        partition: if partition.is_empty() {
+            "primary".into()
+        } else {
+            partition.to_string()
+        },
         special_use,
         exists: 0,
         bytes: 0,
     };
     t.put_ser(Cf::Mailboxes, keys::mailbox(user, name), &mb)?;
-    t.events.push(Event::MailboxCreated { user: user.to_string(), mailbox: name.to_string() });
+    t.events.push(Event::MailboxCreated {
+        user: user.to_string(),
+        mailbox: name.to_string(),
+    });
     Ok(mb)
 }
 
@@ -625,7 +797,9 @@ fn rename_mailbox<R: KvRead>(t: &mut Txn<'_, R>, user: &str, from: &str, to: &st
         let child: MailboxRecord = decode(&v)?;
         if let Some(rest) = child.name.strip_prefix(&child_prefix) {
             let new_name = format!("{to}{HIERARCHY_DELIMITER}{rest}");
-            if t.get(Cf::Mailboxes, &keys::mailbox(user, &new_name))?.is_some() {
+            if t.get(Cf::Mailboxes, &keys::mailbox(user, &new_name))?
+                .is_some()
+            {
                 refuse!(ApplyError::MailboxExists(new_name));
             }
             moves.push((child.name.clone(), new_name, child));
@@ -635,7 +809,11 @@ fn rename_mailbox<R: KvRead>(t: &mut Txn<'_, R>, user: &str, from: &str, to: &st
         t.delete(Cf::Mailboxes, keys::mailbox(user, &old));
         rec.name = new.clone();
         t.put_ser(Cf::Mailboxes, keys::mailbox(user, &new), &rec)?;
-        t.events.push(Event::MailboxRenamed { user: user.to_string(), from: old, to: new });
+        t.events.push(Event::MailboxRenamed {
+            user: user.to_string(),
+            from: old,
+            to: new,
+        });
     }
     Ok(Ok(Reply::Done))
 }
@@ -653,7 +831,9 @@ fn copy_messages<R: KvRead>(
     let mut src = tri!(mailbox(t, user, &from)?);
     let mut dst = tri!(mailbox(t, user, &to)?);
     if src.id == dst.id && is_move {
-        refuse!(ApplyError::Invalid("cannot move a mailbox's messages into itself".into()));
+        refuse!(ApplyError::Invalid(
+            "cannot move a mailbox's messages into itself".into()
+        ));
     }
     let mut uids = uids.to_vec();
     uids.sort_unstable();
@@ -670,7 +850,10 @@ fn copy_messages<R: KvRead>(
     }
     let mut pairs = Vec::new();
     for m in &found {
-        let body_ref = BodyRef { partition: dst.partition.clone(), sha256: m.body.sha256.clone() };
+        let body_ref = BodyRef {
+            partition: dst.partition.clone(),
+            sha256: m.body.sha256.clone(),
+        };
         if body_ref.partition == m.body.partition {
             add_body_ref(t, &body_ref, None)?;
         } else {
@@ -679,11 +862,27 @@ fn copy_messages<R: KvRead>(
         }
         if src.id == dst.id {
             // COPY into the same mailbox: keep `src` in step with `dst`.
-            let (new_uid, _) = insert_message(t, user, &mut dst, m.flags.clone(), m.internal_date_ms, m.size, body_ref)?;
+            let (new_uid, _) = insert_message(
+                t,
+                user,
+                &mut dst,
+                m.flags.clone(),
+                m.internal_date_ms,
+                m.size,
+                body_ref,
+            )?;
             src = dst.clone();
             pairs.push((m.uid, new_uid));
         } else {
-            let (new_uid, _) = insert_message(t, user, &mut dst, m.flags.clone(), m.internal_date_ms, m.size, body_ref)?;
+            let (new_uid, _) = insert_message(
+                t,
+                user,
+                &mut dst,
+                m.flags.clone(),
+                m.internal_date_ms,
+                m.size,
+                body_ref,
+            )?;
             pairs.push((m.uid, new_uid));
         }
     }
@@ -695,10 +894,18 @@ fn copy_messages<R: KvRead>(
             gone.push(m.uid);
         }
         src.highestmodseq += 1;
-        t.events.push(Event::Expunged { user: user.to_string(), mailbox: from.clone(), uids: gone, modseq: src.highestmodseq });
+        t.events.push(Event::Expunged {
+            user: user.to_string(),
+            mailbox: from.clone(),
+            uids: gone,
+            modseq: src.highestmodseq,
+        });
         t.put_ser(Cf::Mailboxes, keys::mailbox(user, &from), &src)?;
     }
-    Ok(Ok(Reply::Copied { uidvalidity: dst.uidvalidity, pairs }))
+    Ok(Ok(Reply::Copied {
+        uidvalidity: dst.uidvalidity,
+        pairs,
+    }))
 }
 
 fn insert_message<R: KvRead>(
@@ -711,15 +918,30 @@ fn insert_message<R: KvRead>(
     body: BodyRef,
 ) -> Result<(u32, u64), StoreError> {
     let uid = mb.uidnext;
-    mb.uidnext = mb.uidnext.checked_add(1).ok_or_else(|| StoreError::Invariant("UID space exhausted".into()))?;
+    mb.uidnext = mb
+        .uidnext
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Invariant("UID space exhausted".into()))?;
     mb.highestmodseq += 1;
     mb.exists += 1;
     mb.bytes += size;
-    let rec = MessageRecord { uid, modseq: mb.highestmodseq, flags, internal_date_ms, size, body };
+    let rec = MessageRecord {
+        uid,
+        modseq: mb.highestmodseq,
+        flags,
+        internal_date_ms,
+        size,
+        body,
+    };
     t.put_ser(Cf::Messages, keys::message(mb.id, uid), &rec)?;
     t.put_ser(Cf::Mailboxes, keys::mailbox(user, &mb.name), mb)?;
     adjust_quota(t, user, size as i128, 1)?;
-    t.events.push(Event::MessageAdded { user: user.to_string(), mailbox: mb.name.clone(), uid, modseq: rec.modseq });
+    t.events.push(Event::MessageAdded {
+        user: user.to_string(),
+        mailbox: mb.name.clone(),
+        uid,
+        modseq: rec.modseq,
+    });
     Ok((uid, rec.modseq))
 }
 
@@ -744,26 +966,48 @@ fn check_quota<R: KvRead>(
     messages: u64,
 ) -> Result<Result<(), ApplyError>, StoreError> {
     let q: QuotaRecord = t.get_de(Cf::Quota, user.as_bytes())?.unwrap_or_default();
-    let over_bytes = q.limit_bytes.is_some_and(|l| q.used_bytes.saturating_add(bytes) > l);
-    let over_msgs = q.limit_messages.is_some_and(|l| q.used_messages.saturating_add(messages) > l);
-    Ok(if over_bytes || over_msgs { Err(ApplyError::OverQuota) } else { Ok(()) })
+    let over_bytes = q
+        .limit_bytes
+        .is_some_and(|l| q.used_bytes.saturating_add(bytes) > l);
+    let over_msgs = q
+        .limit_messages
+        .is_some_and(|l| q.used_messages.saturating_add(messages) > l);
+    Ok(if over_bytes || over_msgs {
+        Err(ApplyError::OverQuota)
+    } else {
+        Ok(())
+    })
 }
 
-fn adjust_quota<R: KvRead>(t: &mut Txn<'_, R>, user: &str, bytes: i128, messages: i128) -> Result<(), StoreError> {
+fn adjust_quota<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    user: &str,
+    bytes: i128,
+    messages: i128,
+) -> Result<(), StoreError> {
     let mut q: QuotaRecord = t.get_de(Cf::Quota, user.as_bytes())?.unwrap_or_default();
     q.used_bytes = (q.used_bytes as i128 + bytes).max(0) as u64;
     q.used_messages = (q.used_messages as i128 + messages).max(0) as u64;
     t.put_ser(Cf::Quota, user.as_bytes().to_vec(), &q)
 }
 
-fn add_body_ref<R: KvRead>(t: &mut Txn<'_, R>, body: &BodyRef, bytes: Option<&[u8]>) -> Result<(), StoreError> {
+fn add_body_ref<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    body: &BodyRef,
+    bytes: Option<&[u8]>,
+) -> Result<(), StoreError> {
     let key = keys::body(&body.partition, &body.sha256);
     let count = match t.get(Cf::BodyRefs, &key)? {
-        Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Codec("refcount".into()))?),
+        Some(v) => u64::from_be_bytes(
+            v.as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Codec("refcount".into()))?,
+        ),
         None => 0,
     };
     if count == 0 {
-        let bytes = bytes.ok_or_else(|| StoreError::Invariant(format!("body {} missing", body.sha256)))?;
+        let bytes =
+            bytes.ok_or_else(|| StoreError::Invariant(format!("body {} missing", body.sha256)))?;
         t.put(Cf::Bodies, key.clone(), bytes.to_vec());
     }
     t.put(Cf::BodyRefs, key, (count + 1).to_be_bytes().to_vec());
@@ -773,8 +1017,17 @@ fn add_body_ref<R: KvRead>(t: &mut Txn<'_, R>, body: &BodyRef, bytes: Option<&[u
 fn drop_body_ref<R: KvRead>(t: &mut Txn<'_, R>, body: &BodyRef) -> Result<(), StoreError> {
     let key = keys::body(&body.partition, &body.sha256);
     let count = match t.get(Cf::BodyRefs, &key)? {
-        Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Codec("refcount".into()))?),
-        None => return Err(StoreError::Invariant(format!("refcount of body {} underflows", body.sha256))),
+        Some(v) => u64::from_be_bytes(
+            v.as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Codec("refcount".into()))?,
+        ),
+        None => {
+            return Err(StoreError::Invariant(format!(
+                "refcount of body {} underflows",
+                body.sha256
+            )));
+        }
     };
     if count <= 1 {
         t.delete(Cf::BodyRefs, key.clone());
@@ -795,7 +1048,9 @@ fn save_or_retire<R: KvRead>(t: &mut Txn<'_, R>, entry: QueueEntry) -> Result<()
         retire(t, &entry)
     } else {
         t.put_ser(Cf::Queue, entry.queue_id.as_bytes().to_vec(), &entry)?;
-        t.events.push(Event::QueueUpdated { queue_id: entry.queue_id.clone() });
+        t.events.push(Event::QueueUpdated {
+            queue_id: entry.queue_id.clone(),
+        });
         Ok(())
     }
 }
@@ -808,6 +1063,8 @@ fn retire<R: KvRead>(t: &mut Txn<'_, R>, entry: &QueueEntry) -> Result<(), Store
     for (k, _) in t.scan(Cf::Deliveries, &keys::deliveries_of(&entry.queue_id))? {
         t.delete(Cf::Deliveries, k);
     }
-    t.events.push(Event::QueueRemoved { queue_id: entry.queue_id.clone() });
+    t.events.push(Event::QueueRemoved {
+        queue_id: entry.queue_id.clone(),
+    });
     Ok(())
 }

@@ -32,8 +32,14 @@ impl From<std::io::Error> for StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn raft(self, subject: ErrorSubject<NodeId>, verb: ErrorVerb) -> StorageError<NodeId> {
-        StorageError::IO { source: StorageIOError::new(subject, verb, &self) }
+    pub(crate) fn raft(
+        self,
+        subject: ErrorSubject<NodeId>,
+        verb: ErrorVerb,
+    ) -> StorageError<NodeId> {
+        StorageError::IO {
+            source: StorageIOError::new(subject, verb, &self),
+        }
     }
     pub(crate) fn logs_read(self) -> StorageError<NodeId> {
         self.raft(ErrorSubject::Logs, ErrorVerb::Read)
@@ -57,7 +63,11 @@ impl StoreError {
 pub enum ProposeError {
     /// This node is not the group's leader; retry at the leader (if known).
     #[error("not the leader of group {group}; leader is {leader_id:?} at {leader_addr:?}")]
-    NotLeader { group: String, leader_id: Option<NodeId>, leader_addr: Option<String> },
+    NotLeader {
+        group: String,
+        leader_id: Option<NodeId>,
+        leader_addr: Option<String>,
+    },
     /// No such group on this node.
     #[error("no such group: {0}")]
     NoSuchGroup(String),

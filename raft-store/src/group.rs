@@ -115,6 +115,8 @@ struct GroupInner {
     proposals: mpsc::Sender<Pending>,
 }
 
+type MembershipError = RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>;
+
 type Pending = (Command, oneshot::Sender<Result<Reply, ProposeError>>);
 
 /// Most commands in one batched log entry.
@@ -143,7 +145,9 @@ async fn batcher(raft: Raft, group: String, mut rx: mpsc::Receiver<Pending>) {
                 None => return,
             },
         };
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         // Everything that queued while we waited for a slot joins this batch.
         let mut bytes = first.0.approx_size();
         let mut batch = vec![first];
@@ -185,7 +189,9 @@ async fn submit(raft: &Raft, group: &str, mut batch: Vec<Pending>) {
         }
         Ok(other) => {
             for tx in txs {
-                let _ = tx.send(Err(ProposeError::Unknown(format!("unexpected reply to a batch: {other:?}"))));
+                let _ = tx.send(Err(ProposeError::Unknown(format!(
+                    "unexpected reply to a batch: {other:?}"
+                ))));
             }
         }
         Err(e) => {
@@ -200,14 +206,22 @@ async fn write(raft: &Raft, group: &str, cmd: Command) -> Result<Reply, ProposeE
     let kind = cmd.kind();
     match raft.client_write(cmd).await {
         Ok(resp) => {
-            tracing::debug!(group, kind, index = resp.log_id.index, term = resp.log_id.leader_id.term, "committed");
+            tracing::debug!(
+                group,
+                kind,
+                index = resp.log_id.index,
+                term = resp.log_id.leader_id.term,
+                "committed"
+            );
             Ok(resp.data)
         }
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader {
-            group: group.to_string(),
-            leader_id: f.leader_id,
-            leader_addr: f.leader_node.map(|n| n.addr),
-        }),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(ProposeError::NotLeader {
+                group: group.to_string(),
+                leader_id: f.leader_id,
+                leader_addr: f.leader_node.map(|n| n.addr),
+            })
+        }
         Err(RaftError::APIError(e)) => Err(ProposeError::Unknown(e.to_string())),
         Err(RaftError::Fatal(f)) => Err(ProposeError::Unavailable(f.to_string())),
     }
@@ -229,7 +243,9 @@ impl Group {
         dir: &Path,
         network: N,
     ) -> Result<Group, StoreError> {
-        let config = tuning.openraft_config(name).map_err(StoreError::Invariant)?;
+        let config = tuning
+            .openraft_config(name)
+            .map_err(StoreError::Invariant)?;
         let sm = StateMachineStore::open(name, dir)?;
         let shared = sm.shared();
         let log = log_db.store(name);
@@ -238,7 +254,16 @@ impl Group {
             .map_err(|e| StoreError::Invariant(format!("starting raft for group {name}: {e}")))?;
         let (proposals, rx) = mpsc::channel(MAX_BATCH_COMMANDS * 8);
         tokio::spawn(batcher(raft.clone(), name.to_string(), rx));
-        Ok(Group { inner: Arc::new(GroupInner { name: name.to_string(), node_id, raft, sm: shared, log, proposals }) })
+        Ok(Group {
+            inner: Arc::new(GroupInner {
+                name: name.to_string(),
+                node_id,
+                raft,
+                sm: shared,
+                log,
+                proposals,
+            }),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -272,7 +297,10 @@ impl Group {
         }
     }
 
-    fn not_leader_from(&self, f: Option<&openraft::error::ForwardToLeader<NodeId, BasicNode>>) -> ProposeError {
+    fn not_leader_from(
+        &self,
+        f: Option<&openraft::error::ForwardToLeader<NodeId, BasicNode>>,
+    ) -> ProposeError {
         ProposeError::NotLeader {
             group: self.inner.name.clone(),
             leader_id: f.and_then(|f| f.leader_id),
@@ -284,12 +312,12 @@ impl Group {
     /// here. Only an `Ok` means the command took effect.
     pub async fn propose(&self, cmd: Command) -> Result<Reply, ProposeError> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .proposals
-            .send((cmd, tx))
-            .await
-            .map_err(|_| ProposeError::Unavailable(format!("group {} is shutting down", self.inner.name)))?;
-        rx.await.map_err(|_| ProposeError::Unknown("proposal dropped before an outcome was known".into()))?
+        self.inner.proposals.send((cmd, tx)).await.map_err(|_| {
+            ProposeError::Unavailable(format!("group {} is shutting down", self.inner.name))
+        })?;
+        rx.await.map_err(|_| {
+            ProposeError::Unknown("proposal dropped before an outcome was known".into())
+        })?
     }
 
     /// Applied changes of this group, as they happen on this node.
@@ -299,7 +327,10 @@ impl Group {
 
     /// Creates the group's first membership if this node has never been part of it. Returns
     /// whether it did. Every initial member may call this with the same membership.
-    pub async fn initialize_if_new(&self, members: BTreeMap<NodeId, BasicNode>) -> Result<bool, String> {
+    pub async fn initialize_if_new(
+        &self,
+        members: BTreeMap<NodeId, BasicNode>,
+    ) -> Result<bool, String> {
         let raft = &self.inner.raft;
         if raft.is_initialized().await.map_err(|e| e.to_string())? {
             return Ok(false);
@@ -314,13 +345,18 @@ impl Group {
     /// Adds a node as a learner and waits (bounded) until it has caught up.
     pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), ProposeError> {
         let fut = self.inner.raft.add_learner(id, BasicNode::new(addr), true);
-        self.membership_result(tokio::time::timeout(Duration::from_secs(120), fut).await).await
+        self.membership_result(tokio::time::timeout(Duration::from_secs(120), fut).await)
+            .await
     }
 
     /// Makes a learner a voter (joint consensus handled by openraft).
     pub async fn promote(&self, id: NodeId) -> Result<(), ProposeError> {
-        let fut = self.inner.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false);
-        self.membership_result(tokio::time::timeout(Duration::from_secs(60), fut).await).await
+        let fut = self
+            .inner
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false);
+        self.membership_result(tokio::time::timeout(Duration::from_secs(60), fut).await)
+            .await
     }
 
     /// Removes a voter or learner from the group.
@@ -333,24 +369,32 @@ impl Group {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
         let fut = self.inner.raft.change_membership(change, false);
-        self.membership_result(tokio::time::timeout(Duration::from_secs(60), fut).await).await
+        self.membership_result(tokio::time::timeout(Duration::from_secs(60), fut).await)
+            .await
     }
 
     async fn membership_result<T>(
         &self,
-        r: Result<Result<T, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>, tokio::time::error::Elapsed>,
+        r: Result<Result<T, MembershipError>, tokio::time::error::Elapsed>,
     ) -> Result<(), ProposeError> {
         match r {
             Err(_) => Err(ProposeError::Unknown("membership change timed out".into())),
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(self.not_leader_from(Some(&f))),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(self.not_leader_from(Some(&f)))
+            }
             Ok(Err(RaftError::APIError(e))) => Err(ProposeError::Unknown(e.to_string())),
             Ok(Err(RaftError::Fatal(f))) => Err(ProposeError::Unavailable(f.to_string())),
         }
     }
 
     pub async fn trigger_snapshot(&self) -> Result<(), ProposeError> {
-        self.inner.raft.trigger().snapshot().await.map_err(|e| ProposeError::Unavailable(e.to_string()))
+        self.inner
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ProposeError::Unavailable(e.to_string()))
     }
 
     /// Group commit counters of this node's log database.
@@ -366,15 +410,29 @@ impl Group {
         let members = membership
             .nodes()
             .map(|(id, node)| {
-                let matched = m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index);
-                let matched = if *id == m.id && m.state == ServerState::Leader { last } else { matched };
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|l| l.index);
+                let matched = if *id == m.id && m.state == ServerState::Leader {
+                    last
+                } else {
+                    matched
+                };
                 MemberStatus {
                     id: *id,
                     addr: node.addr.clone(),
-                    role: if voters.contains(id) { Role::Voter } else { Role::Learner },
+                    role: if voters.contains(id) {
+                        Role::Voter
+                    } else {
+                        Role::Learner
+                    },
                     matched_index: matched,
                     lag: match (last, matched) {
-                        (Some(l), Some(mi)) if m.state == ServerState::Leader => Some(l.saturating_sub(mi)),
+                        (Some(l), Some(mi)) if m.state == ServerState::Leader => {
+                            Some(l.saturating_sub(mi))
+                        }
                         _ => None,
                     },
                 }

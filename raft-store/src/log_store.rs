@@ -72,12 +72,20 @@ impl LogDb {
             .name("raft-log-sync".into())
             .spawn(move || syncer(db2, stats2, rx))
             .map_err(StoreError::from)?;
-        Ok(Arc::new(LogDb { db, syncer: std::sync::Mutex::new(tx), stats }))
+        Ok(Arc::new(LogDb {
+            db,
+            syncer: std::sync::Mutex::new(tx),
+            stats,
+        }))
     }
 
     /// A group's view of the log database.
     pub fn store(self: &Arc<Self>, group: &str) -> LogStore {
-        LogStore { db: self.clone(), group: group.into(), committed: Arc::new(AtomicU64::new(0)) }
+        LogStore {
+            db: self.clone(),
+            group: group.into(),
+            committed: Arc::new(AtomicU64::new(0)),
+        }
     }
 }
 
@@ -134,8 +142,15 @@ impl LogStore {
         self.committed.load(Ordering::Relaxed)
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, prefix: u8) -> Result<Option<T>, StoreError> {
-        self.db.db.get(key(prefix, &self.group))?.map(|v| decode(&v)).transpose()
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: u8,
+    ) -> Result<Option<T>, StoreError> {
+        self.db
+            .db
+            .get(key(prefix, &self.group))?
+            .map(|v| decode(&v))
+            .transpose()
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
@@ -148,7 +163,10 @@ impl LogStore {
     fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
         let prefix = key(b'L', &self.group);
         let top = log_key(&self.group, u64::MAX);
-        let mut it = self.db.db.iterator(IteratorMode::From(&top, Direction::Reverse));
+        let mut it = self
+            .db
+            .db
+            .iterator(IteratorMode::From(&top, Direction::Reverse));
         match it.next() {
             Some(Ok((k, v))) if k.starts_with(&prefix) => {
                 let e: Entry = decode(&v)?;
@@ -166,7 +184,11 @@ impl LogStore {
         }
         let from = log_key(&self.group, start);
         let to = log_key(&self.group, end_exclusive);
-        for item in self.db.db.iterator(IteratorMode::From(&from, Direction::Forward)) {
+        for item in self
+            .db
+            .db
+            .iterator(IteratorMode::From(&from, Direction::Forward))
+        {
             let (k, v) = item?;
             if k.as_ref() >= to.as_slice() {
                 break;
@@ -201,8 +223,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let purged: Option<LogId> = self.get_meta(b'P').map_err(StoreError::logs_read)?;
-        let last = self.last_log_id().map_err(StoreError::logs_read)?.or(purged);
-        Ok(LogState { last_purged_log_id: purged, last_log_id: last })
+        let last = self
+            .last_log_id()
+            .map_err(StoreError::logs_read)?
+            .or(purged);
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -211,12 +239,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let mut b = WriteBatch::default();
-        b.put(key(b'V', &self.group), encode(vote).map_err(|e| e.raft(openraft::ErrorSubject::Vote, openraft::ErrorVerb::Write))?);
-        self.write(b, true).map_err(|e| e.raft(openraft::ErrorSubject::Vote, openraft::ErrorVerb::Write))
+        b.put(
+            key(b'V', &self.group),
+            encode(vote)
+                .map_err(|e| e.raft(openraft::ErrorSubject::Vote, openraft::ErrorVerb::Write))?,
+        );
+        self.write(b, true)
+            .map_err(|e| e.raft(openraft::ErrorSubject::Vote, openraft::ErrorVerb::Write))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.get_meta(b'V').map_err(|e| e.raft(openraft::ErrorSubject::Vote, openraft::ErrorVerb::Read))
+        self.get_meta(b'V')
+            .map_err(|e| e.raft(openraft::ErrorSubject::Vote, openraft::ErrorVerb::Read))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -224,7 +258,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.committed.store(c.index, Ordering::Relaxed);
         }
         let mut b = WriteBatch::default();
-        b.put(key(b'C', &self.group), encode(&committed).map_err(StoreError::logs_write)?);
+        b.put(
+            key(b'C', &self.group),
+            encode(&committed).map_err(StoreError::logs_write)?,
+        );
         // Not synced: losing it only means re-learning the commit index from the leader.
         self.write(b, false).map_err(StoreError::logs_write)
     }
@@ -238,7 +275,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(c)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -246,29 +287,50 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         let mut n = 0u64;
         for e in entries {
-            batch.put(log_key(&self.group, e.log_id.index), encode(&e).map_err(StoreError::logs_write)?);
+            batch.put(
+                log_key(&self.group, e.log_id.index),
+                encode(&e).map_err(StoreError::logs_write)?,
+            );
             n += 1;
         }
         // Visible to readers now, durable once the syncer has synced the WAL.
         self.write(batch, false).map_err(StoreError::logs_write)?;
         self.db.stats.appends.fetch_add(1, Ordering::Relaxed);
-        let tx = self.db.syncer.lock().map_err(|_| StoreError::Invariant("syncer lock poisoned".into()).logs_write())?.clone();
-        if let Err(mpsc::SendError(job)) = tx.send(SyncJob { entries: n, done: callback }) {
-            job.done.log_io_completed(Err(io::Error::other("log syncer stopped")));
+        let tx = self
+            .db
+            .syncer
+            .lock()
+            .map_err(|_| StoreError::Invariant("syncer lock poisoned".into()).logs_write())?
+            .clone();
+        if let Err(mpsc::SendError(job)) = tx.send(SyncJob {
+            entries: n,
+            done: callback,
+        }) {
+            job.done
+                .log_io_completed(Err(io::Error::other("log syncer stopped")));
         }
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut b = WriteBatch::default();
-        b.delete_range(log_key(&self.group, log_id.index), log_key(&self.group, u64::MAX));
+        b.delete_range(
+            log_key(&self.group, log_id.index),
+            log_key(&self.group, u64::MAX),
+        );
         self.write(b, true).map_err(StoreError::logs_write)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut b = WriteBatch::default();
-        b.put(key(b'P', &self.group), encode(&log_id).map_err(StoreError::logs_write)?);
-        b.delete_range(log_key(&self.group, 0), log_key(&self.group, log_id.index + 1));
+        b.put(
+            key(b'P', &self.group),
+            encode(&log_id).map_err(StoreError::logs_write)?,
+        );
+        b.delete_range(
+            log_key(&self.group, 0),
+            log_key(&self.group, log_id.index + 1),
+        );
         self.write(b, false).map_err(StoreError::logs_write)
     }
 }

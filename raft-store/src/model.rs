@@ -164,7 +164,9 @@ pub struct DeliveryRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Does nothing; used to check that a group commits and by benchmarks.
-    Noop { payload: Bytes },
+    Noop {
+        payload: Bytes,
+    },
     CreateMailbox {
         user: String,
         name: String,
@@ -174,10 +176,26 @@ pub enum Command {
         partition: String,
         special_use: Option<String>,
     },
-    RenameMailbox { user: String, from: String, to: String },
-    DeleteMailbox { user: String, name: String },
-    Subscribe { user: String, name: String, subscribed: bool },
-    SetAcl { user: String, mailbox: String, identifier: String, rights: Option<String> },
+    RenameMailbox {
+        user: String,
+        from: String,
+        to: String,
+    },
+    DeleteMailbox {
+        user: String,
+        name: String,
+    },
+    Subscribe {
+        user: String,
+        name: String,
+        subscribed: bool,
+    },
+    SetAcl {
+        user: String,
+        mailbox: String,
+        identifier: String,
+        rights: Option<String>,
+    },
     /// IMAP APPEND: stores the body (one copy per partition) and indexes a new message.
     Append {
         user: String,
@@ -196,9 +214,23 @@ pub enum Command {
         unchanged_since: Option<u64>,
     },
     /// Removes the given UIDs, or every message flagged `\Deleted` when `uids` is `None`.
-    Expunge { user: String, mailbox: String, uids: Option<Vec<u32>> },
-    Copy { user: String, from: String, to: String, uids: Vec<u32> },
-    Move { user: String, from: String, to: String, uids: Vec<u32> },
+    Expunge {
+        user: String,
+        mailbox: String,
+        uids: Option<Vec<u32>>,
+    },
+    Copy {
+        user: String,
+        from: String,
+        to: String,
+        uids: Vec<u32>,
+    },
+    Move {
+        user: String,
+        from: String,
+        to: String,
+        uids: Vec<u32>,
+    },
     /// A message accepted by the MTA (end of DATA). Committing this is what allows `250`.
     Enqueue {
         queue_id: String,
@@ -233,8 +265,14 @@ pub enum Command {
         error: Option<String>,
     },
     /// Removes a queue entry whatever its state (`halyard ctl queue delete`).
-    RemoveQueueEntry { queue_id: String },
-    SetQuota { user: String, limit_bytes: Option<u64>, limit_messages: Option<u64> },
+    RemoveQueueEntry {
+        queue_id: String,
+    },
+    SetQuota {
+        user: String,
+        limit_bytes: Option<u64>,
+        limit_messages: Option<u64>,
+    },
     /// Several independent commands in one log entry, applied in order, each on its own
     /// (a refusal of one does not affect the others). Built by the group's proposal batcher
     /// so that concurrent proposals share one log append, one fsync and one replication
@@ -269,9 +307,9 @@ impl Command {
     /// Rough size in bytes, used to bound batches.
     pub fn approx_size(&self) -> usize {
         match self {
-            Command::Append { body, .. } | Command::Enqueue { body, .. } | Command::Noop { payload: body } => {
-                body.len() + 256
-            }
+            Command::Append { body, .. }
+            | Command::Enqueue { body, .. }
+            | Command::Noop { payload: body } => body.len() + 256,
             Command::Batch(cmds) => cmds.iter().map(Command::approx_size).sum(),
             _ => 256,
         }
@@ -313,20 +351,38 @@ pub enum ApplyError {
 pub enum Reply {
     /// Blank and membership entries, and `Noop`.
     None,
-    Created { uidvalidity: u32 },
+    Created {
+        uidvalidity: u32,
+    },
     Done,
-    Appended { uidvalidity: u32, uid: u32, modseq: u64 },
+    Appended {
+        uidvalidity: u32,
+        uid: u32,
+        modseq: u64,
+    },
     FlagsStored {
         /// (uid, new modseq, new flags) for every message that changed.
         updated: Vec<(u32, u64, Vec<String>)>,
         /// UIDs refused by UNCHANGEDSINCE (RFC 7162 `[MODIFIED ...]`).
         modified: Vec<u32>,
     },
-    Expunged { uids: Vec<u32>, highestmodseq: u64 },
+    Expunged {
+        uids: Vec<u32>,
+        highestmodseq: u64,
+    },
     /// COPYUID / MOVE's COPYUID: (source uid, destination uid) pairs.
-    Copied { uidvalidity: u32, pairs: Vec<(u32, u32)> },
-    Enqueued { queue_id: String },
-    Delivered { uidvalidity: u32, uid: u32, duplicate: bool },
+    Copied {
+        uidvalidity: u32,
+        pairs: Vec<(u32, u32)>,
+    },
+    Enqueued {
+        queue_id: String,
+    },
+    Delivered {
+        uidvalidity: u32,
+        uid: u32,
+        duplicate: bool,
+    },
     Error(ApplyError),
     /// Replies to a [`Command::Batch`], in order.
     Batch(Vec<Reply>),
@@ -336,16 +392,50 @@ pub enum Reply {
 /// controller). Published after the entry's effects are durable in the state machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    MailboxCreated { user: String, mailbox: String },
-    MailboxRenamed { user: String, from: String, to: String },
-    MailboxDeleted { user: String, mailbox: String },
-    MessageAdded { user: String, mailbox: String, uid: u32, modseq: u64 },
-    FlagsChanged { user: String, mailbox: String, uid: u32, modseq: u64, flags: Vec<String> },
-    Expunged { user: String, mailbox: String, uids: Vec<u32>, modseq: u64 },
-    Enqueued { queue_id: String },
-    QueueUpdated { queue_id: String },
-    QueueRemoved { queue_id: String },
-    QuotaChanged { user: String },
+    MailboxCreated {
+        user: String,
+        mailbox: String,
+    },
+    MailboxRenamed {
+        user: String,
+        from: String,
+        to: String,
+    },
+    MailboxDeleted {
+        user: String,
+        mailbox: String,
+    },
+    MessageAdded {
+        user: String,
+        mailbox: String,
+        uid: u32,
+        modseq: u64,
+    },
+    FlagsChanged {
+        user: String,
+        mailbox: String,
+        uid: u32,
+        modseq: u64,
+        flags: Vec<String>,
+    },
+    Expunged {
+        user: String,
+        mailbox: String,
+        uids: Vec<u32>,
+        modseq: u64,
+    },
+    Enqueued {
+        queue_id: String,
+    },
+    QueueUpdated {
+        queue_id: String,
+    },
+    QueueRemoved {
+        queue_id: String,
+    },
+    QuotaChanged {
+        user: String,
+    },
     /// The whole state was replaced by an installed snapshot: subscribers must re-read.
     SnapshotInstalled,
 }

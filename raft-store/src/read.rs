@@ -6,22 +6,42 @@ use sha2::{Digest, Sha256};
 
 use crate::apply::{Cf, KvRead, decode, keys};
 use crate::error::StoreError;
-use crate::model::{BodyRef, DeliveryRecord, MailboxRecord, MessageRecord, QueueEntry, QuotaRecord};
+use crate::model::{
+    BodyRef, DeliveryRecord, MailboxRecord, MessageRecord, QueueEntry, QuotaRecord,
+};
 use crate::state_machine::{DbView, SmShared};
 
+/// One row of [`SmShared::dump`]: column family name, key, value.
+pub type DumpRow = (&'static str, Vec<u8>, Vec<u8>);
+
 impl SmShared {
-    fn get_de<T: serde::de::DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, StoreError> {
+    fn get_de<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: Cf,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
         let db = self.db();
         DbView(&db).get(cf, key)?.map(|v| decode(&v)).transpose()
     }
 
-    fn scan_de<T: serde::de::DeserializeOwned>(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+    fn scan_de<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+    ) -> Result<Vec<T>, StoreError> {
         let db = self.db();
-        DbView(&db).scan(cf, prefix)?.iter().map(|(_, v)| decode(v)).collect()
+        DbView(&db)
+            .scan(cf, prefix)?
+            .iter()
+            .map(|(_, v)| decode(v))
+            .collect()
     }
 
     pub fn mailbox(&self, user: &str, name: &str) -> Result<Option<MailboxRecord>, StoreError> {
-        self.get_de(Cf::Mailboxes, &keys::mailbox(user, &crate::apply::canonical_mailbox(name)))
+        self.get_de(
+            Cf::Mailboxes,
+            &keys::mailbox(user, &crate::apply::canonical_mailbox(name)),
+        )
     }
 
     pub fn mailboxes(&self, user: &str) -> Result<Vec<MailboxRecord>, StoreError> {
@@ -29,7 +49,11 @@ impl SmShared {
     }
 
     /// Messages of a mailbox in UID order, or `None` if the mailbox does not exist.
-    pub fn messages(&self, user: &str, name: &str) -> Result<Option<Vec<MessageRecord>>, StoreError> {
+    pub fn messages(
+        &self,
+        user: &str,
+        name: &str,
+    ) -> Result<Option<Vec<MessageRecord>>, StoreError> {
         match self.mailbox(user, name)? {
             Some(mb) => Ok(Some(self.scan_de(Cf::Messages, &keys::messages_of(mb.id))?)),
             None => Ok(None),
@@ -45,7 +69,11 @@ impl SmShared {
     pub fn body_refcount(&self, body: &BodyRef) -> Result<u64, StoreError> {
         let db = self.db();
         match DbView(&db).get(Cf::BodyRefs, &keys::body(&body.partition, &body.sha256))? {
-            Some(v) => Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Codec("refcount".into()))?)),
+            Some(v) => Ok(u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Codec("refcount".into()))?,
+            )),
             None => Ok(0),
         }
     }
@@ -68,12 +96,16 @@ impl SmShared {
         self.get_de(Cf::Queue, queue_id.as_bytes())
     }
 
-    pub fn delivery(&self, queue_id: &str, recipient: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+    pub fn delivery(
+        &self,
+        queue_id: &str,
+        recipient: &str,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
         self.get_de(Cf::Deliveries, &keys::delivery(queue_id, recipient))
     }
 
     /// Every key and value of every column family, in order (for tests and digests).
-    pub fn dump(&self) -> Result<Vec<(&'static str, Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn dump(&self) -> Result<Vec<DumpRow>, StoreError> {
         let db = self.db();
         let v = DbView(&db);
         let mut out = Vec::new();

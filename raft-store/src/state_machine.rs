@@ -43,7 +43,9 @@ use tokio::sync::broadcast;
 use crate::apply::{Cf, KvRead, Txn, apply_command, decode, encode, keys};
 use crate::error::StoreError;
 use crate::model::{Change, Event, Reply};
-use crate::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"HLYSNAP1";
 /// Capacity of a group's change feed; a subscriber that falls further behind gets `Lagged`
@@ -69,7 +71,9 @@ fn open_db(path: &Path) -> Result<DB, StoreError> {
     // Applies skip the WAL (the Raft log is the durable record), so column families must be
     // flushed together to stay mutually consistent after a crash.
     opts.set_atomic_flush(true);
-    let cfs = Cf::ALL.iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(*cf)));
+    let cfs = Cf::ALL
+        .iter()
+        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(*cf)));
     Ok(DB::open_cf_descriptors(&opts, path, cfs)?)
 }
 
@@ -78,7 +82,9 @@ pub struct DbView<'a>(pub &'a DB);
 
 impl DbView<'_> {
     fn cf(&self, cf: Cf) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.0.cf_handle(cf.name()).ok_or_else(|| StoreError::Invariant(format!("missing column family {}", cf.name())))
+        self.0
+            .cf_handle(cf.name())
+            .ok_or_else(|| StoreError::Invariant(format!("missing column family {}", cf.name())))
     }
 }
 
@@ -87,9 +93,12 @@ impl KvRead for DbView<'_> {
         Ok(self.0.get_cf(self.cf(cf)?, key)?)
     }
 
-    fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<crate::apply::KvPairs, StoreError> {
         let mut out = Vec::new();
-        for item in self.0.iterator_cf(self.cf(cf)?, IteratorMode::From(prefix, Direction::Forward)) {
+        for item in self
+            .0
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(prefix, Direction::Forward))
+        {
             let (k, v) = item?;
             if !k.starts_with(prefix) {
                 break;
@@ -135,9 +144,15 @@ impl SmShared {
     fn applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
         let db = self.db();
         let v = DbView(&db);
-        let applied: Option<LogId> = v.get(Cf::Meta, keys::APPLIED)?.map(|b| decode(&b)).transpose()?;
-        let membership: StoredMembership =
-            v.get(Cf::Meta, keys::MEMBERSHIP)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
+        let applied: Option<LogId> = v
+            .get(Cf::Meta, keys::APPLIED)?
+            .map(|b| decode(&b))
+            .transpose()?;
+        let membership: StoredMembership = v
+            .get(Cf::Meta, keys::MEMBERSHIP)?
+            .map(|b| decode(&b))
+            .transpose()?
+            .unwrap_or_default();
         Ok((applied, membership))
     }
 }
@@ -184,7 +199,9 @@ impl StateMachineStore {
                 .trim()
                 .strip_prefix("gen-")
                 .and_then(|n| n.parse::<u64>().ok())
-                .ok_or_else(|| StoreError::Invariant(format!("{} is corrupt: {s:?}", current.display())))?,
+                .ok_or_else(|| {
+                    StoreError::Invariant(format!("{} is corrupt: {s:?}", current.display()))
+                })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 write_atomic(&current, gen_name(1).as_bytes())?;
                 1
@@ -205,7 +222,11 @@ impl StateMachineStore {
             let name = e.file_name().to_string_lossy().to_string();
             if name.starts_with("incoming-") || name.starts_with("tmp-") || name.ends_with(".tmp") {
                 let p = e.path();
-                if p.is_dir() { std::fs::remove_dir_all(&p)? } else { std::fs::remove_file(&p)? }
+                if p.is_dir() {
+                    std::fs::remove_dir_all(&p)?
+                } else {
+                    std::fs::remove_file(&p)?
+                }
             }
         }
         let db = open_db(&sm_dir.join(gen_name(generation)))?;
@@ -219,8 +240,13 @@ impl StateMachineStore {
             applied_index: AtomicU64::new(0),
         });
         let (applied, _) = shared.applied_state()?;
-        shared.applied_index.store(applied.map(|l| l.index).unwrap_or(0), Ordering::Release);
-        Ok(StateMachineStore { shared, receiving: None })
+        shared
+            .applied_index
+            .store(applied.map(|l| l.index).unwrap_or(0), Ordering::Release);
+        Ok(StateMachineStore {
+            shared,
+            receiving: None,
+        })
     }
 
     pub fn shared(&self) -> Arc<SmShared> {
@@ -228,7 +254,10 @@ impl StateMachineStore {
     }
 
     /// Applies entries; synchronous core of [`RaftStateMachine::apply`], also used by tests.
-    pub fn apply_entries(&mut self, entries: impl IntoIterator<Item = Entry>) -> Result<Vec<Reply>, StoreError> {
+    pub fn apply_entries(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Vec<Reply>, StoreError> {
         let db = self.shared.db();
         let view = DbView(&db);
         let mut txn = Txn::new(&view);
@@ -275,14 +304,15 @@ impl StateMachineStore {
         let mut wo = rocksdb::WriteOptions::default();
         wo.disable_wal(true);
         db.write_opt(batch, &wo)?;
-        self.shared.applied_index.store(last.index, Ordering::Release);
+        self.shared
+            .applied_index
+            .store(last.index, Ordering::Release);
         for c in changes {
             // No subscribers is fine.
             let _ = self.shared.feed.send(c);
         }
         Ok(replies)
     }
-
 }
 
 /// Replaces the live state with an unpacked snapshot (see the module docs for the steps).
@@ -302,7 +332,10 @@ fn install(shared: &SmShared, meta: &SnapshotMeta, packed: &Path) -> Result<(), 
         {
             let (applied, _) = {
                 let v = DbView(&db);
-                let applied: Option<LogId> = v.get(Cf::Meta, keys::APPLIED)?.map(|b| decode(&b)).transpose()?;
+                let applied: Option<LogId> = v
+                    .get(Cf::Meta, keys::APPLIED)?
+                    .map(|b| decode(&b))
+                    .transpose()?;
                 (applied, ())
             };
             if applied != meta.last_log_id {
@@ -314,16 +347,25 @@ fn install(shared: &SmShared, meta: &SnapshotMeta, packed: &Path) -> Result<(), 
         }
         write_atomic(&sm_dir.join("CURRENT"), gen_name(next).as_bytes())?;
         let old = {
-            let mut g = shared.db.write().map_err(|_| StoreError::Invariant("sm lock poisoned".into()))?;
+            let mut g = shared
+                .db
+                .write()
+                .map_err(|_| StoreError::Invariant("sm lock poisoned".into()))?;
             std::mem::replace(&mut *g, Arc::new(db))
         };
         shared.generation.store(next, Ordering::Release);
-        shared.applied_index.store(meta.last_log_id.map(|l| l.index).unwrap_or(0), Ordering::Release);
+        shared.applied_index.store(
+            meta.last_log_id.map(|l| l.index).unwrap_or(0),
+            Ordering::Release,
+        );
         // Keep the received file as our current snapshot so we can serve it in turn.
         let snap_dir = shared.snapshots_dir();
         let target = snap_dir.join(format!("{}.snap", meta.snapshot_id));
         std::fs::rename(packed, &target)?;
-        write_atomic(&snap_dir.join(format!("{}.meta", meta.snapshot_id)), &serde_json::to_vec(meta).map_err(|e| StoreError::Codec(e.to_string()))?)?;
+        write_atomic(
+            &snap_dir.join(format!("{}.meta", meta.snapshot_id)),
+            &serde_json::to_vec(meta).map_err(|e| StoreError::Codec(e.to_string()))?,
+        )?;
         remove_other_snapshots(&snap_dir, &meta.snapshot_id)?;
         retire_generation(old, sm_dir.join(gen_name(next - 1)));
         let _ = shared.feed.send(Arc::new(Change {
@@ -340,7 +382,10 @@ fn install(shared: &SmShared, meta: &SnapshotMeta, packed: &Path) -> Result<(), 
 /// Flushes every column family's memtable to SST files, atomically across families.
 fn flush_all(db: &DB) -> Result<(), StoreError> {
     let view = DbView(db);
-    let cfs = Cf::ALL.iter().map(|c| view.cf(*c)).collect::<Result<Vec<_>, _>>()?;
+    let cfs = Cf::ALL
+        .iter()
+        .map(|c| view.cf(*c))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut fo = rocksdb::FlushOptions::default();
     fo.set_wait(true);
     db.flush_cfs_opt(&cfs, &fo)?;
@@ -372,11 +417,11 @@ fn remove_other_snapshots(dir: &Path, keep_id: &str) -> Result<(), StoreError> {
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let name = e.file_name().to_string_lossy().to_string();
-        let id = name.strip_suffix(".snap").or_else(|| name.strip_suffix(".meta"));
-        if let Some(id) = id {
-            if id != keep_id {
-                std::fs::remove_file(e.path())?;
-            }
+        let id = name
+            .strip_suffix(".snap")
+            .or_else(|| name.strip_suffix(".meta"));
+        if id.is_some_and(|id| id != keep_id) {
+            std::fs::remove_file(e.path())?;
         }
     }
     Ok(())
@@ -385,7 +430,9 @@ fn remove_other_snapshots(dir: &Path, keep_id: &str) -> Result<(), StoreError> {
 /// Packs a checkpoint directory into one file: magic, then (name len u32, name, size u64,
 /// bytes) per file, then a zero name length.
 fn pack(dir: &Path, out: &Path) -> Result<(), StoreError> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+    let mut names: Vec<_> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
     names.sort();
     let mut w = std::io::BufWriter::new(std::fs::File::create(out)?);
     w.write_all(SNAPSHOT_MAGIC)?;
@@ -401,7 +448,10 @@ fn pack(dir: &Path, out: &Path) -> Result<(), StoreError> {
         w.write_all(&size.to_be_bytes())?;
         let copied = std::io::copy(&mut std::fs::File::open(&path)?.take(size), &mut w)?;
         if copied != size {
-            return Err(StoreError::Io(format!("{} changed while packing", path.display())));
+            return Err(StoreError::Io(format!(
+                "{} changed while packing",
+                path.display()
+            )));
         }
     }
     w.write_all(&0u32.to_be_bytes())?;
@@ -430,9 +480,12 @@ fn unpack(packed: &Path, dir: &Path) -> Result<(), StoreError> {
         }
         let mut name = vec![0u8; len];
         r.read_exact(&mut name)?;
-        let name = String::from_utf8(name).map_err(|_| StoreError::Codec("snapshot file name".into()))?;
+        let name =
+            String::from_utf8(name).map_err(|_| StoreError::Codec("snapshot file name".into()))?;
         if name.contains('/') || name.starts_with('.') {
-            return Err(StoreError::Codec(format!("bad file name in snapshot: {name:?}")));
+            return Err(StoreError::Codec(format!(
+                "bad file name in snapshot: {name:?}"
+            )));
         }
         let mut size = [0u8; 8];
         r.read_exact(&mut size)?;
@@ -461,7 +514,10 @@ fn build_snapshot_blocking(shared: &SmShared) -> Result<(SnapshotMeta, PathBuf),
     // openraft purges the log up to it).
     flush_all(&db)?;
     let snap_dir = shared.snapshots_dir();
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
     let ckpt = snap_dir.join(format!("tmp-{nanos}-{seq}"));
     Checkpoint::new(&db)?.create_checkpoint(&ckpt)?;
@@ -470,28 +526,43 @@ fn build_snapshot_blocking(shared: &SmShared) -> Result<(SnapshotMeta, PathBuf),
         opts.create_if_missing(false);
         let ro = DB::open_cf_for_read_only(&opts, &ckpt, Cf::ALL.iter().map(|c| c.name()), false)?;
         let v = DbView(&ro);
-        let applied: Option<LogId> = v.get(Cf::Meta, keys::APPLIED)?.map(|b| decode(&b)).transpose()?;
-        let membership: StoredMembership =
-            v.get(Cf::Meta, keys::MEMBERSHIP)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
+        let applied: Option<LogId> = v
+            .get(Cf::Meta, keys::APPLIED)?
+            .map(|b| decode(&b))
+            .transpose()?;
+        let membership: StoredMembership = v
+            .get(Cf::Meta, keys::MEMBERSHIP)?
+            .map(|b| decode(&b))
+            .transpose()?
+            .unwrap_or_default();
         (applied, membership)
     };
     let snapshot_id = match &applied {
         Some(l) => format!("{}-{}-{}-{}", l.leader_id.term, l.index, nanos, seq),
         None => format!("0-0-{nanos}-{seq}"),
     };
-    let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id: snapshot_id.clone() };
+    let meta = SnapshotMeta {
+        last_log_id: applied,
+        last_membership: membership,
+        snapshot_id: snapshot_id.clone(),
+    };
     let tmp = snap_dir.join(format!("{snapshot_id}.snap.tmp"));
     pack(&ckpt, &tmp)?;
     let path = snap_dir.join(format!("{snapshot_id}.snap"));
     std::fs::rename(&tmp, &path)?;
-    write_atomic(&snap_dir.join(format!("{snapshot_id}.meta")), &serde_json::to_vec(&meta).map_err(|e| StoreError::Codec(e.to_string()))?)?;
+    write_atomic(
+        &snap_dir.join(format!("{snapshot_id}.meta")),
+        &serde_json::to_vec(&meta).map_err(|e| StoreError::Codec(e.to_string()))?,
+    )?;
     std::fs::remove_dir_all(&ckpt)?;
     remove_other_snapshots(&snap_dir, &snapshot_id)?;
     tracing::info!(group = %shared.group, snapshot = %snapshot_id, bytes = path.metadata().map(|m| m.len()).unwrap_or(0), "built snapshot");
     Ok((meta, path))
 }
 
-fn current_snapshot_blocking(shared: &SmShared) -> Result<Option<(SnapshotMeta, PathBuf)>, StoreError> {
+fn current_snapshot_blocking(
+    shared: &SmShared,
+) -> Result<Option<(SnapshotMeta, PathBuf)>, StoreError> {
     let dir = shared.snapshots_dir();
     for e in std::fs::read_dir(&dir)? {
         let e = e?;
@@ -501,8 +572,8 @@ fn current_snapshot_blocking(shared: &SmShared) -> Result<Option<(SnapshotMeta, 
             if !snap.exists() {
                 continue;
             }
-            let meta: SnapshotMeta =
-                serde_json::from_slice(&std::fs::read(e.path())?).map_err(|e| StoreError::Codec(e.to_string()))?;
+            let meta: SnapshotMeta = serde_json::from_slice(&std::fs::read(e.path())?)
+                .map_err(|e| StoreError::Codec(e.to_string()))?;
             return Ok(Some((meta, snap)));
         }
     }
@@ -511,18 +582,29 @@ fn current_snapshot_blocking(shared: &SmShared) -> Result<Option<(SnapshotMeta, 
 
 async fn open_snapshot(meta: SnapshotMeta, path: PathBuf) -> Result<Snapshot, StoreError> {
     let f = tokio::fs::File::open(&path).await?;
-    Ok(Snapshot { meta, snapshot: Box::new(f) })
+    Ok(Snapshot {
+        meta,
+        snapshot: Box::new(f),
+    })
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Io(format!("blocking task: {e}")))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Io(format!("blocking task: {e}")))?
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let shared = self.shared.clone();
-        let (meta, path) = blocking(move || build_snapshot_blocking(&shared)).await.map_err(|e| e.snapshot(ErrorVerb::Write))?;
-        open_snapshot(meta, path).await.map_err(|e| e.snapshot(ErrorVerb::Read))
+        let (meta, path) = blocking(move || build_snapshot_blocking(&shared))
+            .await
+            .map_err(|e| e.snapshot(ErrorVerb::Write))?;
+        open_snapshot(meta, path)
+            .await
+            .map_err(|e| e.snapshot(ErrorVerb::Read))
     }
 }
 
@@ -544,21 +626,35 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { shared: self.shared.clone() }
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let path = self.shared.snapshots_dir().join(format!("incoming-{nanos}.snap"));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = self
+            .shared
+            .snapshots_dir()
+            .join(format!("incoming-{nanos}.snap"));
         if let Some(old) = self.receiving.take() {
             let _ = tokio::fs::remove_file(old).await;
         }
-        let f = tokio::fs::File::create(&path).await.map_err(|e| StoreError::from(e).snapshot(ErrorVerb::Write))?;
+        let f = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| StoreError::from(e).snapshot(ErrorVerb::Write))?;
         self.receiving = Some(path);
         Ok(Box::new(f))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
         use std::os::unix::fs::MetadataExt;
         use tokio::io::AsyncSeekExt;
         let err = |e: StoreError| e.snapshot(ErrorVerb::Write);
@@ -581,24 +677,45 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             if let Some(p) = received {
                 let _ = tokio::fs::remove_file(p).await;
             }
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-            let p = self.shared.snapshots_dir().join(format!("incoming-{nanos}.snap"));
-            snapshot.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| err(e.into()))?;
-            let mut out = tokio::fs::File::create(&p).await.map_err(|e| err(e.into()))?;
-            tokio::io::copy(&mut *snapshot, &mut out).await.map_err(|e| err(e.into()))?;
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let p = self
+                .shared
+                .snapshots_dir()
+                .join(format!("incoming-{nanos}.snap"));
+            snapshot
+                .seek(std::io::SeekFrom::Start(0))
+                .await
+                .map_err(|e| err(e.into()))?;
+            let mut out = tokio::fs::File::create(&p)
+                .await
+                .map_err(|e| err(e.into()))?;
+            tokio::io::copy(&mut *snapshot, &mut out)
+                .await
+                .map_err(|e| err(e.into()))?;
             out.sync_all().await.map_err(|e| err(e.into()))?;
             p
         };
         drop(snapshot);
         let (shared, meta) = (self.shared.clone(), meta.clone());
-        blocking(move || install(&shared, &meta, &path)).await.map_err(err)
+        blocking(move || install(&shared, &meta, &path))
+            .await
+            .map_err(err)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let shared = self.shared.clone();
-        let found = blocking(move || current_snapshot_blocking(&shared)).await.map_err(|e| e.snapshot(ErrorVerb::Read))?;
+        let found = blocking(move || current_snapshot_blocking(&shared))
+            .await
+            .map_err(|e| e.snapshot(ErrorVerb::Read))?;
         match found {
-            Some((meta, path)) => Ok(Some(open_snapshot(meta, path).await.map_err(|e| e.snapshot(ErrorVerb::Read))?)),
+            Some((meta, path)) => Ok(Some(
+                open_snapshot(meta, path)
+                    .await
+                    .map_err(|e| e.snapshot(ErrorVerb::Read))?,
+            )),
             None => Ok(None),
         }
     }

@@ -14,7 +14,10 @@ const BOXES: [&str; 3] = ["INBOX", "Archive", "Work/Projects"];
 const FLAGS: [&str; 4] = ["\\Seen", "\\Deleted", "\\Flagged", "$Label1"];
 
 fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
-    Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(cmd) }
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(cmd),
+    }
 }
 
 fn arb_body() -> impl Strategy<Value = Bytes> {
@@ -104,11 +107,11 @@ proptest! {
                 if let Some(old) = uidvalidity_seen.insert(key, mb.uidvalidity) {
                     prop_assert_eq!(old, mb.uidvalidity);
                 }
-                if let Some((old_mb, _)) = prev.get(&(u.clone(), name.clone())) {
-                    if old_mb.id == mb.id {
-                        prop_assert!(mb.uidnext >= old_mb.uidnext, "UIDNEXT went backwards");
-                        prop_assert!(mb.highestmodseq >= old_mb.highestmodseq, "HIGHESTMODSEQ went backwards");
-                    }
+                if let Some((old_mb, _)) = prev.get(&(u.clone(), name.clone()))
+                    && old_mb.id == mb.id
+                {
+                    prop_assert!(mb.uidnext >= old_mb.uidnext, "UIDNEXT went backwards");
+                    prop_assert!(mb.highestmodseq >= old_mb.highestmodseq, "HIGHESTMODSEQ went backwards");
                 }
                 for m in msgs {
                     prop_assert!(m.uid < mb.uidnext);
@@ -211,14 +214,38 @@ proptest! {
 fn recreated_mailbox_gets_new_uidvalidity() {
     let d = tempfile::tempdir().unwrap();
     let mut sm = open_sm(d.path());
-    let create = Command::CreateMailbox { user: "a".into(), name: "X".into(), uidvalidity: 100, partition: "primary".into(), special_use: None };
-    let r1 = sm.apply_entries([entry(1, create.clone())]).unwrap().remove(0);
-    sm.apply_entries([entry(2, Command::DeleteMailbox { user: "a".into(), name: "X".into() })]).unwrap();
+    let create = Command::CreateMailbox {
+        user: "a".into(),
+        name: "X".into(),
+        uidvalidity: 100,
+        partition: "primary".into(),
+        special_use: None,
+    };
+    let r1 = sm
+        .apply_entries([entry(1, create.clone())])
+        .unwrap()
+        .remove(0);
+    sm.apply_entries([entry(
+        2,
+        Command::DeleteMailbox {
+            user: "a".into(),
+            name: "X".into(),
+        },
+    )])
+    .unwrap();
     // The proposer's clock went backwards: apply still hands out a larger UIDVALIDITY.
-    let create2 = Command::CreateMailbox { user: "a".into(), name: "X".into(), uidvalidity: 50, partition: "primary".into(), special_use: None };
+    let create2 = Command::CreateMailbox {
+        user: "a".into(),
+        name: "X".into(),
+        uidvalidity: 50,
+        partition: "primary".into(),
+        special_use: None,
+    };
     let r2 = sm.apply_entries([entry(3, create2)]).unwrap().remove(0);
     match (r1, r2) {
-        (Reply::Created { uidvalidity: v1 }, Reply::Created { uidvalidity: v2 }) => assert!(v2 > v1, "{v1} {v2}"),
+        (Reply::Created { uidvalidity: v1 }, Reply::Created { uidvalidity: v2 }) => {
+            assert!(v2 > v1, "{v1} {v2}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -229,9 +256,28 @@ fn state_survives_reopen() {
     {
         let mut sm = open_sm(d.path());
         sm.apply_entries([
-            entry(1, Command::CreateMailbox { user: "a".into(), name: "inbox".into(), uidvalidity: 7, partition: "primary".into(), special_use: None }),
-            entry(2, Command::Append { user: "a".into(), mailbox: "INBOX".into(), flags: vec!["\\seen".into()], internal_date_ms: 3, body: Bytes::from_static(b"hello") }),
-        ]).unwrap();
+            entry(
+                1,
+                Command::CreateMailbox {
+                    user: "a".into(),
+                    name: "inbox".into(),
+                    uidvalidity: 7,
+                    partition: "primary".into(),
+                    special_use: None,
+                },
+            ),
+            entry(
+                2,
+                Command::Append {
+                    user: "a".into(),
+                    mailbox: "INBOX".into(),
+                    flags: vec!["\\seen".into()],
+                    internal_date_ms: 3,
+                    body: Bytes::from_static(b"hello"),
+                },
+            ),
+        ])
+        .unwrap();
     }
     let sm = open_sm(d.path());
     let s = sm.shared();
