@@ -23,3 +23,29 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
 fn openraft_storage_suite() {
     Suite::test_all(RocksBuilder).expect("conformance suite");
 }
+
+/// openraft is told an append is durable only after a WAL sync that covered it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_completes_only_after_a_wal_sync() {
+    use halyard_raft_store::openraft::storage::RaftLogStorageExt;
+    use halyard_raft_store::openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use std::sync::atomic::Ordering;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = LogDb::open(&dir.path().join("raft-log")).unwrap();
+    let mut log = db.store("rg1");
+    let stats = log.stats();
+    assert_eq!(stats.syncs.load(Ordering::SeqCst), 0);
+    let entries: Vec<Entry<TypeConfig>> = (1..=5)
+        .map(|i| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+            payload: EntryPayload::Blank,
+        })
+        .collect();
+    log.blocking_append(entries).await.unwrap();
+    assert!(
+        stats.syncs.load(Ordering::SeqCst) >= 1,
+        "completion reported without a sync"
+    );
+    assert_eq!(stats.entries_synced.load(Ordering::SeqCst), 5);
+}
