@@ -56,7 +56,10 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
     }
     let mut running = Vec::new();
     for c in &configs {
-        running.push(Node::start(c).await?);
+        running.push(Node::start_uninitialized(c).await?);
+    }
+    for n in &running {
+        n.initialize().await?;
     }
     // Wait (bounded) for every group to have a leader before printing the map.
     let deadline = Instant::now() + Duration::from_secs(15);

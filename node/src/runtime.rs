@@ -68,6 +68,8 @@ impl NodeShared {
 /// A started node. Dropping it does not stop it; call [`Node::shutdown`].
 pub struct Node {
     pub shared: Arc<NodeShared>,
+    /// Groups this node is an initial member of, with their initial membership.
+    to_init: Vec<(String, BTreeMap<u64, BasicNode>)>,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     _lock: std::fs::File,
@@ -104,7 +106,32 @@ fn prepare_data_dir(dir: &Path) -> Result<std::fs::File> {
 }
 
 impl Node {
+    /// Starts the node and creates the groups it is an initial member of (if new).
     pub async fn start(cfg: &NodeConfig) -> Result<Node> {
+        let node = Node::start_uninitialized(cfg).await?;
+        node.initialize().await?;
+        Ok(node)
+    }
+
+    /// Creates, if never created, each group this node is an initial member of. Several
+    /// nodes started in one process (the demo) call this once all of them listen, so the
+    /// first election does not begin while peers are still starting.
+    pub async fn initialize(&self) -> Result<()> {
+        for (name, members) in &self.to_init {
+            let g = &self.shared.groups[name];
+            match g.initialize_if_new(members.clone()).await {
+                Ok(true) => {
+                    tracing::info!(group = %name, node = self.shared.node_id, "initialised new group")
+                }
+                Ok(false) => {}
+                Err(e) => bail!("initialising group {name}: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens storage, starts the groups and the server; initialises nothing.
+    pub async fn start_uninitialized(cfg: &NodeConfig) -> Result<Node> {
         let lock = prepare_data_dir(&cfg.data_dir)?;
         let listen: SocketAddr = cfg.cluster.listen.parse().context("cluster.listen")?;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -189,19 +216,10 @@ impl Node {
                 }),
         );
 
-        for (name, members) in to_init {
-            let g = &shared.groups[&name];
-            match g.initialize_if_new(members).await {
-                Ok(true) => {
-                    tracing::info!(group = %name, node = cfg.node_id, "initialised new group")
-                }
-                Ok(false) => {}
-                Err(e) => bail!("initialising group {name}: {e}"),
-            }
-        }
         tracing::info!(node = cfg.node_id, listen = %listen, groups = shared.groups.len(), tls = tls.is_some(), "node started");
         Ok(Node {
             shared,
+            to_init,
             stop,
             server,
             _lock: lock,
