@@ -860,31 +860,20 @@ fn copy_messages<R: KvRead>(
             let bytes = read_body(t, &m.body)?;
             add_body_ref(t, &body_ref, Some(&bytes))?;
         }
+        let (new_uid, _) = insert_message(
+            t,
+            user,
+            &mut dst,
+            m.flags.clone(),
+            m.internal_date_ms,
+            m.size,
+            body_ref,
+        )?;
         if src.id == dst.id {
             // COPY into the same mailbox: keep `src` in step with `dst`.
-            let (new_uid, _) = insert_message(
-                t,
-                user,
-                &mut dst,
-                m.flags.clone(),
-                m.internal_date_ms,
-                m.size,
-                body_ref,
-            )?;
             src = dst.clone();
-            pairs.push((m.uid, new_uid));
-        } else {
-            let (new_uid, _) = insert_message(
-                t,
-                user,
-                &mut dst,
-                m.flags.clone(),
-                m.internal_date_ms,
-                m.size,
-                body_ref,
-            )?;
-            pairs.push((m.uid, new_uid));
         }
+        pairs.push((m.uid, new_uid));
     }
     if is_move && !found.is_empty() {
         let mut gone = Vec::new();

@@ -88,6 +88,22 @@ impl DbView<'_> {
     }
 }
 
+impl DbView<'_> {
+    /// Last applied log id and membership recorded in this database.
+    fn applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
+        let applied: Option<LogId> = self
+            .get(Cf::Meta, keys::APPLIED)?
+            .map(|b| decode(&b))
+            .transpose()?;
+        let membership: StoredMembership = self
+            .get(Cf::Meta, keys::MEMBERSHIP)?
+            .map(|b| decode(&b))
+            .transpose()?
+            .unwrap_or_default();
+        Ok((applied, membership))
+    }
+}
+
 impl KvRead for DbView<'_> {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.0.get_cf(self.cf(cf)?, key)?)
@@ -143,17 +159,7 @@ impl SmShared {
 
     fn applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
         let db = self.db();
-        let v = DbView(&db);
-        let applied: Option<LogId> = v
-            .get(Cf::Meta, keys::APPLIED)?
-            .map(|b| decode(&b))
-            .transpose()?;
-        let membership: StoredMembership = v
-            .get(Cf::Meta, keys::MEMBERSHIP)?
-            .map(|b| decode(&b))
-            .transpose()?
-            .unwrap_or_default();
-        Ok((applied, membership))
+        DbView(&db).applied_state()
     }
 }
 
@@ -317,66 +323,57 @@ impl StateMachineStore {
 
 /// Replaces the live state with an unpacked snapshot (see the module docs for the steps).
 fn install(shared: &SmShared, meta: &SnapshotMeta, packed: &Path) -> Result<(), StoreError> {
-    {
-        let sm_dir = shared.dir.join("sm");
-        let next = shared.generation.load(Ordering::Acquire) + 1;
-        let tmp_dir = sm_dir.join(format!("{}.tmp", gen_name(next)));
-        if tmp_dir.exists() {
-            std::fs::remove_dir_all(&tmp_dir)?;
-        }
-        unpack(packed, &tmp_dir)?;
-        let final_dir = sm_dir.join(gen_name(next));
-        std::fs::rename(&tmp_dir, &final_dir)?;
-        fsync_dir(&sm_dir)?;
-        let db = open_db(&final_dir)?;
-        {
-            let (applied, _) = {
-                let v = DbView(&db);
-                let applied: Option<LogId> = v
-                    .get(Cf::Meta, keys::APPLIED)?
-                    .map(|b| decode(&b))
-                    .transpose()?;
-                (applied, ())
-            };
-            if applied != meta.last_log_id {
-                return Err(StoreError::Invariant(format!(
-                    "snapshot {} holds state at {:?}, its metadata says {:?}",
-                    meta.snapshot_id, applied, meta.last_log_id
-                )));
-            }
-        }
-        write_atomic(&sm_dir.join("CURRENT"), gen_name(next).as_bytes())?;
-        let old = {
-            let mut g = shared
-                .db
-                .write()
-                .map_err(|_| StoreError::Invariant("sm lock poisoned".into()))?;
-            std::mem::replace(&mut *g, Arc::new(db))
-        };
-        shared.generation.store(next, Ordering::Release);
-        shared.applied_index.store(
-            meta.last_log_id.map(|l| l.index).unwrap_or(0),
-            Ordering::Release,
-        );
-        // Keep the received file as our current snapshot so we can serve it in turn.
-        let snap_dir = shared.snapshots_dir();
-        let target = snap_dir.join(format!("{}.snap", meta.snapshot_id));
-        std::fs::rename(packed, &target)?;
-        write_atomic(
-            &snap_dir.join(format!("{}.meta", meta.snapshot_id)),
-            &serde_json::to_vec(meta).map_err(|e| StoreError::Codec(e.to_string()))?,
-        )?;
-        remove_other_snapshots(&snap_dir, &meta.snapshot_id)?;
-        retire_generation(old, sm_dir.join(gen_name(next - 1)));
-        let _ = shared.feed.send(Arc::new(Change {
-            group: shared.group.clone(),
-            term: meta.last_log_id.map(|l| l.leader_id.term).unwrap_or(0),
-            index: meta.last_log_id.map(|l| l.index).unwrap_or(0),
-            event: Event::SnapshotInstalled,
-        }));
-        tracing::info!(group = %shared.group, snapshot = %meta.snapshot_id, generation = next, "installed snapshot");
-        Ok(())
+    let sm_dir = shared.dir.join("sm");
+    let next = shared.generation.load(Ordering::Acquire) + 1;
+    let tmp_dir = sm_dir.join(format!("{}.tmp", gen_name(next)));
+    if tmp_dir.exists() {
+        std::fs::remove_dir_all(&tmp_dir)?;
     }
+    unpack(packed, &tmp_dir)?;
+    let final_dir = sm_dir.join(gen_name(next));
+    std::fs::rename(&tmp_dir, &final_dir)?;
+    fsync_dir(&sm_dir)?;
+    let db = open_db(&final_dir)?;
+    {
+        let (applied, _) = DbView(&db).applied_state()?;
+        if applied != meta.last_log_id {
+            return Err(StoreError::Invariant(format!(
+                "snapshot {} holds state at {:?}, its metadata says {:?}",
+                meta.snapshot_id, applied, meta.last_log_id
+            )));
+        }
+    }
+    write_atomic(&sm_dir.join("CURRENT"), gen_name(next).as_bytes())?;
+    let old = {
+        let mut g = shared
+            .db
+            .write()
+            .map_err(|_| StoreError::Invariant("sm lock poisoned".into()))?;
+        std::mem::replace(&mut *g, Arc::new(db))
+    };
+    shared.generation.store(next, Ordering::Release);
+    shared.applied_index.store(
+        meta.last_log_id.map(|l| l.index).unwrap_or(0),
+        Ordering::Release,
+    );
+    // Keep the received file as our current snapshot so we can serve it in turn.
+    let snap_dir = shared.snapshots_dir();
+    let target = snap_dir.join(format!("{}.snap", meta.snapshot_id));
+    std::fs::rename(packed, &target)?;
+    write_atomic(
+        &snap_dir.join(format!("{}.meta", meta.snapshot_id)),
+        &serde_json::to_vec(meta).map_err(|e| StoreError::Codec(e.to_string()))?,
+    )?;
+    remove_other_snapshots(&snap_dir, &meta.snapshot_id)?;
+    retire_generation(old, sm_dir.join(gen_name(next - 1)));
+    let _ = shared.feed.send(Arc::new(Change {
+        group: shared.group.clone(),
+        term: meta.last_log_id.map(|l| l.leader_id.term).unwrap_or(0),
+        index: meta.last_log_id.map(|l| l.index).unwrap_or(0),
+        event: Event::SnapshotInstalled,
+    }));
+    tracing::info!(group = %shared.group, snapshot = %meta.snapshot_id, generation = next, "installed snapshot");
+    Ok(())
 }
 
 /// Flushes every column family's memtable to SST files, atomically across families.
@@ -525,17 +522,7 @@ fn build_snapshot_blocking(shared: &SmShared) -> Result<(SnapshotMeta, PathBuf),
         let mut opts = Options::default();
         opts.create_if_missing(false);
         let ro = DB::open_cf_for_read_only(&opts, &ckpt, Cf::ALL.iter().map(|c| c.name()), false)?;
-        let v = DbView(&ro);
-        let applied: Option<LogId> = v
-            .get(Cf::Meta, keys::APPLIED)?
-            .map(|b| decode(&b))
-            .transpose()?;
-        let membership: StoredMembership = v
-            .get(Cf::Meta, keys::MEMBERSHIP)?
-            .map(|b| decode(&b))
-            .transpose()?
-            .unwrap_or_default();
-        (applied, membership)
+        DbView(&ro).applied_state()?
     };
     let snapshot_id = match &applied {
         Some(l) => format!("{}-{}-{}-{}", l.leader_id.term, l.index, nanos, seq),
