@@ -5,8 +5,8 @@ set -euo pipefail
 
 # Build: bindgen (librocksdb-sys) needs libclang; the C++ toolchain builds RocksDB.
 BUILD_PKGS=(libclang-dev clang g++ make pkg-config)
-# Tests: reserved for the real peers later issues add (slapd, swaks, postfix tools, ...).
-TEST_PKGS=(iproute2 procps)
+# Tests: real peers (OpenLDAP slapd for the directory tests; more as later issues add them).
+TEST_PKGS=(iproute2 procps slapd ldap-utils)
 
 want=("${BUILD_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then
