@@ -707,3 +707,52 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn packed(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("in.snap");
+        std::fs::write(&p, bytes).unwrap();
+        (d, p)
+    }
+
+    #[test]
+    fn pack_unpack_round_trip_and_hostile_names() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a.sst"), b"alpha").unwrap();
+        std::fs::write(src.join("CURRENT"), b"MANIFEST-1\n").unwrap();
+        let out = d.path().join("x.snap");
+        pack(&src, &out).unwrap();
+        unpack(&out, &d.path().join("dst")).unwrap();
+        assert_eq!(std::fs::read(d.path().join("dst/a.sst")).unwrap(), b"alpha");
+
+        // A file name that would escape the target directory is refused.
+        let mut evil = SNAPSHOT_MAGIC.to_vec();
+        let name = b"../escape";
+        evil.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        evil.extend_from_slice(name);
+        evil.extend_from_slice(&1u64.to_be_bytes());
+        evil.push(b'x');
+        evil.extend_from_slice(&0u32.to_be_bytes());
+        let (dir, p) = packed(&evil);
+        assert!(unpack(&p, &dir.path().join("dst")).is_err());
+        assert!(!dir.path().join("escape").exists());
+    }
+
+    proptest! {
+        /// Arbitrary bytes (a corrupt or hostile snapshot) give an error, never a panic.
+        #[test]
+        fn unpack_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..256), magic in any::<bool>()) {
+            let mut bytes = if magic { SNAPSHOT_MAGIC.to_vec() } else { Vec::new() };
+            bytes.extend_from_slice(&tail);
+            let (dir, p) = packed(&bytes);
+            let _ = unpack(&p, &dir.path().join("dst"));
+        }
+    }
+}
