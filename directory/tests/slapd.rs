@@ -12,6 +12,10 @@ use halyard_directory::schema::SchemaMap;
 use halyard_directory::{Directory, DirectoryError, Resolution, UserStatus};
 
 const SLAPD: &str = "/usr/sbin/slapd";
+
+/// One slapd test at a time: each picks a free port, and a parallel test could otherwise grab
+/// it while a server is stopped for the outage test.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const SLAPADD: &str = "/usr/sbin/slapadd";
 
 /// A private slapd: its own config, database and port; killed on drop.
@@ -105,7 +109,22 @@ impl Slapd {
             .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            // Our slapd must be the one listening: if it exited (port taken), fail loudly
+            // instead of talking to somebody else's server.
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "slapd exited at start ({status}); port {} in use?",
+                    self.port
+                );
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
             assert!(Instant::now() < deadline, "slapd did not start listening");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -152,6 +171,7 @@ fn user_mail(r: &Resolution) -> Option<(&str, bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolution_and_authentication_against_slapd() {
+    let _serial = SERIAL.lock().await;
     let slapd = Slapd::start();
     let d = LdapDirectory::new(slapd.config()).unwrap();
 
@@ -284,6 +304,7 @@ async fn resolution_and_authentication_against_slapd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_serves_cache_fails_temporarily_and_recovers() {
+    let _serial = SERIAL.lock().await;
     let mut slapd = Slapd::start();
     let d = LdapDirectory::new(slapd.config()).unwrap();
     assert!(user_mail(&d.resolve("alice@example.org").await.unwrap()).is_some());
