@@ -250,6 +250,14 @@ fn canonical_flag(f: &str) -> String {
     f.to_string()
 }
 
+/// Reference counts are stored as a big-endian u64.
+pub fn decode_refcount(v: &[u8]) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(
+        v.try_into()
+            .map_err(|_| StoreError::Codec("refcount".into()))?,
+    ))
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -987,11 +995,7 @@ fn add_body_ref<R: KvRead>(
 ) -> Result<(), StoreError> {
     let key = keys::body(&body.partition, &body.sha256);
     let count = match t.get(Cf::BodyRefs, &key)? {
-        Some(v) => u64::from_be_bytes(
-            v.as_slice()
-                .try_into()
-                .map_err(|_| StoreError::Codec("refcount".into()))?,
-        ),
+        Some(v) => decode_refcount(&v)?,
         None => 0,
     };
     if count == 0 {
@@ -1006,11 +1010,7 @@ fn add_body_ref<R: KvRead>(
 fn drop_body_ref<R: KvRead>(t: &mut Txn<'_, R>, body: &BodyRef) -> Result<(), StoreError> {
     let key = keys::body(&body.partition, &body.sha256);
     let count = match t.get(Cf::BodyRefs, &key)? {
-        Some(v) => u64::from_be_bytes(
-            v.as_slice()
-                .try_into()
-                .map_err(|_| StoreError::Codec("refcount".into()))?,
-        ),
+        Some(v) => decode_refcount(&v)?,
         None => {
             return Err(StoreError::Invariant(format!(
                 "refcount of body {} underflows",

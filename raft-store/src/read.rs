@@ -69,11 +69,7 @@ impl SmShared {
     pub fn body_refcount(&self, body: &BodyRef) -> Result<u64, StoreError> {
         let db = self.db();
         match DbView(&db).get(Cf::BodyRefs, &keys::body(&body.partition, &body.sha256))? {
-            Some(v) => Ok(u64::from_be_bytes(
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| StoreError::Codec("refcount".into()))?,
-            )),
+            Some(v) => crate::apply::decode_refcount(&v),
             None => Ok(0),
         }
     }

@@ -157,6 +157,12 @@ impl SmShared {
         self.dir.join("snapshots")
     }
 
+    /// A fresh path for a snapshot being received (removed at start if left over).
+    fn incoming_path(&self) -> PathBuf {
+        self.snapshots_dir()
+            .join(format!("incoming-{}.snap", unix_nanos()))
+    }
+
     fn applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
         let db = self.db();
         DbView(&db).applied_state()
@@ -168,6 +174,13 @@ pub struct StateMachineStore {
     shared: Arc<SmShared>,
     /// Path of the file handed out by `begin_receiving_snapshot`.
     receiving: Option<PathBuf>,
+}
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 fn gen_name(g: u64) -> String {
@@ -511,10 +524,7 @@ fn build_snapshot_blocking(shared: &SmShared) -> Result<(SnapshotMeta, PathBuf),
     // openraft purges the log up to it).
     flush_all(&db)?;
     let snap_dir = shared.snapshots_dir();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = unix_nanos();
     let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
     let ckpt = snap_dir.join(format!("tmp-{nanos}-{seq}"));
     Checkpoint::new(&db)?.create_checkpoint(&ckpt)?;
@@ -619,14 +629,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let path = self
-            .shared
-            .snapshots_dir()
-            .join(format!("incoming-{nanos}.snap"));
+        let path = self.shared.incoming_path();
         if let Some(old) = self.receiving.take() {
             let _ = tokio::fs::remove_file(old).await;
         }
@@ -664,14 +667,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             if let Some(p) = received {
                 let _ = tokio::fs::remove_file(p).await;
             }
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let p = self
-                .shared
-                .snapshots_dir()
-                .join(format!("incoming-{nanos}.snap"));
+            let p = self.shared.incoming_path();
             snapshot
                 .seek(std::io::SeekFrom::Start(0))
                 .await
