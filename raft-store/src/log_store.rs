@@ -51,7 +51,11 @@ struct SyncJob {
 /// The node's log database and its syncer thread.
 pub struct LogDb {
     db: Arc<DB>,
-    syncer: std::sync::Mutex<mpsc::Sender<SyncJob>>,
+    /// Queue to the syncer; taken on drop so the thread ends.
+    syncer: std::sync::Mutex<Option<mpsc::Sender<SyncJob>>>,
+    /// Joined on drop, so the database is closed before `LogDb` is gone (never during
+    /// process exit, which aborts inside RocksDB).
+    thread: Option<std::thread::JoinHandle<()>>,
     pub stats: Arc<LogStats>,
 }
 
@@ -68,13 +72,14 @@ impl LogDb {
         let (tx, rx) = mpsc::channel::<SyncJob>();
         let stats = Arc::new(LogStats::default());
         let (db2, stats2) = (db.clone(), stats.clone());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("raft-log-sync".into())
             .spawn(move || syncer(db2, stats2, rx))
             .map_err(StoreError::from)?;
         Ok(Arc::new(LogDb {
             db,
-            syncer: std::sync::Mutex::new(tx),
+            syncer: std::sync::Mutex::new(Some(tx)),
+            thread: Some(thread),
             stats,
         }))
     }
@@ -85,6 +90,17 @@ impl LogDb {
             db: self.clone(),
             group: group.into(),
             committed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Drop for LogDb {
+    fn drop(&mut self) {
+        if let Ok(mut tx) = self.syncer.lock() {
+            tx.take();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -302,10 +318,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .lock()
             .map_err(|_| StoreError::Invariant("syncer lock poisoned".into()).logs_write())?
             .clone();
-        if let Err(mpsc::SendError(job)) = tx.send(SyncJob {
+        let job = SyncJob {
             entries: n,
             done: callback,
-        }) {
+        };
+        let unsent = match tx {
+            Some(tx) => tx.send(job).err().map(|mpsc::SendError(job)| job),
+            None => Some(job),
+        };
+        if let Some(job) = unsent {
             job.done
                 .log_io_completed(Err(io::Error::other("log syncer stopped")));
         }
