@@ -233,6 +233,8 @@ impl LdapDirectory {
                 .map(|n| n.to_ascii_lowercase())
                 .collect(),
             base_dn: first(&e, &s.domain_base_dn).unwrap_or_else(|| e.dn.clone()),
+            default_quota_bytes: None,
+            default_quota_messages: None,
         }))
     }
 
@@ -420,6 +422,13 @@ impl Directory for LdapDirectory {
         self.domains
             .insert(key, d.clone(), Duration::from_secs(ttl));
         Ok(d)
+    }
+
+    async fn user(&self, login: &str) -> Result<Option<UserRecord>, DirectoryError> {
+        if login.is_empty() || login.contains('\0') {
+            return Ok(None);
+        }
+        self.find_login(login).await
     }
 }
 

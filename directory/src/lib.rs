@@ -10,6 +10,7 @@
 //! `NO [UNAVAILABLE]`. Never "user unknown": an outage must not bounce mail.
 
 pub mod cache;
+pub mod embedded;
 pub mod filter;
 pub mod ldap;
 pub mod schema;
@@ -67,6 +68,10 @@ pub struct DomainRecord {
     pub names: Vec<String>,
     /// Where its users and groups live (`inetDomainBaseDN`, else the domain entry itself).
     pub base_dn: String,
+    /// Quota of users without one of their own (embedded directory; LDAP users carry
+    /// `mailQuota` on their entry).
+    pub default_quota_bytes: Option<u64>,
+    pub default_quota_messages: Option<u64>,
 }
 
 /// What an address is.
@@ -114,6 +119,8 @@ pub trait Directory: Send + Sync {
     ) -> Result<Option<Principal>, DirectoryError>;
     /// The hosted domain `name` (or one of its aliases), if hosted.
     async fn domain(&self, name: &str) -> Result<Option<DomainRecord>, DirectoryError>;
+    /// The user record of a login name (uid) or address, whatever its status.
+    async fn user(&self, login: &str) -> Result<Option<UserRecord>, DirectoryError>;
 }
 
 /// Splits and normalises an address: local part kept as is, domain lower-cased. `None` for

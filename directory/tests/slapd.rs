@@ -25,10 +25,13 @@ struct Slapd {
     child: Option<Child>,
 }
 
+/// A file of tests/data. The crate directory is taken from the environment `cargo test` sets
+/// when it runs the test (a binary reused from a clone elsewhere must not read that clone).
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    dir.join("tests/data").join(name)
 }
 
 impl Slapd {

@@ -8,6 +8,9 @@ use halyard_raft_store::{Command, ProposeError, Reply};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
+use halyard_raft_store::directory::{DirAddress, DirDomain, DirUser};
+
+use crate::config::META_GROUP;
 use crate::pb;
 use crate::runtime::NodeShared;
 
@@ -28,6 +31,48 @@ pub enum Query {
     Mailboxes { group: String, user: String },
     /// The group's mail queue.
     Queue { group: String },
+    /// What an address is, according to this node's directory (LDAP or embedded).
+    Resolve { address: String },
+    /// Checks a password against this node's directory: `{"principal": ...}` or null.
+    Authenticate { login: String, password: String },
+    /// The embedded directory's contents (read on the meta leader when asked there).
+    Directory { what: DirQuery },
+}
+
+/// What `halyard ctl domain|user|alias|list` list and show.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DirQuery {
+    Domains,
+    /// Users (password hashes left out), optionally of one domain.
+    Users {
+        domain: Option<String>,
+    },
+    User {
+        address: String,
+    },
+    /// Aliases and lists, optionally of one domain.
+    Addresses {
+        domain: Option<String>,
+    },
+}
+
+/// A user as `ctl user show` prints it: stored settings and effective values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserView {
+    pub address: String,
+    pub login: String,
+    pub status: String,
+    pub aliases: Vec<String>,
+    pub forwarding: Vec<String>,
+    pub delivery_options: Vec<String>,
+    /// Own override, if any.
+    pub quota_bytes: Option<u64>,
+    pub quota_messages: Option<u64>,
+    /// Override or the domain's default.
+    pub effective_quota_bytes: Option<u64>,
+    pub effective_quota_messages: Option<u64>,
+    pub mail_host: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,7 +143,90 @@ impl AdminRpc {
                 let g = self.node.group(&group)?;
                 serde_json::to_value(g.reader().queue().map_err(internal)?).map_err(internal)?
             }
+            Query::Resolve { address } => {
+                let r = self
+                    .node
+                    .directory
+                    .resolve(&address)
+                    .await
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                serde_json::json!({ "directory": self.node.directory_kind, "resolution": r })
+            }
+            Query::Authenticate { login, password } => {
+                let p = self
+                    .node
+                    .directory
+                    .authenticate(&login, &password)
+                    .await
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                serde_json::json!({ "directory": self.node.directory_kind, "principal": p })
+            }
+            Query::Directory { what } => self.directory_query(what).await?,
         })
+    }
+
+    async fn directory_query(&self, what: DirQuery) -> Result<serde_json::Value, Status> {
+        let g = self.node.group(META_GROUP)?;
+        // Linearizable where this node leads the meta group (ctl asks the leader), else the
+        // local replica.
+        let sm = match g.linearizable_reader().await {
+            Ok(sm) => sm,
+            Err(_) => g.reader(),
+        };
+        let in_domain = |a: &str, d: &Option<String>| match d {
+            Some(d) => a.rsplit_once('@').map(|x| x.1) == Some(d.as_str()),
+            None => true,
+        };
+        let v = sm
+            .directory(|r| {
+                Ok(match what {
+                    DirQuery::Domains => serde_json::to_value(r.domains()?),
+                    DirQuery::Users { domain } => {
+                        let mut out = Vec::new();
+                        for u in r.users()? {
+                            if in_domain(&u.address, &domain) {
+                                let d = r.domain(u.address.rsplit_once('@').map_or("", |x| x.1))?;
+                                out.push(user_view(&u, d.as_ref()));
+                            }
+                        }
+                        serde_json::to_value(out)
+                    }
+                    DirQuery::User { address } => match r.user(&address.to_lowercase())? {
+                        Some(u) => {
+                            let d = r.domain(u.address.rsplit_once('@').map_or("", |x| x.1))?;
+                            serde_json::to_value(user_view(&u, d.as_ref()))
+                        }
+                        None => Ok(serde_json::Value::Null),
+                    },
+                    DirQuery::Addresses { domain } => serde_json::to_value(
+                        r.addresses()?
+                            .into_iter()
+                            .filter(|(a, w)| {
+                                in_domain(a, &domain) && !matches!(w, DirAddress::User)
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                })
+            })
+            .map_err(internal)?;
+        v.map_err(internal)
+    }
+}
+
+fn user_view(u: &DirUser, d: Option<&DirDomain>) -> UserView {
+    let eff = halyard_directory::embedded::user_record(u, d);
+    UserView {
+        address: u.address.clone(),
+        login: u.login.clone(),
+        status: format!("{:?}", u.status).to_lowercase(),
+        aliases: u.aliases.clone(),
+        forwarding: u.forwarding.clone(),
+        delivery_options: u.delivery_options.clone(),
+        quota_bytes: u.quota_bytes,
+        quota_messages: u.quota_messages,
+        effective_quota_bytes: eff.quota_bytes,
+        effective_quota_messages: eff.quota_messages,
+        mail_host: eff.mail_host,
     }
 }
 

@@ -144,4 +144,40 @@ impl Admin {
             .ok_or_else(|| anyhow!("leader {leader} of {group} has no known address"))?;
         self.reconnect(&addr).await
     }
+
+    /// Like [`Admin::leader_of`], waiting (polling every 200 ms, at most `wait`) while the
+    /// group has no leader, e.g. during an election.
+    pub async fn leader_of_wait(&self, group: &str, wait: Duration) -> Result<Admin> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.leader_of(group).await {
+                Ok(a) => return Ok(a),
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Proposes `cmd` to the leader of `group`, following leader changes and riding out an
+    /// election: at most 40 attempts over about 20 seconds. Returns the state machine's reply.
+    /// A proposal is retried only when it was certainly not committed (no leader, not the
+    /// leader); an unknown outcome is reported, never retried blindly.
+    pub async fn propose_to_leader(&self, group: &str, cmd: &Command) -> Result<Reply> {
+        let mut last = String::new();
+        for _ in 0..40 {
+            match self.leader_of(group).await {
+                Ok(leader) => match leader.propose(group, cmd).await {
+                    Ok(Ok(reply)) => return Ok(reply),
+                    Ok(Err(e @ ProposeError::NotLeader { .. })) => last = e.to_string(),
+                    Ok(Err(e)) => return Err(anyhow!("{e}")),
+                    Err(e) => return Err(anyhow!("outcome unknown, check before retrying: {e:#}")),
+                },
+                Err(e) => last = format!("{e:#}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(anyhow!(
+            "group {group}: no leader accepted the change: {last}"
+        ))
+    }
 }

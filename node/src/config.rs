@@ -58,6 +58,19 @@ pub struct NodeConfig {
     pub groups: Vec<GroupConfig>,
     #[serde(default)]
     pub raft: RaftConfig,
+    /// Where users and hosted domains come from: `[directory.ldap]`, else the embedded
+    /// directory kept in the meta group.
+    #[serde(default)]
+    pub directory: DirectoryConfig,
+}
+
+/// `[directory]`: with no `ldap` table the embedded, replicated directory is used (managed
+/// with `halyard ctl domain|user|alias|list`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    #[serde(default)]
+    pub ldap: Option<halyard_directory::ldap::LdapConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -330,6 +343,14 @@ impl NodeConfig {
                 );
             }
         }
+        if let Some(l) = &self.directory.ldap
+            && let Err(m) = halyard_directory::ldap::LdapDirectory::new(l.clone())
+        {
+            return match m.split_once(": ") {
+                Some((k, m)) if k.starts_with("directory.") => e(k, m.to_string()),
+                _ => e("directory.ldap", m),
+            };
+        }
         let r = &self.raft;
         if r.heartbeat_ms == 0 {
             return e("raft.heartbeat_ms", "must be greater than 0".into());
@@ -362,7 +383,7 @@ impl NodeConfig {
     }
 }
 
-fn valid_group_name(s: &str) -> bool {
+pub fn valid_group_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::client::Admin;
 use crate::config::{NodeConfig, TlsConfig};
+use crate::ctl_dir;
 use crate::tls::TlsMaterial;
 
 #[derive(Debug, Args)]
@@ -48,6 +49,33 @@ pub enum CtlCmd {
         #[arg(long)]
         group: String,
     },
+    /// Hosted domains of the embedded directory.
+    Domain {
+        #[command(subcommand)]
+        action: ctl_dir::DomainCmd,
+    },
+    /// Users of the embedded directory (passwords on standard input).
+    User {
+        #[command(subcommand)]
+        action: ctl_dir::UserCmd,
+    },
+    /// Address aliases of the embedded directory.
+    Alias {
+        #[command(subcommand)]
+        action: ctl_dir::AliasCmd,
+    },
+    /// Distribution lists of the embedded directory.
+    List {
+        #[command(subcommand)]
+        action: ctl_dir::ListCmd,
+    },
+    /// Check credentials against the node's directory (embedded or LDAP).
+    Auth {
+        #[command(subcommand)]
+        action: ctl_dir::AuthCmd,
+    },
+    /// What an address is according to the node's directory (embedded or LDAP).
+    Resolve { address: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +169,16 @@ pub async fn run(args: CtlArgs) -> Result<()> {
             let leader = admin.leader_of(group).await.unwrap_or(admin.clone());
             println!("{}", leader.trigger_snapshot(group).await?);
         }
+        CtlCmd::Domain { action } => ctl_dir::domain_cmd(&admin, action).await?,
+        CtlCmd::User { action } => ctl_dir::user_cmd(&admin, action).await?,
+        CtlCmd::Alias { action } => ctl_dir::alias_cmd(&admin, action).await?,
+        CtlCmd::List { action } => ctl_dir::list_cmd(&admin, action).await?,
+        CtlCmd::Auth { action } => {
+            if !ctl_dir::auth_cmd(&admin, action).await? {
+                std::process::exit(1);
+            }
+        }
+        CtlCmd::Resolve { address } => ctl_dir::resolve_cmd(&admin, address).await?,
     }
     Ok(())
 }

@@ -11,7 +11,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use crate::config::{ClusterConfig, GroupConfig, NodeConfig, PeerConfig, RaftConfig};
+use halyard_directory::embedded::hash_password;
+use halyard_raft_store::directory::{DirCommand, DirDomain, DirStatus, DirUser};
+use halyard_raft_store::{Command, Reply};
+
+use crate::admin::{DirQuery, Query};
+use crate::client::Admin;
+use crate::config::{ClusterConfig, GroupConfig, META_GROUP, NodeConfig, PeerConfig, RaftConfig};
 use crate::runtime::Node;
 
 pub const DEMO_BASE_PORT: u16 = 7700;
@@ -40,6 +46,7 @@ pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
                 partitions: vec!["primary".into()],
             }],
             raft: RaftConfig::default(),
+            directory: Default::default(),
         })
         .collect()
 }
@@ -75,6 +82,10 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let demo_user = match ensure_demo_user(&configs[0].cluster.listen).await {
+        Ok(u) => u,
+        Err(e) => format!("(could not create the demo user: {e:#})"),
+    };
     println!(
         "Halyard demo: {nodes} node(s), data in {}",
         data_dir.display()
@@ -98,7 +109,10 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
         );
     }
     println!();
+    println!("  Demo user: {demo_user}");
+    println!();
     println!("  Inspect:  halyard ctl --node 127.0.0.1:{DEMO_BASE_PORT} status");
+    println!("            halyard ctl --node 127.0.0.1:{DEMO_BASE_PORT} user list");
     println!("  Stop:     Ctrl-C");
     wait_for_signal().await;
     // stdout may be gone by now (a closed pipe): never panic on printing while stopping.
@@ -109,6 +123,65 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
     }
     let _ = writeln!(std::io::stdout(), "stopped cleanly");
     Ok(())
+}
+
+pub const DEMO_DOMAIN: &str = "demo.test";
+pub const DEMO_ADDRESS: &str = "demo@demo.test";
+pub const DEMO_PASSWORD: &str = "demo-password";
+
+/// Creates the demo domain and user in the embedded directory, through the same replicated
+/// path as `halyard ctl domain add` / `user add`, unless an earlier run did.
+async fn ensure_demo_user(addr: &str) -> Result<String> {
+    let admin = Admin::connect(addr, None).await?;
+    let v = admin
+        .leader_of_wait(META_GROUP, Duration::from_secs(20))
+        .await?
+        .query(&Query::Directory {
+            what: DirQuery::Domains,
+        })
+        .await?;
+    let domains: Vec<DirDomain> = serde_json::from_value(v)?;
+    if !domains.iter().any(|d| d.name == DEMO_DOMAIN) {
+        let d = DirDomain {
+            name: DEMO_DOMAIN.into(),
+            aliases: vec![],
+            default_quota_bytes: Some(1 << 30),
+            default_quota_messages: None,
+            default_mail_host: Some("rg1".into()),
+        };
+        expect_done(
+            admin
+                .propose_to_leader(META_GROUP, &Command::Directory(DirCommand::AddDomain(d)))
+                .await?,
+        )?;
+        let u = DirUser {
+            address: DEMO_ADDRESS.into(),
+            login: "demo".into(),
+            password_hash: hash_password(DEMO_PASSWORD).map_err(anyhow::Error::msg)?,
+            status: DirStatus::Active,
+            quota_bytes: None,
+            quota_messages: None,
+            forwarding: vec![],
+            delivery_options: vec![],
+            mail_host: None,
+            aliases: vec![],
+        };
+        expect_done(
+            admin
+                .propose_to_leader(META_GROUP, &Command::Directory(DirCommand::AddUser(u)))
+                .await?,
+        )?;
+    }
+    Ok(format!(
+        "{DEMO_ADDRESS} (login \"demo\"), password \"{DEMO_PASSWORD}\""
+    ))
+}
+
+fn expect_done(r: Reply) -> Result<()> {
+    match r {
+        Reply::Done => Ok(()),
+        other => bail!("{other:?}"),
+    }
 }
 
 /// Waits for SIGINT or SIGTERM.

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod ctl;
+pub mod ctl_dir;
 pub mod demo;
 pub mod local_cluster;
 pub mod network;

@@ -74,6 +74,7 @@ impl LocalCluster {
                     })
                     .collect(),
                 raft: spec.raft.clone(),
+                directory: Default::default(),
             };
             std::fs::write(dir.join(format!("node-{id}.toml")), toml::to_string(&cfg)?)?;
             configs.push(cfg);

@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result, bail};
+use halyard_directory::Directory;
+use halyard_directory::embedded::EmbeddedDirectory;
+use halyard_directory::ldap::LdapDirectory;
 use halyard_raft_store::openraft::BasicNode;
 use halyard_raft_store::{Group, GroupStatus, LogDb};
 use serde::{Deserialize, Serialize};
@@ -42,6 +45,10 @@ pub struct NodeShared {
     pub addr: String,
     pub groups: HashMap<String, Group>,
     pub log_db: Arc<LogDb>,
+    /// Users and hosted domains: LDAP when configured, else the embedded directory.
+    pub directory: Arc<dyn Directory>,
+    /// "ldap" or "embedded".
+    pub directory_kind: &'static str,
 }
 
 impl NodeShared {
@@ -181,11 +188,23 @@ impl Node {
             }
             groups.insert(name, group);
         }
+        let (directory, directory_kind): (Arc<dyn Directory>, _) = match &cfg.directory.ldap {
+            Some(l) => (
+                Arc::new(LdapDirectory::new(l.clone()).map_err(|m| anyhow::anyhow!(m))?),
+                "ldap",
+            ),
+            None => (
+                Arc::new(EmbeddedDirectory::new(groups[META_GROUP].reader())),
+                "embedded",
+            ),
+        };
         let shared = Arc::new(NodeShared {
             node_id: cfg.node_id,
             addr: cfg.advertise().to_string(),
             groups,
             log_db,
+            directory,
+            directory_kind,
         });
 
         let (stop, mut stop_rx) = watch::channel(false);
@@ -216,7 +235,7 @@ impl Node {
                 }),
         );
 
-        tracing::info!(node = cfg.node_id, listen = %listen, groups = shared.groups.len(), tls = tls.is_some(), "node started");
+        tracing::info!(node = cfg.node_id, listen = %listen, groups = shared.groups.len(), tls = tls.is_some(), directory = directory_kind, "node started");
         Ok(Node {
             shared,
             to_init,

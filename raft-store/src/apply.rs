@@ -39,10 +39,12 @@ pub enum Cf {
     Quota,
     Queue,
     Deliveries,
+    /// The embedded directory (meta group only; see [`crate::directory`]).
+    Directory,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 8] = [
+    pub const ALL: [Cf; 9] = [
         Cf::Meta,
         Cf::Mailboxes,
         Cf::Messages,
@@ -51,6 +53,7 @@ impl Cf {
         Cf::Quota,
         Cf::Queue,
         Cf::Deliveries,
+        Cf::Directory,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +66,7 @@ impl Cf {
             Cf::Quota => "quota",
             Cf::Queue => "queue",
             Cf::Deliveries => "deliveries",
+            Cf::Directory => "directory",
         }
     }
 }
@@ -711,6 +715,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             t.events.push(Event::QuotaChanged { user: user.clone() });
             Ok(Ok(Reply::Done))
         }
+        Command::Directory(d) => crate::directory::apply_dir(t, d),
     }
 }
 

@@ -17,6 +17,7 @@
 //! for the change feed.
 
 pub mod apply;
+pub mod directory;
 pub mod error;
 pub mod group;
 pub mod log_store;

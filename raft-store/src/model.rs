@@ -273,6 +273,8 @@ pub enum Command {
         limit_bytes: Option<u64>,
         limit_messages: Option<u64>,
     },
+    /// A change to the embedded directory (meta group).
+    Directory(crate::directory::DirCommand),
     /// Several independent commands in one log entry, applied in order, each on its own
     /// (a refusal of one does not affect the others). Built by the group's proposal batcher
     /// so that concurrent proposals share one log append, one fsync and one replication
@@ -300,6 +302,7 @@ impl Command {
             Command::UpdateRecipient { .. } => "update_recipient",
             Command::RemoveQueueEntry { .. } => "remove_queue_entry",
             Command::SetQuota { .. } => "set_quota",
+            Command::Directory(_) => "directory",
             Command::Batch(_) => "batch",
         }
     }
@@ -436,6 +439,8 @@ pub enum Event {
     QuotaChanged {
         user: String,
     },
+    /// The embedded directory changed.
+    DirectoryChanged,
     /// The whole state was replaced by an installed snapshot: subscribers must re-read.
     SnapshotInstalled,
 }

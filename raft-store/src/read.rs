@@ -100,6 +100,16 @@ impl SmShared {
         self.get_de(Cf::Deliveries, &keys::delivery(queue_id, recipient))
     }
 
+    /// Runs `f` over the embedded directory of this replica (meta group).
+    pub fn directory<T>(
+        &self,
+        f: impl FnOnce(&crate::directory::DirReader<'_, DbView<'_>>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let db = self.db();
+        let view = DbView(&db);
+        f(&crate::directory::DirReader(&view))
+    }
+
     /// Every key and value of every column family, in order (for tests and digests).
     pub fn dump(&self) -> Result<Vec<DumpRow>, StoreError> {
         let db = self.db();

@@ -1,0 +1,719 @@
+//! `halyard ctl domain|user|alias|list|auth|resolve` — the embedded directory.
+//!
+//! Changes are proposed to the meta group's leader, so they are replicated to every node and
+//! acknowledged once a majority has them. Passwords are read from standard input (never from
+//! the command line, where `ps` and shell history would show them) and hashed with Argon2id
+//! here, before they leave this process. `auth test` and `resolve` ask the node named by
+//! `--node` to use its own directory (embedded or LDAP), as a login or a delivery would.
+
+use std::io::{IsTerminal, Read};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use halyard_directory::embedded::hash_password;
+use halyard_raft_store::directory::{
+    DirAddress, DirCommand, DirDomain, DirStatus, DirUser, UserPatch, canonical_address,
+    canonical_domain,
+};
+use halyard_raft_store::{Command, Reply};
+
+use crate::admin::{DirQuery, Query, UserView};
+use crate::client::Admin;
+use crate::config::META_GROUP;
+
+/// A quota: bytes with an optional K/M/G/T suffix (powers of 1024), or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub Option<u64>);
+
+impl std::str::FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Size, String> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("none") {
+            return Ok(Size(None));
+        }
+        let (num, mult) = match t.char_indices().last() {
+            Some((i, c)) if c.is_ascii_alphabetic() => {
+                let m: u64 = match c.to_ascii_uppercase() {
+                    'K' => 1 << 10,
+                    'M' => 1 << 20,
+                    'G' => 1 << 30,
+                    'T' => 1 << 40,
+                    _ => return Err(format!("{s:?}: unknown unit {c:?} (use K, M, G or T)")),
+                };
+                (&t[..i], m)
+            }
+            _ => (t, 1),
+        };
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size such as 2G, 500M or 1048576"))?;
+        n.checked_mul(mult)
+            .map(|v| Size(Some(v)))
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+/// A message count or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count(pub Option<u64>);
+
+impl std::str::FromStr for Count {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Count, String> {
+        if s.trim().eq_ignore_ascii_case("none") {
+            return Ok(Count(None));
+        }
+        s.trim()
+            .parse()
+            .map(|n| Count(Some(n)))
+            .map_err(|_| format!("{s:?} is not a number or none"))
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DomainOpts {
+    /// Another name of the domain (repeatable); mail to user@alias goes to user@domain.
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
+    /// Default quota of the domain's users (e.g. 2G; `none` for unlimited).
+    #[arg(long)]
+    pub quota: Option<Size>,
+    /// Default message-count quota of the domain's users.
+    #[arg(long)]
+    pub quota_messages: Option<Count>,
+    /// Resource group holding the mailboxes of the domain's users.
+    #[arg(long)]
+    pub mail_host: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCmd {
+    /// Host a new domain.
+    Add {
+        name: String,
+        #[command(flatten)]
+        opts: DomainOpts,
+    },
+    /// Change a domain's settings (given options replace the current values).
+    Set {
+        name: String,
+        #[command(flatten)]
+        opts: DomainOpts,
+        /// Remove every domain alias.
+        #[arg(long)]
+        clear_aliases: bool,
+    },
+    /// Stop hosting a domain (it must have no users, aliases or lists left).
+    Del { name: String },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UserOpts {
+    /// Quota override (e.g. 5G; `none` for unlimited); default: the domain's.
+    #[arg(long)]
+    pub quota: Option<Size>,
+    #[arg(long)]
+    pub quota_messages: Option<Count>,
+    /// Forward mail to this address (repeatable).
+    #[arg(long = "forward")]
+    pub forward: Vec<String>,
+    /// With --forward: do not also keep a copy in the mailbox.
+    #[arg(long)]
+    pub forward_only: bool,
+    /// Resource group of the mailbox (default: the domain's).
+    #[arg(long)]
+    pub mail_host: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create a user; the password is read from standard input.
+    Add {
+        address: String,
+        /// Login name (default: the address).
+        #[arg(long)]
+        login: Option<String>,
+        #[command(flatten)]
+        opts: UserOpts,
+    },
+    /// Set a new password, read from standard input.
+    Passwd {
+        address: String,
+    },
+    /// Change settings: status, quota override, forwarding, mailbox group.
+    Set {
+        address: String,
+        /// active, inactive (mail deferred, no login) or deleted (mail refused).
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        opts: UserOpts,
+        /// Stop forwarding.
+        #[arg(long)]
+        no_forward: bool,
+    },
+    /// Delete a user and its aliases (its mailboxes are not touched).
+    Del {
+        address: String,
+    },
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        address: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCmd {
+    /// Make ALIAS another address of TARGET (a user or a list).
+    Add {
+        alias: String,
+        target: String,
+    },
+    Del {
+        alias: String,
+    },
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ListCmd {
+    /// Create a distribution list.
+    Add {
+        address: String,
+        /// A member address (repeatable).
+        #[arg(long = "member")]
+        members: Vec<String>,
+    },
+    /// Add or remove members.
+    Members {
+        address: String,
+        #[arg(long = "add")]
+        add: Vec<String>,
+        #[arg(long = "remove")]
+        remove: Vec<String>,
+    },
+    Del {
+        address: String,
+    },
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    Show {
+        address: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCmd {
+    /// Check a login and password (from standard input) against the node's directory.
+    /// Exit status 0 when accepted, 1 when refused.
+    Test { login: String },
+}
+
+fn addr(a: &str) -> Result<String> {
+    canonical_address(a).with_context(|| format!("{a:?} is not a valid address"))
+}
+
+fn addrs(v: &[String]) -> Result<Vec<String>> {
+    v.iter().map(|a| addr(a)).collect()
+}
+
+fn domain(d: &str) -> Result<String> {
+    canonical_domain(d).with_context(|| format!("{d:?} is not a valid domain name"))
+}
+
+/// Reads a password from standard input: the first line, without its line ending. On a
+/// terminal it prompts on stderr and turns echo off while typing.
+pub fn read_password() -> Result<String> {
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let mut s = String::new();
+    if tty {
+        eprint!("Password: ");
+        let _ = std::process::Command::new("stty").arg("-echo").status();
+        let r = stdin.read_line(&mut s);
+        let _ = std::process::Command::new("stty").arg("echo").status();
+        eprintln!();
+        r.context("reading the password")?;
+    } else {
+        let mut buf = Vec::new();
+        stdin
+            .lock()
+            .take(64 * 1024)
+            .read_to_end(&mut buf)
+            .context("reading the password from standard input")?;
+        s = String::from_utf8(buf).context("the password is not UTF-8")?;
+    }
+    let line = s.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        bail!(
+            "empty password (give it on standard input, e.g. `printf '%s\\n' \"$PW\" | halyard ctl ...`)"
+        );
+    }
+    if line.chars().any(|c| c.is_control()) {
+        bail!("the password contains control characters");
+    }
+    Ok(line)
+}
+
+async fn change(admin: &Admin, cmd: DirCommand) -> Result<()> {
+    match admin
+        .propose_to_leader(META_GROUP, &Command::Directory(cmd))
+        .await?
+    {
+        Reply::Done => Ok(()),
+        Reply::Error(e) => bail!("{e}"),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+async fn dir_query(admin: &Admin, what: DirQuery) -> Result<serde_json::Value> {
+    let leader = admin
+        .leader_of_wait(META_GROUP, std::time::Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|_| admin.clone());
+    leader.query(&Query::Directory { what }).await
+}
+
+fn quota_str(b: Option<u64>) -> String {
+    match b {
+        None => "unlimited".into(),
+        Some(b) if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}G", b >> 30),
+        Some(b) if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}M", b >> 20),
+        Some(b) => b.to_string(),
+    }
+}
+
+fn check_group(g: &Option<String>) -> Result<()> {
+    if let Some(g) = g
+        && !crate::config::valid_group_name(g)
+    {
+        bail!("--mail-host {g:?}: a resource group name (a-z, 0-9, '-')");
+    }
+    Ok(())
+}
+
+pub async fn domain_cmd(admin: &Admin, cmd: &DomainCmd) -> Result<()> {
+    match cmd {
+        DomainCmd::Add { name, opts } => {
+            check_group(&opts.mail_host)?;
+            let d = DirDomain {
+                name: domain(name)?,
+                aliases: opts
+                    .aliases
+                    .iter()
+                    .map(|a| domain(a))
+                    .collect::<Result<_>>()?,
+                default_quota_bytes: opts.quota.and_then(|q| q.0),
+                default_quota_messages: opts.quota_messages.and_then(|q| q.0),
+                default_mail_host: opts.mail_host.clone(),
+            };
+            let n = d.name.clone();
+            change(admin, DirCommand::AddDomain(d)).await?;
+            println!("domain {n} added");
+        }
+        DomainCmd::Set {
+            name,
+            opts,
+            clear_aliases,
+        } => {
+            check_group(&opts.mail_host)?;
+            let name = domain(name)?;
+            let v = dir_query(admin, DirQuery::Domains).await?;
+            let all: Vec<DirDomain> = serde_json::from_value(v)?;
+            let Some(mut d) = all.into_iter().find(|d| d.name == name) else {
+                bail!("no domain {name}");
+            };
+            if *clear_aliases {
+                d.aliases.clear();
+            }
+            if !opts.aliases.is_empty() {
+                d.aliases = opts
+                    .aliases
+                    .iter()
+                    .map(|a| domain(a))
+                    .collect::<Result<_>>()?;
+            }
+            if let Some(q) = opts.quota {
+                d.default_quota_bytes = q.0;
+            }
+            if let Some(q) = opts.quota_messages {
+                d.default_quota_messages = q.0;
+            }
+            if let Some(h) = &opts.mail_host {
+                d.default_mail_host = Some(h.clone());
+            }
+            change(admin, DirCommand::UpdateDomain(d)).await?;
+            println!("domain {name} updated");
+        }
+        DomainCmd::Del { name } => {
+            let name = domain(name)?;
+            change(admin, DirCommand::DeleteDomain { name: name.clone() }).await?;
+            println!("domain {name} deleted");
+        }
+        DomainCmd::List { json } => {
+            let v = dir_query(admin, DirQuery::Domains).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let all: Vec<DirDomain> = serde_json::from_value(v)?;
+            println!(
+                "{:<32} {:>10} {:>10} {:<12} ALIASES",
+                "DOMAIN", "QUOTA", "MESSAGES", "MAIL-HOST"
+            );
+            for d in all {
+                println!(
+                    "{:<32} {:>10} {:>10} {:<12} {}",
+                    d.name,
+                    quota_str(d.default_quota_bytes),
+                    d.default_quota_messages
+                        .map(|m| m.to_string())
+                        .unwrap_or("unlimited".into()),
+                    d.default_mail_host.as_deref().unwrap_or("-"),
+                    d.aliases.join(",")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn delivery(opts: &UserOpts) -> Result<Vec<String>> {
+    if opts.forward_only && opts.forward.is_empty() {
+        bail!("--forward-only needs at least one --forward address");
+    }
+    Ok(if opts.forward_only {
+        vec!["forward".into()]
+    } else if !opts.forward.is_empty() {
+        vec!["mailbox".into(), "forward".into()]
+    } else {
+        vec![]
+    })
+}
+
+pub async fn user_cmd(admin: &Admin, cmd: &UserCmd) -> Result<()> {
+    match cmd {
+        UserCmd::Add {
+            address,
+            login,
+            opts,
+        } => {
+            check_group(&opts.mail_host)?;
+            let address = addr(address)?;
+            let login = match login {
+                Some(l) => l.trim().to_lowercase(),
+                None => address.clone(),
+            };
+            let password = read_password()?;
+            let password_hash = hash_password(&password).map_err(anyhow::Error::msg)?;
+            let u = DirUser {
+                address: address.clone(),
+                login,
+                password_hash,
+                status: DirStatus::Active,
+                quota_bytes: opts.quota.and_then(|q| q.0),
+                quota_messages: opts.quota_messages.and_then(|q| q.0),
+                forwarding: addrs(&opts.forward)?,
+                delivery_options: delivery(opts)?,
+                mail_host: opts.mail_host.clone(),
+                aliases: vec![],
+            };
+            change(admin, DirCommand::AddUser(u)).await?;
+            println!("user {address} added");
+        }
+        UserCmd::Passwd { address } => {
+            let address = addr(address)?;
+            let password = read_password()?;
+            let h = hash_password(&password).map_err(anyhow::Error::msg)?;
+            let patch = UserPatch {
+                password_hash: Some(h),
+                ..Default::default()
+            };
+            change(
+                admin,
+                DirCommand::UpdateUser {
+                    address: address.clone(),
+                    patch,
+                },
+            )
+            .await?;
+            println!("password of {address} changed");
+        }
+        UserCmd::Set {
+            address,
+            status,
+            opts,
+            no_forward,
+        } => {
+            check_group(&opts.mail_host)?;
+            let address = addr(address)?;
+            let status = match status.as_deref() {
+                None => None,
+                Some("active") => Some(DirStatus::Active),
+                Some("inactive") => Some(DirStatus::Inactive),
+                Some("deleted") => Some(DirStatus::Deleted),
+                Some(s) => bail!("--status {s:?}: expected active, inactive or deleted"),
+            };
+            let (forwarding, delivery_options) = if *no_forward {
+                (Some(vec![]), Some(vec![]))
+            } else if !opts.forward.is_empty() {
+                (Some(addrs(&opts.forward)?), Some(delivery(opts)?))
+            } else {
+                (None, None)
+            };
+            let patch = UserPatch {
+                password_hash: None,
+                status,
+                quota_bytes: opts.quota.map(|q| q.0),
+                quota_messages: opts.quota_messages.map(|q| q.0),
+                forwarding,
+                delivery_options,
+                mail_host: opts.mail_host.clone().map(Some),
+            };
+            change(
+                admin,
+                DirCommand::UpdateUser {
+                    address: address.clone(),
+                    patch,
+                },
+            )
+            .await?;
+            println!("user {address} updated");
+        }
+        UserCmd::Del { address } => {
+            let address = addr(address)?;
+            change(
+                admin,
+                DirCommand::DeleteUser {
+                    address: address.clone(),
+                },
+            )
+            .await?;
+            println!("user {address} deleted");
+        }
+        UserCmd::List { domain: d, json } => {
+            let d = d.as_deref().map(domain).transpose()?;
+            let v = dir_query(admin, DirQuery::Users { domain: d }).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let users: Vec<UserView> = serde_json::from_value(v)?;
+            println!(
+                "{:<40} {:<9} {:>10} {:>10} {:<12} LOGIN",
+                "ADDRESS", "STATUS", "QUOTA", "MESSAGES", "MAIL-HOST"
+            );
+            for u in users {
+                println!(
+                    "{:<40} {:<9} {:>10} {:>10} {:<12} {}",
+                    u.address,
+                    u.status,
+                    quota_str(u.effective_quota_bytes),
+                    u.effective_quota_messages
+                        .map(|m| m.to_string())
+                        .unwrap_or("unlimited".into()),
+                    u.mail_host.as_deref().unwrap_or("-"),
+                    u.login
+                );
+            }
+        }
+        UserCmd::Show { address } => {
+            let address = addr(address)?;
+            let v = dir_query(
+                admin,
+                DirQuery::User {
+                    address: address.clone(),
+                },
+            )
+            .await?;
+            if v.is_null() {
+                bail!("no user {address}");
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    Ok(())
+}
+
+async fn addresses(admin: &Admin, d: &Option<String>) -> Result<Vec<(String, DirAddress)>> {
+    let d = d.as_deref().map(domain).transpose()?;
+    let v = dir_query(admin, DirQuery::Addresses { domain: d }).await?;
+    Ok(serde_json::from_value(v)?)
+}
+
+pub async fn alias_cmd(admin: &Admin, cmd: &AliasCmd) -> Result<()> {
+    match cmd {
+        AliasCmd::Add { alias, target } => {
+            let (alias, target) = (addr(alias)?, addr(target)?);
+            change(
+                admin,
+                DirCommand::AddAlias {
+                    alias: alias.clone(),
+                    target: target.clone(),
+                },
+            )
+            .await?;
+            println!("alias {alias} -> {target} added");
+        }
+        AliasCmd::Del { alias } => {
+            let alias = addr(alias)?;
+            change(
+                admin,
+                DirCommand::DeleteAlias {
+                    alias: alias.clone(),
+                },
+            )
+            .await?;
+            println!("alias {alias} deleted");
+        }
+        AliasCmd::List { domain } => {
+            println!("{:<40} TARGET", "ALIAS");
+            for (a, w) in addresses(admin, domain).await? {
+                if let DirAddress::Alias { target } = w {
+                    println!("{a:<40} {target}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn list_cmd(admin: &Admin, cmd: &ListCmd) -> Result<()> {
+    match cmd {
+        ListCmd::Add { address, members } => {
+            let address = addr(address)?;
+            change(
+                admin,
+                DirCommand::AddList {
+                    address: address.clone(),
+                    members: addrs(members)?,
+                },
+            )
+            .await?;
+            println!("list {address} added");
+        }
+        ListCmd::Members {
+            address,
+            add,
+            remove,
+        } => {
+            if add.is_empty() && remove.is_empty() {
+                bail!("give --add and/or --remove addresses");
+            }
+            let address = addr(address)?;
+            change(
+                admin,
+                DirCommand::ChangeListMembers {
+                    address: address.clone(),
+                    add: addrs(add)?,
+                    remove: addrs(remove)?,
+                },
+            )
+            .await?;
+            println!("list {address} updated");
+        }
+        ListCmd::Del { address } => {
+            let address = addr(address)?;
+            change(
+                admin,
+                DirCommand::DeleteList {
+                    address: address.clone(),
+                },
+            )
+            .await?;
+            println!("list {address} deleted");
+        }
+        ListCmd::List { domain } => {
+            println!("{:<40} MEMBERS", "LIST");
+            for (a, w) in addresses(admin, domain).await? {
+                if let DirAddress::List { members } = w {
+                    println!("{a:<40} {}", members.len());
+                }
+            }
+        }
+        ListCmd::Show { address } => {
+            let address = addr(address)?;
+            let dom = address.rsplit_once('@').map(|x| x.1.to_string());
+            let found = addresses(admin, &dom)
+                .await?
+                .into_iter()
+                .find(|(a, _)| *a == address);
+            match found {
+                Some((_, DirAddress::List { members })) => {
+                    for m in members {
+                        println!("{m}");
+                    }
+                }
+                _ => bail!("no list {address}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `auth test`: exit status 0 when the node's directory accepts the password.
+pub async fn auth_cmd(admin: &Admin, cmd: &AuthCmd) -> Result<bool> {
+    let AuthCmd::Test { login } = cmd;
+    let password = read_password()?;
+    let v = admin
+        .query(&Query::Authenticate {
+            login: login.clone(),
+            password,
+        })
+        .await?;
+    if v["principal"].is_null() {
+        println!("refused: wrong login or password, or the account may not log in");
+        Ok(false)
+    } else {
+        println!(
+            "accepted by node {} ({} directory): {}",
+            admin.addr,
+            v["directory"].as_str().unwrap_or("?"),
+            v["principal"]
+        );
+        Ok(true)
+    }
+}
+
+pub async fn resolve_cmd(admin: &Admin, address: &str) -> Result<()> {
+    let v = admin
+        .query(&Query::Resolve {
+            address: address.to_string(),
+        })
+        .await?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!("2G".parse::<Size>(), Ok(Size(Some(2 << 30))));
+        assert_eq!("500m".parse::<Size>(), Ok(Size(Some(500 << 20))));
+        assert_eq!("1024".parse::<Size>(), Ok(Size(Some(1024))));
+        assert_eq!("none".parse::<Size>(), Ok(Size(None)));
+        assert!("2X".parse::<Size>().is_err());
+        assert!("G".parse::<Size>().is_err());
+        assert!("99999999999T".parse::<Size>().is_err());
+        assert_eq!("none".parse::<Count>(), Ok(Count(None)));
+        assert!("-1".parse::<Count>().is_err());
+    }
+}

@@ -1,0 +1,211 @@
+//! The embedded directory on three real `halyard serve` processes, driven the way an operator
+//! drives it: `halyard ctl` with passwords on standard input. A user added through one node
+//! authenticates on another; the directory survives a kill -9 of the meta group's leader,
+//! and the killed node catches up when it returns.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use halyard_node::config::RaftConfig;
+use halyard_node::local_cluster::{ClusterSpec, LocalCluster};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `halyard ctl --config <node id's config> args...` with `stdin`.
+fn ctl(c: &LocalCluster, node: u64, args: &[&str], stdin: &str) -> Out {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_halyard"))
+        .arg("ctl")
+        .arg("--config")
+        .arg(c.config_path(node))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run halyard ctl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn ctl_ok(c: &LocalCluster, node: u64, args: &[&str], stdin: &str) -> String {
+    let o = ctl(c, node, args, stdin);
+    assert!(
+        o.ok,
+        "ctl {args:?} on node {node} failed: {}{}",
+        o.stdout, o.stderr
+    );
+    o.stdout
+}
+
+/// Polls `auth test` on `node` until it gives `expect` (a follower applies a change within a
+/// heartbeat or two of its commit); bounded by WAIT.
+fn auth_eventually(c: &LocalCluster, node: u64, login: &str, password: &str, expect: bool) {
+    let deadline = Instant::now() + WAIT;
+    let mut last;
+    loop {
+        let o = ctl(c, node, &["auth", "test", login], &format!("{password}\n"));
+        if o.ok == expect {
+            if expect {
+                assert!(o.stdout.contains("accepted"), "{}", o.stdout);
+            } else {
+                assert!(o.stdout.contains("refused"), "{}{}", o.stdout, o.stderr);
+            }
+            return;
+        }
+        last = format!("{}{}", o.stdout, o.stderr);
+        assert!(
+            Instant::now() < deadline,
+            "auth {login} on node {node}: wanted {expect}, still: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_directory_is_replicated_and_survives_meta_leader_kill() {
+    let dir = tempfile::Builder::new()
+        .prefix("halyard-directory-")
+        .tempdir()
+        .unwrap();
+    let spec = ClusterSpec {
+        nodes: 3,
+        base_port: 17500,
+        groups: vec!["rg1".into()],
+        plaintext: false,
+        raft: RaftConfig {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            ..RaftConfig::default()
+        },
+    };
+    let mut c = LocalCluster::new(
+        std::path::Path::new(env!("CARGO_BIN_EXE_halyard")),
+        dir.path(),
+        &spec,
+    )
+    .unwrap();
+    c.start_all().unwrap();
+    let leader = c.wait_leader("meta", None, WAIT).await.unwrap();
+
+    // Managed through node 1 (whichever node leads: ctl finds the leader).
+    ctl_ok(
+        &c,
+        1,
+        &[
+            "domain",
+            "add",
+            "example.org",
+            "--alias",
+            "example.net",
+            "--quota",
+            "1G",
+        ],
+        "",
+    );
+    ctl_ok(
+        &c,
+        1,
+        &["user", "add", "alice@example.org"],
+        "correct horse\n",
+    );
+    ctl_ok(
+        &c,
+        1,
+        &[
+            "user",
+            "add",
+            "bob@example.org",
+            "--login",
+            "bob",
+            "--quota",
+            "5G",
+        ],
+        "battery staple\n",
+    );
+    // A password is never taken from the command line, and an empty one is refused.
+    let o = ctl(&c, 1, &["user", "add", "eve@example.org"], "");
+    assert!(!o.ok && o.stderr.contains("empty password"), "{}", o.stderr);
+
+    // Authenticates on the other nodes, by address (any case, domain alias) and by login.
+    auth_eventually(&c, 3, "alice@example.org", "correct horse", true);
+    auth_eventually(&c, 2, "ALICE@example.NET", "correct horse", true);
+    auth_eventually(&c, 3, "bob", "battery staple", true);
+    auth_eventually(&c, 3, "alice@example.org", "correct horsE", false);
+    auth_eventually(&c, 2, "nobody@example.org", "correct horse", false);
+
+    // Per-domain default quota and per-user override, as node 2 resolves them.
+    let r = ctl_ok(&c, 2, &["resolve", "alice@example.net"], "");
+    let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+    assert_eq!(
+        v["resolution"]["User"]["user"]["quota_bytes"],
+        1u64 << 30,
+        "{r}"
+    );
+    let r = ctl_ok(&c, 3, &["resolve", "bob@example.org"], "");
+    let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+    assert_eq!(
+        v["resolution"]["User"]["user"]["quota_bytes"],
+        5u64 << 30,
+        "{r}"
+    );
+
+    // kill -9 of the meta leader: the others elect a new one, keep authenticating, and take
+    // changes.
+    c.kill(leader).unwrap();
+    let new_leader = c.wait_leader("meta", Some(leader), WAIT).await.unwrap();
+    let survivors: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
+    for &n in &survivors {
+        auth_eventually(&c, n, "alice@example.org", "correct horse", true);
+    }
+    ctl_ok(
+        &c,
+        new_leader,
+        &["user", "passwd", "alice@example.org"],
+        "new secret\n",
+    );
+    ctl_ok(
+        &c,
+        survivors[0],
+        &[
+            "alias",
+            "add",
+            "postmaster@example.org",
+            "alice@example.org",
+        ],
+        "",
+    );
+    for &n in &survivors {
+        auth_eventually(&c, n, "alice@example.org", "new secret", true);
+        auth_eventually(&c, n, "alice@example.org", "correct horse", false);
+    }
+
+    // The killed node comes back and catches up with what changed while it was down.
+    c.start(leader).unwrap();
+    auth_eventually(&c, leader, "alice@example.org", "new secret", true);
+    auth_eventually(&c, leader, "alice@example.org", "correct horse", false);
+    let r = ctl_ok(&c, leader, &["resolve", "postmaster@example.org"], "");
+    assert!(r.contains("\"via_alias\": true"), "{r}");
+    let list = ctl_ok(&c, leader, &["user", "list"], "");
+    assert!(
+        list.contains("alice@example.org") && list.contains("bob@example.org"),
+        "{list}"
+    );
+}
