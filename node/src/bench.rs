@@ -78,6 +78,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             snapshot_every: 1_000_000,
             ..RaftConfig::default()
         },
+        directory: Default::default(),
     };
     let mut cluster = LocalCluster::new(&binary, &tmp, &spec)?;
     cluster.start_all()?;

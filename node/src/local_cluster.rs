@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::client::Admin;
-use crate::config::{ClusterConfig, GroupConfig, NodeConfig, PeerConfig, RaftConfig, TlsConfig};
+use crate::config::{
+    ClusterConfig, DirectoryConfig, GroupConfig, NodeConfig, PeerConfig, RaftConfig, TlsConfig,
+};
 use crate::tls::TlsMaterial;
 
 pub struct LocalCluster {
@@ -29,6 +31,8 @@ pub struct ClusterSpec {
     pub groups: Vec<String>,
     pub plaintext: bool,
     pub raft: RaftConfig,
+    /// `[directory]` of every node (default: the embedded directory).
+    pub directory: DirectoryConfig,
 }
 
 impl LocalCluster {
@@ -74,7 +78,7 @@ impl LocalCluster {
                     })
                     .collect(),
                 raft: spec.raft.clone(),
-                directory: Default::default(),
+                directory: spec.directory.clone(),
             };
             std::fs::write(dir.join(format!("node-{id}.toml")), toml::to_string(&cfg)?)?;
             configs.push(cfg);

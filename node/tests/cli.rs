@@ -85,6 +85,24 @@ fn bad_config_is_one_line_naming_file_and_key() {
     let o = run(&["serve", "--config", p.to_str().unwrap()]);
     assert_one_line_error(&o, &[p.to_str().unwrap(), "line 1"]);
 
+    std::fs::write(
+        &p,
+        config(d.path(), 17500, "data")
+            + "\n[directory.ldap]\nurls = [\"http://ldap.example.org\"]\ndomain_root = \"o=x\"\n",
+    )
+    .unwrap();
+    let o = run(&["serve", "--config", p.to_str().unwrap()]);
+    assert_one_line_error(&o, &["directory.ldap.urls", "http://ldap.example.org"]);
+
+    std::fs::write(
+        &p,
+        config(d.path(), 17500, "data")
+            + "\n[directory.ldap]\nurls = [\"ldap://127.0.0.1\"]\ndomain_root = \"o=x\"\nstarttls = \"yes\"\n",
+    )
+    .unwrap();
+    let o = run(&["serve", "--config", p.to_str().unwrap()]);
+    assert_one_line_error(&o, &[p.to_str().unwrap(), "line 16", "expected a boolean"]);
+
     let o = run(&[
         "serve",
         "--config",

@@ -25,6 +25,7 @@ fn spec(base_port: u16, raft: RaftConfig) -> ClusterSpec {
         groups: vec![G.into()],
         plaintext: false,
         raft,
+        directory: Default::default(),
     }
 }
 

@@ -3,12 +3,17 @@
 //! authenticates on another; the directory survives a kill -9 of the meta group's leader,
 //! and the killed node catches up when it returns.
 
+#[path = "../../directory/tests/support/slapd.rs"]
+mod slapd;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use halyard_node::config::RaftConfig;
+use halyard_node::config::{DirectoryConfig, RaftConfig};
 use halyard_node::local_cluster::{ClusterSpec, LocalCluster};
+
+use slapd::Slapd;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -95,6 +100,7 @@ async fn embedded_directory_is_replicated_and_survives_meta_leader_kill() {
             election_timeout_max_ms: 600,
             ..RaftConfig::default()
         },
+        directory: Default::default(),
     };
     let mut c = LocalCluster::new(
         std::path::Path::new(env!("CARGO_BIN_EXE_halyard")),
@@ -208,4 +214,77 @@ async fn embedded_directory_is_replicated_and_survives_meta_leader_kill() {
         list.contains("alice@example.org") && list.contains("bob@example.org"),
         "{list}"
     );
+}
+
+/// `[directory.ldap]` in a node's configuration: `halyard serve` looks users up in a real
+/// slapd; when slapd is gone, uncached lookups are temporary failures, never "unknown".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_uses_configured_ldap_directory() {
+    let mut slapd = Slapd::start();
+    let dir = tempfile::Builder::new()
+        .prefix("halyard-ldap-node-")
+        .tempdir()
+        .unwrap();
+    let spec = ClusterSpec {
+        nodes: 1,
+        base_port: 17520,
+        groups: vec!["rg1".into()],
+        plaintext: false,
+        raft: RaftConfig::default(),
+        directory: DirectoryConfig {
+            ldap: Some(slapd.config()),
+        },
+    };
+    let mut c = LocalCluster::new(
+        std::path::Path::new(env!("CARGO_BIN_EXE_halyard")),
+        dir.path(),
+        &spec,
+    )
+    .unwrap();
+    c.start_all().unwrap();
+    c.wait_leader("meta", None, WAIT).await.unwrap();
+
+    let o = ctl(&c, 1, &["auth", "test", "alice"], "alice-secret\n");
+    assert!(
+        o.ok && o.stdout.contains("ldap directory"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+    let o = ctl(&c, 1, &["auth", "test", "alice"], "wrong\n");
+    assert!(
+        !o.ok && o.stdout.contains("refused"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+    let r = ctl_ok(&c, 1, &["resolve", "a.smith@example.org"], "");
+    assert!(
+        r.contains("\"via_alias\": true") && r.contains("\"ldap\""),
+        "{r}"
+    );
+
+    // slapd down: the cached answer still resolves, an uncached address is a temporary
+    // failure (not "Unknown").
+    slapd.stop();
+    let r = ctl_ok(&c, 1, &["resolve", "a.smith@example.org"], "");
+    assert!(r.contains("alice@example.org"), "{r}");
+    let o = ctl(&c, 1, &["resolve", "bob@example.com"], "");
+    assert!(
+        !o.ok && o.stderr.contains("unavailable"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+    slapd.run();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let o = ctl(&c, 1, &["resolve", "bob@example.com"], "");
+        if o.ok {
+            assert!(o.stdout.contains("bob@example.com"), "{}", o.stdout);
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not recover: {}", o.stderr);
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -22,13 +22,19 @@ pub struct Slapd {
     pub child: Option<Child>,
 }
 
-/// A file of tests/data. The crate directory is taken from the environment `cargo test` sets
-/// when it runs the test (a binary reused from a clone elsewhere must not read that clone).
+/// A file of directory/tests/data. The crate being tested is found from the environment
+/// `cargo test` sets when it runs the test (a binary reused from a clone elsewhere must not
+/// read that clone); the workspace root is the first ancestor holding Cargo.lock.
 fn data(name: &str) -> PathBuf {
-    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    dir.join("tests/data").join(name)
+    let root = crate_dir
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").exists())
+        .unwrap_or(&crate_dir)
+        .to_path_buf();
+    root.join("directory/tests/data").join(name)
 }
 
 impl Slapd {
