@@ -122,6 +122,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     flags: vec![],
                     internal_date_ms: 0,
                     body: body(size, p, seq),
+                    meta: None,
                 };
                 let counted = measuring.load(Ordering::Relaxed);
                 let t = Instant::now();

@@ -84,6 +84,7 @@ async fn append(a: &Admin, tag: &str, n: usize) -> Vec<u32> {
             flags: vec![],
             internal_date_ms: i as i64,
             body,
+            meta: None,
         };
         match a.propose(G, &cmd).await.unwrap() {
             Ok(Reply::Appended { uid, .. }) => uids.push(uid),

@@ -401,6 +401,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             flags,
             internal_date_ms,
             body,
+            meta,
         } => {
             let name = canonical_mailbox(name);
             let mut mb = tri!(mailbox(t, user, &name)?);
@@ -420,6 +421,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                 *internal_date_ms,
                 size,
                 body_ref,
+                meta.clone(),
             )?;
             Ok(Ok(Reply::Appended {
                 uidvalidity: mb.uidvalidity,
@@ -539,6 +541,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             received_at_ms,
             expires_at_ms,
             priority,
+            meta,
         } => {
             tri!(check_name("queue id", queue_id));
             if recipients.is_empty() {
@@ -571,6 +574,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                 received_at_ms: *received_at_ms,
                 expires_at_ms: *expires_at_ms,
                 priority: *priority,
+                meta: meta.clone(),
             };
             t.put_ser(Cf::Queue, queue_id.as_bytes().to_vec(), &entry)?;
             t.events.push(Event::Enqueued {
@@ -644,6 +648,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                 *internal_date_ms,
                 entry.size,
                 body_ref,
+                entry.meta.clone(),
             )?;
             let record = DeliveryRecord {
                 user: user.clone(),
@@ -881,6 +886,7 @@ fn copy_messages<R: KvRead>(
             m.internal_date_ms,
             m.size,
             body_ref,
+            m.meta.clone(),
         )?;
         if src.id == dst.id {
             // COPY into the same mailbox: keep `src` in step with `dst`.
@@ -918,6 +924,7 @@ fn insert_message<R: KvRead>(
     internal_date_ms: i64,
     size: u64,
     body: BodyRef,
+    meta: Option<MessageMeta>,
 ) -> Result<(u32, u64), StoreError> {
     let uid = mb.uidnext;
     mb.uidnext = mb
@@ -934,6 +941,7 @@ fn insert_message<R: KvRead>(
         internal_date_ms,
         size,
         body,
+        meta,
     };
     t.put_ser(Cf::Messages, keys::message(mb.id, uid), &rec)?;
     t.put_ser(Cf::Mailboxes, keys::mailbox(user, &mb.name), mb)?;

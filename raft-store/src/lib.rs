@@ -21,6 +21,7 @@ pub mod directory;
 pub mod error;
 pub mod group;
 pub mod log_store;
+pub mod mime;
 pub mod model;
 pub mod read;
 pub mod state_machine;

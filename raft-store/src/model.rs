@@ -95,6 +95,7 @@ pub struct QueueEntry {
     pub expires_at_ms: i64,
     /// Lower runs first.
     pub priority: i32,
+    pub meta: Option<MessageMeta>,
 }
 
 /// Where a body lives: the partition and the SHA-256 of its bytes. One stored copy per
@@ -139,6 +140,87 @@ pub struct MessageRecord {
     pub internal_date_ms: i64,
     pub size: u64,
     pub body: BodyRef,
+    /// ENVELOPE and BODYSTRUCTURE (the seed's header cache), computed once by the proposer.
+    pub meta: Option<MessageMeta>,
+}
+
+/// What IMAP FETCH ENVELOPE / BODYSTRUCTURE / BODY[section] need, computed once when a message
+/// is appended or accepted (see [`crate::mime::message_meta`]) and kept in the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageMeta {
+    pub envelope: Envelope,
+    /// The message's MIME tree; the root covers the whole message.
+    pub body: BodyPart,
+}
+
+/// RFC 3501 ENVELOPE. Strings are the header values as they appear in the message (unfolded,
+/// encoded words kept).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub date: Option<String>,
+    pub subject: Option<String>,
+    pub from: Vec<Addr>,
+    pub sender: Vec<Addr>,
+    pub reply_to: Vec<Addr>,
+    pub to: Vec<Addr>,
+    pub cc: Vec<Addr>,
+    pub bcc: Vec<Addr>,
+    pub in_reply_to: Option<String>,
+    pub message_id: Option<String>,
+}
+
+/// One RFC 3501 address: (name, adl, mailbox, host). A group is an entry with `host: None`
+/// and the group name in `mailbox`, then its members, then an entry with all four `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Addr {
+    pub name: Option<String>,
+    pub adl: Option<String>,
+    pub mailbox: Option<String>,
+    pub host: Option<String>,
+}
+
+/// One MIME part (RFC 3501 BODYSTRUCTURE), with where it lies in the message bytes so that
+/// `BODY[1.2]`, `BODY[1.2.MIME]` and `BODY[1.HEADER]` are slices, not re-parses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyPart {
+    /// Lower case, e.g. `text`, `multipart`.
+    pub media_type: String,
+    /// Lower case, e.g. `plain`, `mixed`.
+    pub subtype: String,
+    /// Content-Type parameters (name lower case), e.g. `charset`, `boundary`.
+    pub params: Vec<(String, String)>,
+    pub id: Option<String>,
+    pub description: Option<String>,
+    /// Content-Transfer-Encoding, upper case; `7BIT` when absent.
+    pub encoding: String,
+    pub md5: Option<String>,
+    /// Content-Disposition value (lower case) and its parameters.
+    pub disposition: Option<(String, Vec<(String, String)>)>,
+    pub language: Vec<String>,
+    pub location: Option<String>,
+    /// Byte offsets in the message: where this part's header starts, where its body starts,
+    /// where it ends (exclusive).
+    pub header_start: u64,
+    pub body_start: u64,
+    pub end: u64,
+    /// Lines of the body (text parts and message/rfc822).
+    pub lines: u64,
+    pub kind: BodyKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BodyKind {
+    /// Any single part that is not text or message/rfc822.
+    Basic,
+    Text,
+    /// message/rfc822: the enclosed message's envelope and structure.
+    Message {
+        envelope: Box<Envelope>,
+        body: Box<BodyPart>,
+    },
+    Multipart {
+        parts: Vec<BodyPart>,
+    },
 }
 
 /// Quota limits and usage of one user (RFC 2087 STORAGE and MESSAGE resources).
@@ -203,6 +285,8 @@ pub enum Command {
         flags: Vec<String>,
         internal_date_ms: i64,
         body: Bytes,
+        /// ENVELOPE/BODYSTRUCTURE of `body`, computed by the proposer.
+        meta: Option<MessageMeta>,
     },
     StoreFlags {
         user: String,
@@ -242,6 +326,9 @@ pub enum Command {
         received_at_ms: i64,
         expires_at_ms: i64,
         priority: i32,
+        /// ENVELOPE/BODYSTRUCTURE of `body`, computed by the proposer; copied into every
+        /// mailbox the message is delivered to.
+        meta: Option<MessageMeta>,
     },
     /// Local delivery of one recipient of a queue entry into a mailbox. Idempotent per
     /// (queue id, recipient): a second apply returns the first delivery's UID.

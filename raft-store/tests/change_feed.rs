@@ -39,6 +39,7 @@ fn subscribers_see_applied_changes_in_order() {
                 flags: vec![],
                 internal_date_ms: 0,
                 body: Bytes::from_static(b"x"),
+                meta: None,
             },
         ),
         // Refused (no such mailbox): no event.
@@ -51,6 +52,7 @@ fn subscribers_see_applied_changes_in_order() {
                 flags: vec![],
                 internal_date_ms: 0,
                 body: Bytes::from_static(b"y"),
+                meta: None,
             },
         ),
         entry(

@@ -43,7 +43,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
         1 => (user.clone(), mbox.clone()).prop_map(|(user, name)| Command::DeleteMailbox { user, name }),
         1 => (user.clone(), mbox.clone(), mbox.clone()).prop_map(|(user, from, to)| Command::RenameMailbox { user, from, to }),
         3 => (user.clone(), mbox.clone(), arb_flags(), arb_body(), 0i64..1000).prop_map(|(user, mailbox, flags, body, d)|
-            Command::Append { user, mailbox, flags, internal_date_ms: d, body }),
+            Command::Append { user, mailbox, flags, internal_date_ms: d, body, meta: None }),
         2 => (user.clone(), mbox.clone(), arb_uids(), arb_flags(), 0u8..3, proptest::option::of(0u64..20)).prop_map(
             |(user, mailbox, uids, flags, a, unchanged_since)| Command::StoreFlags { user, mailbox, uids, flags,
                 action: [FlagAction::Add, FlagAction::Remove, FlagAction::Replace][a as usize], unchanged_since }),
@@ -53,7 +53,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
         1 => (0u8..3, arb_body(), proptest::collection::vec(prop::sample::select(USERS.to_vec()), 1..3)).prop_map(|(q, body, rcpts)| Command::Enqueue {
             queue_id: format!("Q{q}"), mail_from: "sender@example.org".into(), params: BTreeMap::new(),
             recipients: rcpts.iter().map(|u| RecipientSpec { address: format!("{u}@example.org"), orcpt: None, notify: vec![], channel: "store".into() }).collect(),
-            partition: "primary".into(), body, received_at_ms: 5, expires_at_ms: 10_000, priority: 0 }),
+            partition: "primary".into(), body, received_at_ms: 5, expires_at_ms: 10_000, priority: 0, meta: None }),
         2 => (0u8..3, user.clone(), mbox.clone()).prop_map(|(q, u, mailbox)| Command::Deliver {
             queue_id: format!("Q{q}"), recipient: format!("{u}@example.org"), user: u, mailbox, flags: vec![],
             internal_date_ms: 7, uidvalidity_if_created: 3 }),
@@ -152,7 +152,7 @@ proptest! {
             recipients: vec![
                 RecipientSpec { address: "alice@example.org".into(), orcpt: None, notify: vec![], channel: "store".into() },
                 RecipientSpec { address: "bob@example.org".into(), orcpt: None, notify: vec![], channel: "store".into() }],
-            partition: "primary".into(), body: body.clone(), received_at_ms: 1, expires_at_ms: 2, priority: 0 };
+            partition: "primary".into(), body: body.clone(), received_at_ms: 1, expires_at_ms: 2, priority: 0, meta: None };
         sm.apply_entries([next(enqueue)]).unwrap();
         let deliver = Command::Deliver { queue_id: "Q1".into(), recipient: "alice@example.org".into(), user: "alice".into(),
             mailbox: "INBOX".into(), flags: vec![], internal_date_ms: 1, uidvalidity_if_created: 9 };
@@ -193,7 +193,7 @@ proptest! {
                 partition: "primary".into(), special_use: None })]).unwrap();
         }
         sm.apply_entries([next(Command::Append { user: "alice".into(), mailbox: "INBOX".into(), flags: vec![],
-            internal_date_ms: 0, body })]).unwrap();
+            internal_date_ms: 0, body, meta: None })]).unwrap();
         for _ in 0..copies {
             sm.apply_entries([next(Command::Copy { user: "alice".into(), from: "INBOX".into(), to: "Archive".into(), uids: vec![1] })]).unwrap();
         }
@@ -274,6 +274,7 @@ fn state_survives_reopen() {
                     flags: vec!["\\seen".into()],
                     internal_date_ms: 3,
                     body: Bytes::from_static(b"hello"),
+                    meta: None,
                 },
             ),
         ])
