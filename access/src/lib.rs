@@ -1,8 +1,114 @@
-//! # halyard-access — message access (to be built; issue "IMAP4rev1 and POP3")
+//! # halyard-access — IMAP4rev1 and POP3 over the replicated store
 //!
-//! Will own IMAP4 (imap-codec), POP3, SASL, TLS and the multiplexor that proxies a session to
-//! the master of the user's resource group.
+//! Sessions authenticate through the [`halyard_directory::Directory`] (LDAP or the embedded
+//! directory), find the user's resource group (the directory's `mailHost`, else
+//! `access.default_group`), and serve it from this node when it leads that group. Every write
+//! (APPEND, STORE, EXPUNGE, COPY, MOVE, CREATE, RENAME, DELETE, SUBSCRIBE) is a Raft proposal:
+//! the tagged OK, APPENDUID and COPYUID are sent only after the entry is committed on a majority
+//! and applied. SELECT and EXAMINE confirm leadership with a quorum (`ensure_linearizable`)
+//! before reading; other sessions' changes reach a session through the group's change feed.
 //!
-//! Seam already in place: `halyard-raft-store`'s `Group::propose` for writes (APPEND, STORE,
-//! EXPUNGE, COPY, MOVE, CREATE, RENAME, DELETE, SETACL, SETQUOTA), `Group::linearizable_reader`
-//! for reads at SELECT/EXAMINE, and `Group::subscribe` for IDLE and unsolicited responses.
+//! Commands are parsed and responses serialised with `imap-codec` (2.0 alpha: 1.0 lacks ID,
+//! NAMESPACE, UID EXPUNGE and CONDSTORE).
+
+pub mod config;
+pub mod imap;
+pub mod limits;
+pub mod mutf7;
+pub mod store;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use halyard_directory::Directory;
+use halyard_raft_store::Group;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::AccessConfig;
+
+/// What sessions need from the node.
+pub struct Backend {
+    /// Groups this node runs, by name.
+    pub groups: HashMap<String, Group>,
+    pub directory: Arc<dyn Directory>,
+    /// Group of users whose directory entry names none.
+    pub default_group: Option<String>,
+    pub node_id: u64,
+}
+
+/// The running listeners; [`AccessServer::shutdown`] stops them.
+pub struct AccessServer {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Bound addresses (useful when a port 0 was configured).
+    pub imap_addr: Option<SocketAddr>,
+    pub imaps_addr: Option<SocketAddr>,
+}
+
+/// Shared by every session of a node.
+pub struct Shared {
+    pub backend: Backend,
+    pub cfg: AccessConfig,
+    pub tls: Option<tls::Tls>,
+    pub limits: limits::Limits,
+}
+
+impl AccessServer {
+    /// Binds every configured listener (failing early and clearly on a port in use) and
+    /// starts accepting.
+    pub async fn start(cfg: AccessConfig, backend: Backend) -> anyhow::Result<AccessServer> {
+        use anyhow::Context;
+        cfg.validate()
+            .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(c), Some(k)) => Some(tls::Tls::load(c, k)?),
+            _ => None,
+        };
+        let shared = Arc::new(Shared {
+            limits: limits::Limits::new(&cfg),
+            backend,
+            cfg: cfg.clone(),
+            tls,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut bound = HashMap::new();
+        for (key, addr, implicit) in [
+            ("access.imap_listen", &cfg.imap_listen, false),
+            ("access.imaps_listen", &cfg.imaps_listen, true),
+        ] {
+            let Some(addr) = addr else { continue };
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("{key} {addr}: cannot bind"))?;
+            bound.insert(key, l.local_addr()?);
+            tasks.push(tokio::spawn(imap::accept_loop(
+                l,
+                shared.clone(),
+                implicit,
+                stop_rx.clone(),
+            )));
+        }
+        if let Some(t) = &shared.tls {
+            tasks.push(tokio::spawn(t.clone().reload_on_sighup(stop_rx.clone())));
+        }
+        tracing::info!(imap = ?cfg.imap_listen, imaps = ?cfg.imaps_listen, "message access started");
+        Ok(AccessServer {
+            stop,
+            tasks,
+            imap_addr: bound.get("access.imap_listen").copied(),
+            imaps_addr: bound.get("access.imaps_listen").copied(),
+        })
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -79,6 +79,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             ..RaftConfig::default()
         },
         directory: Default::default(),
+        access: Default::default(),
     };
     let mut cluster = LocalCluster::new(&binary, &tmp, &spec)?;
     cluster.start_all()?;

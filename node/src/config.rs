@@ -62,6 +62,9 @@ pub struct NodeConfig {
     /// directory kept in the meta group.
     #[serde(default)]
     pub directory: DirectoryConfig,
+    /// IMAP and POP3 listeners, TLS and limits.
+    #[serde(default)]
+    pub access: halyard_access::AccessConfig,
 }
 
 /// `[directory]`: with no `ldap` table the embedded, replicated directory is used (managed
@@ -350,6 +353,15 @@ impl NodeConfig {
                 Some((k, m)) if k.starts_with("directory.") => e(k, m.to_string()),
                 _ => e("directory.ldap", m),
             };
+        }
+        self.access.validate()?;
+        if let Some(g) = &self.access.default_group
+            && !self.groups.iter().any(|x| &x.name == g)
+        {
+            return e(
+                "access.default_group",
+                format!("{g:?} is not one of this node's groups"),
+            );
         }
         let r = &self.raft;
         if r.heartbeat_ms == 0 {

@@ -21,6 +21,9 @@ use crate::config::{ClusterConfig, GroupConfig, META_GROUP, NodeConfig, PeerConf
 use crate::runtime::Node;
 
 pub const DEMO_BASE_PORT: u16 = 7700;
+/// Node i serves IMAP on 1143 + 1000 × (i − 1) and POP3 on 1110 + 1000 × (i − 1).
+pub const DEMO_IMAP_PORT: u16 = 1143;
+pub const DEMO_POP3_PORT: u16 = 1110;
 
 pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
     let peers: Vec<PeerConfig> = (1..=nodes)
@@ -47,6 +50,18 @@ pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
             }],
             raft: RaftConfig::default(),
             directory: Default::default(),
+            access: halyard_access::AccessConfig {
+                imap_listen: Some(format!(
+                    "127.0.0.1:{}",
+                    DEMO_IMAP_PORT as u64 + 1000 * (i - 1)
+                )),
+                pop3_listen: Some(format!(
+                    "127.0.0.1:{}",
+                    DEMO_POP3_PORT as u64 + 1000 * (i - 1)
+                )),
+                default_group: Some("rg1".into()),
+                ..Default::default()
+            },
         })
         .collect()
 }
@@ -91,12 +106,17 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
         data_dir.display()
     );
     println!();
-    println!("  {:<6} {:<22} DATA", "NODE", "CLUSTER gRPC");
+    println!(
+        "  {:<6} {:<18} {:<18} {:<18} DATA",
+        "NODE", "CLUSTER gRPC", "IMAP", "POP3"
+    );
     for c in &configs {
         println!(
-            "  {:<6} {:<22} {}",
+            "  {:<6} {:<18} {:<18} {:<18} {}",
             c.node_id,
             c.cluster.listen,
+            c.access.imap_listen.as_deref().unwrap_or("-"),
+            c.access.pop3_listen.as_deref().unwrap_or("-"),
             c.data_dir.display()
         );
     }

@@ -33,6 +33,29 @@ pub struct ClusterSpec {
     pub raft: RaftConfig,
     /// `[directory]` of every node (default: the embedded directory).
     pub directory: DirectoryConfig,
+    /// `[access]` of node 1; other nodes get the same with every listener's port shifted by
+    /// 10 per node id.
+    pub access: halyard_access::AccessConfig,
+}
+
+/// Node `id`'s copy of the access configuration: each listener's port + 10 × (id − 1).
+fn shifted_access(a: &halyard_access::AccessConfig, id: u64) -> halyard_access::AccessConfig {
+    let shift = |l: &Option<String>| {
+        l.as_ref()
+            .map(|addr| match addr.parse::<std::net::SocketAddr>() {
+                Ok(mut sa) => {
+                    sa.set_port(sa.port() + 10 * (id as u16 - 1));
+                    sa.to_string()
+                }
+                Err(_) => addr.clone(),
+            })
+    };
+    let mut out = a.clone();
+    out.imap_listen = shift(&a.imap_listen);
+    out.imaps_listen = shift(&a.imaps_listen);
+    out.pop3_listen = shift(&a.pop3_listen);
+    out.pop3s_listen = shift(&a.pop3s_listen);
+    out
 }
 
 impl LocalCluster {
@@ -79,6 +102,7 @@ impl LocalCluster {
                     .collect(),
                 raft: spec.raft.clone(),
                 directory: spec.directory.clone(),
+                access: shifted_access(&spec.access, *id),
             };
             std::fs::write(dir.join(format!("node-{id}.toml")), toml::to_string(&cfg)?)?;
             configs.push(cfg);

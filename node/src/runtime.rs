@@ -79,6 +79,7 @@ pub struct Node {
     to_init: Vec<(String, BTreeMap<u64, BasicNode>)>,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    access: Option<halyard_access::AccessServer>,
     _lock: std::fs::File,
 }
 
@@ -235,18 +236,32 @@ impl Node {
                 }),
         );
 
+        let access = halyard_access::AccessServer::start(
+            cfg.access.clone(),
+            halyard_access::Backend {
+                groups: shared.groups.clone(),
+                directory: shared.directory.clone(),
+                default_group: cfg.access.default_group.clone(),
+                node_id: cfg.node_id,
+            },
+        )
+        .await?;
         tracing::info!(node = cfg.node_id, listen = %listen, groups = shared.groups.len(), tls = tls.is_some(), directory = directory_kind, "node started");
         Ok(Node {
             shared,
             to_init,
             stop,
             server,
+            access: Some(access),
             _lock: lock,
         })
     }
 
     /// Stops the groups (which stop replicating and voting) and then the server.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
+        if let Some(a) = self.access.take() {
+            a.shutdown().await;
+        }
         for g in self.shared.groups.values() {
             g.shutdown().await;
         }

@@ -26,6 +26,7 @@ fn spec(base_port: u16, raft: RaftConfig) -> ClusterSpec {
         plaintext: false,
         raft,
         directory: Default::default(),
+        access: Default::default(),
     }
 }
 

@@ -101,6 +101,7 @@ async fn embedded_directory_is_replicated_and_survives_meta_leader_kill() {
             ..RaftConfig::default()
         },
         directory: Default::default(),
+        access: Default::default(),
     };
     let mut c = LocalCluster::new(
         std::path::Path::new(env!("CARGO_BIN_EXE_halyard")),
@@ -234,6 +235,7 @@ async fn serve_uses_configured_ldap_directory() {
         directory: DirectoryConfig {
             ldap: Some(slapd.config()),
         },
+        access: Default::default(),
     };
     let mut c = LocalCluster::new(
         std::path::Path::new(env!("CARGO_BIN_EXE_halyard")),

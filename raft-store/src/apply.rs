@@ -417,11 +417,13 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                 t,
                 user,
                 &mut mb,
-                normalize_flags(flags),
-                *internal_date_ms,
-                size,
-                body_ref,
-                meta.clone(),
+                NewMessage {
+                    flags: normalize_flags(flags),
+                    internal_date_ms: *internal_date_ms,
+                    size,
+                    body: body_ref,
+                    meta: meta.clone(),
+                },
             )?;
             Ok(Ok(Reply::Appended {
                 uidvalidity: mb.uidvalidity,
@@ -644,11 +646,13 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                 t,
                 user,
                 &mut mb,
-                normalize_flags(flags),
-                *internal_date_ms,
-                entry.size,
-                body_ref,
-                entry.meta.clone(),
+                NewMessage {
+                    flags: normalize_flags(flags),
+                    internal_date_ms: *internal_date_ms,
+                    size: entry.size,
+                    body: body_ref,
+                    meta: entry.meta.clone(),
+                },
             )?;
             let record = DeliveryRecord {
                 user: user.clone(),
@@ -882,11 +886,13 @@ fn copy_messages<R: KvRead>(
             t,
             user,
             &mut dst,
-            m.flags.clone(),
-            m.internal_date_ms,
-            m.size,
-            body_ref,
-            m.meta.clone(),
+            NewMessage {
+                flags: m.flags.clone(),
+                internal_date_ms: m.internal_date_ms,
+                size: m.size,
+                body: body_ref,
+                meta: m.meta.clone(),
+            },
         )?;
         if src.id == dst.id {
             // COPY into the same mailbox: keep `src` in step with `dst`.
@@ -916,16 +922,28 @@ fn copy_messages<R: KvRead>(
     }))
 }
 
-fn insert_message<R: KvRead>(
-    t: &mut Txn<'_, R>,
-    user: &str,
-    mb: &mut MailboxRecord,
+/// A message about to be indexed into a mailbox.
+struct NewMessage {
     flags: Vec<String>,
     internal_date_ms: i64,
     size: u64,
     body: BodyRef,
     meta: Option<MessageMeta>,
+}
+
+fn insert_message<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    user: &str,
+    mb: &mut MailboxRecord,
+    new: NewMessage,
 ) -> Result<(u32, u64), StoreError> {
+    let NewMessage {
+        flags,
+        internal_date_ms,
+        size,
+        body,
+        meta,
+    } = new;
     let uid = mb.uidnext;
     mb.uidnext = mb
         .uidnext

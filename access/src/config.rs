@@ -1,0 +1,150 @@
+//! `[access]`: where IMAP and POP3 listen, TLS, and the limits that keep one client from
+//! hurting the others.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+fn d_max_connections() -> usize {
+    200_000
+}
+fn d_max_per_ip() -> usize {
+    2_000
+}
+fn d_max_line() -> usize {
+    64 * 1024
+}
+fn d_max_literal() -> u64 {
+    64 << 20
+}
+fn d_autologout() -> u64 {
+    30 * 60
+}
+fn d_write_timeout() -> u64 {
+    120
+}
+fn d_login_failures() -> u32 {
+    10
+}
+
+/// `[access]` configuration. Listeners that are not set are not started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// IMAP with STARTTLS, e.g. `0.0.0.0:143`.
+    #[serde(default)]
+    pub imap_listen: Option<String>,
+    /// IMAP over implicit TLS, e.g. `0.0.0.0:993`.
+    #[serde(default)]
+    pub imaps_listen: Option<String>,
+    /// POP3 with STLS, e.g. `0.0.0.0:110`.
+    #[serde(default)]
+    pub pop3_listen: Option<String>,
+    /// POP3 over implicit TLS, e.g. `0.0.0.0:995`.
+    #[serde(default)]
+    pub pop3s_listen: Option<String>,
+    /// PEM certificate chain and key for STARTTLS/STLS and the implicit-TLS ports; re-read on
+    /// SIGHUP.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse LOGIN/AUTHENTICATE/USER before TLS (advertises LOGINDISABLED).
+    #[serde(default)]
+    pub require_tls_for_login: bool,
+    /// Resource group holding the mailboxes of users whose directory entry names none.
+    #[serde(default)]
+    pub default_group: Option<String>,
+    #[serde(default = "d_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "d_max_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Longest command line (without literals).
+    #[serde(default = "d_max_line")]
+    pub max_line_bytes: usize,
+    /// Largest literal (APPEND message); larger ones are refused before any allocation.
+    #[serde(default = "d_max_literal")]
+    pub max_literal_bytes: u64,
+    /// An IMAP session with no command for this long is logged out (RFC 3501: at least 30 min).
+    #[serde(default = "d_autologout")]
+    pub autologout_secs: u64,
+    /// A client that does not read what it is sent for this long is disconnected.
+    #[serde(default = "d_write_timeout")]
+    pub write_timeout_secs: u64,
+    /// Failed logins per client address or per login within 10 minutes before further
+    /// attempts are refused (each failure is also answered after a growing delay).
+    #[serde(default = "d_login_failures")]
+    pub max_login_failures: u32,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            imap_listen: None,
+            imaps_listen: None,
+            pop3_listen: None,
+            pop3s_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            require_tls_for_login: false,
+            default_group: None,
+            max_connections: d_max_connections(),
+            max_connections_per_ip: d_max_per_ip(),
+            max_line_bytes: d_max_line(),
+            max_literal_bytes: d_max_literal(),
+            autologout_secs: d_autologout(),
+            write_timeout_secs: d_write_timeout(),
+            max_login_failures: d_login_failures(),
+        }
+    }
+}
+
+impl AccessConfig {
+    /// Checks what can be checked without side effects. Returns (key, message).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (k, v) in [
+            ("access.imap_listen", &self.imap_listen),
+            ("access.imaps_listen", &self.imaps_listen),
+            ("access.pop3_listen", &self.pop3_listen),
+            ("access.pop3s_listen", &self.pop3s_listen),
+        ] {
+            if let Some(a) = v
+                && a.parse::<std::net::SocketAddr>().is_err()
+            {
+                return Err((k.into(), format!("{a:?} is not an IP:port socket address")));
+            }
+        }
+        let tls = self.tls_cert.is_some() && self.tls_key.is_some();
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err((
+                "access.tls_cert".into(),
+                "tls_cert and tls_key go together".into(),
+            ));
+        }
+        if !tls && (self.imaps_listen.is_some() || self.pop3s_listen.is_some()) {
+            return Err((
+                "access.tls_cert".into(),
+                "implicit-TLS listeners need tls_cert and tls_key".into(),
+            ));
+        }
+        if !tls && self.require_tls_for_login {
+            return Err((
+                "access.require_tls_for_login".into(),
+                "needs tls_cert and tls_key".into(),
+            ));
+        }
+        if self.max_line_bytes < 1024 {
+            return Err((
+                "access.max_line_bytes".into(),
+                "must be at least 1024".into(),
+            ));
+        }
+        if self.autologout_secs < 60 {
+            return Err((
+                "access.autologout_secs".into(),
+                "must be at least 60".into(),
+            ));
+        }
+        Ok(())
+    }
+}

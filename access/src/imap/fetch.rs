@@ -1,0 +1,518 @@
+//! FETCH: message data items from the index (flags, dates, sizes, and the ENVELOPE and
+//! BODYSTRUCTURE computed at append/delivery) and body sections sliced from the stored body
+//! by the part offsets kept in the index.
+
+use std::collections::HashMap;
+use std::io;
+use std::num::{NonZeroU32, NonZeroU64};
+
+use chrono::TimeZone;
+use halyard_raft_store::{
+    Addr, BodyKind, BodyPart, Command as StoreCommand, Envelope, FlagAction, MessageMeta,
+    MessageRecord, Reply,
+};
+use imap_codec::imap_types::body::{
+    BasicFields, Body, BodyStructure, Disposition, Language, Location, MultiPartExtensionData,
+    SinglePartExtensionData, SpecificFields,
+};
+use imap_codec::imap_types::command::FetchModifier;
+use imap_codec::imap_types::core::{IString, Literal, NString, Tag, Vec1};
+use imap_codec::imap_types::datetime::DateTime;
+use imap_codec::imap_types::envelope::{Address, Envelope as WireEnvelope};
+use imap_codec::imap_types::fetch::{
+    Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
+};
+use imap_codec::imap_types::flag::FlagFetch;
+use imap_codec::imap_types::response::{Data, Response};
+use imap_codec::imap_types::sequence::SequenceSet;
+
+use super::session::{Session, flags_of};
+use super::{Kind, encode, status};
+use crate::store::StoreFail;
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+fn nstr(s: Option<&str>) -> NString<'static> {
+    match s {
+        Some(s) => NString::try_from(s.to_string()).unwrap_or(NString(None)),
+        None => NString(None),
+    }
+}
+
+fn istr(s: &str) -> IString<'static> {
+    IString::try_from(s.to_string())
+        .unwrap_or_else(|_| IString::Literal(Literal::unvalidated(s.as_bytes().to_vec())))
+}
+
+/// Message bytes as an nstring: quoted when possible, else a literal (even with bytes IMAP
+/// would want in literal8; clients take them).
+fn data(bytes: &[u8]) -> NString<'static> {
+    match IString::try_from(bytes.to_vec()) {
+        Ok(s) => NString(Some(s)),
+        Err(_) => NString(Some(IString::Literal(Literal::unvalidated(bytes.to_vec())))),
+    }
+}
+
+fn addresses(list: &[Addr]) -> Vec<Address<'static>> {
+    list.iter()
+        .map(|a| Address {
+            name: nstr(a.name.as_deref()),
+            adl: nstr(a.adl.as_deref()),
+            mailbox: nstr(a.mailbox.as_deref()),
+            host: nstr(a.host.as_deref()),
+        })
+        .collect()
+}
+
+pub(crate) fn envelope(e: &Envelope) -> WireEnvelope<'static> {
+    WireEnvelope {
+        date: nstr(e.date.as_deref()),
+        subject: nstr(e.subject.as_deref()),
+        from: addresses(&e.from),
+        sender: addresses(&e.sender),
+        reply_to: addresses(&e.reply_to),
+        to: addresses(&e.to),
+        cc: addresses(&e.cc),
+        bcc: addresses(&e.bcc),
+        in_reply_to: nstr(e.in_reply_to.as_deref()),
+        message_id: nstr(e.message_id.as_deref()),
+    }
+}
+
+fn params(p: &[(String, String)]) -> Vec<(IString<'static>, IString<'static>)> {
+    p.iter()
+        .map(|(k, v)| (istr(&k.to_uppercase()), istr(v)))
+        .collect()
+}
+
+fn disposition(p: &BodyPart) -> Disposition<'static> {
+    Disposition {
+        disposition: p
+            .disposition
+            .as_ref()
+            .map(|(d, ps)| (istr(&d.to_uppercase()), params(ps))),
+        tail: Some(Language {
+            language: p.language.iter().map(|l| istr(l)).collect(),
+            tail: Some(Location {
+                location: nstr(p.location.as_deref()),
+                extensions: vec![],
+            }),
+        }),
+    }
+}
+
+/// BODYSTRUCTURE (`extended`) or BODY of a part.
+pub(crate) fn structure(p: &BodyPart, extended: bool) -> BodyStructure<'static> {
+    if let BodyKind::Multipart { parts } = &p.kind {
+        let bodies: Vec<BodyStructure> = parts.iter().map(|c| structure(c, extended)).collect();
+        if let Ok(bodies) = Vec1::try_from(bodies) {
+            return BodyStructure::Multi {
+                bodies,
+                subtype: istr(&p.subtype.to_uppercase()),
+                extension_data: extended.then(|| MultiPartExtensionData {
+                    parameter_list: params(&p.params),
+                    tail: Some(disposition(p)),
+                }),
+            };
+        }
+    }
+    let size = p.end.saturating_sub(p.body_start).min(u32::MAX as u64) as u32;
+    let lines = p.lines.min(u32::MAX as u64) as u32;
+    let specific = match &p.kind {
+        BodyKind::Text => SpecificFields::Text {
+            subtype: istr(&p.subtype.to_uppercase()),
+            number_of_lines: lines,
+        },
+        BodyKind::Message { envelope: e, body } => SpecificFields::Message {
+            envelope: Box::new(envelope(e)),
+            body_structure: Box::new(structure(body, extended)),
+            number_of_lines: lines,
+        },
+        _ => SpecificFields::Basic {
+            r#type: istr(&p.media_type.to_uppercase()),
+            subtype: istr(&p.subtype.to_uppercase()),
+        },
+    };
+    BodyStructure::Single {
+        body: Body {
+            basic: BasicFields {
+                parameter_list: params(&p.params),
+                id: nstr(p.id.as_deref()),
+                description: nstr(p.description.as_deref()),
+                content_transfer_encoding: istr(&p.encoding.to_uppercase()),
+                size,
+            },
+            specific,
+        },
+        extension_data: extended.then(|| SinglePartExtensionData {
+            md5: nstr(p.md5.as_deref()),
+            tail: Some(disposition(p)),
+        }),
+    }
+}
+
+/// The part a section path names (RFC 3501 §6.4.5 part numbering).
+fn part<'m>(root: &'m BodyPart, path: &[NonZeroU32]) -> Option<&'m BodyPart> {
+    let mut cur = root;
+    for n in path {
+        let n = n.get() as usize;
+        // Inside a message/rfc822, numbers refer to the enclosed message's parts.
+        let container = match &cur.kind {
+            BodyKind::Message { body, .. } => body.as_ref(),
+            _ => cur,
+        };
+        cur = match &container.kind {
+            BodyKind::Multipart { parts } => parts.get(n - 1)?,
+            _ if n == 1 => container,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// The enclosed message of a message/rfc822 part, or the message itself for the root.
+fn message_of<'m>(root: &'m BodyPart, path: Option<&[NonZeroU32]>) -> Option<&'m BodyPart> {
+    match path {
+        None => Some(root),
+        Some(p) => match &part(root, p)?.kind {
+            BodyKind::Message { body, .. } => Some(body.as_ref()),
+            _ => None,
+        },
+    }
+}
+
+/// Header fields of a header block, filtered by name (`keep == true`: only these).
+fn header_fields(block: &[u8], names: &[String], keep: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < block.len() {
+        // One field: up to a line end not followed by a continuation.
+        let mut j = i;
+        loop {
+            match block[j..].iter().position(|b| *b == b'\n') {
+                Some(p) => {
+                    j += p + 1;
+                    if j < block.len() && (block[j] == b' ' || block[j] == b'\t') {
+                        continue;
+                    }
+                }
+                None => j = block.len(),
+            }
+            break;
+        }
+        let field = &block[i..j];
+        if field == b"\r\n" || field == b"\n" {
+            break;
+        }
+        let name = field
+            .split(|b| *b == b':')
+            .next()
+            .map(|n| String::from_utf8_lossy(n).trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if names.iter().any(|n| n.eq_ignore_ascii_case(&name)) == keep {
+            out.extend_from_slice(field);
+        }
+        i = j;
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn slice(raw: &[u8], from: u64, to: u64) -> Vec<u8> {
+    let len = raw.len() as u64;
+    raw[from.min(len) as usize..to.min(len).max(from.min(len)) as usize].to_vec()
+}
+
+/// The bytes of `BODY[section]`.
+fn section_bytes(raw: &[u8], meta: &MessageMeta, section: &Option<Section<'_>>) -> Vec<u8> {
+    let root = &meta.body;
+    let path = |p: &Option<imap_codec::imap_types::fetch::Part>| -> Option<Vec<NonZeroU32>> {
+        p.as_ref().map(|p| p.0.as_ref().to_vec())
+    };
+    match section {
+        None => raw.to_vec(),
+        Some(Section::Part(p)) => match part(root, p.0.as_ref()) {
+            Some(x) => slice(raw, x.body_start, x.end),
+            None => Vec::new(),
+        },
+        Some(Section::Header(p)) => match message_of(root, path(p).as_deref()) {
+            Some(m) => slice(raw, m.header_start, m.body_start),
+            None => Vec::new(),
+        },
+        Some(Section::Text(p)) => match message_of(root, path(p).as_deref()) {
+            Some(m) => slice(raw, m.body_start, m.end),
+            None => Vec::new(),
+        },
+        Some(Section::HeaderFields(p, names)) | Some(Section::HeaderFieldsNot(p, names)) => {
+            let keep = matches!(section, Some(Section::HeaderFields(..)));
+            let names: Vec<String> = names
+                .as_ref()
+                .iter()
+                .map(|n| String::from_utf8_lossy(n.as_ref()).into_owned())
+                .collect();
+            match message_of(root, path(p).as_deref()) {
+                Some(m) => header_fields(&slice(raw, m.header_start, m.body_start), &names, keep),
+                None => Vec::new(),
+            }
+        }
+        Some(Section::Mime(p)) => match part(root, p.0.as_ref()) {
+            Some(x) => slice(raw, x.header_start, x.body_start),
+            None => Vec::new(),
+        },
+    }
+}
+
+fn internal_date(ms: i64) -> Option<DateTime> {
+    // IMAP dates have whole seconds.
+    let dt = chrono::Utc.timestamp_opt(ms.div_euclid(1000), 0).single()?;
+    DateTime::try_from(dt.fixed_offset()).ok()
+}
+
+impl Session {
+    pub(crate) async fn fetch(
+        &mut self,
+        tag: &Tag<'_>,
+        set: &SequenceSet,
+        names: MacroOrMessageDataItemNames<'_>,
+        uid: bool,
+        modifiers: Vec<FetchModifier>,
+    ) -> io::Result<()> {
+        if !uid && !self.seqs_valid(set) {
+            let b = status(Kind::No, Some(tag), None, "no such message");
+            return self.conn.write(&b).await;
+        }
+        let mut names: Vec<MessageDataItemName> = match names {
+            MacroOrMessageDataItemNames::Macro(m) => {
+                let mut v = vec![
+                    MessageDataItemName::Flags,
+                    MessageDataItemName::InternalDate,
+                    MessageDataItemName::Rfc822Size,
+                ];
+                if matches!(m, Macro::All | Macro::Full) {
+                    v.push(MessageDataItemName::Envelope);
+                }
+                if matches!(m, Macro::Full) {
+                    v.push(MessageDataItemName::Body);
+                }
+                v
+            }
+            MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
+        };
+        let changed_since = modifiers.iter().find_map(|m| match m {
+            FetchModifier::ChangedSince(v) => Some(v.get()),
+            _ => None,
+        });
+        if changed_since.is_some() {
+            self.condstore = true;
+        }
+        if uid && !names.contains(&MessageDataItemName::Uid) {
+            names.insert(0, MessageDataItemName::Uid);
+        }
+        if self.condstore && !names.contains(&MessageDataItemName::ModSeq) {
+            names.push(MessageDataItemName::ModSeq);
+        }
+        let targets = self.resolve(set, uid);
+        let acct = self.account.as_ref().expect("authenticated");
+        let sel = self.sel.as_ref().expect("selected");
+        let reader = acct.reader();
+        let records: HashMap<u32, MessageRecord> = match reader.messages(&acct.user, &sel.name) {
+            Ok(Some(m)) => m.into_iter().map(|m| (m.uid, m)).collect(),
+            Ok(None) => HashMap::new(),
+            Err(e) => {
+                return self
+                    .fail_fetch(tag, StoreFail::Unavailable(e.to_string()))
+                    .await;
+            }
+        };
+        // Reading a body without .PEEK sets \Seen, committed before the data is sent.
+        let sets_seen = names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::BodyExt { peek: false, .. }
+                    | MessageDataItemName::Rfc822
+                    | MessageDataItemName::Rfc822Text
+            )
+        });
+        let mut newly_seen = Vec::new();
+        if sets_seen && !sel.read_only {
+            let unseen: Vec<u32> = targets
+                .iter()
+                .filter(|(_, u)| {
+                    records
+                        .get(u)
+                        .is_some_and(|r| !r.flags.iter().any(|f| f == "\\Seen"))
+                })
+                .map(|(_, u)| *u)
+                .collect();
+            if !unseen.is_empty() {
+                let cmd = StoreCommand::StoreFlags {
+                    user: acct.user.clone(),
+                    mailbox: sel.name.clone(),
+                    uids: unseen.clone(),
+                    action: FlagAction::Add,
+                    flags: vec!["\\Seen".into()],
+                    unchanged_since: None,
+                };
+                match acct.propose(cmd).await {
+                    Ok(Reply::FlagsStored { updated, .. }) => {
+                        let sel = self.sel.as_mut().expect("selected");
+                        for (u, ms, fl) in updated {
+                            sel.flags.insert(u, (ms, fl));
+                            newly_seen.push(u);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(f) => return self.fail_fetch(tag, f).await,
+                }
+            }
+        }
+        let sel = self.sel.as_ref().expect("selected");
+        let mut out = Vec::new();
+        for (seq, u) in &targets {
+            let Some(rec) = records.get(u) else { continue };
+            let (modseq, flags) = sel
+                .flags
+                .get(u)
+                .cloned()
+                .unwrap_or((rec.modseq, rec.flags.clone()));
+            if let Some(cs) = changed_since
+                && modseq <= cs
+            {
+                continue;
+            }
+            let mut raw: Option<Vec<u8>> = None;
+            let mut meta: Option<MessageMeta> = rec.meta.clone();
+            let mut items = Vec::new();
+            let mut with_flags = false;
+            for n in &names {
+                let needs_body = matches!(
+                    n,
+                    MessageDataItemName::BodyExt { .. }
+                        | MessageDataItemName::Rfc822
+                        | MessageDataItemName::Rfc822Header
+                        | MessageDataItemName::Rfc822Text
+                ) || (meta.is_none()
+                    && matches!(
+                        n,
+                        MessageDataItemName::Envelope
+                            | MessageDataItemName::Body
+                            | MessageDataItemName::BodyStructure
+                    ));
+                if needs_body && raw.is_none() {
+                    raw = Some(reader.body(&rec.body).ok().flatten().unwrap_or_default());
+                }
+                if meta.is_none() && needs_body {
+                    meta = Some(halyard_raft_store::mime::message_meta(
+                        raw.as_deref().unwrap_or_default(),
+                    ));
+                }
+                let r = raw.as_deref().unwrap_or_default();
+                items.push(match n {
+                    MessageDataItemName::Uid => MessageDataItem::Uid(nz(*u)),
+                    MessageDataItemName::Flags => {
+                        with_flags = true;
+                        MessageDataItem::Flags(
+                            flags_of(&flags).into_iter().map(FlagFetch::Flag).collect(),
+                        )
+                    }
+                    MessageDataItemName::InternalDate => {
+                        match internal_date(rec.internal_date_ms) {
+                            Some(d) => MessageDataItem::InternalDate(d),
+                            None => continue,
+                        }
+                    }
+                    MessageDataItemName::Rfc822Size => {
+                        MessageDataItem::Rfc822Size(rec.size.min(u32::MAX as u64) as u32)
+                    }
+                    MessageDataItemName::ModSeq => match NonZeroU64::new(modseq) {
+                        Some(m) => MessageDataItem::ModSeq(m),
+                        None => continue,
+                    },
+                    MessageDataItemName::Envelope => {
+                        MessageDataItem::Envelope(envelope(&meta.as_ref().expect("meta").envelope))
+                    }
+                    MessageDataItemName::Body => {
+                        MessageDataItem::Body(structure(&meta.as_ref().expect("meta").body, false))
+                    }
+                    MessageDataItemName::BodyStructure => MessageDataItem::BodyStructure(
+                        structure(&meta.as_ref().expect("meta").body, true),
+                    ),
+                    MessageDataItemName::BodyExt {
+                        section, partial, ..
+                    } => {
+                        let bytes = section_bytes(r, meta.as_ref().expect("meta"), section);
+                        let (origin, bytes) = match partial {
+                            Some((start, len)) => {
+                                let s = (*start as usize).min(bytes.len());
+                                let e = s.saturating_add(len.get() as usize).min(bytes.len());
+                                (Some(*start), bytes[s..e].to_vec())
+                            }
+                            None => (None, bytes),
+                        };
+                        MessageDataItem::BodyExt {
+                            section: section.clone(),
+                            origin,
+                            data: data(&bytes),
+                        }
+                    }
+                    MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(data(r)),
+                    MessageDataItemName::Rfc822Header => {
+                        let m = meta.as_ref().expect("meta");
+                        MessageDataItem::Rfc822Header(data(&slice(r, 0, m.body.body_start)))
+                    }
+                    MessageDataItemName::Rfc822Text => {
+                        let m = meta.as_ref().expect("meta");
+                        MessageDataItem::Rfc822Text(data(&slice(r, m.body.body_start, m.body.end)))
+                    }
+                    MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
+                        continue;
+                    }
+                });
+            }
+            if newly_seen.contains(u) && !with_flags {
+                items.push(MessageDataItem::Flags(
+                    flags_of(&flags).into_iter().map(FlagFetch::Flag).collect(),
+                ));
+            }
+            if let Ok(items) = Vec1::try_from(items) {
+                out.extend(encode(&Response::Data(Data::Fetch {
+                    seq: nz(*seq),
+                    items,
+                })));
+            }
+            if out.len() > 1 << 20 {
+                self.conn.write(&out).await?;
+                out.clear();
+            }
+        }
+        self.conn.write(&out).await?;
+        self.sync(false).await?;
+        let b = status(Kind::Ok, Some(tag), None, "FETCH completed");
+        self.conn.write(&b).await
+    }
+
+    async fn fail_fetch(&mut self, tag: &Tag<'_>, f: StoreFail) -> io::Result<()> {
+        let b = status(Kind::No, Some(tag), None, &f.to_string());
+        self.conn.write(&b).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_field_filter() {
+        let h = b"From: a@b\r\nSubject: hi\r\n there\r\nTo: c@d\r\n\r\n";
+        assert_eq!(
+            header_fields(h, &["subject".into()], true),
+            b"Subject: hi\r\n there\r\n\r\n".to_vec()
+        );
+        assert_eq!(
+            header_fields(h, &["SUBJECT".into()], false),
+            b"From: a@b\r\nTo: c@d\r\n\r\n".to_vec()
+        );
+    }
+}

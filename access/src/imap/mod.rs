@@ -1,0 +1,221 @@
+//! The IMAP4rev1 server: accepting connections, framing commands (imap-codec, with literal
+//! limits enforced before anything is allocated), and the session state machine.
+
+mod conn;
+mod fetch;
+mod search;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imap_codec::decode::Decoder;
+use imap_codec::encode::Encoder;
+use imap_codec::imap_types::command::Command;
+use imap_codec::imap_types::core::Tag;
+use imap_codec::imap_types::response::{Code, Response, Status};
+use imap_codec::{CommandCodec, ResponseCodec};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::Shared;
+use conn::{Conn, Stream};
+
+pub use session::capabilities;
+
+/// Accepts connections until `stop`; each gets its own task.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    implicit_tls: bool,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "IMAP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            serve(tcp, peer, shared, implicit_tls).await;
+        });
+    }
+}
+
+async fn serve(tcp: TcpStream, peer: std::net::SocketAddr, shared: Arc<Shared>, implicit: bool) {
+    let write_timeout = Duration::from_secs(shared.cfg.write_timeout_secs);
+    let mut conn = Conn::new(Stream::Plain(tcp), peer, write_timeout);
+    let guard = match shared.limits.admit(peer.ip()) {
+        Ok(g) => g,
+        Err(why) => {
+            let _ = conn.write(format!("* BYE {why}\r\n").as_bytes()).await;
+            return;
+        }
+    };
+    if implicit {
+        let Some(tls) = &shared.tls else { return };
+        if conn.start_tls(tls.acceptor()).await.is_err() {
+            return;
+        }
+    }
+    let mut s = session::Session::new(shared, conn);
+    if let Err(e) = s.run().await {
+        tracing::debug!(peer = %peer, error = %e, "IMAP session ended");
+    }
+    drop(guard);
+}
+
+/// Serialises one response.
+pub(crate) fn encode(r: &Response<'_>) -> Vec<u8> {
+    ResponseCodec::default().encode(r).dump()
+}
+
+/// Text for status responses: imap-types refuses CR, LF and empty text.
+fn clean(text: &str) -> String {
+    let t: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if t.trim().is_empty() {
+        "done".into()
+    } else {
+        t
+    }
+}
+
+pub(crate) enum Kind {
+    Ok,
+    No,
+    Bad,
+}
+
+/// A tagged (or untagged when `tag` is None) status response.
+pub(crate) fn status(
+    kind: Kind,
+    tag: Option<&Tag<'_>>,
+    code: Option<Code<'_>>,
+    text: &str,
+) -> Vec<u8> {
+    let text = clean(text);
+    let tag = tag.cloned();
+    let s = match kind {
+        Kind::Ok => Status::ok(tag, code, text.as_str()),
+        Kind::No => Status::no(tag, code, text.as_str()),
+        Kind::Bad => Status::bad(tag, code, text.as_str()),
+    };
+    match s {
+        Ok(s) => encode(&Response::Status(s)),
+        Err(_) => b"* BAD internal error encoding a response\r\n".to_vec(),
+    }
+}
+
+pub(crate) fn bye(text: &str) -> Vec<u8> {
+    match Status::bye(None, clean(text).as_str()) {
+        Ok(s) => encode(&Response::Status(s)),
+        Err(_) => b"* BYE\r\n".to_vec(),
+    }
+}
+
+/// The result of trying to take one command from the buffer.
+pub(crate) enum Framed {
+    Command(Box<Command<'static>>),
+    /// More bytes are needed.
+    NeedMore,
+    /// A synchronising literal of this size may be sent: send a continuation request.
+    Continue,
+    /// Answer with this and go on (the bad input has been removed from the buffer).
+    Reject(Vec<u8>),
+    /// Answer with this and close the connection.
+    Fatal(Vec<u8>),
+}
+
+/// Takes the next command out of the connection's buffer. `literal_end` remembers where the
+/// literal being received ends (0: none), so literal bytes do not count as line length.
+pub(crate) fn frame(
+    conn: &mut Conn,
+    literal_end: &mut usize,
+    max_line: usize,
+    max_literal: u64,
+) -> Framed {
+    use imap_codec::decode::CommandDecodeError;
+    use imap_codec::imap_types::core::LiteralMode;
+    let buf = &conn.buf;
+    match CommandCodec::default().decode_static(buf) {
+        Ok((rest, cmd)) => {
+            let used = buf.len() - rest.len();
+            let _ = conn.buf.split_to(used);
+            *literal_end = 0;
+            Framed::Command(Box::new(cmd))
+        }
+        Err(CommandDecodeError::Incomplete) => {
+            if buf.len() <= *literal_end {
+                return Framed::NeedMore;
+            }
+            // Bytes since the last line end or literal must stay within a line.
+            let line_start = buf
+                .windows(2)
+                .rposition(|w| w == b"\r\n")
+                .map_or(0, |p| p + 2)
+                .max(*literal_end);
+            if buf.len() - line_start > max_line {
+                *literal_end = 0;
+                return Framed::Fatal(bye(&format!("command line longer than {max_line} bytes")));
+            }
+            Framed::NeedMore
+        }
+        Err(CommandDecodeError::LiteralFound { tag, length, mode }) => {
+            if u64::from(length) > max_literal {
+                *literal_end = 0;
+                let text =
+                    format!("literal of {length} bytes is over the {max_literal}-byte limit");
+                match mode {
+                    LiteralMode::Sync => {
+                        let r = status(Kind::No, Some(&tag), Some(Code::TooBig), &text);
+                        conn.buf.clear();
+                        Framed::Reject(r)
+                    }
+                    // The data is already on its way: the only safe answer is to hang up.
+                    LiteralMode::NonSync => Framed::Fatal(bye(&text)),
+                }
+            } else {
+                *literal_end = buf.len() + length as usize;
+                match mode {
+                    LiteralMode::Sync => Framed::Continue,
+                    LiteralMode::NonSync => Framed::NeedMore,
+                }
+            }
+        }
+        Err(CommandDecodeError::Failed) => {
+            *literal_end = 0;
+            // Drop the offending line; answer BAD with its tag if it has a usable one.
+            let end = buf.windows(2).position(|w| w == b"\r\n").map(|p| p + 2);
+            let line = &buf[..end.unwrap_or(buf.len())];
+            let tag = line
+                .split(|b| *b == b' ')
+                .next()
+                .and_then(|t| Tag::try_from(t.to_vec()).ok());
+            let r = status(
+                Kind::Bad,
+                tag.as_ref(),
+                None,
+                "syntax error, or a command unknown in this state",
+            );
+            match end {
+                Some(e) => {
+                    let _ = conn.buf.split_to(e);
+                    Framed::Reject(r)
+                }
+                None => Framed::Fatal(r),
+            }
+        }
+    }
+}

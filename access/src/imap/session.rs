@@ -1,0 +1,1582 @@
+//! One IMAP session: states (not authenticated, authenticated, selected), every command,
+//! and the session's view of the selected mailbox (sequence numbers ↔ UIDs, flags), kept in
+//! step with other sessions through the group's change feed.
+
+use std::collections::HashMap;
+use std::io;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bounded_static::IntoBoundedStatic;
+use halyard_directory::DirectoryError;
+use halyard_raft_store::{
+    ApplyError, Change, Command as StoreCommand, Event, FlagAction, MailboxRecord, MessageRecord,
+    Reply,
+};
+use imap_codec::decode::Decoder;
+use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::core::{AString, Atom, IString, NString, QuotedChar, Tag, Vec1};
+use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+use imap_codec::imap_types::extensions::namespace::Namespace;
+use imap_codec::imap_types::extensions::quota::{QuotaGet, Resource};
+use imap_codec::imap_types::extensions::uidplus::{UidElement, UidSet};
+use imap_codec::imap_types::flag::{Flag, FlagNameAttribute, FlagPerm, StoreResponse, StoreType};
+use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
+use imap_codec::imap_types::response::{
+    Capability, Code, CommandContinuationRequest, Data, Response,
+};
+use imap_codec::imap_types::sequence::SequenceSet;
+use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
+use imap_codec::{AuthenticateDataCodec, IdleDoneCodec};
+use tokio::sync::broadcast;
+
+use super::conn::Conn;
+use super::{Framed, Kind, bye, encode, frame, status};
+use crate::Shared;
+use crate::mutf7;
+use crate::store::{Account, StoreFail};
+
+pub const DELIMITER: char = '/';
+
+/// The CAPABILITY list for a session in this state.
+pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capability<'static>> {
+    let mut caps = vec![Capability::Imap4Rev1];
+    let atom = |s: &'static str| Capability::from(Atom::try_from(s).unwrap());
+    if !authenticated {
+        if shared.tls.is_some() && !tls {
+            caps.push(Capability::StartTls);
+        }
+        if shared.cfg.require_tls_for_login && !tls {
+            caps.push(Capability::LoginDisabled);
+        } else {
+            caps.push(Capability::Auth(AuthMechanism::Plain));
+            caps.push(Capability::Auth(AuthMechanism::Login));
+        }
+        caps.push(Capability::SaslIr);
+    }
+    caps.extend([
+        Capability::LiteralPlus,
+        Capability::Idle,
+        Capability::Enable,
+        Capability::Move,
+        Capability::Quota,
+        Capability::QuotaRes(Resource::Storage),
+        Capability::QuotaRes(Resource::Message),
+        Capability::Id,
+        Capability::Namespace,
+        Capability::UidPlus,
+        Capability::Unselect,
+        Capability::CondStore,
+        atom("CHILDREN"),
+        atom("SPECIAL-USE"),
+    ]);
+    caps
+}
+
+/// The session's picture of the selected mailbox.
+pub(crate) struct Selected {
+    pub name: String,
+    pub read_only: bool,
+    /// UIDs by sequence number (index + 1).
+    pub uids: Vec<u32>,
+    /// uid -> (modseq, flags) as last reported to the client.
+    pub flags: HashMap<u32, (u64, Vec<String>)>,
+    pub dirty: bool,
+}
+
+pub struct Session {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) conn: Conn,
+    pub(crate) account: Option<Account>,
+    pub(crate) sel: Option<Selected>,
+    pub(crate) condstore: bool,
+    literal_end: usize,
+    feed: Option<broadcast::Receiver<Arc<Change>>>,
+}
+
+type Res = io::Result<bool>;
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+pub(crate) fn mailbox_name(m: &Mailbox<'_>) -> Result<String, String> {
+    match m {
+        Mailbox::Inbox => Ok("INBOX".into()),
+        Mailbox::Other(o) => {
+            let raw = std::str::from_utf8(o.as_ref())
+                .map_err(|_| "mailbox name is not modified UTF-7".to_string())?;
+            let name = mutf7::decode(raw)?;
+            let name = halyard_raft_store::apply::canonical_mailbox(&name);
+            if name.is_empty() || name.len() > 512 {
+                return Err("mailbox name must be 1-512 bytes".into());
+            }
+            Ok(name)
+        }
+    }
+}
+
+pub(crate) fn wire_mailbox(name: &str) -> Mailbox<'static> {
+    Mailbox::try_from(mutf7::encode(name)).unwrap_or(Mailbox::Inbox)
+}
+
+fn flag_strings(flags: &[Flag<'_>]) -> Vec<String> {
+    flags.iter().map(|f| f.to_string()).collect()
+}
+
+pub(crate) fn flags_of(strings: &[String]) -> Vec<Flag<'static>> {
+    strings
+        .iter()
+        .filter_map(|s| Flag::try_from(s.as_str()).ok().map(|f| f.into_static()))
+        .collect()
+}
+
+fn uid_set(uids: &[u32]) -> Option<UidSet> {
+    let mut els: Vec<UidElement> = Vec::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
+            i += 1;
+            end = uids[i];
+        }
+        els.push(if start == end {
+            UidElement::Single(nz(start))
+        } else {
+            UidElement::Range(nz(start), nz(end))
+        });
+        i += 1;
+    }
+    Vec1::try_from(els).ok().map(UidSet)
+}
+
+/// Wildcard match of LIST patterns: `*` matches anything, `%` anything but the delimiter.
+pub(crate) fn list_match(pattern: &str, name: &str) -> bool {
+    fn m(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|i| m(&p[1..], &n[i..])),
+            Some('%') => (0..=n.len())
+                .take_while(|&i| i == 0 || n[i - 1] != DELIMITER)
+                .any(|i| m(&p[1..], &n[i..])),
+            Some(c) => n.first() == Some(c) && m(&p[1..], &n[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    m(&p, &n)
+}
+
+impl Session {
+    pub(crate) fn new(shared: Arc<Shared>, conn: Conn) -> Session {
+        Session {
+            shared,
+            conn,
+            account: None,
+            sel: None,
+            condstore: false,
+            literal_end: 0,
+            feed: None,
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.conn.write(bytes).await
+    }
+
+    async fn send_data(&mut self, d: Data<'_>) -> io::Result<()> {
+        let b = encode(&Response::Data(d));
+        self.send(&b).await
+    }
+
+    fn caps(&self) -> Vec<Capability<'static>> {
+        capabilities(&self.shared, self.conn.is_tls(), self.account.is_some())
+    }
+
+    pub(crate) async fn run(&mut self) -> io::Result<()> {
+        let caps = Vec1::try_from(self.caps()).map_err(|_| io::Error::other("caps"))?;
+        let g = status(
+            Kind::Ok,
+            None,
+            Some(Code::Capability(caps)),
+            "Halyard IMAP4rev1 ready",
+        );
+        self.send(&g).await?;
+        let autologout = Duration::from_secs(self.shared.cfg.autologout_secs);
+        loop {
+            let framed = frame(
+                &mut self.conn,
+                &mut self.literal_end,
+                self.shared.cfg.max_line_bytes,
+                self.shared.cfg.max_literal_bytes,
+            );
+            match framed {
+                Framed::Command(c) => {
+                    if !self.handle(*c).await? {
+                        return Ok(());
+                    }
+                }
+                Framed::Continue => {
+                    self.send(b"+ Ready for literal data\r\n").await?;
+                    if !self.read(autologout).await? {
+                        return Ok(());
+                    }
+                }
+                Framed::NeedMore => {
+                    self.conn.release_idle_buffer();
+                    if !self.read(autologout).await? {
+                        return Ok(());
+                    }
+                }
+                Framed::Reject(r) => self.send(&r).await?,
+                Framed::Fatal(r) => {
+                    self.send(&r).await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Reads more input; false at end of stream or autologout.
+    async fn read(&mut self, autologout: Duration) -> io::Result<bool> {
+        match tokio::time::timeout(autologout, self.conn.read_more()).await {
+            Ok(Ok(0)) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                let _ = self.send(&bye("autologout: idle for too long")).await;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn ok(&mut self, tag: &Tag<'_>, code: Option<Code<'_>>, text: &str) -> io::Result<()> {
+        let b = status(Kind::Ok, Some(tag), code, text);
+        self.send(&b).await
+    }
+    async fn no(&mut self, tag: &Tag<'_>, code: Option<Code<'_>>, text: &str) -> io::Result<()> {
+        let b = status(Kind::No, Some(tag), code, text);
+        self.send(&b).await
+    }
+    async fn bad(&mut self, tag: &Tag<'_>, text: &str) -> io::Result<()> {
+        let b = status(Kind::Bad, Some(tag), None, text);
+        self.send(&b).await
+    }
+
+    async fn fail(&mut self, tag: &Tag<'_>, f: StoreFail) -> io::Result<()> {
+        match f {
+            StoreFail::Refused(ApplyError::OverQuota) => {
+                self.no(tag, Some(Code::OverQuota), "over quota").await
+            }
+            StoreFail::Refused(ApplyError::NoSuchMailbox(m)) => {
+                self.no(tag, Some(Code::TryCreate), &format!("no mailbox {m}"))
+                    .await
+            }
+            StoreFail::Refused(e) => self.no(tag, None, &e.to_string()).await,
+            StoreFail::Unavailable(e) => {
+                let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
+                    b"UNAVAILABLE".as_slice(),
+                ));
+                self.no(tag, Some(code), &e).await
+            }
+        }
+    }
+
+    /// Handles one command; false when the session is over.
+    async fn handle(&mut self, cmd: Command<'static>) -> Res {
+        let tag = cmd.tag.clone();
+        let authed = self.account.is_some();
+        match cmd.body {
+            CommandBody::Capability => {
+                let caps = Vec1::try_from(self.caps()).map_err(|_| io::Error::other("caps"))?;
+                self.send_data(Data::Capability(caps)).await?;
+                self.ok(&tag, None, "CAPABILITY completed").await?;
+            }
+            CommandBody::Noop | CommandBody::Check => {
+                self.sync(true).await?;
+                self.ok(&tag, None, "done").await?;
+            }
+            CommandBody::Logout => {
+                self.send(&bye("logging out")).await?;
+                self.ok(&tag, None, "LOGOUT completed").await?;
+                return Ok(false);
+            }
+            CommandBody::Id { .. } => {
+                let params = vec![
+                    (
+                        IString::try_from("name").unwrap(),
+                        NString::try_from("Halyard").unwrap(),
+                    ),
+                    (
+                        IString::try_from("version").unwrap(),
+                        NString::try_from(env!("CARGO_PKG_VERSION")).unwrap(),
+                    ),
+                ];
+                self.send_data(Data::Id {
+                    parameters: Some(params),
+                })
+                .await?;
+                self.ok(&tag, None, "ID completed").await?;
+            }
+            CommandBody::StartTLS if !authed => {
+                let Some(tls) = self.shared.tls.clone() else {
+                    self.bad(&tag, "STARTTLS is not offered here").await?;
+                    return Ok(true);
+                };
+                if self.conn.is_tls() {
+                    self.bad(&tag, "TLS is already active").await?;
+                    return Ok(true);
+                }
+                self.ok(&tag, None, "begin TLS negotiation now").await?;
+                self.conn.start_tls(tls.acceptor()).await?;
+            }
+            CommandBody::Login { username, password } if !authed => {
+                let login = String::from_utf8_lossy(username.as_ref()).into_owned();
+                let pw = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
+                self.login(&tag, &login, &pw).await?;
+            }
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } if !authed => {
+                self.authenticate(
+                    &tag,
+                    mechanism,
+                    initial_response.map(|s| s.declassify().to_vec()),
+                )
+                .await?;
+            }
+            CommandBody::Login { .. }
+            | CommandBody::Authenticate { .. }
+            | CommandBody::StartTLS => {
+                self.bad(&tag, "already authenticated").await?;
+            }
+            _ if !authed => {
+                self.bad(&tag, "log in first (LOGIN or AUTHENTICATE)")
+                    .await?;
+            }
+            body => return self.handle_authenticated(tag, body).await,
+        }
+        Ok(true)
+    }
+
+    async fn login(&mut self, tag: &Tag<'_>, login: &str, password: &str) -> io::Result<()> {
+        if self.shared.cfg.require_tls_for_login && !self.conn.is_tls() {
+            let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
+                b"PRIVACYREQUIRED".as_slice(),
+            ));
+            return self.no(tag, Some(code), "use STARTTLS first").await;
+        }
+        let ip = self.conn.peer.ip();
+        if !self.shared.limits.login_allowed(ip, login) {
+            let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
+                b"UNAVAILABLE".as_slice(),
+            ));
+            return self
+                .no(tag, Some(code), "too many failed logins; try again later")
+                .await;
+        }
+        let unavailable = || {
+            Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
+                b"UNAVAILABLE".as_slice(),
+            ))
+        };
+        match self
+            .shared
+            .backend
+            .directory
+            .authenticate(login, password)
+            .await
+        {
+            Ok(Some(p)) => match crate::store::account(&self.shared, p).await {
+                Ok(acct) => {
+                    self.shared.limits.login_succeeded(login);
+                    tracing::info!(user = %acct.user, group = acct.group.name(), peer = %self.conn.peer, "IMAP login");
+                    self.ensure_inbox_and_quota(&acct).await;
+                    self.account = Some(acct);
+                    let caps = Vec1::try_from(self.caps()).map_err(|_| io::Error::other("caps"))?;
+                    self.ok(tag, Some(Code::Capability(caps)), "logged in")
+                        .await
+                }
+                Err(e) => self.no(tag, Some(unavailable()), &e).await,
+            },
+            Ok(None) => {
+                let delay = self.shared.limits.login_failed(ip, login);
+                tokio::time::sleep(delay).await;
+                let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
+                    b"AUTHENTICATIONFAILED".as_slice(),
+                ));
+                self.no(tag, Some(code), "wrong login or password").await
+            }
+            Err(DirectoryError::Unavailable(e)) => {
+                self.no(
+                    tag,
+                    Some(unavailable()),
+                    &format!("directory unavailable: {e}"),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Every user has an INBOX; the store enforces the directory's quota.
+    async fn ensure_inbox_and_quota(&self, acct: &Account) {
+        let r = acct.reader();
+        if let Ok(None) = r.mailbox(&acct.user, "INBOX") {
+            let _ = acct
+                .propose(StoreCommand::CreateMailbox {
+                    user: acct.user.clone(),
+                    name: "INBOX".into(),
+                    uidvalidity: now_uidvalidity(),
+                    partition: "primary".into(),
+                    special_use: None,
+                })
+                .await;
+        }
+        if let Ok(q) = r.quota(&acct.user)
+            && (q.limit_bytes != acct.record.quota_bytes
+                || q.limit_messages != acct.record.quota_messages)
+        {
+            let _ = acct
+                .propose(StoreCommand::SetQuota {
+                    user: acct.user.clone(),
+                    limit_bytes: acct.record.quota_bytes,
+                    limit_messages: acct.record.quota_messages,
+                })
+                .await;
+        }
+    }
+
+    async fn authenticate(
+        &mut self,
+        tag: &Tag<'_>,
+        mechanism: AuthMechanism<'_>,
+        initial: Option<Vec<u8>>,
+    ) -> io::Result<()> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        match mechanism {
+            AuthMechanism::Plain => {
+                let data = match initial {
+                    Some(d) => d,
+                    None => match self.sasl_step(b"").await? {
+                        Some(d) => d,
+                        None => return self.bad(tag, "authentication cancelled").await,
+                    },
+                };
+                // authzid NUL authcid NUL password
+                let parts: Vec<&[u8]> = data.split(|b| *b == 0).collect();
+                if parts.len() != 3 {
+                    return self.bad(tag, "malformed PLAIN response").await;
+                }
+                let (authz, authc, pw) = (parts[0], parts[1], parts[2]);
+                if !authz.is_empty() && authz != authc {
+                    return self
+                        .no(tag, None, "acting as another user is not allowed")
+                        .await;
+                }
+                let login = String::from_utf8_lossy(authc).into_owned();
+                let pw = String::from_utf8_lossy(pw).into_owned();
+                self.login(tag, &login, &pw).await
+            }
+            AuthMechanism::Login => {
+                let user = match initial {
+                    Some(d) => d,
+                    None => match self
+                        .sasl_step(&b64.encode("Username:").into_bytes())
+                        .await?
+                    {
+                        Some(d) => d,
+                        None => return self.bad(tag, "authentication cancelled").await,
+                    },
+                };
+                let pw = match self
+                    .sasl_step(&b64.encode("Password:").into_bytes())
+                    .await?
+                {
+                    Some(d) => d,
+                    None => return self.bad(tag, "authentication cancelled").await,
+                };
+                let login = String::from_utf8_lossy(&user).into_owned();
+                let pw = String::from_utf8_lossy(&pw).into_owned();
+                self.login(tag, &login, &pw).await
+            }
+            other => {
+                self.no(tag, None, &format!("mechanism {other} is not supported"))
+                    .await
+            }
+        }
+    }
+
+    /// One SASL round: sends a challenge, returns the decoded answer (None: cancelled).
+    async fn sasl_step(&mut self, challenge_b64: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let mut line = b"+ ".to_vec();
+        line.extend_from_slice(challenge_b64);
+        line.extend_from_slice(b"\r\n");
+        self.send(&line).await?;
+        let autologout = Duration::from_secs(60);
+        loop {
+            match AuthenticateDataCodec::default().decode_static(&self.conn.buf) {
+                Ok((rest, data)) => {
+                    let used = self.conn.buf.len() - rest.len();
+                    let _ = self.conn.buf.split_to(used);
+                    return Ok(match data {
+                        AuthenticateData::Continue(d) => Some(d.declassify().to_vec()),
+                        AuthenticateData::Cancel => None,
+                    });
+                }
+                Err(imap_codec::decode::AuthenticateDataDecodeError::Incomplete) => {
+                    if self.conn.buf.len() > self.shared.cfg.max_line_bytes {
+                        return Err(io::Error::other("SASL line too long"));
+                    }
+                    if !self.read(autologout).await? {
+                        return Err(io::Error::other("closed during SASL"));
+                    }
+                }
+                Err(_) => {
+                    let end = self.conn.buf.windows(2).position(|w| w == b"\r\n");
+                    if let Some(e) = end {
+                        let _ = self.conn.buf.split_to(e + 2);
+                    } else {
+                        self.conn.buf.clear();
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn acct(&self) -> &Account {
+        self.account.as_ref().expect("authenticated")
+    }
+
+    async fn handle_authenticated(&mut self, tag: Tag<'static>, body: CommandBody<'static>) -> Res {
+        let user = self.acct().user.clone();
+        macro_rules! name {
+            ($m:expr) => {
+                match mailbox_name(&$m) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.bad(&tag, &e).await?;
+                        return Ok(true);
+                    }
+                }
+            };
+        }
+        macro_rules! need_selected {
+            () => {
+                if self.sel.is_none() {
+                    self.bad(&tag, "no mailbox selected").await?;
+                    return Ok(true);
+                }
+            };
+        }
+        match body {
+            CommandBody::Enable { capabilities } => {
+                let mut enabled = Vec::new();
+                for c in capabilities.as_ref() {
+                    if matches!(c, CapabilityEnable::CondStore) {
+                        self.condstore = true;
+                        enabled.push(CapabilityEnable::CondStore);
+                    }
+                }
+                self.send_data(Data::Enabled {
+                    capabilities: enabled,
+                })
+                .await?;
+                self.ok(&tag, None, "ENABLE completed").await?;
+            }
+            CommandBody::Namespace => {
+                let personal = vec![Namespace::new(
+                    IString::try_from("").unwrap(),
+                    Some(QuotedChar::try_from(DELIMITER).unwrap()),
+                )];
+                self.send_data(Data::Namespace {
+                    personal,
+                    other: vec![],
+                    shared: vec![],
+                })
+                .await?;
+                self.ok(&tag, None, "NAMESPACE completed").await?;
+            }
+            CommandBody::Select { mailbox, .. } => {
+                let n = name!(mailbox);
+                self.select(&tag, n, false).await?;
+            }
+            CommandBody::Examine { mailbox, .. } => {
+                let n = name!(mailbox);
+                self.select(&tag, n, true).await?;
+            }
+            CommandBody::Create { mailbox } => {
+                let n = name!(mailbox);
+                let special = special_use_for(&n);
+                let r = self
+                    .acct()
+                    .propose(StoreCommand::CreateMailbox {
+                        user,
+                        name: n,
+                        uidvalidity: now_uidvalidity(),
+                        partition: "primary".into(),
+                        special_use: special,
+                    })
+                    .await;
+                self.done(&tag, r, "CREATE completed").await?;
+            }
+            CommandBody::Delete { mailbox } => {
+                let n = name!(mailbox);
+                if n == "INBOX" {
+                    self.no(&tag, None, "INBOX cannot be deleted").await?;
+                    return Ok(true);
+                }
+                let r = self
+                    .acct()
+                    .propose(StoreCommand::DeleteMailbox { user, name: n })
+                    .await;
+                self.done(&tag, r, "DELETE completed").await?;
+            }
+            CommandBody::Rename { from, to } => {
+                let (f, t) = (name!(from), name!(to));
+                let r = self
+                    .acct()
+                    .propose(StoreCommand::RenameMailbox {
+                        user,
+                        from: f,
+                        to: t,
+                    })
+                    .await;
+                self.done(&tag, r, "RENAME completed").await?;
+            }
+            CommandBody::Subscribe { mailbox } => {
+                let n = name!(mailbox);
+                let r = self
+                    .acct()
+                    .propose(StoreCommand::Subscribe {
+                        user,
+                        name: n,
+                        subscribed: true,
+                    })
+                    .await;
+                self.done(&tag, r, "SUBSCRIBE completed").await?;
+            }
+            CommandBody::Unsubscribe { mailbox } => {
+                let n = name!(mailbox);
+                let r = self
+                    .acct()
+                    .propose(StoreCommand::Subscribe {
+                        user,
+                        name: n,
+                        subscribed: false,
+                    })
+                    .await;
+                self.done(&tag, r, "UNSUBSCRIBE completed").await?;
+            }
+            CommandBody::List {
+                reference,
+                mailbox_wildcard,
+            } => {
+                self.list(&tag, reference, mailbox_wildcard, false).await?;
+            }
+            CommandBody::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => {
+                self.list(&tag, reference, mailbox_wildcard, true).await?;
+            }
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } => {
+                let n = name!(mailbox);
+                self.status_cmd(&tag, n, item_names.as_ref()).await?;
+            }
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => {
+                let n = name!(mailbox);
+                let body = bytes::Bytes::copy_from_slice(match &message {
+                    imap_codec::imap_types::extensions::binary::LiteralOrLiteral8::Literal(l) => {
+                        l.as_ref()
+                    }
+                    imap_codec::imap_types::extensions::binary::LiteralOrLiteral8::Literal8(l) => {
+                        l.data.as_ref()
+                    }
+                });
+                let date_ms = date
+                    .map(|d| d.as_ref().timestamp_millis())
+                    .unwrap_or_else(now_ms);
+                let meta = halyard_raft_store::mime::message_meta(&body);
+                let r = self
+                    .acct()
+                    .propose(StoreCommand::Append {
+                        user,
+                        mailbox: n,
+                        flags: flag_strings(&flags),
+                        internal_date_ms: date_ms,
+                        body,
+                        meta: Some(meta),
+                    })
+                    .await;
+                match r {
+                    Ok(Reply::Appended {
+                        uidvalidity, uid, ..
+                    }) => {
+                        self.sync(true).await?;
+                        self.ok(
+                            &tag,
+                            Some(Code::AppendUid {
+                                uid_validity: nz(uidvalidity),
+                                uid: nz(uid),
+                            }),
+                            "APPEND completed",
+                        )
+                        .await?;
+                    }
+                    Ok(other) => self.no(&tag, None, &format!("{other:?}")).await?,
+                    Err(f) => self.fail(&tag, f).await?,
+                }
+            }
+            CommandBody::GetQuotaRoot { mailbox } => {
+                let _ = name!(mailbox);
+                let root = AString::try_from("").unwrap();
+                self.send_data(Data::QuotaRoot {
+                    mailbox: mailbox.clone(),
+                    roots: vec![root.clone()],
+                })
+                .await?;
+                self.quota_data(root).await?;
+                self.ok(&tag, None, "GETQUOTAROOT completed").await?;
+            }
+            CommandBody::GetQuota { root } => {
+                if !root.as_ref().is_empty() {
+                    self.no(&tag, None, "no such quota root").await?;
+                    return Ok(true);
+                }
+                self.quota_data(root).await?;
+                self.ok(&tag, None, "GETQUOTA completed").await?;
+            }
+            CommandBody::SetQuota { .. } => {
+                self.no(
+                    &tag,
+                    None,
+                    "quotas are set in the directory (halyard ctl user set --quota)",
+                )
+                .await?;
+            }
+            CommandBody::Idle => {
+                return self.idle(&tag).await;
+            }
+            CommandBody::Unselect => {
+                need_selected!();
+                self.sel = None;
+                self.feed = None;
+                self.ok(&tag, None, "UNSELECT completed").await?;
+            }
+            CommandBody::Close => {
+                need_selected!();
+                let sel = self.sel.take().expect("selected");
+                self.feed = None;
+                if !sel.read_only {
+                    let _ = self
+                        .acct()
+                        .propose(StoreCommand::Expunge {
+                            user,
+                            mailbox: sel.name,
+                            uids: None,
+                        })
+                        .await;
+                }
+                self.ok(&tag, None, "CLOSE completed").await?;
+            }
+            CommandBody::Expunge => {
+                need_selected!();
+                self.expunge(&tag, None).await?;
+            }
+            CommandBody::ExpungeUid { sequence_set } => {
+                need_selected!();
+                let uids: Vec<u32> = self
+                    .resolve(&sequence_set, true)
+                    .into_iter()
+                    .map(|x| x.1)
+                    .collect();
+                self.expunge(&tag, Some(uids)).await?;
+            }
+            CommandBody::Search { criteria, uid, .. } => {
+                need_selected!();
+                self.search(&tag, criteria.into_inner(), uid).await?;
+            }
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                modifiers,
+            } => {
+                need_selected!();
+                self.fetch(&tag, &sequence_set, macro_or_item_names, uid, modifiers)
+                    .await?;
+            }
+            CommandBody::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                modifiers,
+            } => {
+                need_selected!();
+                self.store(&tag, &sequence_set, kind, response, &flags, uid, modifiers)
+                    .await?;
+            }
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                need_selected!();
+                let to = name!(mailbox);
+                self.copy_move(&tag, &sequence_set, to, uid, false).await?;
+            }
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                need_selected!();
+                let to = name!(mailbox);
+                self.copy_move(&tag, &sequence_set, to, uid, true).await?;
+            }
+            _ => {
+                self.bad(&tag, "command not supported").await?;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn done(
+        &mut self,
+        tag: &Tag<'_>,
+        r: Result<Reply, StoreFail>,
+        text: &str,
+    ) -> io::Result<()> {
+        match r {
+            Ok(_) => {
+                self.sync(true).await?;
+                self.ok(tag, None, text).await
+            }
+            Err(f) => self.fail(tag, f).await,
+        }
+    }
+
+    async fn quota_data(&mut self, root: AString<'static>) -> io::Result<()> {
+        let q = self
+            .acct()
+            .reader()
+            .quota(&self.acct().user)
+            .unwrap_or_default();
+        let mut quotas = Vec::new();
+        if let Some(l) = q.limit_bytes {
+            quotas.push(QuotaGet::new(
+                Resource::Storage,
+                q.used_bytes / 1024,
+                l / 1024,
+            ));
+        }
+        if let Some(l) = q.limit_messages {
+            quotas.push(QuotaGet::new(Resource::Message, q.used_messages, l));
+        }
+        if let Ok(quotas) = Vec1::try_from(quotas) {
+            self.send_data(Data::Quota { root, quotas }).await?;
+        }
+        Ok(())
+    }
+
+    async fn select(&mut self, tag: &Tag<'_>, name: String, read_only: bool) -> io::Result<()> {
+        self.sel = None;
+        self.feed = Some(self.acct().group.subscribe());
+        let reader = match self.acct().linearizable().await {
+            Ok(r) => r,
+            Err(f) => return self.fail(tag, f).await,
+        };
+        let user = self.acct().user.clone();
+        let (mb, msgs): (MailboxRecord, Vec<MessageRecord>) =
+            match (reader.mailbox(&user, &name), reader.messages(&user, &name)) {
+                (Ok(Some(mb)), Ok(Some(m))) => (mb, m),
+                (Ok(None), _) | (_, Ok(None)) => {
+                    self.feed = None;
+                    return self.no(tag, None, &format!("no mailbox {name}")).await;
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    self.feed = None;
+                    return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
+                }
+            };
+        let uids: Vec<u32> = msgs.iter().map(|m| m.uid).collect();
+        let first_unseen = msgs
+            .iter()
+            .position(|m| !m.flags.iter().any(|f| f == "\\Seen"))
+            .map(|p| p as u32 + 1);
+        let flags = msgs
+            .iter()
+            .map(|m| (m.uid, (m.modseq, m.flags.clone())))
+            .collect();
+        let mut out = Vec::new();
+        let sys = [
+            Flag::Answered,
+            Flag::Flagged,
+            Flag::Deleted,
+            Flag::Seen,
+            Flag::Draft,
+        ];
+        out.extend(encode(&Response::Data(Data::Flags(sys.to_vec()))));
+        let mut perm: Vec<FlagPerm> = sys.iter().cloned().map(FlagPerm::Flag).collect();
+        perm.push(FlagPerm::Asterisk);
+        out.extend(status(
+            Kind::Ok,
+            None,
+            Some(Code::PermanentFlags(perm)),
+            "flags permitted",
+        ));
+        out.extend(encode(&Response::Data(Data::Exists(uids.len() as u32))));
+        out.extend(encode(&Response::Data(Data::Recent(0))));
+        if let Some(u) = first_unseen {
+            out.extend(status(
+                Kind::Ok,
+                None,
+                Some(Code::Unseen(nz(u))),
+                "first unseen",
+            ));
+        }
+        out.extend(status(
+            Kind::Ok,
+            None,
+            Some(Code::UidValidity(nz(mb.uidvalidity))),
+            "UIDs valid",
+        ));
+        out.extend(status(
+            Kind::Ok,
+            None,
+            Some(Code::UidNext(nz(mb.uidnext))),
+            "predicted next UID",
+        ));
+        if let Some(m) = NonZeroU64::new(mb.highestmodseq) {
+            out.extend(status(
+                Kind::Ok,
+                None,
+                Some(Code::HighestModSeq(m)),
+                "highest",
+            ));
+        }
+        self.send(&out).await?;
+        self.sel = Some(Selected {
+            name,
+            read_only,
+            uids,
+            flags,
+            dirty: false,
+        });
+        let (code, text) = if read_only {
+            (Code::ReadOnly, "EXAMINE completed")
+        } else {
+            (Code::ReadWrite, "SELECT completed")
+        };
+        self.ok(tag, Some(code), text).await
+    }
+
+    /// Reports other sessions' changes to the selected mailbox: EXPUNGE (when allowed),
+    /// EXISTS and FETCH FLAGS.
+    pub(crate) async fn sync(&mut self, allow_expunge: bool) -> io::Result<()> {
+        let Some(sel) = &mut self.sel else {
+            return Ok(());
+        };
+        let user = self
+            .account
+            .as_ref()
+            .map(|a| a.user.clone())
+            .unwrap_or_default();
+        if let Some(feed) = &mut self.feed {
+            loop {
+                match feed.try_recv() {
+                    Ok(c) => {
+                        if touches(&c.event, &user, &sel.name) {
+                            sel.dirty = true;
+                        }
+                    }
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => sel.dirty = true,
+                    Err(_) => break,
+                }
+            }
+        }
+        if !sel.dirty {
+            return Ok(());
+        }
+        let Some(acct) = &self.account else {
+            return Ok(());
+        };
+        let msgs = match acct.reader().messages(&user, &sel.name) {
+            Ok(Some(m)) => m,
+            Ok(None) => Vec::new(),
+            Err(_) => return Ok(()),
+        };
+        let mut out = Vec::new();
+        let present: HashMap<u32, &MessageRecord> = msgs.iter().map(|m| (m.uid, m)).collect();
+        if allow_expunge {
+            // Highest sequence number first, so each number is right when sent.
+            let mut seq = sel.uids.len();
+            while seq > 0 {
+                let uid = sel.uids[seq - 1];
+                if !present.contains_key(&uid) {
+                    sel.uids.remove(seq - 1);
+                    sel.flags.remove(&uid);
+                    out.extend(encode(&Response::Data(Data::Expunge(nz(seq as u32)))));
+                }
+                seq -= 1;
+            }
+        }
+        let last = sel.uids.last().copied().unwrap_or(0);
+        let before = sel.uids.len();
+        for m in &msgs {
+            if m.uid > last {
+                sel.uids.push(m.uid);
+                sel.flags.insert(m.uid, (m.modseq, m.flags.clone()));
+            }
+        }
+        if sel.uids.len() != before {
+            out.extend(encode(&Response::Data(Data::Exists(sel.uids.len() as u32))));
+        }
+        for (i, uid) in sel.uids.iter().enumerate() {
+            if let (Some(m), Some(known)) = (present.get(uid), sel.flags.get_mut(uid))
+                && known.0 != m.modseq
+            {
+                *known = (m.modseq, m.flags.clone());
+                let mut items = vec![
+                    imap_codec::imap_types::fetch::MessageDataItem::Flags(
+                        flags_of(&m.flags)
+                            .into_iter()
+                            .map(imap_codec::imap_types::flag::FlagFetch::Flag)
+                            .collect(),
+                    ),
+                    imap_codec::imap_types::fetch::MessageDataItem::Uid(nz(*uid)),
+                ];
+                if self.condstore
+                    && let Some(ms) = NonZeroU64::new(m.modseq)
+                {
+                    items.push(imap_codec::imap_types::fetch::MessageDataItem::ModSeq(ms));
+                }
+                if let Ok(items) = Vec1::try_from(items) {
+                    out.extend(encode(&Response::Data(Data::Fetch {
+                        seq: nz(i as u32 + 1),
+                        items,
+                    })));
+                }
+            }
+        }
+        // Still dirty if expunges are pending and could not be reported now.
+        sel.dirty = !allow_expunge && sel.uids.iter().any(|u| !present.contains_key(u));
+        if !out.is_empty() {
+            self.send(&out).await?;
+        }
+        Ok(())
+    }
+
+    /// (sequence number, uid) of the messages a set names, in order.
+    pub(crate) fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<(u32, u32)> {
+        let Some(sel) = &self.sel else { return vec![] };
+        let Some(&max_uid) = sel.uids.last() else {
+            return vec![];
+        };
+        if uid {
+            let mut wanted: Vec<u32> = set.iter(nz(max_uid)).map(|u| u.get()).collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            let mut out = Vec::new();
+            for w in wanted {
+                if let Ok(i) = sel.uids.binary_search(&w) {
+                    out.push((i as u32 + 1, w));
+                }
+            }
+            out
+        } else {
+            let n = sel.uids.len() as u32;
+            let mut seqs: Vec<u32> = set
+                .iter(nz(n))
+                .map(|s| s.get())
+                .filter(|s| *s <= n)
+                .collect();
+            seqs.sort_unstable();
+            seqs.dedup();
+            seqs.into_iter()
+                .map(|s| (s, sel.uids[s as usize - 1]))
+                .collect()
+        }
+    }
+
+    /// Whether every sequence number of a non-UID set exists.
+    pub(crate) fn seqs_valid(&self, set: &SequenceSet) -> bool {
+        let n = self.sel.as_ref().map_or(0, |s| s.uids.len() as u32);
+        if n == 0 {
+            return false;
+        }
+        set.iter(nz(n)).all(|s| s.get() <= n)
+    }
+
+    async fn expunge(&mut self, tag: &Tag<'_>, uids: Option<Vec<u32>>) -> io::Result<()> {
+        let sel = self.sel.as_ref().expect("selected");
+        if sel.read_only {
+            return self.no(tag, None, "mailbox is read-only (EXAMINE)").await;
+        }
+        // UID EXPUNGE removes only the named messages that are \Deleted.
+        let uids = uids.map(|u| {
+            u.into_iter()
+                .filter(|x| {
+                    sel.flags
+                        .get(x)
+                        .is_some_and(|(_, f)| f.iter().any(|f| f == "\\Deleted"))
+                })
+                .collect::<Vec<_>>()
+        });
+        let cmd = StoreCommand::Expunge {
+            user: self.acct().user.clone(),
+            mailbox: sel.name.clone(),
+            uids,
+        };
+        match self.acct().propose(cmd).await {
+            Ok(_) => {
+                self.sel.as_mut().expect("selected").dirty = true;
+                self.sync(true).await?;
+                self.ok(tag, None, "EXPUNGE completed").await
+            }
+            Err(f) => self.fail(tag, f).await,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store(
+        &mut self,
+        tag: &Tag<'_>,
+        set: &SequenceSet,
+        kind: StoreType,
+        response: StoreResponse,
+        flags: &[Flag<'_>],
+        uid: bool,
+        modifiers: Vec<imap_codec::imap_types::command::StoreModifier>,
+    ) -> io::Result<()> {
+        if !uid && !self.seqs_valid(set) {
+            return self.no(tag, None, "no such message").await;
+        }
+        let sel = self.sel.as_ref().expect("selected");
+        if sel.read_only {
+            return self.no(tag, None, "mailbox is read-only (EXAMINE)").await;
+        }
+        let targets = self.resolve(set, uid);
+        let unchanged_since = modifiers
+            .iter()
+            .map(|m| match m {
+                imap_codec::imap_types::command::StoreModifier::UnchangedSince(v) => *v,
+            })
+            .next();
+        if unchanged_since.is_some() {
+            self.condstore = true;
+        }
+        if targets.is_empty() {
+            return self.ok(tag, None, "STORE completed").await;
+        }
+        let action = match kind {
+            StoreType::Add => FlagAction::Add,
+            StoreType::Remove => FlagAction::Remove,
+            StoreType::Replace => FlagAction::Replace,
+        };
+        let cmd = StoreCommand::StoreFlags {
+            user: self.acct().user.clone(),
+            mailbox: sel.name.clone(),
+            uids: targets.iter().map(|t| t.1).collect(),
+            action,
+            flags: flag_strings(flags),
+            unchanged_since,
+        };
+        let (updated, modified) = match self.acct().propose(cmd).await {
+            Ok(Reply::FlagsStored { updated, modified }) => (updated, modified),
+            Ok(other) => return self.no(tag, None, &format!("{other:?}")).await,
+            Err(f) => return self.fail(tag, f).await,
+        };
+        let mut out = Vec::new();
+        let seq_of: HashMap<u32, u32> = targets.iter().map(|(s, u)| (*u, *s)).collect();
+        let silent = matches!(response, StoreResponse::Silent);
+        let sel = self.sel.as_mut().expect("selected");
+        for (u, modseq, fl) in &updated {
+            sel.flags.insert(*u, (*modseq, fl.clone()));
+            // With UNCHANGEDSINCE, .SILENT still reports MODSEQ (RFC 7162 §3.1.3).
+            if silent && unchanged_since.is_none() {
+                continue;
+            }
+            let Some(seq) = seq_of.get(u) else { continue };
+            let mut items = Vec::new();
+            if !silent {
+                items.push(imap_codec::imap_types::fetch::MessageDataItem::Flags(
+                    flags_of(fl)
+                        .into_iter()
+                        .map(imap_codec::imap_types::flag::FlagFetch::Flag)
+                        .collect(),
+                ));
+            }
+            if uid {
+                items.push(imap_codec::imap_types::fetch::MessageDataItem::Uid(nz(*u)));
+            }
+            if self.condstore
+                && let Some(ms) = NonZeroU64::new(*modseq)
+            {
+                items.push(imap_codec::imap_types::fetch::MessageDataItem::ModSeq(ms));
+            }
+            if let Ok(items) = Vec1::try_from(items) {
+                out.extend(encode(&Response::Data(Data::Fetch {
+                    seq: nz(*seq),
+                    items,
+                })));
+            }
+        }
+        self.send(&out).await?;
+        self.sync(false).await?;
+        if modified.is_empty() {
+            self.ok(tag, None, "STORE completed").await
+        } else {
+            let nums: Vec<u32> = if uid {
+                modified.clone()
+            } else {
+                modified
+                    .iter()
+                    .filter_map(|u| seq_of.get(u).copied())
+                    .collect()
+            };
+            let set = SequenceSet::try_from(
+                nums.iter()
+                    .filter_map(|n| NonZeroU32::new(*n))
+                    .collect::<Vec<_>>(),
+            )
+            .ok();
+            match set {
+                Some(s) => {
+                    self.ok(
+                        tag,
+                        Some(Code::Modified(s)),
+                        "conditional STORE failed for some",
+                    )
+                    .await
+                }
+                None => self.ok(tag, None, "STORE completed").await,
+            }
+        }
+    }
+
+    async fn copy_move(
+        &mut self,
+        tag: &Tag<'_>,
+        set: &SequenceSet,
+        to: String,
+        uid: bool,
+        is_move: bool,
+    ) -> io::Result<()> {
+        if !uid && !self.seqs_valid(set) {
+            return self.no(tag, None, "no such message").await;
+        }
+        let sel = self.sel.as_ref().expect("selected");
+        if is_move && sel.read_only {
+            return self.no(tag, None, "mailbox is read-only (EXAMINE)").await;
+        }
+        let targets = self.resolve(set, uid);
+        if targets.is_empty() {
+            return self.ok(tag, None, "nothing to do").await;
+        }
+        let uids: Vec<u32> = targets.iter().map(|t| t.1).collect();
+        let user = self.acct().user.clone();
+        let from = sel.name.clone();
+        let cmd = if is_move {
+            StoreCommand::Move {
+                user,
+                from,
+                to,
+                uids,
+            }
+        } else {
+            StoreCommand::Copy {
+                user,
+                from,
+                to,
+                uids,
+            }
+        };
+        match self.acct().propose(cmd).await {
+            Ok(Reply::Copied { uidvalidity, pairs }) => {
+                let src: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+                let dst: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+                let code = match (uid_set(&src), uid_set(&dst)) {
+                    (Some(s), Some(d)) => Some(Code::CopyUid {
+                        uid_validity: nz(uidvalidity),
+                        source: s,
+                        destination: d,
+                    }),
+                    _ => None,
+                };
+                if is_move {
+                    let b = status(Kind::Ok, None, code, "moved");
+                    self.send(&b).await?;
+                    self.sel.as_mut().expect("selected").dirty = true;
+                    self.sync(true).await?;
+                    self.ok(tag, None, "MOVE completed").await
+                } else {
+                    self.sync(true).await?;
+                    self.ok(tag, code, "COPY completed").await
+                }
+            }
+            Ok(other) => self.no(tag, None, &format!("{other:?}")).await,
+            Err(f) => self.fail(tag, f).await,
+        }
+    }
+
+    async fn list(
+        &mut self,
+        tag: &Tag<'_>,
+        reference: Mailbox<'_>,
+        pattern: ListMailbox<'_>,
+        lsub: bool,
+    ) -> io::Result<()> {
+        let reference = match &reference {
+            Mailbox::Inbox => "INBOX".to_string(),
+            Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+        };
+        let pattern = match &pattern {
+            ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
+            ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+        };
+        let delim = QuotedChar::try_from(DELIMITER).ok();
+        if pattern.is_empty() && !lsub {
+            // The hierarchy delimiter and root (RFC 3501 §6.3.8).
+            self.send_data(Data::List {
+                items: vec![FlagNameAttribute::Noselect],
+                delimiter: delim,
+                mailbox: Mailbox::try_from("").unwrap_or(Mailbox::Inbox),
+            })
+            .await?;
+            return self.ok(tag, None, "LIST completed").await;
+        }
+        let full = match (mutf7::decode(&reference), mutf7::decode(&pattern)) {
+            (Ok(r), Ok(p)) => format!("{r}{p}"),
+            _ => return self.bad(tag, "pattern is not modified UTF-7").await,
+        };
+        let user = self.acct().user.clone();
+        let boxes = match self.acct().reader().mailboxes(&user) {
+            Ok(b) => b,
+            Err(e) => return self.fail(tag, StoreFail::Unavailable(e.to_string())).await,
+        };
+        let names: Vec<&str> = boxes.iter().map(|b| b.name.as_str()).collect();
+        let mut out = Vec::new();
+        for b in &boxes {
+            let shown = if b.name == "INBOX" && list_match(&full.to_uppercase(), "INBOX") {
+                true
+            } else {
+                list_match(&full, &b.name)
+            };
+            if !shown || (lsub && !b.subscribed) {
+                continue;
+            }
+            let prefix = format!("{}{DELIMITER}", b.name);
+            let children = names.iter().any(|n| n.starts_with(&prefix));
+            let mut items: Vec<FlagNameAttribute> = Vec::new();
+            let attr = |s: &str| FlagNameAttribute::from(Atom::try_from(s.to_string()).unwrap());
+            items.push(attr(if children {
+                "HasChildren"
+            } else {
+                "HasNoChildren"
+            }));
+            if let Some(su) = &b.special_use {
+                items.push(attr(su.trim_start_matches('\\')));
+            }
+            let d = if lsub {
+                Data::Lsub {
+                    items,
+                    delimiter: delim,
+                    mailbox: wire_mailbox(&b.name),
+                }
+            } else {
+                Data::List {
+                    items,
+                    delimiter: delim,
+                    mailbox: wire_mailbox(&b.name),
+                }
+            };
+            out.extend(encode(&Response::Data(d)));
+        }
+        self.send(&out).await?;
+        self.ok(
+            tag,
+            None,
+            if lsub {
+                "LSUB completed"
+            } else {
+                "LIST completed"
+            },
+        )
+        .await
+    }
+
+    async fn status_cmd(
+        &mut self,
+        tag: &Tag<'_>,
+        name: String,
+        items: &[StatusDataItemName],
+    ) -> io::Result<()> {
+        let user = self.acct().user.clone();
+        let r = self.acct().reader();
+        let (mb, msgs) = match (r.mailbox(&user, &name), r.messages(&user, &name)) {
+            (Ok(Some(mb)), Ok(Some(m))) => (mb, m),
+            (Ok(None), _) | (_, Ok(None)) => {
+                return self.no(tag, None, &format!("no mailbox {name}")).await;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
+            }
+        };
+        let mut out = Vec::new();
+        for i in items {
+            out.push(match i {
+                StatusDataItemName::Messages => StatusDataItem::Messages(mb.exists),
+                StatusDataItemName::Recent => StatusDataItem::Recent(0),
+                StatusDataItemName::UidNext => StatusDataItem::UidNext(nz(mb.uidnext)),
+                StatusDataItemName::UidValidity => StatusDataItem::UidValidity(nz(mb.uidvalidity)),
+                StatusDataItemName::Unseen => StatusDataItem::Unseen(
+                    msgs.iter()
+                        .filter(|m| !m.flags.iter().any(|f| f == "\\Seen"))
+                        .count() as u32,
+                ),
+                StatusDataItemName::HighestModSeq => {
+                    StatusDataItem::HighestModSeq(mb.highestmodseq)
+                }
+                _ => continue,
+            });
+        }
+        self.send_data(Data::Status {
+            mailbox: wire_mailbox(&name),
+            items: out.into(),
+        })
+        .await?;
+        self.ok(tag, None, "STATUS completed").await
+    }
+
+    /// IDLE: pushes changes as they are applied until the client says DONE.
+    async fn idle(&mut self, tag: &Tag<'_>) -> Res {
+        if self.feed.is_none() {
+            self.feed = Some(self.acct().group.subscribe());
+        }
+        let cont = encode(&Response::CommandContinuationRequest(
+            CommandContinuationRequest::basic(None, "idling")
+                .map_err(|_| io::Error::other("cont"))?,
+        ));
+        self.send(&cont).await?;
+        self.sync(true).await?;
+        let autologout = Duration::from_secs(self.shared.cfg.autologout_secs);
+        let deadline = tokio::time::Instant::now() + autologout;
+        loop {
+            match IdleDoneCodec::default().decode(&self.conn.buf[..]) {
+                Ok((rest, _)) => {
+                    let used = self.conn.buf.len() - rest.len();
+                    let _ = self.conn.buf.split_to(used);
+                    self.ok(tag, None, "IDLE terminated").await?;
+                    return Ok(true);
+                }
+                Err(imap_codec::decode::IdleDoneDecodeError::Incomplete) => {}
+                Err(_) => {
+                    self.conn.buf.clear();
+                    self.bad(tag, "expected DONE").await?;
+                    return Ok(true);
+                }
+            }
+            if self.conn.buf.len() > 64 {
+                self.bad(tag, "expected DONE").await?;
+                return Ok(false);
+            }
+            self.conn.release_idle_buffer();
+            let feed = self.feed.as_mut().expect("feed");
+            tokio::select! {
+                r = self.conn.read_more() => {
+                    if r? == 0 {
+                        return Ok(false);
+                    }
+                }
+                ev = feed.recv() => {
+                    match ev {
+                        Ok(c) => {
+                            let user = self.account.as_ref().map(|a| a.user.as_str()).unwrap_or("");
+                            if let Some(sel) = &mut self.sel
+                                && touches(&c.event, user, &sel.name)
+                            {
+                                sel.dirty = true;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            if let Some(sel) = &mut self.sel { sel.dirty = true; }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => {
+                            self.send(&bye("this server is shutting down")).await?;
+                            return Ok(false);
+                        }
+                    }
+                    self.sync(true).await?;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.send(&bye("autologout: idle for too long")).await?;
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a change concerns `user`'s mailbox `name`.
+fn touches(e: &Event, user: &str, name: &str) -> bool {
+    match e {
+        Event::MessageAdded {
+            user: u, mailbox, ..
+        }
+        | Event::FlagsChanged {
+            user: u, mailbox, ..
+        }
+        | Event::Expunged {
+            user: u, mailbox, ..
+        }
+        | Event::MailboxDeleted { user: u, mailbox } => u == user && mailbox == name,
+        Event::MailboxRenamed { user: u, from, to } => u == user && (from == name || to == name),
+        Event::SnapshotInstalled => true,
+        _ => false,
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A UIDVALIDITY proposal: seconds since the epoch (apply keeps it strictly increasing).
+fn now_uidvalidity() -> u32 {
+    (now_ms() / 1000).clamp(1, u32::MAX as i64) as u32
+}
+
+/// RFC 6154 attribute for well-known names, so clients find Sent, Drafts, Trash...
+fn special_use_for(name: &str) -> Option<String> {
+    let last = name.rsplit(DELIMITER).next().unwrap_or(name).to_lowercase();
+    Some(
+        match last.as_str() {
+            "sent" | "sent items" | "sent messages" => "\\Sent",
+            "drafts" => "\\Drafts",
+            "trash" | "deleted items" | "deleted messages" => "\\Trash",
+            "junk" | "spam" => "\\Junk",
+            "archive" => "\\Archive",
+            _ => return None,
+        }
+        .to_string(),
+    )
+}

@@ -1,0 +1,90 @@
+//! A logged-in user's view of the store: the group that holds the mailboxes, proposals with
+//! clear errors, and reads of the leader's applied state.
+
+use std::sync::Arc;
+
+use halyard_directory::{DirectoryError, Principal, UserRecord};
+use halyard_raft_store::{ApplyError, Command, Group, ProposeError, Reply, SmShared};
+
+use crate::Shared;
+
+/// Why a store operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreFail {
+    /// Refused by the state machine (deterministic): no such mailbox, over quota, ...
+    #[error("{0}")]
+    Refused(ApplyError),
+    /// The group cannot commit now (no leader, this node lost leadership, shutting down): a
+    /// temporary failure; the client should retry, possibly on another connection.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+pub struct Account {
+    pub principal: Principal,
+    /// The key of the user's mailboxes in the group: the primary address.
+    pub user: String,
+    pub group: Group,
+    pub record: UserRecord,
+}
+
+/// Finds where `principal`'s mailboxes live and checks this node may serve them.
+pub async fn account(shared: &Shared, principal: Principal) -> Result<Account, String> {
+    let record = match shared.backend.directory.user(&principal.mail).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Err("account not found in the directory".into()),
+        Err(DirectoryError::Unavailable(e)) => return Err(format!("directory unavailable: {e}")),
+    };
+    let group_name = record
+        .mail_host
+        .clone()
+        .or_else(|| shared.backend.default_group.clone())
+        .or_else(|| {
+            // One resource group on this node: that is where mail lives.
+            let mut names = shared.backend.groups.keys().filter(|n| *n != "meta");
+            match (names.next(), names.next()) {
+                (Some(n), None) => Some(n.clone()),
+                _ => None,
+            }
+        })
+        .ok_or("no mailbox group configured for this account")?;
+    let group = shared
+        .backend
+        .groups
+        .get(&group_name)
+        .cloned()
+        .ok_or_else(|| format!("mailbox group {group_name} is not served by this node"))?;
+    Ok(Account {
+        user: record.mail.clone(),
+        principal,
+        group,
+        record,
+    })
+}
+
+impl Account {
+    pub async fn propose(&self, cmd: Command) -> Result<Reply, StoreFail> {
+        match self.group.propose(cmd).await {
+            Ok(Reply::Error(e)) => Err(StoreFail::Refused(e)),
+            Ok(r) => Ok(r),
+            Err(ProposeError::NotLeader { leader_id, .. }) => Err(StoreFail::Unavailable(format!(
+                "this server is not the master of your mailboxes now (master: {})",
+                leader_id.map_or("being elected".into(), |l| format!("node {l}"))
+            ))),
+            Err(e) => Err(StoreFail::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The applied state after confirming leadership with a quorum.
+    pub async fn linearizable(&self) -> Result<Arc<SmShared>, StoreFail> {
+        self.group
+            .linearizable_reader()
+            .await
+            .map_err(|e| StoreFail::Unavailable(e.to_string()))
+    }
+
+    /// The applied state of this replica (includes every write this session committed).
+    pub fn reader(&self) -> Arc<SmShared> {
+        self.group.reader()
+    }
+}
