@@ -15,6 +15,7 @@ pub mod config;
 pub mod imap;
 pub mod limits;
 pub mod mutf7;
+pub mod pop3;
 pub mod store;
 pub mod tls;
 
@@ -93,10 +94,26 @@ impl AccessServer {
                 stop_rx.clone(),
             )));
         }
+        for (key, addr, implicit) in [
+            ("access.pop3_listen", &cfg.pop3_listen, false),
+            ("access.pop3s_listen", &cfg.pop3s_listen, true),
+        ] {
+            let Some(addr) = addr else { continue };
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("{key} {addr}: cannot bind"))?;
+            bound.insert(key, l.local_addr()?);
+            tasks.push(tokio::spawn(pop3::accept_loop(
+                l,
+                shared.clone(),
+                implicit,
+                stop_rx.clone(),
+            )));
+        }
         if let Some(t) = &shared.tls {
             tasks.push(tokio::spawn(t.clone().reload_on_sighup(stop_rx.clone())));
         }
-        tracing::info!(imap = ?cfg.imap_listen, imaps = ?cfg.imaps_listen, "message access started");
+        tracing::info!(imap = ?cfg.imap_listen, imaps = ?cfg.imaps_listen, pop3 = ?cfg.pop3_listen, pop3s = ?cfg.pop3s_listen, "message access started");
         Ok(AccessServer {
             stop,
             tasks,

@@ -1,7 +1,7 @@
 //! The IMAP4rev1 server: accepting connections, framing commands (imap-codec, with literal
 //! limits enforced before anything is allocated), and the session state machine.
 
-mod conn;
+pub(crate) mod conn;
 mod fetch;
 mod search;
 mod session;
@@ -134,6 +134,8 @@ pub(crate) enum Framed {
     Continue,
     /// Answer with this and go on (the bad input has been removed from the buffer).
     Reject(Vec<u8>),
+    /// Answer with this, then drop input up to the end of the current line (not yet arrived).
+    RejectLine(Vec<u8>),
     /// Answer with this and close the connection.
     Fatal(Vec<u8>),
 }
@@ -214,8 +216,28 @@ pub(crate) fn frame(
                     let _ = conn.buf.split_to(e);
                     Framed::Reject(r)
                 }
-                None => Framed::Fatal(r),
+                None => {
+                    conn.buf.clear();
+                    Framed::RejectLine(r)
+                }
             }
+        }
+    }
+}
+
+/// Drops input up to and including the next line end; true once it has been seen.
+pub(crate) fn skip_line(conn: &mut Conn) -> bool {
+    match conn.buf.windows(2).position(|w| w == b"\r\n") {
+        Some(p) => {
+            let _ = conn.buf.split_to(p + 2);
+            true
+        }
+        None => {
+            // Keep a trailing CR: its LF may be next.
+            let keep = usize::from(conn.buf.last() == Some(&b'\r'));
+            let n = conn.buf.len() - keep;
+            let _ = conn.buf.split_to(n);
+            false
         }
     }
 }

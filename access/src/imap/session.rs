@@ -34,7 +34,7 @@ use imap_codec::{AuthenticateDataCodec, IdleDoneCodec};
 use tokio::sync::broadcast;
 
 use super::conn::Conn;
-use super::{Framed, Kind, bye, encode, frame, status};
+use super::{Framed, Kind, bye, encode, frame, skip_line, status};
 use crate::Shared;
 use crate::mutf7;
 use crate::store::{Account, StoreFail};
@@ -233,6 +233,14 @@ impl Session {
                     }
                 }
                 Framed::Reject(r) => self.send(&r).await?,
+                Framed::RejectLine(r) => {
+                    self.send(&r).await?;
+                    while !skip_line(&mut self.conn) {
+                        if !self.read(autologout).await? {
+                            return Ok(());
+                        }
+                    }
+                }
                 Framed::Fatal(r) => {
                     self.send(&r).await?;
                     return Ok(());

@@ -1,0 +1,567 @@
+//! POP3 (RFC 1939, CAPA from RFC 2449, SASL from RFC 5034, STLS from RFC 2595) over the
+//! user's INBOX.
+//!
+//! - The maildrop is locked exclusively for the session (a second session for the same user
+//!   gets `-ERR [IN-USE]`); the lock is per node, and only the master of the user's group
+//!   serves mail, so it is exclusive cluster-wide.
+//! - Message numbers and sizes are fixed at login; `DELE` only marks, and `QUIT` commits every
+//!   deletion as one Raft proposal (one EXPUNGE of those UIDs) before answering `+OK`. A
+//!   session that ends any other way deletes nothing.
+//! - `UIDL` is `<UIDVALIDITY>.<UID>`: stable across sessions, restarts and failovers.
+//! - APOP is not offered: it needs the cleartext password on the server, and Halyard keeps
+//!   only Argon2id hashes (or binds to LDAP). Use USER/PASS or AUTH PLAIN over TLS.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use halyard_directory::DirectoryError;
+use halyard_raft_store::{Command as StoreCommand, MessageRecord};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::Shared;
+use crate::imap::conn::{Conn, Stream};
+use crate::store::{Account, StoreFail};
+
+/// Longest POP3 command line (RFC 2449 allows 255 octets; SASL responses can be longer).
+const MAX_LINE: usize = 8192;
+
+/// Users with a POP3 session on this node.
+static LOCKED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+struct MaildropLock(String);
+
+impl MaildropLock {
+    fn take(user: &str) -> Option<MaildropLock> {
+        let mut g = LOCKED.lock().unwrap_or_else(|e| e.into_inner());
+        let set = g.get_or_insert_with(HashSet::new);
+        set.insert(user.to_string())
+            .then(|| MaildropLock(user.to_string()))
+    }
+}
+
+impl Drop for MaildropLock {
+    fn drop(&mut self) {
+        let mut g = LOCKED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = g.as_mut() {
+            set.remove(&self.0);
+        }
+    }
+}
+
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    implicit_tls: bool,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "POP3 accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            serve(tcp, peer, shared, implicit_tls).await;
+        });
+    }
+}
+
+async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, implicit: bool) {
+    let write_timeout = Duration::from_secs(shared.cfg.write_timeout_secs);
+    let mut conn = Conn::new(Stream::Plain(tcp), peer, write_timeout);
+    let _guard = match shared.limits.admit(peer.ip()) {
+        Ok(g) => g,
+        Err(why) => {
+            let _ = conn
+                .write(format!("-ERR [SYS/TEMP] {why}\r\n").as_bytes())
+                .await;
+            return;
+        }
+    };
+    if implicit {
+        let Some(tls) = &shared.tls else { return };
+        if conn.start_tls(tls.acceptor()).await.is_err() {
+            return;
+        }
+    }
+    let mut s = Pop3 {
+        shared,
+        conn,
+        pending_user: None,
+        drop: None,
+    };
+    if let Err(e) = s.run().await {
+        tracing::debug!(peer = %peer, error = %e, "POP3 session ended");
+    }
+}
+
+struct Maildrop {
+    acct: Account,
+    _lock: MaildropLock,
+    uidvalidity: u32,
+    msgs: Vec<MessageRecord>,
+    deleted: Vec<bool>,
+}
+
+struct Pop3 {
+    shared: Arc<Shared>,
+    conn: Conn,
+    pending_user: Option<String>,
+    drop: Option<Maildrop>,
+}
+
+enum Line {
+    Text(String),
+    Closed,
+}
+
+impl Pop3 {
+    async fn send(&mut self, s: &str) -> io::Result<()> {
+        self.conn.write(s.as_bytes()).await
+    }
+
+    async fn read_line(&mut self) -> io::Result<Line> {
+        // RFC 1939: the autologout timer is at least 10 minutes.
+        let idle = Duration::from_secs(self.shared.cfg.autologout_secs.max(600));
+        loop {
+            if let Some(p) = self.conn.buf.iter().position(|b| *b == b'\n') {
+                let line = self.conn.buf.split_to(p + 1);
+                let text = String::from_utf8_lossy(&line)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string();
+                return Ok(Line::Text(text));
+            }
+            if self.conn.buf.len() > MAX_LINE {
+                self.send("-ERR line too long\r\n").await?;
+                return Ok(Line::Closed);
+            }
+            self.conn.release_idle_buffer();
+            match tokio::time::timeout(idle, self.conn.read_more()).await {
+                Ok(Ok(0)) | Err(_) => return Ok(Line::Closed),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    fn capa(&self) -> String {
+        let mut c = String::from(
+            "+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nEXPIRE NEVER\r\nIMPLEMENTATION Halyard\r\n",
+        );
+        if self.drop.is_none() {
+            let tls = self.conn.is_tls();
+            if self.shared.tls.is_some() && !tls {
+                c.push_str("STLS\r\n");
+            }
+            if !self.shared.cfg.require_tls_for_login || tls {
+                c.push_str("USER\r\nSASL PLAIN LOGIN\r\n");
+            }
+        }
+        c.push_str(".\r\n");
+        c
+    }
+
+    async fn run(&mut self) -> io::Result<()> {
+        self.send("+OK Halyard POP3 ready\r\n").await?;
+        loop {
+            let Line::Text(line) = self.read_line().await? else {
+                return Ok(());
+            };
+            let (cmd, arg) = match line.split_once(' ') {
+                Some((c, a)) => (c.to_ascii_uppercase(), a.to_string()),
+                None => (line.to_ascii_uppercase(), String::new()),
+            };
+            let authed = self.drop.is_some();
+            match (cmd.as_str(), authed) {
+                ("CAPA", _) => {
+                    let c = self.capa();
+                    self.send(&c).await?
+                }
+                ("NOOP", true) => self.send("+OK\r\n").await?,
+                ("QUIT", _) => {
+                    return self.quit().await;
+                }
+                ("STLS", false) => {
+                    let Some(tls) = self.shared.tls.clone() else {
+                        self.send("-ERR STLS is not offered here\r\n").await?;
+                        continue;
+                    };
+                    if self.conn.is_tls() {
+                        self.send("-ERR TLS is already active\r\n").await?;
+                        continue;
+                    }
+                    self.send("+OK begin TLS negotiation\r\n").await?;
+                    self.conn.start_tls(tls.acceptor()).await?;
+                    self.pending_user = None;
+                }
+                ("USER", false) => {
+                    if let Some(e) = self.login_refused() {
+                        self.send(&e).await?;
+                        continue;
+                    }
+                    if arg.is_empty() {
+                        self.send("-ERR USER needs a name\r\n").await?;
+                        continue;
+                    }
+                    self.pending_user = Some(arg);
+                    self.send("+OK send PASS\r\n").await?;
+                }
+                ("PASS", false) => {
+                    let Some(user) = self.pending_user.take() else {
+                        self.send("-ERR USER first\r\n").await?;
+                        continue;
+                    };
+                    self.login(&user, &arg).await?;
+                }
+                ("AUTH", false) => self.auth(&arg).await?,
+                ("APOP", false) => {
+                    self.send("-ERR APOP is not supported (passwords are stored hashed); use USER/PASS or AUTH over TLS\r\n")
+                        .await?
+                }
+                ("STAT", true) => {
+                    let d = self.drop.as_ref().expect("auth");
+                    let (n, size) = d
+                        .msgs
+                        .iter()
+                        .zip(&d.deleted)
+                        .filter(|(_, del)| !**del)
+                        .fold((0, 0u64), |(n, s), (m, _)| (n + 1, s + m.size));
+                    self.send(&format!("+OK {n} {size}\r\n")).await?;
+                }
+                ("LIST", true) | ("UIDL", true) => {
+                    let uidl = cmd == "UIDL";
+                    let d = self.drop.as_ref().expect("auth");
+                    let show = |i: usize, m: &MessageRecord| {
+                        if uidl {
+                            format!("{} {}.{}", i + 1, d.uidvalidity, m.uid)
+                        } else {
+                            format!("{} {}", i + 1, m.size)
+                        }
+                    };
+                    if arg.is_empty() {
+                        let mut out = String::from("+OK\r\n");
+                        for (i, m) in d.msgs.iter().enumerate() {
+                            if !d.deleted[i] {
+                                out.push_str(&show(i, m));
+                                out.push_str("\r\n");
+                            }
+                        }
+                        out.push_str(".\r\n");
+                        self.send(&out).await?;
+                    } else {
+                        match self.msg_index(&arg) {
+                            Ok(i) => {
+                                let line = format!("+OK {}\r\n", show(i, &d.msgs[i]));
+                                self.send(&line).await?
+                            }
+                            Err(e) => self.send(&e).await?,
+                        }
+                    }
+                }
+                ("RETR", true) | ("TOP", true) => {
+                    let mut parts = arg.split_whitespace();
+                    let n = parts.next().unwrap_or("");
+                    let top = if cmd == "TOP" {
+                        match parts.next().and_then(|x| x.parse::<usize>().ok()) {
+                            Some(l) => Some(l),
+                            None => {
+                                self.send("-ERR TOP needs a message number and a line count\r\n")
+                                    .await?;
+                                continue;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    match self.msg_index(n) {
+                        Ok(i) => self.retr(i, top).await?,
+                        Err(e) => self.send(&e).await?,
+                    }
+                }
+                ("DELE", true) => match self.msg_index(&arg) {
+                    Ok(i) => {
+                        self.drop.as_mut().expect("auth").deleted[i] = true;
+                        self.send(&format!("+OK message {} deleted\r\n", i + 1))
+                            .await?
+                    }
+                    Err(e) => self.send(&e).await?,
+                },
+                ("RSET", true) => {
+                    let d = self.drop.as_mut().expect("auth");
+                    d.deleted.iter_mut().for_each(|x| *x = false);
+                    let n = d.msgs.len();
+                    self.send(&format!("+OK maildrop has {n} messages\r\n"))
+                        .await?
+                }
+                (_, false) if ["STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "RSET", "NOOP"]
+                    .contains(&cmd.as_str()) =>
+                {
+                    self.send("-ERR log in first\r\n").await?
+                }
+                (_, true) if ["USER", "PASS", "AUTH", "APOP", "STLS"].contains(&cmd.as_str()) => {
+                    self.send("-ERR already logged in\r\n").await?
+                }
+                _ => self.send("-ERR unknown command\r\n").await?,
+            }
+        }
+    }
+
+    fn login_refused(&self) -> Option<String> {
+        (self.shared.cfg.require_tls_for_login && !self.conn.is_tls())
+            .then(|| "-ERR [AUTH] use STLS first\r\n".to_string())
+    }
+
+    fn msg_index(&self, arg: &str) -> Result<usize, String> {
+        let d = self.drop.as_ref().expect("auth");
+        match arg.trim().parse::<usize>() {
+            Ok(n) if n >= 1 && n <= d.msgs.len() && !d.deleted[n - 1] => Ok(n - 1),
+            Ok(n) if n >= 1 && n <= d.msgs.len() => {
+                Err(format!("-ERR message {n} already deleted\r\n"))
+            }
+            _ => Err("-ERR no such message\r\n".into()),
+        }
+    }
+
+    async fn retr(&mut self, i: usize, top: Option<usize>) -> io::Result<()> {
+        let d = self.drop.as_ref().expect("auth");
+        let raw = match d.acct.reader().body(&d.msgs[i].body) {
+            Ok(Some(b)) => b,
+            _ => {
+                return self
+                    .send("-ERR [SYS/TEMP] message unavailable now\r\n")
+                    .await;
+            }
+        };
+        let raw: &[u8] = match top {
+            None => &raw,
+            Some(n) => {
+                let hdr_end = raw
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map(|p| p + 4)
+                    .unwrap_or(raw.len());
+                let mut end = hdr_end;
+                for _ in 0..n {
+                    match raw[end..].iter().position(|b| *b == b'\n') {
+                        Some(p) => end += p + 1,
+                        None => {
+                            end = raw.len();
+                            break;
+                        }
+                    }
+                }
+                &raw[..end]
+            }
+        };
+        let mut out = Vec::with_capacity(raw.len() + 64);
+        out.extend_from_slice(b"+OK message follows\r\n");
+        // Dot-stuffing, and CRLF line ends on the wire.
+        for line in raw.split_inclusive(|b| *b == b'\n') {
+            if line.first() == Some(&b'.') {
+                out.push(b'.');
+            }
+            let body = line.strip_suffix(b"\n").unwrap_or(line);
+            let body = body.strip_suffix(b"\r").unwrap_or(body);
+            out.extend_from_slice(body);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        self.conn.write(&out).await
+    }
+
+    async fn auth(&mut self, arg: &str) -> io::Result<()> {
+        if let Some(e) = self.login_refused() {
+            return self.send(&e).await;
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut parts = arg.split_whitespace();
+        let mech = parts.next().unwrap_or("").to_ascii_uppercase();
+        let initial = parts.next().map(str::to_string);
+        let decode = |s: &str| -> Option<Vec<u8>> {
+            if s == "=" {
+                Some(Vec::new())
+            } else {
+                b64.decode(s.trim()).ok()
+            }
+        };
+        match mech.as_str() {
+            "" => self.send("+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n").await,
+            "PLAIN" => {
+                let resp = match initial {
+                    Some(i) => i,
+                    None => {
+                        self.send("+ \r\n").await?;
+                        match self.read_line().await? {
+                            Line::Text(t) => t,
+                            Line::Closed => return Ok(()),
+                        }
+                    }
+                };
+                if resp == "*" {
+                    return self.send("-ERR authentication cancelled\r\n").await;
+                }
+                let Some(data) = decode(&resp) else {
+                    return self.send("-ERR malformed base64\r\n").await;
+                };
+                let parts: Vec<&[u8]> = data.split(|b| *b == 0).collect();
+                if parts.len() != 3 || (!parts[0].is_empty() && parts[0] != parts[1]) {
+                    return self.send("-ERR [AUTH] malformed PLAIN response\r\n").await;
+                }
+                let login = String::from_utf8_lossy(parts[1]).into_owned();
+                let pw = String::from_utf8_lossy(parts[2]).into_owned();
+                self.login(&login, &pw).await
+            }
+            "LOGIN" => {
+                let user = match initial {
+                    Some(i) => i,
+                    None => {
+                        self.send(&format!("+ {}\r\n", b64.encode("Username:")))
+                            .await?;
+                        match self.read_line().await? {
+                            Line::Text(t) => t,
+                            Line::Closed => return Ok(()),
+                        }
+                    }
+                };
+                self.send(&format!("+ {}\r\n", b64.encode("Password:")))
+                    .await?;
+                let pass = match self.read_line().await? {
+                    Line::Text(t) => t,
+                    Line::Closed => return Ok(()),
+                };
+                if user == "*" || pass == "*" {
+                    return self.send("-ERR authentication cancelled\r\n").await;
+                }
+                match (decode(&user), decode(&pass)) {
+                    (Some(u), Some(p)) => {
+                        let u = String::from_utf8_lossy(&u).into_owned();
+                        let p = String::from_utf8_lossy(&p).into_owned();
+                        self.login(&u, &p).await
+                    }
+                    _ => self.send("-ERR malformed base64\r\n").await,
+                }
+            }
+            other => {
+                self.send(&format!("-ERR mechanism {other} is not supported\r\n"))
+                    .await
+            }
+        }
+    }
+
+    async fn login(&mut self, login: &str, password: &str) -> io::Result<()> {
+        if let Some(e) = self.login_refused() {
+            return self.send(&e).await;
+        }
+        let ip = self.conn.peer.ip();
+        if !self.shared.limits.login_allowed(ip, login) {
+            return self
+                .send("-ERR [SYS/TEMP] too many failed logins; try again later\r\n")
+                .await;
+        }
+        let principal = match self
+            .shared
+            .backend
+            .directory
+            .authenticate(login, password)
+            .await
+        {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                let delay = self.shared.limits.login_failed(ip, login);
+                tokio::time::sleep(delay).await;
+                return self.send("-ERR [AUTH] wrong login or password\r\n").await;
+            }
+            Err(DirectoryError::Unavailable(e)) => {
+                return self
+                    .send(&format!("-ERR [SYS/TEMP] directory unavailable: {e}\r\n"))
+                    .await;
+            }
+        };
+        let acct = match crate::store::account(&self.shared, principal).await {
+            Ok(a) => a,
+            Err(e) => return self.send(&format!("-ERR [SYS/TEMP] {e}\r\n")).await,
+        };
+        self.shared.limits.login_succeeded(login);
+        let Some(lock) = MaildropLock::take(&acct.user) else {
+            return self
+                .send("-ERR [IN-USE] maildrop already locked by another session\r\n")
+                .await;
+        };
+        let reader = match acct.linearizable().await {
+            Ok(r) => r,
+            Err(e) => return self.send(&format!("-ERR [SYS/TEMP] {e}\r\n")).await,
+        };
+        let (uidvalidity, msgs) = match (
+            reader.mailbox(&acct.user, "INBOX"),
+            reader.messages(&acct.user, "INBOX"),
+        ) {
+            (Ok(Some(mb)), Ok(Some(m))) => (mb.uidvalidity, m),
+            (Ok(None), _) | (_, Ok(None)) => (0, Vec::new()),
+            _ => return self.send("-ERR [SYS/TEMP] store unavailable\r\n").await,
+        };
+        let n = msgs.len();
+        let size: u64 = msgs.iter().map(|m| m.size).sum();
+        tracing::info!(user = %acct.user, peer = %self.conn.peer, messages = n, "POP3 login");
+        self.drop = Some(Maildrop {
+            deleted: vec![false; n],
+            acct,
+            _lock: lock,
+            uidvalidity,
+            msgs,
+        });
+        self.send(&format!(
+            "+OK maildrop locked and ready, {n} messages ({size} octets)\r\n"
+        ))
+        .await
+    }
+
+    /// UPDATE state: commits the deletions as one proposal, then says goodbye.
+    async fn quit(&mut self) -> io::Result<()> {
+        let Some(d) = self.drop.take() else {
+            return self.send("+OK bye\r\n").await;
+        };
+        let uids: Vec<u32> = d
+            .msgs
+            .iter()
+            .zip(&d.deleted)
+            .filter(|(_, del)| **del)
+            .map(|(m, _)| m.uid)
+            .collect();
+        if uids.is_empty() {
+            return self.send("+OK bye\r\n").await;
+        }
+        let n = uids.len();
+        let r = d
+            .acct
+            .propose(StoreCommand::Expunge {
+                user: d.acct.user.clone(),
+                mailbox: "INBOX".into(),
+                uids: Some(uids),
+            })
+            .await;
+        match r {
+            Ok(_) => {
+                self.send(&format!("+OK {n} messages deleted, bye\r\n"))
+                    .await
+            }
+            Err(StoreFail::Refused(e)) => self.send(&format!("-ERR {e}\r\n")).await,
+            Err(StoreFail::Unavailable(e)) => {
+                self.send(&format!("-ERR [SYS/TEMP] deletions not committed: {e}\r\n"))
+                    .await
+            }
+        }
+    }
+}
