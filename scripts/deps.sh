@@ -5,8 +5,8 @@ set -euo pipefail
 
 # Build: bindgen (librocksdb-sys) needs libclang; the C++ toolchain builds RocksDB.
 BUILD_PKGS=(libclang-dev clang g++ make pkg-config)
-# Tests: real peers (OpenLDAP slapd for the directory tests; more as later issues add them).
-TEST_PKGS=(iproute2 procps slapd ldap-utils)
+# Tests: real peers (OpenLDAP slapd; Python imaplib/poplib, mbsync and fetchmail as mail clients).
+TEST_PKGS=(iproute2 procps slapd ldap-utils python3 isync fetchmail)
 
 want=("${BUILD_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then

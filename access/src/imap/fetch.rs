@@ -279,6 +279,8 @@ impl Session {
         uid: bool,
         modifiers: Vec<FetchModifier>,
     ) -> io::Result<()> {
+        // Flag changes by other sessions first (no EXPUNGE during FETCH).
+        self.sync(false).await?;
         if !uid && !self.seqs_valid(set) {
             let b = status(Kind::No, Some(tag), None, "no such message");
             return self.conn.write(&b).await;

@@ -178,6 +178,8 @@ impl Session {
         criteria: Vec<SearchKey<'_>>,
         uid: bool,
     ) -> io::Result<()> {
+        // Bring flags up to date first (no EXPUNGE during SEARCH, RFC 3501 §7.4.1).
+        self.sync(false).await?;
         let uses_modseq = criteria.iter().any(mentions_modseq);
         if uses_modseq {
             self.condstore = true;

@@ -1173,6 +1173,7 @@ impl Session {
         uid: bool,
         modifiers: Vec<imap_codec::imap_types::command::StoreModifier>,
     ) -> io::Result<()> {
+        self.sync(false).await?;
         if !uid && !self.seqs_valid(set) {
             return self.no(tag, None, "no such message").await;
         }
