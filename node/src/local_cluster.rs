@@ -176,6 +176,11 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Process id of node `id`, if running.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.children[(id - 1) as usize].as_ref().map(|c| c.id())
+    }
+
     pub fn is_running(&self, id: u64) -> bool {
         self.children[(id - 1) as usize].is_some()
     }

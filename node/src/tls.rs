@@ -112,6 +112,34 @@ pub fn generate(dir: &Path, node_ids: &[u64]) -> Result<()> {
     Ok(())
 }
 
+/// Writes a self-signed CA and a server certificate for the mail ports (IMAP/POP3 TLS) valid
+/// for `names` (host names or IP addresses): `mail-ca.pem`, `mail.pem`, `mail.key`. For test
+/// and lab set-ups; production uses a certificate from the site's CA or ACME.
+pub fn generate_mail_server(dir: &Path, names: &[String]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Halyard mail test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    std::fs::write(dir.join("mail-ca.pem"), ca_cert.pem())?;
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(names.to_vec())?;
+    p.distinguished_name.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = p.signed_by(&key, &issuer)?;
+    std::fs::write(dir.join("mail.pem"), cert.pem())?;
+    write_private(&dir.join("mail.key"), key.serialize_pem().as_bytes())?;
+    Ok(())
+}
+
 fn issuer_key_pem(issuer: &Issuer<'_, KeyPair>) -> String {
     issuer.key().serialize_pem()
 }

@@ -235,3 +235,36 @@ async fn mbsync_and_fetchmail_across_failover_and_restart() {
     c.wait_leader("meta", None, WAIT).await.unwrap();
     run_client("mbsync_sync.py", &with(after, "again"));
 }
+
+/// STARTTLS/STLS, implicit TLS, LOGINDISABLED before TLS, and a certificate reloaded on SIGHUP
+/// without dropping open sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_starttls_implicit_and_reload_on_sighup() {
+    let _s = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("mail");
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    halyard_node::tls::generate_mail_server(&certs, &names).unwrap();
+    let next = tmp.path().join("next");
+    halyard_node::tls::generate_mail_server(&next, &names).unwrap();
+    let mut sp = spec(1, 17800, 17843, 17810);
+    sp.access.imaps_listen = Some("127.0.0.1:17893".into());
+    sp.access.pop3s_listen = Some("127.0.0.1:17895".into());
+    sp.access.tls_cert = Some(certs.join("mail.pem"));
+    sp.access.tls_key = Some(certs.join("mail.key"));
+    sp.access.require_tls_for_login = true;
+    let (_d, c) = cluster("tls", &sp).await;
+    let mut env = accounts(17843, 17810);
+    env.extend([
+        ("IMAPS_PORT", "17893".to_string()),
+        ("POP3S_PORT", "17895".to_string()),
+        ("CAFILE", certs.join("mail-ca.pem").display().to_string()),
+        ("NODE_PID", c.pid(1).unwrap().to_string()),
+        ("NEW_CERT", next.join("mail.pem").display().to_string()),
+        ("NEW_KEY", next.join("mail.key").display().to_string()),
+        ("NEW_CAFILE", next.join("mail-ca.pem").display().to_string()),
+        ("CERT_PATH", certs.join("mail.pem").display().to_string()),
+        ("KEY_PATH", certs.join("mail.key").display().to_string()),
+    ]);
+    run_client("tls_clients.py", &env);
+}
