@@ -8,6 +8,14 @@
 //! and applied. SELECT and EXAMINE confirm leadership with a quorum (`ensure_linearizable`)
 //! before reading; other sessions' changes reach a session through the group's change feed.
 //!
+//! **Multiplexor** (the seed's MMP): a session that reaches a node which is not the master of
+//! the user's group authenticates there, then is relayed byte for byte to the master's
+//! IMAP/POP3 listener (`[[cluster.nodes]] imap`/`pop3`), where the multiplexor logs in with the
+//! same credentials. When the master changes, sessions served by the old master end with
+//! `* BYE` (IMAP) or are closed (POP3), and clients reconnect. The relay between nodes is
+//! plaintext on the cluster network (as the seed's MMP to its back ends); put that network on
+//! a private segment.
+//!
 //! Commands are parsed and responses serialised with `imap-codec` (2.0 alpha: 1.0 lacks ID,
 //! NAMESPACE, UID EXPUNGE and CONDSTORE).
 
@@ -16,6 +24,7 @@ pub mod imap;
 pub mod limits;
 pub mod mutf7;
 pub mod pop3;
+pub mod proxy;
 pub mod store;
 pub mod tls;
 
@@ -39,6 +48,15 @@ pub struct Backend {
     /// Group of users whose directory entry names none.
     pub default_group: Option<String>,
     pub node_id: u64,
+    /// Where the other nodes serve IMAP and POP3, for the multiplexor.
+    pub peers: HashMap<u64, PeerAccess>,
+}
+
+/// A node's mail access addresses as the other nodes reach them.
+#[derive(Debug, Clone, Default)]
+pub struct PeerAccess {
+    pub imap: Option<String>,
+    pub pop3: Option<String>,
 }
 
 /// The running listeners; [`AccessServer::shutdown`] stops them.

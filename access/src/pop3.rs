@@ -102,6 +102,7 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, implicit: 
         conn,
         pending_user: None,
         drop: None,
+        relayed: false,
     };
     if let Err(e) = s.run().await {
         tracing::debug!(peer = %peer, error = %e, "POP3 session ended");
@@ -121,6 +122,8 @@ struct Pop3 {
     conn: Conn,
     pending_user: Option<String>,
     drop: Option<Maildrop>,
+    /// The session was relayed to the master and is over.
+    relayed: bool,
 }
 
 enum Line {
@@ -149,7 +152,23 @@ impl Pop3 {
                 return Ok(Line::Closed);
             }
             self.conn.release_idle_buffer();
-            match tokio::time::timeout(idle, self.conn.read_more()).await {
+            let node = self.shared.backend.node_id;
+            let group = self.drop.as_ref().map(|d| d.acct.group.clone());
+            let lost = async {
+                match &group {
+                    Some(g) => crate::store::lost_mastership(g, node).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let r = tokio::select! {
+                r = tokio::time::timeout(idle, self.conn.read_more()) => r,
+                _ = lost => {
+                    // Deletions are not committed: the client reconnects to the new master.
+                    let _ = self.send("-ERR [SYS/TEMP] the master of your mailbox moved; reconnect\r\n").await;
+                    return Ok(Line::Closed);
+                }
+            };
+            match r {
                 Ok(Ok(0)) | Err(_) => return Ok(Line::Closed),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(e),
@@ -177,6 +196,9 @@ impl Pop3 {
     async fn run(&mut self) -> io::Result<()> {
         self.send("+OK Halyard POP3 ready\r\n").await?;
         loop {
+            if self.relayed {
+                return Ok(());
+            }
             let Line::Text(line) = self.read_line().await? else {
                 return Ok(());
             };
@@ -495,6 +517,9 @@ impl Pop3 {
             Err(e) => return self.send(&format!("-ERR [SYS/TEMP] {e}\r\n")).await,
         };
         self.shared.limits.login_succeeded(login);
+        if acct.master() != Some(self.shared.backend.node_id) {
+            return self.relay(&acct, login, password).await;
+        }
         let Some(lock) = MaildropLock::take(&acct.user) else {
             return self
                 .send("-ERR [IN-USE] maildrop already locked by another session\r\n")
@@ -526,6 +551,41 @@ impl Pop3 {
             "+OK maildrop locked and ready, {n} messages ({size} octets)\r\n"
         ))
         .await
+    }
+
+    /// The multiplexor: log in on the master and relay the rest of the session.
+    async fn relay(&mut self, acct: &Account, login: &str, password: &str) -> io::Result<()> {
+        let Some(master) = acct.master() else {
+            return self
+                .send("-ERR [SYS/TEMP] your mailbox's master is being elected; try again\r\n")
+                .await;
+        };
+        let Some(addr) = self
+            .shared
+            .backend
+            .peers
+            .get(&master)
+            .and_then(|p| p.pop3.clone())
+        else {
+            return self
+                .send(&format!(
+                    "-ERR [SYS/TEMP] node {master} has no POP3 address configured\r\n"
+                ))
+                .await;
+        };
+        match crate::proxy::pop3_upstream(&addr, login, password).await {
+            Ok(up) => {
+                tracing::info!(user = %acct.user, master, "POP3 session relayed to the master");
+                self.relayed = true;
+                self.send(&format!(
+                    "+OK logged in (via node {})\r\n",
+                    self.shared.backend.node_id
+                ))
+                .await?;
+                crate::proxy::relay(&mut self.conn, up).await
+            }
+            Err(e) => self.send(&format!("-ERR [SYS/TEMP] {e}\r\n")).await,
+        }
     }
 
     /// UPDATE state: commits the deletions as one proposal, then says goodbye.

@@ -63,6 +63,33 @@ pub async fn account(shared: &Shared, principal: Principal) -> Result<Account, S
 }
 
 impl Account {
+    /// The node currently leading the user's group (the master), if known.
+    pub fn master(&self) -> Option<u64> {
+        self.group.raft().metrics().borrow().current_leader
+    }
+
+    /// Resolves once `node` is no longer the master of the user's group.
+    pub async fn lost_mastership(&self, node: u64) {
+        lost_mastership(&self.group, node).await
+    }
+}
+
+/// Resolves once `node` no longer leads `group`.
+pub async fn lost_mastership(group: &Group, node: u64) {
+    {
+        let mut m = group.raft().metrics();
+        loop {
+            if m.borrow().current_leader != Some(node) {
+                return;
+            }
+            if m.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Account {
     pub async fn propose(&self, cmd: Command) -> Result<Reply, StoreFail> {
         match self.group.propose(cmd).await {
             Ok(Reply::Error(e)) => Err(StoreFail::Refused(e)),

@@ -110,6 +110,13 @@ pub struct TlsConfig {
 pub struct PeerConfig {
     pub id: u64,
     pub addr: String,
+    /// That node's IMAP (plain/STARTTLS) address as the other nodes reach it: where the
+    /// multiplexor sends a session whose mailboxes that node is the master of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imap: Option<String>,
+    /// Same for POP3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pop3: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

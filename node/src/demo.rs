@@ -30,6 +30,14 @@ pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
         .map(|i| PeerConfig {
             id: i,
             addr: format!("127.0.0.1:{}", DEMO_BASE_PORT as u64 + i - 1),
+            imap: Some(format!(
+                "127.0.0.1:{}",
+                DEMO_IMAP_PORT as u64 + 1000 * (i - 1)
+            )),
+            pop3: Some(format!(
+                "127.0.0.1:{}",
+                DEMO_POP3_PORT as u64 + 1000 * (i - 1)
+            )),
         })
         .collect();
     (1..=nodes)

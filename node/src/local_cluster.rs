@@ -72,6 +72,8 @@ impl LocalCluster {
             .map(|i| PeerConfig {
                 id: *i,
                 addr: format!("127.0.0.1:{}", spec.base_port as u64 + i - 1),
+                imap: shifted_access(&spec.access, *i).imap_listen,
+                pop3: shifted_access(&spec.access, *i).pop3_listen,
             })
             .collect();
         let mut configs = Vec::new();

@@ -243,6 +243,20 @@ impl Node {
                 directory: shared.directory.clone(),
                 default_group: cfg.access.default_group.clone(),
                 node_id: cfg.node_id,
+                peers: cfg
+                    .cluster
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        (
+                            n.id,
+                            halyard_access::PeerAccess {
+                                imap: n.imap.clone(),
+                                pop3: n.pop3.clone(),
+                            },
+                        )
+                    })
+                    .collect(),
             },
         )
         .await?;

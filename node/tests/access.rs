@@ -268,3 +268,27 @@ async fn tls_starttls_implicit_and_reload_on_sighup() {
     ]);
     run_client("tls_clients.py", &env);
 }
+
+/// The multiplexor relays sessions from a non-master node to the master; a master change
+/// ends sessions with BYE; clients reconnect to any node and find their mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiplexor_relays_to_the_master_and_says_bye_when_it_moves() {
+    let _s = SERIAL.lock().await;
+    let sp = spec(3, 17820, 17863, 17870);
+    let (_d, c) = cluster("mmp", &sp).await;
+    let leader = c.wait_leader("rg1", None, WAIT).await.unwrap();
+    let ports: Vec<String> = (1..=3)
+        .map(|i| (17863 + 10 * (i - 1)).to_string())
+        .collect();
+    let pops: Vec<String> = (1..=3)
+        .map(|i| (17870 + 10 * (i - 1)).to_string())
+        .collect();
+    let mut env = accounts(0, 0);
+    env.extend([
+        ("PORTS", ports.join(",")),
+        ("POP_PORTS", pops.join(",")),
+        ("LEADER", leader.to_string()),
+        ("LEADER_PID", c.pid(leader).unwrap().to_string()),
+    ]);
+    run_client("multiplexor.py", &env);
+}

@@ -95,6 +95,8 @@ pub struct Session {
     pub(crate) condstore: bool,
     literal_end: usize,
     feed: Option<broadcast::Receiver<Arc<Change>>>,
+    /// The session was relayed to the master and is over.
+    relayed: bool,
 }
 
 type Res = io::Result<bool>;
@@ -181,6 +183,7 @@ impl Session {
             condstore: false,
             literal_end: 0,
             feed: None,
+            relayed: false,
         }
     }
 
@@ -216,7 +219,7 @@ impl Session {
             );
             match framed {
                 Framed::Command(c) => {
-                    if !self.handle(*c).await? {
+                    if !self.handle(*c).await? || self.relayed {
                         return Ok(());
                     }
                 }
@@ -249,9 +252,25 @@ impl Session {
         }
     }
 
-    /// Reads more input; false at end of stream or autologout.
+    /// Reads more input; false at end of stream, autologout, or when this node stops being
+    /// the master of the session's mailboxes (the client reconnects to the new master).
     async fn read(&mut self, autologout: Duration) -> io::Result<bool> {
-        match tokio::time::timeout(autologout, self.conn.read_more()).await {
+        let node = self.shared.backend.node_id;
+        let lost = async {
+            match &self.account {
+                Some(a) => a.lost_mastership(node).await,
+                None => std::future::pending().await,
+            }
+        };
+        let read = tokio::time::timeout(autologout, self.conn.read_more());
+        let r = tokio::select! {
+            r = read => r,
+            _ = lost => {
+                let _ = self.conn.write(&bye("the master of your mailboxes moved; please reconnect")).await;
+                return Ok(false);
+            }
+        };
+        match r {
             Ok(Ok(0)) => Ok(false),
             Ok(Ok(_)) => Ok(true),
             Ok(Err(e)) => Err(e),
@@ -401,6 +420,10 @@ impl Session {
             .await
         {
             Ok(Some(p)) => match crate::store::account(&self.shared, p).await {
+                Ok(acct) if acct.master() != Some(self.shared.backend.node_id) => {
+                    self.shared.limits.login_succeeded(login);
+                    self.relay(tag, &acct, login, password).await
+                }
                 Ok(acct) => {
                     self.shared.limits.login_succeeded(login);
                     tracing::info!(user = %acct.user, group = acct.group.name(), peer = %self.conn.peer, "IMAP login");
@@ -428,6 +451,64 @@ impl Session {
                 )
                 .await
             }
+        }
+    }
+
+    /// The multiplexor: this node is not the master of the user's group; log in on the
+    /// master and relay the rest of the session to it.
+    async fn relay(
+        &mut self,
+        tag: &Tag<'_>,
+        acct: &Account,
+        login: &str,
+        password: &str,
+    ) -> io::Result<()> {
+        let unavailable = || {
+            Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
+                b"UNAVAILABLE".as_slice(),
+            ))
+        };
+        let Some(master) = acct.master() else {
+            return self
+                .no(
+                    tag,
+                    Some(unavailable()),
+                    "your mailboxes' master is being elected; try again",
+                )
+                .await;
+        };
+        let Some(addr) = self
+            .shared
+            .backend
+            .peers
+            .get(&master)
+            .and_then(|p| p.imap.clone())
+        else {
+            return self
+                .no(
+                    tag,
+                    Some(unavailable()),
+                    &format!(
+                        "node {master} (master of your mailboxes) has no IMAP address configured"
+                    ),
+                )
+                .await;
+        };
+        match crate::proxy::imap_upstream(&addr, login, password).await {
+            Ok(up) => {
+                tracing::info!(user = %acct.user, master, peer = %self.conn.peer, "IMAP session relayed to the master");
+                let caps = Vec1::try_from(capabilities(&self.shared, true, true))
+                    .map_err(|_| io::Error::other("caps"))?;
+                self.ok(
+                    tag,
+                    Some(Code::Capability(caps)),
+                    &format!("logged in (via node {})", self.shared.backend.node_id),
+                )
+                .await?;
+                self.relayed = true;
+                crate::proxy::relay(&mut self.conn, up).await
+            }
+            Err(e) => self.no(tag, Some(unavailable()), &e).await,
         }
     }
 
@@ -1487,6 +1568,8 @@ impl Session {
         self.sync(true).await?;
         let autologout = Duration::from_secs(self.shared.cfg.autologout_secs);
         let deadline = tokio::time::Instant::now() + autologout;
+        let group = self.acct().group.clone();
+        let node = self.shared.backend.node_id;
         loop {
             match IdleDoneCodec::default().decode(&self.conn.buf[..]) {
                 Ok((rest, _)) => {
@@ -1536,6 +1619,10 @@ impl Session {
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     self.send(&bye("autologout: idle for too long")).await?;
+                    return Ok(false);
+                }
+                _ = crate::store::lost_mastership(&group, node) => {
+                    self.send(&bye("the master of your mailboxes moved; please reconnect")).await?;
                     return Ok(false);
                 }
             }
