@@ -137,7 +137,7 @@ mod tests {
             "&Jjo",       // unterminated
             "&Jjo!-",     // bad char
             "&AGEAYgBj-", // "abc" encoded: printable ASCII must not be encoded
-            "&2D3eAA-",   // unpaired surrogate
+            "&2D0-",      // unpaired surrogate
             "&U,BTFw",    // unterminated
             "&U,BTF-",    // bad padding
             "caf\u{e9}",  // raw 8-bit

@@ -233,6 +233,17 @@ impl NodeConfig {
             fix(&mut t.cert);
             fix(&mut t.key);
         }
+        for p in [&mut self.access.tls_cert, &mut self.access.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
+        if let Some(l) = &mut self.directory.ldap
+            && let Some(ca) = &mut l.ca_file
+        {
+            fix(ca);
+        }
     }
 
     /// The address other nodes dial.

@@ -504,6 +504,56 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imap_codec::ResponseCodec;
+    use imap_codec::decode::Decoder;
+    use proptest::prelude::*;
+
+    /// ENVELOPE + BODYSTRUCTURE of `raw`, encoded in a FETCH response and decoded again.
+    fn round_trip(raw: &[u8]) {
+        let meta = halyard_raft_store::mime::message_meta(raw);
+        let items = Vec1::try_from(vec![
+            MessageDataItem::Envelope(envelope(&meta.envelope)),
+            MessageDataItem::BodyStructure(structure(&meta.body, true)),
+            MessageDataItem::Body(structure(&meta.body, false)),
+        ])
+        .unwrap();
+        let resp = Response::Data(Data::Fetch { seq: nz(1), items });
+        let bytes = super::super::encode(&resp);
+        let (rest, back) = ResponseCodec::default()
+            .decode(&bytes)
+            .unwrap_or_else(|e| panic!("{e:?}: {}", String::from_utf8_lossy(&bytes)));
+        assert!(rest.is_empty());
+        assert_eq!(back, resp, "{}", String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn bodystructure_of_a_multipart_round_trips() {
+        round_trip(
+            b"From: \"A, B\" <a@b.example>\r\nTo: g: c@d.example;\r\nSubject: \"quoted\" \\ x\r\n\
+              Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n\
+              Content-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n--zz\r\n\
+              Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nbody\r\n--zz--\r\n",
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn bodystructure_of_random_mime_round_trips(
+            parts in proptest::collection::vec(("[a-z]{1,8}", "[a-z]{1,8}", "[ -~]{0,30}", proptest::collection::vec(any::<u8>(), 0..40)), 0..4),
+            subject in proptest::collection::vec(any::<u8>(), 0..30),
+        ) {
+            let mut raw = b"Subject: ".to_vec();
+            raw.extend(subject.iter().filter(|b| **b != b'\r' && **b != b'\n'));
+            raw.extend_from_slice(b"\r\nContent-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n");
+            for (t, st, param, body) in &parts {
+                raw.extend_from_slice(format!("--b0\r\nContent-Type: {t}/{st}; x=\"{}\"\r\n\r\n", param.replace(['"', '\\'], "")).as_bytes());
+                raw.extend(body.iter().filter(|b| **b != b'-'));
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(b"--b0--\r\n");
+            round_trip(&raw);
+        }
+    }
 
     #[test]
     fn header_field_filter() {

@@ -143,18 +143,19 @@ pub(crate) enum Framed {
 /// Takes the next command out of the connection's buffer. `literal_end` remembers where the
 /// literal being received ends (0: none), so literal bytes do not count as line length.
 pub(crate) fn frame(
-    conn: &mut Conn,
+    buf: &mut bytes::BytesMut,
     literal_end: &mut usize,
     max_line: usize,
     max_literal: u64,
 ) -> Framed {
     use imap_codec::decode::CommandDecodeError;
     use imap_codec::imap_types::core::LiteralMode;
-    let buf = &conn.buf;
+    let whole: &mut bytes::BytesMut = buf;
+    let buf: &[u8] = whole;
     match CommandCodec::default().decode_static(buf) {
         Ok((rest, cmd)) => {
             let used = buf.len() - rest.len();
-            let _ = conn.buf.split_to(used);
+            let _ = whole.split_to(used);
             *literal_end = 0;
             Framed::Command(Box::new(cmd))
         }
@@ -182,7 +183,7 @@ pub(crate) fn frame(
                 match mode {
                     LiteralMode::Sync => {
                         let r = status(Kind::No, Some(&tag), Some(Code::TooBig), &text);
-                        conn.buf.clear();
+                        whole.clear();
                         Framed::Reject(r)
                     }
                     // The data is already on its way: the only safe answer is to hang up.
@@ -213,11 +214,11 @@ pub(crate) fn frame(
             );
             match end {
                 Some(e) => {
-                    let _ = conn.buf.split_to(e);
+                    let _ = whole.split_to(e);
                     Framed::Reject(r)
                 }
                 None => {
-                    conn.buf.clear();
+                    whole.clear();
                     Framed::RejectLine(r)
                 }
             }
@@ -238,6 +239,103 @@ pub(crate) fn skip_line(conn: &mut Conn) -> bool {
             let n = conn.buf.len() - keep;
             let _ = conn.buf.split_to(n);
             false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use proptest::prelude::*;
+
+    /// Feeds `input` in chunks the way the session does; returns what came out.
+    fn drive(input: &[u8], chunk: usize) -> (usize, usize, bool) {
+        let mut buf = BytesMut::new();
+        let mut lit = 0;
+        let (mut cmds, mut rejects) = (0, 0);
+        for piece in input.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            // Bounded: each step consumes input or asks for more.
+            for _ in 0..10_000 {
+                let before = buf.len();
+                match frame(&mut buf, &mut lit, 1024, 1 << 20) {
+                    Framed::Command(_) => cmds += 1,
+                    Framed::Reject(_) => rejects += 1,
+                    Framed::RejectLine(_) => {
+                        rejects += 1;
+                        while !buf.is_empty() {
+                            match buf.windows(2).position(|w| w == b"\r\n") {
+                                Some(p) => {
+                                    let _ = buf.split_to(p + 2);
+                                    break;
+                                }
+                                None => buf.clear(),
+                            }
+                        }
+                    }
+                    Framed::Fatal(_) => return (cmds, rejects, true),
+                    Framed::NeedMore | Framed::Continue => break,
+                }
+                assert!(buf.len() < before || buf.is_empty(), "no progress");
+            }
+        }
+        (cmds, rejects, false)
+    }
+
+    #[test]
+    fn pipelined_commands_and_literals() {
+        let input = b"a NOOP\r\nb LOGIN {5}\r\nalice {3}\r\npw!\r\nc APPEND INBOX {4+}\r\nabcd\r\n";
+        assert_eq!(drive(input, 3), (3, 0, false));
+        assert_eq!(drive(input, 1000), (3, 0, false));
+        let (c, r, fatal) = drive(b"x BOGUS\r\ny NOOP\r\n", 1000);
+        assert_eq!((c, r, fatal), (1, 1, false));
+    }
+
+    #[test]
+    fn limits() {
+        let mut buf = BytesMut::from(&b"t APPEND INBOX {99999999}\r\n"[..]);
+        let mut lit = 0;
+        assert!(matches!(
+            frame(&mut buf, &mut lit, 1024, 1 << 20),
+            Framed::Reject(_)
+        ));
+        let mut buf = BytesMut::from(&b"t APPEND INBOX {99999999+}\r\n"[..]);
+        assert!(matches!(
+            frame(&mut buf, &mut lit, 1024, 1 << 20),
+            Framed::Fatal(_)
+        ));
+        let long = [b"t SEARCH SUBJECT \"".as_slice(), &[b'x'; 2000]].concat();
+        let mut buf = BytesMut::from(&long[..]);
+        assert!(matches!(
+            frame(&mut buf, &mut lit, 1024, 1 << 20),
+            Framed::Fatal(_)
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn random_input_never_panics(input in proptest::collection::vec(any::<u8>(), 0..600), chunk in 1usize..64) {
+            drive(&input, chunk);
+        }
+
+        #[test]
+        fn command_like_input_never_panics(
+            lines in proptest::collection::vec(
+                prop_oneof![
+                    Just("a NOOP".to_string()),
+                    Just("b LOGIN x y".to_string()),
+                    Just("c FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)]<0.10>)".to_string()),
+                    Just("d APPEND INBOX {3}".to_string()),
+                    Just("e UID STORE 1,3:5 +FLAGS.SILENT (\\\\Seen)".to_string()),
+                    Just("f SEARCH OR FROM x NOT SEEN".to_string()),
+                    "[ -~]{0,40}",
+                ],
+                0..20),
+            chunk in 1usize..32,
+        ) {
+            let input = lines.join("\r\n") + "\r\n";
+            drive(input.as_bytes(), chunk);
         }
     }
 }

@@ -212,7 +212,7 @@ impl Session {
         let autologout = Duration::from_secs(self.shared.cfg.autologout_secs);
         loop {
             let framed = frame(
-                &mut self.conn,
+                &mut self.conn.buf,
                 &mut self.literal_end,
                 self.shared.cfg.max_line_bytes,
                 self.shared.cfg.max_literal_bytes,
