@@ -143,19 +143,18 @@ pub(crate) enum Framed {
 /// Takes the next command out of the connection's buffer. `literal_end` remembers where the
 /// literal being received ends (0: none), so literal bytes do not count as line length.
 pub(crate) fn frame(
-    buf: &mut bytes::BytesMut,
+    input: &mut bytes::BytesMut,
     literal_end: &mut usize,
     max_line: usize,
     max_literal: u64,
 ) -> Framed {
     use imap_codec::decode::CommandDecodeError;
     use imap_codec::imap_types::core::LiteralMode;
-    let whole: &mut bytes::BytesMut = buf;
-    let buf: &[u8] = whole;
+    let buf: &[u8] = input;
     match CommandCodec::default().decode_static(buf) {
         Ok((rest, cmd)) => {
             let used = buf.len() - rest.len();
-            let _ = whole.split_to(used);
+            let _ = input.split_to(used);
             *literal_end = 0;
             Framed::Command(Box::new(cmd))
         }
@@ -183,7 +182,7 @@ pub(crate) fn frame(
                 match mode {
                     LiteralMode::Sync => {
                         let r = status(Kind::No, Some(&tag), Some(Code::TooBig), &text);
-                        whole.clear();
+                        input.clear();
                         Framed::Reject(r)
                     }
                     // The data is already on its way: the only safe answer is to hang up.
@@ -214,11 +213,11 @@ pub(crate) fn frame(
             );
             match end {
                 Some(e) => {
-                    let _ = whole.split_to(e);
+                    let _ = input.split_to(e);
                     Framed::Reject(r)
                 }
                 None => {
-                    whole.clear();
+                    input.clear();
                     Framed::RejectLine(r)
                 }
             }
