@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod bench_access;
 pub mod client;
 pub mod config;
 pub mod ctl;

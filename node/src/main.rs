@@ -9,6 +9,7 @@
 //!     halyard ctl ... snapshot --group G
 //!     halyard certs --out DIR --nodes 1,2,3
 //!     halyard bench [--nodes 3] [--proposers 64] [--seconds 20] [--size 10240]
+//!     halyard bench-access [--idle N | --nodes 3 --clients 16 --seconds 10 --size 10240]
 //!
 //! DIAGNOSTICS
 //!     Errors are one line on stderr, `halyard: error: ...`, and the exit status is 1.
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use halyard_node::config::NodeConfig;
-use halyard_node::{bench, ctl, demo, runtime, tls};
+use halyard_node::{bench, bench_access, ctl, demo, runtime, tls};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +61,8 @@ enum Cmd {
     },
     /// Measure commit throughput and latency of a local cluster.
     Bench(bench::BenchArgs),
+    /// Measure IMAP: idle sessions' memory (--idle N) or APPEND/FETCH throughput.
+    BenchAccess(bench_access::BenchAccessArgs),
 }
 
 fn init_logging(default: &str) {
@@ -119,6 +122,7 @@ fn main() {
                 Ok(())
             }
             Cmd::Bench(args) => bench::run(args).await,
+            Cmd::BenchAccess(args) => bench_access::run(args).await,
         }
     });
     if let Err(e) = result {

@@ -60,6 +60,27 @@ impl SmShared {
         }
     }
 
+    /// The index entries of the given UIDs of a mailbox (missing UIDs are skipped), in the
+    /// order given; `None` if the mailbox does not exist. Point reads: the cost does not grow
+    /// with the mailbox.
+    pub fn messages_by_uid(
+        &self,
+        user: &str,
+        name: &str,
+        uids: &[u32],
+    ) -> Result<Option<Vec<MessageRecord>>, StoreError> {
+        let Some(mb) = self.mailbox(user, name)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(uids.len());
+        for uid in uids {
+            if let Some(m) = self.get_de(Cf::Messages, &keys::message(mb.id, *uid))? {
+                out.push(m);
+            }
+        }
+        Ok(Some(out))
+    }
+
     pub fn body(&self, body: &BodyRef) -> Result<Option<Vec<u8>>, StoreError> {
         let db = self.db();
         DbView(&db).get(Cf::Bodies, &keys::body(&body.partition, &body.sha256))

@@ -319,15 +319,17 @@ impl Session {
         let acct = self.account.as_ref().expect("authenticated");
         let sel = self.sel.as_ref().expect("selected");
         let reader = acct.reader();
-        let records: HashMap<u32, MessageRecord> = match reader.messages(&acct.user, &sel.name) {
-            Ok(Some(m)) => m.into_iter().map(|m| (m.uid, m)).collect(),
-            Ok(None) => HashMap::new(),
-            Err(e) => {
-                return self
-                    .fail_fetch(tag, StoreFail::Unavailable(e.to_string()))
-                    .await;
-            }
-        };
+        let wanted: Vec<u32> = targets.iter().map(|t| t.1).collect();
+        let records: HashMap<u32, MessageRecord> =
+            match reader.messages_by_uid(&acct.user, &sel.name, &wanted) {
+                Ok(Some(m)) => m.into_iter().map(|m| (m.uid, m)).collect(),
+                Ok(None) => HashMap::new(),
+                Err(e) => {
+                    return self
+                        .fail_fetch(tag, StoreFail::Unavailable(e.to_string()))
+                        .await;
+                }
+            };
         // Reading a body without .PEEK sets \Seen, committed before the data is sent.
         let sets_seen = names.iter().any(|n| {
             matches!(
