@@ -146,9 +146,12 @@ async fn pop3_commands_with_poplib() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_clients_get_clear_answers_and_hurt_nobody() {
     let _s = SERIAL.lock().await;
-    let sp = spec(1, 17640, 17683, 17650);
+    let mut sp = spec(1, 17640, 17683, 17650);
+    sp.access.max_login_failures = 4;
     let (_d, _c) = cluster("hostile", &sp).await;
-    run_client("imap_hostile.py", &accounts(17683, 17650));
+    let mut env = accounts(17683, 17650);
+    env.push(("MAX_LOGIN_FAILURES", "4".into()));
+    run_client("imap_hostile.py", &env);
 }
 
 /// APPEND on the master, kill -9 the master: the message (APPENDUID received) is on the new

@@ -132,4 +132,19 @@ except (ConnectionResetError, OSError):
     closed = True
 assert closed, "server never gave up on a client that does not read"
 still_fine()
+# 6. Password guessing: failures are answered ever more slowly, then refused outright (for
+# the address and the login), while the real user on another connection is unaffected.
+MAXF = int(os.environ.get("MAX_LOGIN_FAILURES", "4"))
+s, f = conn()
+t0 = time.time()
+for i in range(MAXF):
+    s.sendall(f"p{i} LOGIN {USER} wrong{i}\r\n".encode())
+    line = f.readline()
+    assert line.startswith(f"p{i} NO".encode()) and b"AUTHENTICATIONFAILED" in line, line
+assert time.time() - t0 >= 1.0, "failures were not slowed down"
+s.sendall(f"q LOGIN {USER} {PW}\r\n".encode())
+line = f.readline()
+assert line.startswith(b"q NO") and b"too many failed logins" in line, line
+s.close()
+still_fine()
 print("imap_hostile: all passed")
