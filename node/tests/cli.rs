@@ -245,6 +245,30 @@ fn demo_runs_reports_status_and_stops_cleanly_on_ctrl_c() {
         "{table}"
     );
 
+    // The demo user it printed logs in over IMAP on every node (1143, 2143, 3143: directly on
+    // the master, through the multiplexor elsewhere) and over POP3.
+    assert!(
+        banner.contains("demo@demo.test") && banner.contains("demo-password"),
+        "{banner}"
+    );
+    for port in [1143, 2143, 3143] {
+        let reply = talk(
+            port,
+            &["a LOGIN demo demo-password\r\n", "b SELECT INBOX\r\n"],
+            "b ",
+        );
+        assert!(
+            reply.contains("a OK") && reply.contains("b OK"),
+            "{port}: {reply}"
+        );
+    }
+    let reply = talk(
+        1110,
+        &["USER demo\r\n", "PASS demo-password\r\n", "STAT\r\n"],
+        "+OK 0",
+    );
+    assert!(reply.contains("+OK 0 0"), "{reply}");
+
     Command::new("kill")
         .args(["-INT", &demo.0.id().to_string()])
         .status()
@@ -254,6 +278,45 @@ fn demo_runs_reports_status_and_stops_cleanly_on_ctrl_c() {
     let status = demo.0.wait().unwrap();
     assert!(status.success(), "demo exit {status:?}");
     assert!(rest.contains("stopped cleanly"), "{rest}");
+}
+
+/// Sends each line to a local mail port and reads until a line starting with `until` (or
+/// 10 s); returns everything received.
+fn talk(port: u16, lines: &[&str], until: &str) -> String {
+    use std::io::Write;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "port {port}: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut got = String::new();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    got.push_str(&line);
+    for l in lines {
+        w.write_all(l.as_bytes()).unwrap();
+    }
+    loop {
+        line.clear();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                got.push_str(&line);
+                if line.starts_with(until) {
+                    break;
+                }
+            }
+        }
+    }
+    got
 }
 
 #[test]
