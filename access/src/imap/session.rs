@@ -84,7 +84,13 @@ pub(crate) struct Selected {
     pub uids: Vec<u32>,
     /// uid -> (modseq, flags) as last reported to the client.
     pub flags: HashMap<u32, (u64, Vec<String>)>,
+    /// Re-read the whole index at the next sync (feed lagged, mailbox renamed, snapshot).
     pub dirty: bool,
+    /// Changes seen on the feed, not yet reported: new UIDs (with their state when known),
+    /// flag changes, expunged UIDs.
+    pub added: std::collections::BTreeMap<u32, Option<(u64, Vec<String>)>>,
+    pub changed: HashMap<u32, (u64, Vec<String>)>,
+    pub expunged: std::collections::BTreeSet<u32>,
 }
 
 pub struct Session {
@@ -1067,6 +1073,9 @@ impl Session {
             uids,
             flags,
             dirty: false,
+            added: Default::default(),
+            changed: HashMap::new(),
+            expunged: Default::default(),
         });
         let (code, text) = if read_only {
             (Code::ReadOnly, "EXAMINE completed")
@@ -1077,7 +1086,10 @@ impl Session {
     }
 
     /// Reports other sessions' changes to the selected mailbox: EXPUNGE (when allowed),
-    /// EXISTS and FETCH FLAGS.
+    /// EXISTS and FETCH FLAGS. Changes come from the change feed's events (new UIDs, flags with
+    /// their MODSEQ, expunged UIDs), so a sync costs what changed, not the mailbox size; only a
+    /// lagging feed, a rename/delete of the mailbox or an installed snapshot make it re-read
+    /// the whole index.
     pub(crate) async fn sync(&mut self, allow_expunge: bool) -> io::Result<()> {
         let Some(sel) = &mut self.sel else {
             return Ok(());
@@ -1090,61 +1102,109 @@ impl Session {
         if let Some(feed) = &mut self.feed {
             loop {
                 match feed.try_recv() {
-                    Ok(c) => {
-                        if touches(&c.event, &user, &sel.name) {
-                            sel.dirty = true;
-                        }
-                    }
+                    Ok(c) => note_event(sel, &c.event, &user),
                     Err(broadcast::error::TryRecvError::Lagged(_)) => sel.dirty = true,
                     Err(_) => break,
                 }
             }
         }
-        if !sel.dirty {
-            return Ok(());
-        }
         let Some(acct) = &self.account else {
             return Ok(());
         };
-        let msgs = match acct.reader().messages(&user, &sel.name) {
-            Ok(Some(m)) => m,
-            Ok(None) => Vec::new(),
-            Err(_) => return Ok(()),
-        };
+        if sel.dirty {
+            // Start over from the index: every difference becomes a pending change.
+            let msgs = match acct.reader().messages(&user, &sel.name) {
+                Ok(Some(m)) => m,
+                Ok(None) => Vec::new(),
+                Err(_) => return Ok(()),
+            };
+            let present: HashMap<u32, &MessageRecord> = msgs.iter().map(|m| (m.uid, m)).collect();
+            for u in &sel.uids {
+                match present.get(u) {
+                    None => {
+                        sel.expunged.insert(*u);
+                    }
+                    Some(m) => {
+                        sel.changed.insert(*u, (m.modseq, m.flags.clone()));
+                    }
+                }
+            }
+            let last = sel.uids.last().copied().unwrap_or(0);
+            for m in &msgs {
+                if m.uid > last {
+                    sel.added.insert(m.uid, Some((m.modseq, m.flags.clone())));
+                }
+            }
+            sel.dirty = false;
+        }
         let mut out = Vec::new();
-        let present: HashMap<u32, &MessageRecord> = msgs.iter().map(|m| (m.uid, m)).collect();
-        if allow_expunge {
+        if allow_expunge && !sel.expunged.is_empty() {
             // Highest sequence number first, so each number is right when sent.
             let mut seq = sel.uids.len();
             while seq > 0 {
                 let uid = sel.uids[seq - 1];
-                if !present.contains_key(&uid) {
+                if sel.expunged.remove(&uid) {
                     sel.uids.remove(seq - 1);
                     sel.flags.remove(&uid);
+                    sel.changed.remove(&uid);
                     out.extend(encode(&Response::Data(Data::Expunge(nz(seq as u32)))));
                 }
                 seq -= 1;
             }
+            sel.expunged.clear();
         }
-        let last = sel.uids.last().copied().unwrap_or(0);
-        let before = sel.uids.len();
-        for m in &msgs {
-            if m.uid > last {
-                sel.uids.push(m.uid);
-                sel.flags.insert(m.uid, (m.modseq, m.flags.clone()));
+        if !sel.added.is_empty() {
+            let last = sel.uids.last().copied().unwrap_or(0);
+            let added = std::mem::take(&mut sel.added);
+            let need: Vec<u32> = added
+                .iter()
+                .filter(|(u, f)| **u > last && f.is_none())
+                .map(|(u, _)| *u)
+                .collect();
+            let fetched: HashMap<u32, (u64, Vec<String>)> = if need.is_empty() {
+                HashMap::new()
+            } else {
+                match acct.reader().messages_by_uid(&user, &sel.name, &need) {
+                    Ok(Some(v)) => v
+                        .into_iter()
+                        .map(|m| (m.uid, (m.modseq, m.flags)))
+                        .collect(),
+                    _ => HashMap::new(),
+                }
+            };
+            let before = sel.uids.len();
+            for (u, f) in added {
+                if u <= last || sel.expunged.remove(&u) {
+                    continue;
+                }
+                // Expunged before it was ever announced: never mention it.
+                let Some(state) = f.or_else(|| fetched.get(&u).cloned()) else {
+                    continue;
+                };
+                sel.uids.push(u);
+                sel.flags.insert(u, state);
+                sel.changed.remove(&u);
+            }
+            if sel.uids.len() != before {
+                out.extend(encode(&Response::Data(Data::Exists(sel.uids.len() as u32))));
             }
         }
-        if sel.uids.len() != before {
-            out.extend(encode(&Response::Data(Data::Exists(sel.uids.len() as u32))));
-        }
-        for (i, uid) in sel.uids.iter().enumerate() {
-            if let (Some(m), Some(known)) = (present.get(uid), sel.flags.get_mut(uid))
-                && known.0 != m.modseq
-            {
-                *known = (m.modseq, m.flags.clone());
+        if !sel.changed.is_empty() {
+            let changed = std::mem::take(&mut sel.changed);
+            for (i, uid) in sel.uids.iter().enumerate() {
+                let Some((modseq, flags)) = changed.get(uid) else {
+                    continue;
+                };
+                let Some(known) = sel.flags.get_mut(uid) else {
+                    continue;
+                };
+                if known.0 >= *modseq {
+                    continue;
+                }
+                *known = (*modseq, flags.clone());
                 let mut items = vec![
                     imap_codec::imap_types::fetch::MessageDataItem::Flags(
-                        flags_of(&m.flags)
+                        flags_of(flags)
                             .into_iter()
                             .map(imap_codec::imap_types::flag::FlagFetch::Flag)
                             .collect(),
@@ -1152,7 +1212,7 @@ impl Session {
                     imap_codec::imap_types::fetch::MessageDataItem::Uid(nz(*uid)),
                 ];
                 if self.condstore
-                    && let Some(ms) = NonZeroU64::new(m.modseq)
+                    && let Some(ms) = NonZeroU64::new(*modseq)
                 {
                     items.push(imap_codec::imap_types::fetch::MessageDataItem::ModSeq(ms));
                 }
@@ -1164,8 +1224,6 @@ impl Session {
                 }
             }
         }
-        // Still dirty if expunges are pending and could not be reported now.
-        sel.dirty = !allow_expunge && sel.uids.iter().any(|u| !present.contains_key(u));
         if !out.is_empty() {
             self.send(&out).await?;
         }
@@ -1234,8 +1292,12 @@ impl Session {
             uids,
         };
         match self.acct().propose(cmd).await {
-            Ok(_) => {
-                self.sel.as_mut().expect("selected").dirty = true;
+            Ok(reply) => {
+                let sel = self.sel.as_mut().expect("selected");
+                match reply {
+                    Reply::Expunged { uids, .. } => sel.expunged.extend(uids),
+                    _ => sel.dirty = true,
+                }
                 self.sync(true).await?;
                 self.ok(tag, None, "EXPUNGE completed").await
             }
@@ -1413,7 +1475,11 @@ impl Session {
                 if is_move {
                     let b = status(Kind::Ok, None, code, "moved");
                     self.send(&b).await?;
-                    self.sel.as_mut().expect("selected").dirty = true;
+                    self.sel
+                        .as_mut()
+                        .expect("selected")
+                        .expunged
+                        .extend(src.iter().copied());
                     self.sync(true).await?;
                     self.ok(tag, None, "MOVE completed").await
                 } else {
@@ -1601,10 +1667,8 @@ impl Session {
                     match ev {
                         Ok(c) => {
                             let user = self.account.as_ref().map(|a| a.user.as_str()).unwrap_or("");
-                            if let Some(sel) = &mut self.sel
-                                && touches(&c.event, user, &sel.name)
-                            {
-                                sel.dirty = true;
+                            if let Some(sel) = &mut self.sel {
+                                note_event(sel, &c.event, user);
                             }
                         }
                         Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -1630,22 +1694,52 @@ impl Session {
     }
 }
 
-/// Whether a change concerns `user`'s mailbox `name`.
-fn touches(e: &Event, user: &str, name: &str) -> bool {
+/// Records what a change means for the selected mailbox.
+fn note_event(sel: &mut Selected, e: &Event, user: &str) {
+    let mine = |u: &str, m: &str| u == user && m == sel.name;
     match e {
         Event::MessageAdded {
-            user: u, mailbox, ..
+            user: u,
+            mailbox,
+            uid,
+            ..
+        } if mine(u, mailbox) => {
+            sel.added.entry(*uid).or_insert(None);
         }
-        | Event::FlagsChanged {
-            user: u, mailbox, ..
+        Event::FlagsChanged {
+            user: u,
+            mailbox,
+            uid,
+            modseq,
+            flags,
+        } if mine(u, mailbox) => {
+            if let Some(Some(state)) = sel.added.get_mut(uid) {
+                *state = (*modseq, flags.clone());
+            } else if !sel.added.contains_key(uid) {
+                sel.changed.insert(*uid, (*modseq, flags.clone()));
+            } else {
+                sel.added.insert(*uid, Some((*modseq, flags.clone())));
+            }
         }
-        | Event::Expunged {
-            user: u, mailbox, ..
+        Event::Expunged {
+            user: u,
+            mailbox,
+            uids,
+            ..
+        } if mine(u, mailbox) => {
+            for x in uids {
+                sel.changed.remove(x);
+                sel.expunged.insert(*x);
+            }
         }
-        | Event::MailboxDeleted { user: u, mailbox } => u == user && mailbox == name,
-        Event::MailboxRenamed { user: u, from, to } => u == user && (from == name || to == name),
-        Event::SnapshotInstalled => true,
-        _ => false,
+        Event::MailboxDeleted { user: u, mailbox } if mine(u, mailbox) => sel.dirty = true,
+        Event::MailboxRenamed { user: u, from, to }
+            if u == user && (*from == sel.name || *to == sel.name) =>
+        {
+            sel.dirty = true
+        }
+        Event::SnapshotInstalled => sel.dirty = true,
+        _ => {}
     }
 }
 
