@@ -76,6 +76,62 @@ pub struct Shared {
     pub limits: limits::Limits,
 }
 
+/// Accepts connections until `stop`; each is served by `serve` in its own task.
+pub(crate) async fn accept_loop<F, Fut>(
+    proto: &'static str,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    implicit_tls: bool,
+    mut stop: watch::Receiver<bool>,
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream, SocketAddr, Arc<Shared>, bool) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, proto, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            serve(tcp, peer, shared, implicit_tls).await;
+        });
+    }
+}
+
+/// Where the multiplexor sends a session: the master's address for `proto`, or why not.
+pub(crate) fn master_address(
+    shared: &Shared,
+    acct: &store::Account,
+    pop3: bool,
+) -> Result<(u64, String), String> {
+    let Some(master) = acct.master() else {
+        return Err("the master of your mailboxes is being elected; try again".into());
+    };
+    let peer = shared.backend.peers.get(&master);
+    let addr = if pop3 {
+        peer.and_then(|p| p.pop3.clone())
+    } else {
+        peer.and_then(|p| p.imap.clone())
+    };
+    addr.map(|a| (master, a)).ok_or_else(|| {
+        format!(
+            "node {master} (master of your mailboxes) has no {} address configured",
+            if pop3 { "POP3" } else { "IMAP" }
+        )
+    })
+}
+
 impl AccessServer {
     /// Binds every configured listener (failing early and clearly on a port in use) and
     /// starts accepting.
@@ -105,11 +161,13 @@ impl AccessServer {
                 .await
                 .with_context(|| format!("{key} {addr}: cannot bind"))?;
             bound.insert(key, l.local_addr()?);
-            tasks.push(tokio::spawn(imap::accept_loop(
+            tasks.push(tokio::spawn(accept_loop(
+                "imap",
                 l,
                 shared.clone(),
                 implicit,
                 stop_rx.clone(),
+                imap::serve,
             )));
         }
         for (key, addr, implicit) in [
@@ -121,11 +179,13 @@ impl AccessServer {
                 .await
                 .with_context(|| format!("{key} {addr}: cannot bind"))?;
             bound.insert(key, l.local_addr()?);
-            tasks.push(tokio::spawn(pop3::accept_loop(
+            tasks.push(tokio::spawn(accept_loop(
+                "pop3",
                 l,
                 shared.clone(),
                 implicit,
                 stop_rx.clone(),
+                pop3::serve,
             )));
         }
         if let Some(t) = &shared.tls {

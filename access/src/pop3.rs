@@ -20,8 +20,7 @@ use std::time::Duration;
 use base64::Engine;
 use halyard_directory::DirectoryError;
 use halyard_raft_store::{Command as StoreCommand, MessageRecord};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpStream;
 
 use crate::Shared;
 use crate::imap::conn::{Conn, Stream};
@@ -53,33 +52,7 @@ impl Drop for MaildropLock {
     }
 }
 
-pub async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    implicit_tls: bool,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "POP3 accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            serve(tcp, peer, shared, implicit_tls).await;
-        });
-    }
-}
-
-async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, implicit: bool) {
+pub(crate) async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, implicit: bool) {
     let write_timeout = Duration::from_secs(shared.cfg.write_timeout_secs);
     let mut conn = Conn::new(Stream::Plain(tcp), peer, write_timeout);
     let _guard = match shared.limits.admit(peer.ip()) {
@@ -555,23 +528,9 @@ impl Pop3 {
 
     /// The multiplexor: log in on the master and relay the rest of the session.
     async fn relay(&mut self, acct: &Account, login: &str, password: &str) -> io::Result<()> {
-        let Some(master) = acct.master() else {
-            return self
-                .send("-ERR [SYS/TEMP] your mailbox's master is being elected; try again\r\n")
-                .await;
-        };
-        let Some(addr) = self
-            .shared
-            .backend
-            .peers
-            .get(&master)
-            .and_then(|p| p.pop3.clone())
-        else {
-            return self
-                .send(&format!(
-                    "-ERR [SYS/TEMP] node {master} has no POP3 address configured\r\n"
-                ))
-                .await;
+        let (master, addr) = match crate::master_address(&self.shared, acct, true) {
+            Ok(x) => x,
+            Err(e) => return self.send(&format!("-ERR [SYS/TEMP] {e}\r\n")).await,
         };
         match crate::proxy::pop3_upstream(&addr, login, password).await {
             Ok(up) => {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use halyard_directory::Directory;
 use halyard_directory::embedded::{EmbeddedDirectory, hash_password};
 use halyard_directory::ldap::LdapDirectory;
-use halyard_raft_store::directory::{DirCommand, DirDomain, DirStatus, DirUser};
+use halyard_raft_store::directory::{DirCommand, DirDomain, DirUser};
 use halyard_raft_store::openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use halyard_raft_store::{Command, StateMachineStore, TypeConfig};
 
@@ -100,18 +100,11 @@ fn embedded() -> (tempfile::TempDir, StateMachineStore) {
     })];
     let hash = hash_password("alice-secret").unwrap();
     for i in 0..1000 {
-        cmds.push(DirCommand::AddUser(DirUser {
-            address: format!("user{i}@example.org"),
-            login: format!("user{i}"),
-            password_hash: hash.clone(),
-            status: DirStatus::Active,
-            quota_bytes: None,
-            quota_messages: None,
-            forwarding: vec![],
-            delivery_options: vec![],
-            mail_host: None,
-            aliases: vec![],
-        }));
+        cmds.push(DirCommand::AddUser(DirUser::new(
+            &format!("user{i}@example.org"),
+            &format!("user{i}"),
+            hash.clone(),
+        )));
     }
     let entries: Vec<Entry<TypeConfig>> = cmds
         .into_iter()

@@ -42,18 +42,7 @@ impl Fixture {
 }
 
 fn user(address: &str, login: &str, password: &str) -> DirUser {
-    DirUser {
-        address: address.into(),
-        login: login.into(),
-        password_hash: hash_password(password).unwrap(),
-        status: DirStatus::Active,
-        quota_bytes: None,
-        quota_messages: None,
-        forwarding: vec![],
-        delivery_options: vec![],
-        mail_host: None,
-        aliases: vec![],
-    }
+    DirUser::new(address, login, hash_password(password).unwrap())
 }
 
 fn seeded() -> (Fixture, EmbeddedDirectory) {

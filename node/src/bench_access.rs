@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use halyard_directory::embedded::hash_password;
 use halyard_raft_store::Command;
-use halyard_raft_store::directory::{DirCommand, DirDomain, DirStatus, DirUser};
+use halyard_raft_store::directory::{DirCommand, DirDomain, DirUser};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -160,18 +160,11 @@ async fn setup(c: &LocalCluster) -> Result<()> {
     admin
         .propose_to_leader(META_GROUP, &Command::Directory(DirCommand::AddDomain(d)))
         .await?;
-    let u = DirUser {
-        address: "bench@bench.test".into(),
-        login: "bench".into(),
-        password_hash: hash_password("bench-pw").map_err(anyhow::Error::msg)?,
-        status: DirStatus::Active,
-        quota_bytes: None,
-        quota_messages: None,
-        forwarding: vec![],
-        delivery_options: vec![],
-        mail_host: None,
-        aliases: vec![],
-    };
+    let u = DirUser::new(
+        "bench@bench.test",
+        "bench",
+        hash_password("bench-pw").map_err(anyhow::Error::msg)?,
+    );
     admin
         .propose_to_leader(META_GROUP, &Command::Directory(DirCommand::AddUser(u)))
         .await?;

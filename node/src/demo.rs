@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use halyard_directory::embedded::hash_password;
-use halyard_raft_store::directory::{DirCommand, DirDomain, DirStatus, DirUser};
+use halyard_raft_store::directory::{DirCommand, DirDomain, DirUser};
 use halyard_raft_store::{Command, Reply};
 
 use crate::admin::{DirQuery, Query};
@@ -182,18 +182,11 @@ async fn ensure_demo_user(addr: &str) -> Result<String> {
                 .propose_to_leader(META_GROUP, &Command::Directory(DirCommand::AddDomain(d)))
                 .await?,
         )?;
-        let u = DirUser {
-            address: DEMO_ADDRESS.into(),
-            login: "demo".into(),
-            password_hash: hash_password(DEMO_PASSWORD).map_err(anyhow::Error::msg)?,
-            status: DirStatus::Active,
-            quota_bytes: None,
-            quota_messages: None,
-            forwarding: vec![],
-            delivery_options: vec![],
-            mail_host: None,
-            aliases: vec![],
-        };
+        let u = DirUser::new(
+            DEMO_ADDRESS,
+            "demo",
+            hash_password(DEMO_PASSWORD).map_err(anyhow::Error::msg)?,
+        );
         expect_done(
             admin
                 .propose_to_leader(META_GROUP, &Command::Directory(DirCommand::AddUser(u)))

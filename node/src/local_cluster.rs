@@ -178,6 +178,31 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Runs `halyard ctl --config <node's config> args...` with `stdin` (passwords) and
+    /// returns (success, stdout, stderr).
+    pub fn ctl(&self, node: u64, args: &[&str], stdin: &str) -> Result<(bool, String, String)> {
+        use std::io::Write;
+        let mut child = Command::new(&self.binary)
+            .arg("ctl")
+            .arg("--config")
+            .arg(self.config_path(node))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running halyard ctl")?;
+        if let Some(mut i) = child.stdin.take() {
+            i.write_all(stdin.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// Process id of node `id`, if running.
     pub fn pid(&self, id: u64) -> Option<u32> {
         self.children[(id - 1) as usize].as_ref().map(|c| c.id())

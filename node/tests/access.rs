@@ -2,8 +2,7 @@
 //! against `halyard serve` processes: every command, two sessions seeing each other, hostile
 //! input, and an acknowledged APPEND surviving a kill -9 of the master.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use halyard_node::config::RaftConfig;
@@ -15,29 +14,8 @@ const WAIT: Duration = Duration::from_secs(30);
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn ctl(c: &LocalCluster, args: &[&str], stdin: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_halyard"))
-        .arg("ctl")
-        .arg("--config")
-        .arg(c.config_path(1))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("halyard ctl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "ctl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, out, err) = c.ctl(1, args, stdin).expect("halyard ctl");
+    assert!(ok, "ctl {args:?}: {out}{err}");
 }
 
 fn script(name: &str) -> std::path::PathBuf {

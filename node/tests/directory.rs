@@ -6,8 +6,6 @@
 #[path = "../../directory/tests/support/slapd.rs"]
 mod slapd;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use halyard_node::config::{DirectoryConfig, RaftConfig};
@@ -23,30 +21,10 @@ struct Out {
     stderr: String,
 }
 
-/// Runs `halyard ctl --config <node id's config> args...` with `stdin`.
+/// Runs `halyard ctl` against `node`'s configuration with `stdin`.
 fn ctl(c: &LocalCluster, node: u64, args: &[&str], stdin: &str) -> Out {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_halyard"))
-        .arg("ctl")
-        .arg("--config")
-        .arg(c.config_path(node))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run halyard ctl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let (ok, stdout, stderr) = c.ctl(node, args, stdin).expect("run halyard ctl");
+    Out { ok, stdout, stderr }
 }
 
 fn ctl_ok(c: &LocalCluster, node: u64, args: &[&str], stdin: &str) -> String {

@@ -67,6 +67,24 @@ pub struct DirUser {
     pub aliases: Vec<String>,
 }
 
+impl DirUser {
+    /// An active user with no overrides, forwarding or aliases.
+    pub fn new(address: &str, login: &str, password_hash: String) -> DirUser {
+        DirUser {
+            address: address.into(),
+            login: login.into(),
+            password_hash,
+            status: DirStatus::Active,
+            quota_bytes: None,
+            quota_messages: None,
+            forwarding: vec![],
+            delivery_options: vec![],
+            mail_host: None,
+            aliases: vec![],
+        }
+    }
+}
+
 /// What an address of a hosted domain is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DirAddress {
@@ -614,18 +632,7 @@ mod tests {
     const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
 
     fn user(address: &str) -> DirUser {
-        DirUser {
-            address: address.into(),
-            login: address.into(),
-            password_hash: HASH.into(),
-            status: DirStatus::Active,
-            quota_bytes: None,
-            quota_messages: None,
-            forwarding: vec![],
-            delivery_options: vec![],
-            mail_host: None,
-            aliases: vec![],
-        }
+        DirUser::new(address, address, HASH.into())
     }
 
     fn domain(name: &str, aliases: &[&str]) -> DirDomain {

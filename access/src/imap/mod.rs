@@ -15,8 +15,7 @@ use imap_codec::imap_types::command::Command;
 use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::response::{Code, Response, Status};
 use imap_codec::{CommandCodec, ResponseCodec};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpStream;
 
 use crate::Shared;
 use conn::{Conn, Stream};
@@ -24,34 +23,12 @@ use conn::{Conn, Stream};
 pub use session::capabilities;
 
 /// Accepts connections until `stop`; each gets its own task.
-pub async fn accept_loop(
-    listener: TcpListener,
+pub(crate) async fn serve(
+    tcp: TcpStream,
+    peer: std::net::SocketAddr,
     shared: Arc<Shared>,
-    implicit_tls: bool,
-    mut stop: watch::Receiver<bool>,
+    implicit: bool,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "IMAP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            serve(tcp, peer, shared, implicit_tls).await;
-        });
-    }
-}
-
-async fn serve(tcp: TcpStream, peer: std::net::SocketAddr, shared: Arc<Shared>, implicit: bool) {
     let write_timeout = Duration::from_secs(shared.cfg.write_timeout_secs);
     let mut conn = Conn::new(Stream::Plain(tcp), peer, write_timeout);
     let guard = match shared.limits.admit(peer.ip()) {

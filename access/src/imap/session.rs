@@ -474,31 +474,9 @@ impl Session {
                 b"UNAVAILABLE".as_slice(),
             ))
         };
-        let Some(master) = acct.master() else {
-            return self
-                .no(
-                    tag,
-                    Some(unavailable()),
-                    "your mailboxes' master is being elected; try again",
-                )
-                .await;
-        };
-        let Some(addr) = self
-            .shared
-            .backend
-            .peers
-            .get(&master)
-            .and_then(|p| p.imap.clone())
-        else {
-            return self
-                .no(
-                    tag,
-                    Some(unavailable()),
-                    &format!(
-                        "node {master} (master of your mailboxes) has no IMAP address configured"
-                    ),
-                )
-                .await;
+        let (master, addr) = match crate::master_address(&self.shared, acct, false) {
+            Ok(x) => x,
+            Err(e) => return self.no(tag, Some(unavailable()), &e).await,
         };
         match crate::proxy::imap_upstream(&addr, login, password).await {
             Ok(up) => {
