@@ -39,12 +39,15 @@ pub enum Cf {
     Quota,
     Queue,
     Deliveries,
+    /// Bodies larger than [`BODY_CHUNK`], stored in chunks (so a partial FETCH reads only the
+    /// chunks it needs): a manifest under the body key and the chunks under key + index.
+    BodyChunks,
     /// The embedded directory (meta group only; see [`crate::directory`]).
     Directory,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 9] = [
+    pub const ALL: [Cf; 10] = [
         Cf::Meta,
         Cf::Mailboxes,
         Cf::Messages,
@@ -53,6 +56,7 @@ impl Cf {
         Cf::Quota,
         Cf::Queue,
         Cf::Deliveries,
+        Cf::BodyChunks,
         Cf::Directory,
     ];
 
@@ -66,6 +70,7 @@ impl Cf {
             Cf::Quota => "quota",
             Cf::Queue => "queue",
             Cf::Deliveries => "deliveries",
+            Cf::BodyChunks => "body_chunks",
             Cf::Directory => "directory",
         }
     }
@@ -1019,6 +1024,122 @@ fn adjust_quota<R: KvRead>(
     t.put_ser(Cf::Quota, user.as_bytes().to_vec(), &q)
 }
 
+/// Bodies up to this size are one value; larger ones are split into chunks of this size.
+pub const BODY_CHUNK: usize = 256 * 1024;
+
+pub mod chunks {
+    //! Layout of chunked bodies in [`super::Cf::BodyChunks`].
+    /// Manifest value: total length and number of chunks, big-endian.
+    pub fn manifest(len: u64, n: u32) -> Vec<u8> {
+        let mut v = len.to_be_bytes().to_vec();
+        v.extend_from_slice(&n.to_be_bytes());
+        v
+    }
+    pub fn parse(v: &[u8]) -> Option<(u64, u32)> {
+        (v.len() == 12).then(|| {
+            (
+                u64::from_be_bytes(v[..8].try_into().unwrap_or_default()),
+                u32::from_be_bytes(v[8..].try_into().unwrap_or_default()),
+            )
+        })
+    }
+    pub fn key(body_key: &[u8], i: u32) -> Vec<u8> {
+        let mut k = body_key.to_vec();
+        k.push(0);
+        k.extend_from_slice(&i.to_be_bytes());
+        k
+    }
+}
+
+/// Stores a body: one value when small, else a manifest and chunks.
+fn put_body<R: KvRead>(t: &mut Txn<'_, R>, key: &[u8], bytes: &[u8]) {
+    if bytes.len() <= BODY_CHUNK {
+        t.put(Cf::Bodies, key.to_vec(), bytes.to_vec());
+        return;
+    }
+    let n = bytes.len().div_ceil(BODY_CHUNK) as u32;
+    t.put(
+        Cf::BodyChunks,
+        key.to_vec(),
+        chunks::manifest(bytes.len() as u64, n),
+    );
+    for (i, c) in bytes.chunks(BODY_CHUNK).enumerate() {
+        t.put(Cf::BodyChunks, chunks::key(key, i as u32), c.to_vec());
+    }
+}
+
+/// Reads bytes `[from, to)` of a stored body (clamped to its length), reading only the chunks
+/// that overlap the range. `None` if the body is not stored.
+pub fn body_range<R: KvRead + ?Sized>(
+    r: &R,
+    key: &[u8],
+    from: u64,
+    to: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    if let Some(v) = r.get(Cf::Bodies, key)? {
+        let len = v.len() as u64;
+        let (a, b) = (
+            from.min(len) as usize,
+            to.min(len).max(from.min(len)) as usize,
+        );
+        return Ok(Some(v[a..b].to_vec()));
+    }
+    let Some(m) = r.get(Cf::BodyChunks, key)? else {
+        return Ok(None);
+    };
+    let (len, n) = chunks::parse(&m).ok_or_else(|| StoreError::Codec("body manifest".into()))?;
+    let (from, to) = (from.min(len), to.min(len).max(from.min(len)));
+    let mut out = Vec::with_capacity((to - from) as usize);
+    let chunk = BODY_CHUNK as u64;
+    let first = (from / chunk) as u32;
+    let last = if to == from {
+        first
+    } else {
+        ((to - 1) / chunk) as u32
+    };
+    for i in first..=last.min(n.saturating_sub(1)) {
+        if to == from {
+            break;
+        }
+        let c = r
+            .get(Cf::BodyChunks, &chunks::key(key, i))?
+            .ok_or_else(|| StoreError::Invariant(format!("body chunk {i} missing")))?;
+        let start = i as u64 * chunk;
+        let a = from.saturating_sub(start).min(c.len() as u64) as usize;
+        let b = (to - start).min(c.len() as u64) as usize;
+        out.extend_from_slice(&c[a..b]);
+    }
+    Ok(Some(out))
+}
+
+/// The whole stored body, or `None`.
+pub fn body_bytes<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    body_range(r, key, 0, u64::MAX)
+}
+
+/// Length of a stored body, or `None`.
+pub fn body_len<R: KvRead + ?Sized>(r: &R, key: &[u8]) -> Result<Option<u64>, StoreError> {
+    if let Some(v) = r.get(Cf::Bodies, key)? {
+        return Ok(Some(v.len() as u64));
+    }
+    match r.get(Cf::BodyChunks, key)? {
+        Some(m) => Ok(chunks::parse(&m).map(|(len, _)| len)),
+        None => Ok(None),
+    }
+}
+
+fn delete_body<R: KvRead>(t: &mut Txn<'_, R>, key: Vec<u8>) -> Result<(), StoreError> {
+    if let Some(m) = t.get(Cf::BodyChunks, &key)? {
+        let (_, n) = chunks::parse(&m).ok_or_else(|| StoreError::Codec("body manifest".into()))?;
+        for i in 0..n {
+            t.delete(Cf::BodyChunks, chunks::key(&key, i));
+        }
+        t.delete(Cf::BodyChunks, key.clone());
+    }
+    t.delete(Cf::Bodies, key);
+    Ok(())
+}
+
 fn add_body_ref<R: KvRead>(
     t: &mut Txn<'_, R>,
     body: &BodyRef,
@@ -1032,7 +1153,7 @@ fn add_body_ref<R: KvRead>(
     if count == 0 {
         let bytes =
             bytes.ok_or_else(|| StoreError::Invariant(format!("body {} missing", body.sha256)))?;
-        t.put(Cf::Bodies, key.clone(), bytes.to_vec());
+        put_body(t, &key, bytes);
     }
     t.put(Cf::BodyRefs, key, (count + 1).to_be_bytes().to_vec());
     Ok(())
@@ -1051,7 +1172,7 @@ fn drop_body_ref<R: KvRead>(t: &mut Txn<'_, R>, body: &BodyRef) -> Result<(), St
     };
     if count <= 1 {
         t.delete(Cf::BodyRefs, key.clone());
-        t.delete(Cf::Bodies, key);
+        delete_body(t, key)?;
     } else {
         t.put(Cf::BodyRefs, key, (count - 1).to_be_bytes().to_vec());
     }
@@ -1059,7 +1180,7 @@ fn drop_body_ref<R: KvRead>(t: &mut Txn<'_, R>, body: &BodyRef) -> Result<(), St
 }
 
 fn read_body<R: KvRead>(t: &Txn<'_, R>, body: &BodyRef) -> Result<Vec<u8>, StoreError> {
-    t.get(Cf::Bodies, &keys::body(&body.partition, &body.sha256))?
+    body_bytes(t, &keys::body(&body.partition, &body.sha256))?
         .ok_or_else(|| StoreError::Invariant(format!("body {} missing", body.sha256)))
 }
 

@@ -83,7 +83,24 @@ impl SmShared {
 
     pub fn body(&self, body: &BodyRef) -> Result<Option<Vec<u8>>, StoreError> {
         let db = self.db();
-        DbView(&db).get(Cf::Bodies, &keys::body(&body.partition, &body.sha256))
+        crate::apply::body_bytes(&DbView(&db), &keys::body(&body.partition, &body.sha256))
+    }
+
+    /// Bytes `[from, to)` of a body (clamped to its length); large bodies are stored in
+    /// chunks and only the chunks overlapping the range are read.
+    pub fn body_range(
+        &self,
+        body: &BodyRef,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let db = self.db();
+        crate::apply::body_range(
+            &DbView(&db),
+            &keys::body(&body.partition, &body.sha256),
+            from,
+            to,
+        )
     }
 
     /// How many messages and queue entries share this stored body (0 = not stored).

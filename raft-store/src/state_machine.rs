@@ -54,7 +54,7 @@ pub const CHANGE_FEED_CAPACITY: usize = 8192;
 
 fn cf_options(cf: Cf) -> Options {
     let mut o = Options::default();
-    if cf == Cf::Bodies {
+    if cf == Cf::Bodies || cf == Cf::BodyChunks {
         o.set_enable_blob_files(true);
         o.set_min_blob_size(4096);
         o.set_enable_blob_gc(true);

@@ -220,31 +220,27 @@ fn header_fields(block: &[u8], names: &[String], keep: bool) -> Vec<u8> {
     out
 }
 
-fn slice(raw: &[u8], from: u64, to: u64) -> Vec<u8> {
-    let len = raw.len() as u64;
-    raw[from.min(len) as usize..to.min(len).max(from.min(len)) as usize].to_vec()
-}
-
-/// The bytes of `BODY[section]`.
-fn section_bytes(raw: &[u8], meta: &MessageMeta, section: &Option<Section<'_>>) -> Vec<u8> {
+/// Where `BODY[section]` lies in the message: a byte range, plus the header-field filter for
+/// HEADER.FIELDS (.NOT). `None` for a section that does not exist (empty data).
+#[allow(clippy::type_complexity)]
+fn section_range(
+    meta: &MessageMeta,
+    size: u64,
+    section: &Option<Section<'_>>,
+) -> Option<(u64, u64, Option<(Vec<String>, bool)>)> {
     let root = &meta.body;
     let path = |p: &Option<imap_codec::imap_types::fetch::Part>| -> Option<Vec<NonZeroU32>> {
         p.as_ref().map(|p| p.0.as_ref().to_vec())
     };
     match section {
-        None => raw.to_vec(),
-        Some(Section::Part(p)) => match part(root, p.0.as_ref()) {
-            Some(x) => slice(raw, x.body_start, x.end),
-            None => Vec::new(),
-        },
-        Some(Section::Header(p)) => match message_of(root, path(p).as_deref()) {
-            Some(m) => slice(raw, m.header_start, m.body_start),
-            None => Vec::new(),
-        },
-        Some(Section::Text(p)) => match message_of(root, path(p).as_deref()) {
-            Some(m) => slice(raw, m.body_start, m.end),
-            None => Vec::new(),
-        },
+        None => Some((0, size, None)),
+        Some(Section::Part(p)) => part(root, p.0.as_ref()).map(|x| (x.body_start, x.end, None)),
+        Some(Section::Header(p)) => {
+            message_of(root, path(p).as_deref()).map(|m| (m.header_start, m.body_start, None))
+        }
+        Some(Section::Text(p)) => {
+            message_of(root, path(p).as_deref()).map(|m| (m.body_start, m.end, None))
+        }
         Some(Section::HeaderFields(p, names)) | Some(Section::HeaderFieldsNot(p, names)) => {
             let keep = matches!(section, Some(Section::HeaderFields(..)));
             let names: Vec<String> = names
@@ -252,15 +248,45 @@ fn section_bytes(raw: &[u8], meta: &MessageMeta, section: &Option<Section<'_>>) 
                 .iter()
                 .map(|n| String::from_utf8_lossy(n.as_ref()).into_owned())
                 .collect();
-            match message_of(root, path(p).as_deref()) {
-                Some(m) => header_fields(&slice(raw, m.header_start, m.body_start), &names, keep),
-                None => Vec::new(),
+            message_of(root, path(p).as_deref())
+                .map(|m| (m.header_start, m.body_start, Some((names, keep))))
+        }
+        Some(Section::Mime(p)) => {
+            part(root, p.0.as_ref()).map(|x| (x.header_start, x.body_start, None))
+        }
+    }
+}
+
+/// The bytes of `BODY[section]<partial>`, read through `read(from, to)` so that only the
+/// needed part of a large stored body is read.
+fn section_bytes(
+    meta: &MessageMeta,
+    size: u64,
+    section: &Option<Section<'_>>,
+    partial: Option<(u32, NonZeroU32)>,
+    read: &dyn Fn(u64, u64) -> Vec<u8>,
+) -> Vec<u8> {
+    let Some((a, b, filter)) = section_range(meta, size, section) else {
+        return Vec::new();
+    };
+    match (filter, partial) {
+        (Some((names, keep)), p) => {
+            let all = header_fields(&read(a, b), &names, keep);
+            match p {
+                Some((start, len)) => {
+                    let s = (start as usize).min(all.len());
+                    let e = s.saturating_add(len.get() as usize).min(all.len());
+                    all[s..e].to_vec()
+                }
+                None => all,
             }
         }
-        Some(Section::Mime(p)) => match part(root, p.0.as_ref()) {
-            Some(x) => slice(raw, x.header_start, x.body_start),
-            None => Vec::new(),
-        },
+        (None, Some((start, len))) => {
+            let from = a.saturating_add(u64::from(start)).min(b);
+            let to = from.saturating_add(u64::from(len.get())).min(b);
+            read(from, to)
+        }
+        (None, None) => read(a, b),
     }
 }
 
@@ -386,33 +412,25 @@ impl Session {
             {
                 continue;
             }
-            let mut raw: Option<Vec<u8>> = None;
-            let mut meta: Option<MessageMeta> = rec.meta.clone();
+            // The whole body is read only when the index has no MIME structure (messages
+            // stored before it existed); otherwise sections are ranges of the stored body.
+            let meta: MessageMeta = match &rec.meta {
+                Some(m) => m.clone(),
+                None => halyard_raft_store::mime::message_meta(
+                    &reader.body(&rec.body).ok().flatten().unwrap_or_default(),
+                ),
+            };
+            let read = |a: u64, b: u64| -> Vec<u8> {
+                reader
+                    .body_range(&rec.body, a, b)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            };
+            let size = rec.size;
             let mut items = Vec::new();
             let mut with_flags = false;
             for n in &names {
-                let needs_body = matches!(
-                    n,
-                    MessageDataItemName::BodyExt { .. }
-                        | MessageDataItemName::Rfc822
-                        | MessageDataItemName::Rfc822Header
-                        | MessageDataItemName::Rfc822Text
-                ) || (meta.is_none()
-                    && matches!(
-                        n,
-                        MessageDataItemName::Envelope
-                            | MessageDataItemName::Body
-                            | MessageDataItemName::BodyStructure
-                    ));
-                if needs_body && raw.is_none() {
-                    raw = Some(reader.body(&rec.body).ok().flatten().unwrap_or_default());
-                }
-                if meta.is_none() && needs_body {
-                    meta = Some(halyard_raft_store::mime::message_meta(
-                        raw.as_deref().unwrap_or_default(),
-                    ));
-                }
-                let r = raw.as_deref().unwrap_or_default();
                 items.push(match n {
                     MessageDataItemName::Uid => MessageDataItem::Uid(nz(*u)),
                     MessageDataItemName::Flags => {
@@ -435,41 +453,29 @@ impl Session {
                         None => continue,
                     },
                     MessageDataItemName::Envelope => {
-                        MessageDataItem::Envelope(envelope(&meta.as_ref().expect("meta").envelope))
+                        MessageDataItem::Envelope(envelope(&meta.envelope))
                     }
                     MessageDataItemName::Body => {
-                        MessageDataItem::Body(structure(&meta.as_ref().expect("meta").body, false))
+                        MessageDataItem::Body(structure(&meta.body, false))
                     }
-                    MessageDataItemName::BodyStructure => MessageDataItem::BodyStructure(
-                        structure(&meta.as_ref().expect("meta").body, true),
-                    ),
+                    MessageDataItemName::BodyStructure => {
+                        MessageDataItem::BodyStructure(structure(&meta.body, true))
+                    }
                     MessageDataItemName::BodyExt {
                         section, partial, ..
-                    } => {
-                        let bytes = section_bytes(r, meta.as_ref().expect("meta"), section);
-                        let (origin, bytes) = match partial {
-                            Some((start, len)) => {
-                                let s = (*start as usize).min(bytes.len());
-                                let e = s.saturating_add(len.get() as usize).min(bytes.len());
-                                (Some(*start), bytes[s..e].to_vec())
-                            }
-                            None => (None, bytes),
-                        };
-                        MessageDataItem::BodyExt {
-                            section: section.clone(),
-                            origin,
-                            data: data(&bytes),
-                        }
-                    }
-                    MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(data(r)),
+                    } => MessageDataItem::BodyExt {
+                        section: section.clone(),
+                        origin: partial.map(|(start, _)| start),
+                        data: data(&section_bytes(&meta, size, section, *partial, &read)),
+                    },
+                    MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(data(&read(0, size))),
                     MessageDataItemName::Rfc822Header => {
-                        let m = meta.as_ref().expect("meta");
-                        MessageDataItem::Rfc822Header(data(&slice(r, 0, m.body.body_start)))
+                        MessageDataItem::Rfc822Header(data(&read(0, meta.body.body_start)))
                     }
-                    MessageDataItemName::Rfc822Text => {
-                        let m = meta.as_ref().expect("meta");
-                        MessageDataItem::Rfc822Text(data(&slice(r, m.body.body_start, m.body.end)))
-                    }
+                    MessageDataItemName::Rfc822Text => MessageDataItem::Rfc822Text(data(&read(
+                        meta.body.body_start,
+                        meta.body.end,
+                    ))),
                     MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
                         continue;
                     }

@@ -142,6 +142,29 @@ d = ok(M.uid("FETCH", f"{uid1}:*", "(FLAGS)"))
 assert len([x for x in d if x]) == 2, d
 no(M.fetch, "99", "(FLAGS)")
 
+# Large messages are stored in chunks; partial fetches and sections read only their range.
+att = bytes((i * 7) % 251 for i in range(1_200_000))
+import base64 as _b64
+enc = _b64.encodebytes(att).replace(b"\n", b"\r\n")
+BIG = (b"From: big@example.org\r\nSubject: big\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+       b"--B\r\nContent-Type: text/plain\r\n\r\nsee attachment\r\n--B\r\n"
+       b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+       + enc + b"\r\n--B--\r\n")
+ok(M.create("Big"))
+r = ok(M.append("Big", None, None, BIG))
+ok(M.select("Big"))
+n = ok(M.search(None, "SUBJECT", "big"))[0].split()[-1].decode()
+d = ok(M.fetch(n, "(BODY.PEEK[]<300000.100> BODY.PEEK[2] BODY.PEEK[1] RFC822.SIZE)"))
+flat = [p for p in d if isinstance(p, tuple)]
+assert flat[0][1] == BIG[300000:300100], flat[0][0]
+assert flat[1][1] == enc, (len(flat[1][1]), len(enc))
+assert b'BODY[1] "see attachment"' in b"".join(b"".join(p) if isinstance(p, tuple) else p for p in d), d[-1]
+d = ok(M.fetch(n, "(BODY.PEEK[])"))
+assert d[0][1] == BIG, len(d[0][1])
+d = ok(M.fetch(n, f"(BODY.PEEK[]<{len(BIG) - 5}.100>)"))
+assert d[0][1] == BIG[-5:], d[0][1]
+ok(M.select("INBOX"))
+
 # --- SEARCH --------------------------------------------------------------------------------
 def search(*c):
     return ok(M.search(None, *c))[0].split()
