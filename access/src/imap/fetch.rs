@@ -48,11 +48,17 @@ fn istr(s: &str) -> IString<'static> {
 
 /// Message bytes as an nstring: quoted when possible, else a literal (even with bytes IMAP
 /// would want in literal8; clients take them).
-fn data(bytes: &[u8]) -> NString<'static> {
-    match IString::try_from(bytes.to_vec()) {
-        Ok(s) => NString(Some(s)),
-        Err(_) => NString(Some(IString::Literal(Literal::unvalidated(bytes.to_vec())))),
+fn data(bytes: Vec<u8>) -> NString<'static> {
+    // Short single-line data may be quoted; everything else is a literal, built without
+    // copying the (possibly large) bytes again.
+    if bytes.len() <= 1024
+        && !bytes.contains(&b'\n')
+        && !bytes.contains(&b'\r')
+        && let Ok(s) = IString::try_from(bytes.clone())
+    {
+        return NString(Some(s));
     }
+    NString(Some(IString::Literal(Literal::unvalidated(bytes))))
 }
 
 fn addresses(list: &[Addr]) -> Vec<Address<'static>> {
@@ -466,16 +472,15 @@ impl Session {
                     } => MessageDataItem::BodyExt {
                         section: section.clone(),
                         origin: partial.map(|(start, _)| start),
-                        data: data(&section_bytes(&meta, size, section, *partial, &read)),
+                        data: data(section_bytes(&meta, size, section, *partial, &read)),
                     },
-                    MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(data(&read(0, size))),
+                    MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(data(read(0, size))),
                     MessageDataItemName::Rfc822Header => {
-                        MessageDataItem::Rfc822Header(data(&read(0, meta.body.body_start)))
+                        MessageDataItem::Rfc822Header(data(read(0, meta.body.body_start)))
                     }
-                    MessageDataItemName::Rfc822Text => MessageDataItem::Rfc822Text(data(&read(
-                        meta.body.body_start,
-                        meta.body.end,
-                    ))),
+                    MessageDataItemName::Rfc822Text => {
+                        MessageDataItem::Rfc822Text(data(read(meta.body.body_start, meta.body.end)))
+                    }
                     MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
                         continue;
                     }
