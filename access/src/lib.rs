@@ -76,25 +76,27 @@ pub struct Shared {
     pub limits: limits::Limits,
 }
 
-/// Accepts connections until `stop`; each is served by `serve` in its own task.
-pub(crate) async fn accept_loop<F, Fut>(
-    proto: &'static str,
+#[derive(Debug, Clone, Copy)]
+enum Proto {
+    Imap,
+    Pop3,
+}
+
+/// Accepts connections until `stop`; each is served in its own task.
+async fn accept_loop(
+    proto: Proto,
     listener: TcpListener,
     shared: Arc<Shared>,
     implicit_tls: bool,
     mut stop: watch::Receiver<bool>,
-    serve: F,
-) where
-    F: Fn(tokio::net::TcpStream, SocketAddr, Arc<Shared>, bool) -> Fut + Copy + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
+) {
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, proto, "accept failed");
+                    tracing::warn!(error = %e, ?proto, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
@@ -104,7 +106,10 @@ pub(crate) async fn accept_loop<F, Fut>(
         let shared = shared.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            serve(tcp, peer, shared, implicit_tls).await;
+            match proto {
+                Proto::Imap => imap::serve(tcp, peer, shared, implicit_tls).await,
+                Proto::Pop3 => pop3::serve(tcp, peer, shared, implicit_tls).await,
+            }
         });
     }
 }
@@ -152,9 +157,11 @@ impl AccessServer {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut bound = HashMap::new();
-        for (key, addr, implicit) in [
-            ("access.imap_listen", &cfg.imap_listen, false),
-            ("access.imaps_listen", &cfg.imaps_listen, true),
+        for (key, addr, proto, implicit) in [
+            ("access.imap_listen", &cfg.imap_listen, Proto::Imap, false),
+            ("access.imaps_listen", &cfg.imaps_listen, Proto::Imap, true),
+            ("access.pop3_listen", &cfg.pop3_listen, Proto::Pop3, false),
+            ("access.pop3s_listen", &cfg.pop3s_listen, Proto::Pop3, true),
         ] {
             let Some(addr) = addr else { continue };
             let l = TcpListener::bind(addr)
@@ -162,30 +169,11 @@ impl AccessServer {
                 .with_context(|| format!("{key} {addr}: cannot bind"))?;
             bound.insert(key, l.local_addr()?);
             tasks.push(tokio::spawn(accept_loop(
-                "imap",
+                proto,
                 l,
                 shared.clone(),
                 implicit,
                 stop_rx.clone(),
-                imap::serve,
-            )));
-        }
-        for (key, addr, implicit) in [
-            ("access.pop3_listen", &cfg.pop3_listen, false),
-            ("access.pop3s_listen", &cfg.pop3s_listen, true),
-        ] {
-            let Some(addr) = addr else { continue };
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("{key} {addr}: cannot bind"))?;
-            bound.insert(key, l.local_addr()?);
-            tasks.push(tokio::spawn(accept_loop(
-                "pop3",
-                l,
-                shared.clone(),
-                implicit,
-                stop_rx.clone(),
-                pop3::serve,
             )));
         }
         if let Some(t) = &shared.tls {

@@ -65,23 +65,26 @@ impl TlsMaterial {
     }
 }
 
-/// Writes a cluster CA and certificates for the given node ids (and one for `halyard ctl`)
-/// into `dir`: `ca.pem`, `ca.key`, `node-<id>.pem`, `node-<id>.key`, `ctl.pem`, `ctl.key`.
-pub fn generate(dir: &Path, node_ids: &[u64]) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+/// A new self-signed CA named `name`: its certificate and what signs with it.
+fn new_ca(name: &str) -> Result<(rcgen::Certificate, Issuer<'static, KeyPair>)> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Halyard cluster CA");
+    ca_params.distinguished_name.push(DnType::CommonName, name);
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
     let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    Ok((ca_cert, Issuer::new(ca_params, ca_key)))
+}
+
+/// Writes a cluster CA and certificates for the given node ids (and one for `halyard ctl`)
+/// into `dir`: `ca.pem`, `ca.key`, `node-<id>.pem`, `node-<id>.key`, `ctl.pem`, `ctl.key`.
+pub fn generate(dir: &Path, node_ids: &[u64]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (ca_cert, issuer) = new_ca("Halyard cluster CA")?;
     write_private(&dir.join("ca.key"), issuer_key_pem(&issuer).as_bytes())?;
     std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
     let mut names: Vec<(String, Vec<String>)> = node_ids
@@ -117,15 +120,7 @@ pub fn generate(dir: &Path, node_ids: &[u64]) -> Result<()> {
 /// and lab set-ups; production uses a certificate from the site's CA or ACME.
 pub fn generate_mail_server(dir: &Path, names: &[String]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Halyard mail test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    let (ca_cert, issuer) = new_ca("Halyard mail test CA")?;
     std::fs::write(dir.join("mail-ca.pem"), ca_cert.pem())?;
     let key = KeyPair::generate()?;
     let mut p = CertificateParams::new(names.to_vec())?;

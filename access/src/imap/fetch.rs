@@ -420,11 +420,15 @@ impl Session {
             }
             // The whole body is read only when the index has no MIME structure (messages
             // stored before it existed); otherwise sections are ranges of the stored body.
-            let meta: MessageMeta = match &rec.meta {
-                Some(m) => m.clone(),
-                None => halyard_raft_store::mime::message_meta(
-                    &reader.body(&rec.body).ok().flatten().unwrap_or_default(),
-                ),
+            let computed;
+            let meta: &MessageMeta = match &rec.meta {
+                Some(m) => m,
+                None => {
+                    computed = halyard_raft_store::mime::message_meta(
+                        &reader.body(&rec.body).ok().flatten().unwrap_or_default(),
+                    );
+                    &computed
+                }
             };
             let read = |a: u64, b: u64| -> Vec<u8> {
                 reader
@@ -472,7 +476,7 @@ impl Session {
                     } => MessageDataItem::BodyExt {
                         section: section.clone(),
                         origin: partial.map(|(start, _)| start),
-                        data: data(section_bytes(&meta, size, section, *partial, &read)),
+                        data: data(section_bytes(meta, size, section, *partial, &read)),
                     },
                     MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(data(read(0, size))),
                     MessageDataItemName::Rfc822Header => {

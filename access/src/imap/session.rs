@@ -647,6 +647,7 @@ impl Session {
                 }
             };
         }
+        let subscribing = matches!(body, CommandBody::Subscribe { .. });
         match body {
             CommandBody::Enable { capabilities } => {
                 let mut enabled = Vec::new();
@@ -722,29 +723,22 @@ impl Session {
                     .await;
                 self.done(&tag, r, "RENAME completed").await?;
             }
-            CommandBody::Subscribe { mailbox } => {
+            CommandBody::Subscribe { mailbox } | CommandBody::Unsubscribe { mailbox } => {
                 let n = name!(mailbox);
                 let r = self
                     .acct()
                     .propose(StoreCommand::Subscribe {
                         user,
                         name: n,
-                        subscribed: true,
+                        subscribed: subscribing,
                     })
                     .await;
-                self.done(&tag, r, "SUBSCRIBE completed").await?;
-            }
-            CommandBody::Unsubscribe { mailbox } => {
-                let n = name!(mailbox);
-                let r = self
-                    .acct()
-                    .propose(StoreCommand::Subscribe {
-                        user,
-                        name: n,
-                        subscribed: false,
-                    })
-                    .await;
-                self.done(&tag, r, "UNSUBSCRIBE completed").await?;
+                let text = if subscribing {
+                    "SUBSCRIBE completed"
+                } else {
+                    "UNSUBSCRIBE completed"
+                };
+                self.done(&tag, r, text).await?;
             }
             CommandBody::List {
                 reference,
