@@ -35,19 +35,8 @@ pub async fn account(shared: &Shared, principal: Principal) -> Result<Account, S
         Ok(None) => return Err("account not found in the directory".into()),
         Err(DirectoryError::Unavailable(e)) => return Err(format!("directory unavailable: {e}")),
     };
-    let group_name = record
-        .mail_host
-        .clone()
-        .or_else(|| shared.backend.default_group.clone())
-        .or_else(|| {
-            // One resource group on this node: that is where mail lives.
-            let mut names = shared.backend.groups.keys().filter(|n| *n != "meta");
-            match (names.next(), names.next()) {
-                (Some(n), None) => Some(n.clone()),
-                _ => None,
-            }
-        })
-        .ok_or("no mailbox group configured for this account")?;
+    let group_name =
+        group_of(shared, &record).ok_or("no mailbox group configured for this account")?;
     let group = shared
         .backend
         .groups
@@ -60,6 +49,22 @@ pub async fn account(shared: &Shared, principal: Principal) -> Result<Account, S
         group,
         record,
     })
+}
+
+/// The resource group holding a user's mailboxes: the directory's mailHost, else the
+/// configured default, else the only resource group there is.
+pub fn group_of(shared: &Shared, record: &UserRecord) -> Option<String> {
+    record
+        .mail_host
+        .clone()
+        .or_else(|| shared.backend.default_group.clone())
+        .or_else(|| {
+            let mut names = shared.backend.groups.keys().filter(|n| *n != "meta");
+            match (names.next(), names.next()) {
+                (Some(n), None) => Some(n.clone()),
+                _ => None,
+            }
+        })
 }
 
 impl Account {

@@ -44,10 +44,14 @@ pub enum Cf {
     BodyChunks,
     /// The embedded directory (meta group only; see [`crate::directory`]).
     Directory,
+    /// Sharing indexes: who was granted rights on which mailbox (so a user's LIST finds the
+    /// mailboxes shared with them without scanning everyone's), and users' subscriptions to
+    /// other users' mailboxes. See [`keys::grant`].
+    Shares,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 10] = [
+    pub const ALL: [Cf; 11] = [
         Cf::Meta,
         Cf::Mailboxes,
         Cf::Messages,
@@ -58,6 +62,7 @@ impl Cf {
         Cf::Deliveries,
         Cf::BodyChunks,
         Cf::Directory,
+        Cf::Shares,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +77,7 @@ impl Cf {
             Cf::Deliveries => "deliveries",
             Cf::BodyChunks => "body_chunks",
             Cf::Directory => "directory",
+            Cf::Shares => "shares",
         }
     }
 }
@@ -200,6 +206,39 @@ pub mod keys {
         let mut k = queue_id.as_bytes().to_vec();
         k.push(0);
         k
+    }
+    fn joined(parts: &[&str]) -> Vec<u8> {
+        let mut k = Vec::new();
+        for p in parts {
+            k.extend_from_slice(p.as_bytes());
+            k.push(0);
+        }
+        k
+    }
+    /// `g\0grantee\0owner\0mailbox` → the rights granted (positive identifiers only).
+    pub fn grant(grantee: &str, owner: &str, mailbox: &str) -> Vec<u8> {
+        let mut k = joined(&["g", grantee, owner]);
+        k.extend_from_slice(mailbox.as_bytes());
+        k
+    }
+    pub fn grants_to(grantee: &str) -> Vec<u8> {
+        joined(&["g", grantee])
+    }
+    /// `s\0user\0owner\0mailbox`: `user` subscribed to `owner`'s mailbox.
+    pub fn shared_subscription(user: &str, owner: &str, mailbox: &str) -> Vec<u8> {
+        let mut k = joined(&["s", user, owner]);
+        k.extend_from_slice(mailbox.as_bytes());
+        k
+    }
+    pub fn shared_subscriptions_of(user: &str) -> Vec<u8> {
+        joined(&["s", user])
+    }
+    /// Splits the `owner\0mailbox` tail of a grant or subscription key.
+    pub fn owner_and_mailbox(tail: &[u8]) -> Option<(String, String)> {
+        let nul = tail.iter().position(|b| *b == 0)?;
+        let owner = std::str::from_utf8(&tail[..nul]).ok()?;
+        let mailbox = std::str::from_utf8(&tail[nul + 1..]).ok()?;
+        Some((owner.to_string(), mailbox.to_string()))
     }
     pub const APPLIED: &[u8] = b"applied";
     pub const MEMBERSHIP: &[u8] = b"membership";
@@ -366,6 +405,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                 t.delete(Cf::Messages, k);
             }
             adjust_quota(t, user, -(freed_bytes as i128), -(mb.exists as i128))?;
+            move_grants(t, user, &mb.acl, &name, None);
             t.delete(Cf::Mailboxes, keys::mailbox(user, &name));
             t.events.push(Event::MailboxDeleted {
                 user: user.clone(),
@@ -393,11 +433,48 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             let name = canonical_mailbox(name);
             let mut mb = tri!(mailbox(t, user, &name)?);
             tri!(check_name("identifier", identifier));
-            match rights {
-                Some(r) if !r.is_empty() => mb.acl.insert(identifier.clone(), r.clone()),
-                _ => mb.acl.remove(identifier),
+            let (who, negative) = crate::acl::split_identifier(identifier);
+            if who.is_empty() {
+                refuse!(ApplyError::InvalidName(format!(
+                    "identifier {identifier:?}"
+                )));
+            }
+            if who == user {
+                refuse!(ApplyError::Invalid(
+                    "the owner always has every right on their own mailboxes".into()
+                ));
+            }
+            let current = mb
+                .acl
+                .get(identifier)
+                .and_then(|r| crate::acl::Rights::parse(r).ok())
+                .unwrap_or_default();
+            let new = match rights {
+                Some(r) => tri!(
+                    crate::acl::Change::parse(r)
+                        .map(|c| c.apply(current))
+                        .map_err(ApplyError::Invalid)
+                ),
+                None => crate::acl::Rights::NONE,
             };
+            if new.is_empty() {
+                mb.acl.remove(identifier);
+            } else {
+                mb.acl.insert(identifier.clone(), new.letters());
+            }
+            if !negative {
+                let key = keys::grant(who, user, &name);
+                if new.is_empty() {
+                    t.delete(Cf::Shares, key);
+                } else {
+                    t.put(Cf::Shares, key, new.letters().into_bytes());
+                }
+            }
             t.put_ser(Cf::Mailboxes, keys::mailbox(user, &name), &mb)?;
+            t.events.push(Event::AclChanged {
+                user: user.clone(),
+                mailbox: name,
+            });
             Ok(Ok(Reply::Done))
         }
         Command::Append {
@@ -443,53 +520,16 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             action,
             flags,
             unchanged_since,
-        } => {
-            let name = canonical_mailbox(name);
-            let mut mb = tri!(mailbox(t, user, &name)?);
-            let flags = normalize_flags(flags);
-            let mut updated = Vec::new();
-            let mut modified = Vec::new();
-            let mut uids = uids.clone();
-            uids.sort_unstable();
-            uids.dedup();
-            for uid in uids {
-                let key = keys::message(mb.id, uid);
-                let Some(mut m) = t.get_de::<MessageRecord>(Cf::Messages, &key)? else {
-                    continue;
-                };
-                if unchanged_since.is_some_and(|since| m.modseq > since) {
-                    modified.push(uid);
-                    continue;
-                }
-                let new_flags = match action {
-                    FlagAction::Replace => flags.clone(),
-                    FlagAction::Add => normalize_flags(&[m.flags.clone(), flags.clone()].concat()),
-                    FlagAction::Remove => m
-                        .flags
-                        .iter()
-                        .filter(|f| !flags.contains(f))
-                        .cloned()
-                        .collect(),
-                };
-                if new_flags == m.flags {
-                    continue;
-                }
-                mb.highestmodseq += 1;
-                m.modseq = mb.highestmodseq;
-                m.flags = new_flags;
-                t.put_ser(Cf::Messages, key, &m)?;
-                t.events.push(Event::FlagsChanged {
-                    user: user.clone(),
-                    mailbox: name.clone(),
-                    uid,
-                    modseq: m.modseq,
-                    flags: m.flags.clone(),
-                });
-                updated.push((uid, m.modseq, m.flags));
-            }
-            t.put_ser(Cf::Mailboxes, keys::mailbox(user, &name), &mb)?;
-            Ok(Ok(Reply::FlagsStored { updated, modified }))
-        }
+        } => store_flags(
+            t,
+            user,
+            name,
+            uids,
+            *action,
+            flags,
+            *unchanged_since,
+            crate::acl::Rights::ALL,
+        ),
         Command::Expunge {
             user,
             mailbox: name,
@@ -529,15 +569,32 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
         Command::Copy {
             user,
             from,
+            to_user,
             to,
             uids,
-        } => copy_messages(t, user, from, to, uids, false),
+        } => copy_messages(
+            t,
+            (user, from),
+            (to_user.as_deref().unwrap_or(user), to),
+            uids,
+            false,
+            crate::acl::Rights::ALL,
+        ),
         Command::Move {
             user,
             from,
+            to_user,
             to,
             uids,
-        } => copy_messages(t, user, from, to, uids, true),
+        } => copy_messages(
+            t,
+            (user, from),
+            (to_user.as_deref().unwrap_or(user), to),
+            uids,
+            true,
+            crate::acl::Rights::ALL,
+        ),
+        Command::As { actor, cmd } => as_actor(t, actor, cmd),
         Command::Enqueue {
             queue_id,
             mail_from,
@@ -815,7 +872,15 @@ fn rename_mailbox<R: KvRead>(t: &mut Txn<'_, R>, user: &str, from: &str, to: &st
             .collect::<Result<_, _>>()?;
         target.subscribed = mb.subscribed;
         t.put_ser(Cf::Mailboxes, keys::mailbox(user, &to), &target)?;
-        return copy_messages(t, user, INBOX, &to, &uids, true).map(|r| r.map(|_| Reply::Done));
+        return copy_messages(
+            t,
+            (user, INBOX),
+            (user, &to),
+            &uids,
+            true,
+            crate::acl::Rights::ALL,
+        )
+        .map(|r| r.map(|_| Reply::Done));
     }
     // Move the mailbox and its inferiors; ids (and so messages and UIDVALIDITY) stay.
     let child_prefix = format!("{from}{HIERARCHY_DELIMITER}");
@@ -834,6 +899,7 @@ fn rename_mailbox<R: KvRead>(t: &mut Txn<'_, R>, user: &str, from: &str, to: &st
     }
     for (old, new, mut rec) in moves {
         t.delete(Cf::Mailboxes, keys::mailbox(user, &old));
+        move_grants(t, user, &rec.acl, &old, Some(&new));
         rec.name = new.clone();
         t.put_ser(Cf::Mailboxes, keys::mailbox(user, &new), &rec)?;
         t.events.push(Event::MailboxRenamed {
@@ -845,18 +911,221 @@ fn rename_mailbox<R: KvRead>(t: &mut Txn<'_, R>, user: &str, from: &str, to: &st
     Ok(Ok(Reply::Done))
 }
 
+/// Keeps the grant index in step when `owner`'s mailbox `from` is renamed to `to` (or
+/// deleted: `None`).
+fn move_grants<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    owner: &str,
+    acl: &BTreeMap<String, String>,
+    from: &str,
+    to: Option<&str>,
+) {
+    for (id, rights) in acl {
+        if id.starts_with('-') {
+            continue;
+        }
+        t.delete(Cf::Shares, keys::grant(id, owner, from));
+        if let Some(to) = to {
+            t.put(
+                Cf::Shares,
+                keys::grant(id, owner, to),
+                rights.clone().into_bytes(),
+            );
+        }
+    }
+}
+
+/// The parent of a mailbox name, if it has one.
+fn parent_of(name: &str) -> Option<&str> {
+    name.rfind(HIERARCHY_DELIMITER).map(|i| &name[..i])
+}
+
+/// [`Command::As`]: `actor`'s rights on the mailboxes `cmd` touches, then `cmd`.
+fn as_actor<R: KvRead>(t: &mut Txn<'_, R>, actor: &str, cmd: &Command) -> Outcome {
+    use crate::acl::{Rights, effective};
+    tri!(check_name("actor", actor));
+    // The actor's rights on `owner`'s mailbox `name`; refuses like a missing mailbox when the
+    // actor may not even see it (`l`), so names do not leak.
+    let rights = |t: &Txn<'_, R>,
+                  owner: &str,
+                  name: &str|
+     -> Result<Result<(Rights, MailboxRecord), ApplyError>, StoreError> {
+        let name = canonical_mailbox(name);
+        Ok(
+            match t.get_de::<MailboxRecord>(Cf::Mailboxes, &keys::mailbox(owner, &name))? {
+                Some(mb) => {
+                    let r = effective(owner, actor, &mb.acl);
+                    if r.has('l') || r.has('r') || owner == actor {
+                        Ok((r, mb))
+                    } else {
+                        Err(ApplyError::NoSuchMailbox(name))
+                    }
+                }
+                None => Err(ApplyError::NoSuchMailbox(name)),
+            },
+        )
+    };
+    let need = |have: Rights, letters: &str, what: &str| -> Result<(), ApplyError> {
+        if have.contains(Rights::of(letters)) {
+            Ok(())
+        } else {
+            Err(ApplyError::NoPermission(format!(
+                "{what} needs the {letters:?} right"
+            )))
+        }
+    };
+    match cmd {
+        Command::CreateMailbox { user, name, .. } => {
+            if user != actor {
+                let name = canonical_mailbox(name);
+                let Some(parent) = parent_of(&name) else {
+                    refuse!(ApplyError::NoPermission(
+                        "only the owner creates top-level mailboxes".into()
+                    ));
+                };
+                let (r, _) = tri!(rights(t, user, parent)?);
+                tri!(need(r, "k", "creating a mailbox"));
+            }
+            apply_inner(t, cmd)
+        }
+        Command::DeleteMailbox { user, name } => {
+            let (r, _) = tri!(rights(t, user, name)?);
+            tri!(need(r, "x", "DELETE"));
+            apply_inner(t, cmd)
+        }
+        Command::RenameMailbox { user, from, to } => {
+            let (r, _) = tri!(rights(t, user, from)?);
+            tri!(need(r, "x", "RENAME"));
+            if user != actor {
+                let to = canonical_mailbox(to);
+                let Some(parent) = parent_of(&to) else {
+                    refuse!(ApplyError::NoPermission(
+                        "only the owner creates top-level mailboxes".into()
+                    ));
+                };
+                let (r, _) = tri!(rights(t, user, parent)?);
+                tri!(need(r, "k", "RENAME into this mailbox"));
+            }
+            apply_inner(t, cmd)
+        }
+        Command::Subscribe {
+            user,
+            name,
+            subscribed,
+        } if user != actor => {
+            // A subscription to someone else's mailbox belongs to the subscriber.
+            let name = canonical_mailbox(name);
+            let (r, _) = tri!(rights(t, user, &name)?);
+            tri!(need(r, "l", "SUBSCRIBE"));
+            let key = keys::shared_subscription(actor, user, &name);
+            if *subscribed {
+                t.put(Cf::Shares, key, Vec::new());
+            } else {
+                t.delete(Cf::Shares, key);
+            }
+            Ok(Ok(Reply::Done))
+        }
+        Command::Subscribe { .. } => apply_inner(t, cmd),
+        Command::SetAcl { user, mailbox, .. } => {
+            let (r, _) = tri!(rights(t, user, mailbox)?);
+            tri!(need(r, "a", "changing the ACL"));
+            apply_inner(t, cmd)
+        }
+        Command::Append {
+            user,
+            mailbox,
+            flags,
+            internal_date_ms,
+            body,
+            meta,
+        } => {
+            let (r, _) = tri!(rights(t, user, mailbox)?);
+            tri!(need(r, "i", "APPEND"));
+            apply_inner(
+                t,
+                &Command::Append {
+                    user: user.clone(),
+                    mailbox: mailbox.clone(),
+                    flags: crate::acl::filter_flags(r, flags),
+                    internal_date_ms: *internal_date_ms,
+                    body: body.clone(),
+                    meta: meta.clone(),
+                },
+            )
+        }
+        Command::StoreFlags {
+            user,
+            mailbox,
+            uids,
+            action,
+            flags,
+            unchanged_since,
+        } => {
+            let (r, _) = tri!(rights(t, user, mailbox)?);
+            if !flags.is_empty() && crate::acl::filter_flags(r, flags).is_empty() {
+                refuse!(ApplyError::NoPermission(
+                    "STORE of these flags needs the \"s\", \"t\" or \"w\" right".into()
+                ));
+            }
+            if flags.is_empty() && !(r.has('s') || r.has('t') || r.has('w')) {
+                refuse!(ApplyError::NoPermission(
+                    "STORE needs the \"s\", \"t\" or \"w\" right".into()
+                ));
+            }
+            store_flags(t, user, mailbox, uids, *action, flags, *unchanged_since, r)
+        }
+        Command::Expunge { user, mailbox, .. } => {
+            let (r, _) = tri!(rights(t, user, mailbox)?);
+            tri!(need(r, "e", "EXPUNGE"));
+            apply_inner(t, cmd)
+        }
+        Command::Copy {
+            user,
+            from,
+            to_user,
+            to,
+            uids,
+        }
+        | Command::Move {
+            user,
+            from,
+            to_user,
+            to,
+            uids,
+        } => {
+            let is_move = matches!(cmd, Command::Move { .. });
+            let to_user = to_user.as_deref().unwrap_or(user);
+            let (src, _) = tri!(rights(t, user, from)?);
+            tri!(need(src, "r", "COPY from this mailbox"));
+            if is_move {
+                tri!(need(src, "te", "MOVE from this mailbox"));
+            }
+            let (dst, _) = tri!(rights(t, to_user, to)?);
+            tri!(need(dst, "i", "COPY into this mailbox"));
+            copy_messages(t, (user, from), (to_user, to), uids, is_move, dst)
+        }
+        other => Ok(Err(ApplyError::Invalid(format!(
+            "{} cannot be done on behalf of a user",
+            other.kind()
+        )))),
+    }
+}
+
+/// COPY/MOVE from `(owner, mailbox)` to `(owner, mailbox)`; `dst_rights` limits the flags the
+/// copies keep (RFC 4314: flags the actor may not set in the target are dropped). Quota is
+/// charged to the target's owner.
 fn copy_messages<R: KvRead>(
     t: &mut Txn<'_, R>,
-    user: &str,
-    from: &str,
-    to: &str,
+    (user, from): (&str, &str),
+    (to_user, to): (&str, &str),
     uids: &[u32],
     is_move: bool,
+    dst_rights: crate::acl::Rights,
 ) -> Outcome {
     let from = canonical_mailbox(from);
     let to = canonical_mailbox(to);
     let mut src = tri!(mailbox(t, user, &from)?);
-    let mut dst = tri!(mailbox(t, user, &to)?);
+    let mut dst = tri!(mailbox(t, to_user, &to)?);
     if src.id == dst.id && is_move {
         refuse!(ApplyError::Invalid(
             "cannot move a mailbox's messages into itself".into()
@@ -871,9 +1140,9 @@ fn copy_messages<R: KvRead>(
             found.push(m);
         }
     }
-    if !is_move {
+    if !is_move || to_user != user {
         let bytes: u64 = found.iter().map(|m| m.size).sum();
-        tri!(check_quota(t, user, bytes, found.len() as u64)?);
+        tri!(check_quota(t, to_user, bytes, found.len() as u64)?);
     }
     let mut pairs = Vec::new();
     for m in &found {
@@ -889,17 +1158,17 @@ fn copy_messages<R: KvRead>(
         }
         let (new_uid, _) = insert_message(
             t,
-            user,
+            to_user,
             &mut dst,
             NewMessage {
-                flags: m.flags.clone(),
+                flags: crate::acl::filter_flags(dst_rights, &m.flags),
                 internal_date_ms: m.internal_date_ms,
                 size: m.size,
                 body: body_ref,
                 meta: m.meta.clone(),
             },
         )?;
-        if src.id == dst.id {
+        if src.id == dst.id && to_user == user {
             // COPY into the same mailbox: keep `src` in step with `dst`.
             src = dst.clone();
         }
@@ -925,6 +1194,79 @@ fn copy_messages<R: KvRead>(
         uidvalidity: dst.uidvalidity,
         pairs,
     }))
+}
+
+/// STORE: `allowed` limits which flags may change (RFC 4314: `\\Seen` needs `s`,
+/// `\\Deleted` `t`, others `w`); flags outside it keep their current state, even under
+/// `Replace`.
+#[allow(clippy::too_many_arguments)]
+fn store_flags<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    user: &str,
+    name: &str,
+    uids: &[u32],
+    action: FlagAction,
+    flags: &[String],
+    unchanged_since: Option<u64>,
+    allowed: crate::acl::Rights,
+) -> Outcome {
+    let name = canonical_mailbox(name);
+    let mut mb = tri!(mailbox(t, user, &name)?);
+    let flags = normalize_flags(flags);
+    let mut updated = Vec::new();
+    let mut modified = Vec::new();
+    let mut uids = uids.to_vec();
+    uids.sort_unstable();
+    uids.dedup();
+    for uid in uids {
+        let key = keys::message(mb.id, uid);
+        let Some(mut m) = t.get_de::<MessageRecord>(Cf::Messages, &key)? else {
+            continue;
+        };
+        if unchanged_since.is_some_and(|since| m.modseq > since) {
+            modified.push(uid);
+            continue;
+        }
+        let new_flags = match action {
+            FlagAction::Replace => normalize_flags(
+                &[
+                    m.flags
+                        .iter()
+                        .filter(|f| !crate::acl::flag_allowed(allowed, f))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                    crate::acl::filter_flags(allowed, &flags),
+                ]
+                .concat(),
+            ),
+            FlagAction::Add => normalize_flags(
+                &[m.flags.clone(), crate::acl::filter_flags(allowed, &flags)].concat(),
+            ),
+            FlagAction::Remove => m
+                .flags
+                .iter()
+                .filter(|f| !flags.contains(f) || !crate::acl::flag_allowed(allowed, f))
+                .cloned()
+                .collect(),
+        };
+        if new_flags == m.flags {
+            continue;
+        }
+        mb.highestmodseq += 1;
+        m.modseq = mb.highestmodseq;
+        m.flags = new_flags;
+        t.put_ser(Cf::Messages, key, &m)?;
+        t.events.push(Event::FlagsChanged {
+            user: user.to_string(),
+            mailbox: name.clone(),
+            uid,
+            modseq: m.modseq,
+            flags: m.flags.clone(),
+        });
+        updated.push((uid, m.modseq, m.flags));
+    }
+    t.put_ser(Cf::Mailboxes, keys::mailbox(user, &name), &mb)?;
+    Ok(Ok(Reply::FlagsStored { updated, modified }))
 }
 
 /// A message about to be indexed into a mailbox.

@@ -16,6 +16,7 @@
 //! is committed on a majority, `linearizable_reader()` for reads on the leader, `subscribe()`
 //! for the change feed.
 
+pub mod acl;
 pub mod apply;
 pub mod directory;
 pub mod error;

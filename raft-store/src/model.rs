@@ -272,6 +272,10 @@ pub enum Command {
         name: String,
         subscribed: bool,
     },
+    /// RFC 4314 SETACL/DELETEACL on `user`'s mailbox. `rights` is a SETACL argument
+    /// (`lrs`, `+w`, `-i`; see [`crate::acl::Change`]) applied to the current entry at apply
+    /// time, so concurrent changes compose; `None` deletes the entry. `identifier` is a
+    /// primary address or `anyone`, optionally with a leading `-` (negative rights).
     SetAcl {
         user: String,
         mailbox: String,
@@ -303,15 +307,19 @@ pub enum Command {
         mailbox: String,
         uids: Option<Vec<u32>>,
     },
+    /// Copies messages from `user`'s mailbox `from` into `to`, owned by `to_user` (default:
+    /// `user`) — a user's own mailbox or one shared with them.
     Copy {
         user: String,
         from: String,
+        to_user: Option<String>,
         to: String,
         uids: Vec<u32>,
     },
     Move {
         user: String,
         from: String,
+        to_user: Option<String>,
         to: String,
         uids: Vec<u32>,
     },
@@ -360,6 +368,14 @@ pub enum Command {
         limit_bytes: Option<u64>,
         limit_messages: Option<u64>,
     },
+    /// `cmd` done by `actor` on mailboxes that may belong to another user: apply checks the
+    /// actor's rights on every mailbox `cmd` touches against the ACLs as they stand (see
+    /// [`crate::acl`]) and refuses with `NoPermission` otherwise. Only mailbox commands may be
+    /// wrapped.
+    As {
+        actor: String,
+        cmd: Box<Command>,
+    },
     /// A change to the embedded directory (meta group).
     Directory(crate::directory::DirCommand),
     /// Several independent commands in one log entry, applied in order, each on its own
@@ -379,6 +395,7 @@ impl Command {
             Command::DeleteMailbox { .. } => "delete_mailbox",
             Command::Subscribe { .. } => "subscribe",
             Command::SetAcl { .. } => "set_acl",
+            Command::As { .. } => "as",
             Command::Append { .. } => "append",
             Command::StoreFlags { .. } => "store_flags",
             Command::Expunge { .. } => "expunge",
@@ -430,6 +447,8 @@ pub enum ApplyError {
     NoSuchRecipient { queue_id: String, recipient: String },
     #[error("queue entry already exists: {0}")]
     QueueEntryExists(String),
+    #[error("permission denied: {0}")]
+    NoPermission(String),
     #[error("UNCHANGEDSINCE test failed for every UID")]
     Modified,
     #[error("{0}")]
@@ -525,6 +544,11 @@ pub enum Event {
     },
     QuotaChanged {
         user: String,
+    },
+    /// A mailbox's ACL changed (sessions with it selected re-check their rights).
+    AclChanged {
+        user: String,
+        mailbox: String,
     },
     /// The embedded directory changed.
     DirectoryChanged,

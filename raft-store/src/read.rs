@@ -48,6 +48,49 @@ impl SmShared {
         self.scan_de(Cf::Mailboxes, &keys::user_mailboxes(user))
     }
 
+    /// Other users' mailboxes `user` may see (the `l` right, directly or through `anyone`):
+    /// (owner, mailbox record, `user`'s effective rights), ordered by owner and name.
+    pub fn shared_with(
+        &self,
+        user: &str,
+    ) -> Result<Vec<(String, MailboxRecord, crate::acl::Rights)>, StoreError> {
+        let mut seen = std::collections::BTreeSet::new();
+        {
+            let db = self.db();
+            for grantee in [user, crate::acl::ANYONE] {
+                let prefix = keys::grants_to(grantee);
+                for (k, _) in DbView(&db).scan(Cf::Shares, &prefix)? {
+                    if let Some(pair) = keys::owner_and_mailbox(&k[prefix.len()..])
+                        && pair.0 != user
+                    {
+                        seen.insert(pair);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (owner, name) in seen {
+            if let Some(mb) = self.mailbox(&owner, &name)? {
+                let r = crate::acl::effective(&owner, user, &mb.acl);
+                if r.has('l') {
+                    out.push((owner, mb, r));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `user`'s subscriptions to other users' mailboxes: (owner, mailbox).
+    pub fn shared_subscriptions(&self, user: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let db = self.db();
+        let prefix = keys::shared_subscriptions_of(user);
+        Ok(DbView(&db)
+            .scan(Cf::Shares, &prefix)?
+            .iter()
+            .filter_map(|(k, _)| keys::owner_and_mailbox(&k[prefix.len()..]))
+            .collect())
+    }
+
     /// Messages of a mailbox in UID order, or `None` if the mailbox does not exist.
     pub fn messages(
         &self,

@@ -34,7 +34,19 @@ fn arb_uids() -> impl Strategy<Value = Vec<u32>> {
     proptest::collection::vec(1u32..12, 0..4)
 }
 
+/// A command, sometimes done by one user on the other's mailboxes (`Command::As`).
 fn arb_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        6 => arb_plain_command(),
+        3 => (prop::sample::select(USERS.to_vec()), arb_plain_command())
+            .prop_map(|(actor, cmd)| Command::As { actor: actor.into(), cmd: Box::new(cmd) }),
+    ]
+}
+
+const IDENTIFIERS: [&str; 5] = ["alice", "bob", "anyone", "-bob", "-anyone"];
+const RIGHTS: [&str; 8] = ["lr", "+i", "-r", "lrswitea", "", "+k", "lrsd", "x"];
+
+fn arb_plain_command() -> impl Strategy<Value = Command> {
     let user = prop::sample::select(USERS.to_vec()).prop_map(String::from);
     let mbox = prop::sample::select(BOXES.to_vec()).prop_map(String::from);
     prop_oneof![
@@ -48,8 +60,11 @@ fn arb_command() -> impl Strategy<Value = Command> {
             |(user, mailbox, uids, flags, a, unchanged_since)| Command::StoreFlags { user, mailbox, uids, flags,
                 action: [FlagAction::Add, FlagAction::Remove, FlagAction::Replace][a as usize], unchanged_since }),
         1 => (user.clone(), mbox.clone(), proptest::option::of(arb_uids())).prop_map(|(user, mailbox, uids)| Command::Expunge { user, mailbox, uids }),
-        1 => (user.clone(), mbox.clone(), mbox.clone(), arb_uids()).prop_map(|(user, from, to, uids)| Command::Copy { user, from, to, uids }),
-        1 => (user.clone(), mbox.clone(), mbox.clone(), arb_uids()).prop_map(|(user, from, to, uids)| Command::Move { user, from, to, uids }),
+        1 => (user.clone(), mbox.clone(), proptest::option::of(user.clone()), mbox.clone(), arb_uids()).prop_map(|(user, from, to_user, to, uids)| Command::Copy { user, from, to_user, to, uids }),
+        1 => (user.clone(), mbox.clone(), proptest::option::of(user.clone()), mbox.clone(), arb_uids()).prop_map(|(user, from, to_user, to, uids)| Command::Move { user, from, to_user, to, uids }),
+        2 => (user.clone(), mbox.clone(), prop::sample::select(IDENTIFIERS.to_vec()), proptest::option::of(prop::sample::select(RIGHTS.to_vec())))
+            .prop_map(|(user, mailbox, id, rights)| Command::SetAcl { user, mailbox, identifier: id.into(), rights: rights.map(String::from) }),
+        1 => (user.clone(), mbox.clone(), any::<bool>()).prop_map(|(user, name, subscribed)| Command::Subscribe { user, name, subscribed }),
         1 => (0u8..3, arb_body(), proptest::collection::vec(prop::sample::select(USERS.to_vec()), 1..3)).prop_map(|(q, body, rcpts)| Command::Enqueue {
             queue_id: format!("Q{q}"), mail_from: "sender@example.org".into(), params: BTreeMap::new(),
             recipients: rcpts.iter().map(|u| RecipientSpec { address: format!("{u}@example.org"), orcpt: None, notify: vec![], channel: "store".into() }).collect(),
@@ -82,8 +97,183 @@ fn mailboxes(sm: &SmShared) -> BTreeMap<(String, String), (MailboxRecord, Vec<Me
     out
 }
 
+type Boxes = BTreeMap<(String, String), (MailboxRecord, Vec<MessageRecord>)>;
+
+/// `actor` held, before the command, the rights the command needs on others' mailboxes.
+fn check_authorised(before: &Boxes, actor: &str, cmd: &Command) -> Result<(), TestCaseError> {
+    let rights = |owner: &str, name: &str| -> acl::Rights {
+        let name = apply::canonical_mailbox(name);
+        before
+            .get(&(owner.to_string(), name))
+            .map(|(mb, _)| acl::effective(owner, actor, &mb.acl))
+            .unwrap_or(acl::Rights::NONE)
+    };
+    let has = |owner: &str, name: &str, letters: &str| {
+        rights(owner, name).contains(acl::Rights::of(letters))
+    };
+    match cmd {
+        Command::Append { user, mailbox, .. } => prop_assert!(has(user, mailbox, "i")),
+        Command::Expunge { user, mailbox, .. } => prop_assert!(has(user, mailbox, "e")),
+        Command::DeleteMailbox { user, name } => prop_assert!(has(user, name, "x")),
+        Command::SetAcl { user, mailbox, .. } => prop_assert!(has(user, mailbox, "a")),
+        Command::StoreFlags { user, mailbox, .. } => {
+            let r = rights(user, mailbox);
+            prop_assert!(r.has('s') || r.has('t') || r.has('w'));
+        }
+        Command::Copy {
+            user,
+            from,
+            to_user,
+            to,
+            ..
+        }
+        | Command::Move {
+            user,
+            from,
+            to_user,
+            to,
+            ..
+        } => {
+            prop_assert!(has(user, from, "r"));
+            prop_assert!(has(to_user.as_deref().unwrap_or(user), to, "i"));
+            if matches!(cmd, Command::Move { .. }) {
+                prop_assert!(has(user, from, "te"));
+            }
+        }
+        Command::RenameMailbox { user, from, .. } => prop_assert!(has(user, from, "x")),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Alice's ACL changes interleaved with everything bob may try on her mailboxes.
+fn arb_sharing_step() -> impl Strategy<Value = Command> {
+    let mbox = || prop::sample::select(BOXES.to_vec()).prop_map(String::from);
+    let alice = || Just("alice".to_string());
+    let bob_tries = prop_oneof![
+        (mbox(), arb_flags(), arb_body()).prop_map(|(mailbox, flags, body)| Command::Append {
+            user: "alice".into(),
+            mailbox,
+            flags,
+            internal_date_ms: 1,
+            body,
+            meta: None
+        }),
+        (mbox(), arb_uids(), arb_flags(), 0u8..3).prop_map(|(mailbox, uids, flags, a)| {
+            Command::StoreFlags {
+                user: "alice".into(),
+                mailbox,
+                uids,
+                flags,
+                unchanged_since: None,
+                action: [FlagAction::Add, FlagAction::Remove, FlagAction::Replace][a as usize],
+            }
+        }),
+        (mbox(), proptest::option::of(arb_uids())).prop_map(|(mailbox, uids)| Command::Expunge {
+            user: "alice".into(),
+            mailbox,
+            uids
+        }),
+        (mbox(), mbox(), arb_uids(), any::<bool>(), any::<bool>()).prop_map(
+            |(from, to, uids, mv, into_bob)| {
+                let (user, to_user) = if into_bob {
+                    ("alice", Some("bob".to_string()))
+                } else {
+                    ("bob", Some("alice".to_string()))
+                };
+                if mv {
+                    Command::Move {
+                        user: user.into(),
+                        from,
+                        to_user,
+                        to,
+                        uids,
+                    }
+                } else {
+                    Command::Copy {
+                        user: user.into(),
+                        from,
+                        to_user,
+                        to,
+                        uids,
+                    }
+                }
+            }
+        ),
+        mbox().prop_map(|name| Command::DeleteMailbox {
+            user: "alice".into(),
+            name
+        }),
+        (mbox(), mbox()).prop_map(|(from, to)| Command::RenameMailbox {
+            user: "alice".into(),
+            from,
+            to
+        }),
+        (
+            mbox(),
+            prop::sample::select(IDENTIFIERS.to_vec()),
+            prop::sample::select(RIGHTS.to_vec())
+        )
+            .prop_map(|(mailbox, id, r)| Command::SetAcl {
+                user: "alice".into(),
+                mailbox,
+                identifier: id.into(),
+                rights: Some(r.into())
+            }),
+        mbox().prop_map(|n| Command::CreateMailbox {
+            user: "alice".into(),
+            name: format!("{n}/Sub"),
+            uidvalidity: 1,
+            partition: "primary".into(),
+            special_use: None
+        }),
+    ]
+    .prop_map(|cmd| Command::As {
+        actor: "bob".into(),
+        cmd: Box::new(cmd),
+    });
+    prop_oneof![
+        2 => (alice(), mbox(), prop::sample::select(IDENTIFIERS.to_vec()), proptest::option::of(prop::sample::select(RIGHTS.to_vec())))
+            .prop_map(|(user, mailbox, id, rights)| Command::SetAcl { user, mailbox, identifier: id.into(), rights: rights.map(String::from) }),
+        5 => bob_tries,
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// Whatever bob tries on alice's mailboxes succeeds only with the rights alice granted
+    /// at that moment, and a refusal changes nothing.
+    #[test]
+    fn acl_is_enforced_at_apply(steps in proptest::collection::vec(arb_sharing_step(), 1..40)) {
+        let d = tempfile::tempdir().unwrap();
+        let mut sm = open_sm(d.path());
+        let s = sm.shared();
+        let mut setup = Vec::new();
+        for u in USERS {
+            for name in BOXES {
+                setup.push(Command::CreateMailbox { user: u.into(), name: name.into(), uidvalidity: 1, partition: "primary".into(), special_use: None });
+                for b in 0..3u8 {
+                    setup.push(Command::Append { user: u.into(), mailbox: name.into(), flags: vec![], internal_date_ms: 0,
+                        body: Bytes::from(vec![b'a' + b; 50]), meta: None });
+                }
+            }
+        }
+        let mut i = 0u64;
+        for c in setup { i += 1; sm.apply_entries([entry(i, c)]).unwrap(); }
+        for step in steps {
+            let before = mailboxes(&s);
+            i += 1;
+            let reply = sm.apply_entries([entry(i, step.clone())]).unwrap().remove(0);
+            let after = mailboxes(&s);
+            match (&reply, &step) {
+                (Reply::Error(_), _) => prop_assert_eq!(&before, &after, "refused {:?} changed state", step),
+                (_, Command::As { actor, cmd }) => check_authorised(&before, actor, cmd)?,
+                _ => {}
+            }
+        }
+    }
+
 
     /// Two replicas fed the same commands end byte-identical, applied one by one or in
     /// batches; and the mail invariants hold after every step.
@@ -99,8 +289,16 @@ proptest! {
         let mut prev = mailboxes(&sa);
         let mut replies_a = Vec::new();
         for (i, cmd) in cmds.iter().enumerate() {
-            replies_a.extend(a.apply_entries([entry(i as u64 + 1, cmd.clone())]).unwrap());
+            let reply = a.apply_entries([entry(i as u64 + 1, cmd.clone())]).unwrap().remove(0);
             let now = mailboxes(&sa);
+            if let Reply::Error(e) = &reply {
+                // A refused command changes nothing.
+                prop_assert_eq!(&prev, &now, "refused {:?} ({}) changed the mailboxes", cmd, e);
+            } else if let Command::As { actor, cmd } = cmd {
+                // Done on someone else's mailbox only with the right for it, as the ACL stood.
+                check_authorised(&prev, actor, cmd)?;
+            }
+            replies_a.push(reply);
             for ((u, name), (mb, msgs)) in &now {
                 // UIDVALIDITY of a live mailbox (same internal id) never changes.
                 let key = (u.clone(), name.clone(), mb.id);
@@ -131,6 +329,28 @@ proptest! {
             replies_b.extend(b.apply_entries(entries).unwrap());
         }
         prop_assert_eq!(replies_a, replies_b);
+
+        // The grant index lists exactly the positive ACL entries of existing mailboxes, and
+        // each user's shared view is what the ACLs say.
+        let mut expected_grants = std::collections::BTreeSet::new();
+        for ((owner, name), (mb, _)) in mailboxes(&sa) {
+            for id in mb.acl.keys().filter(|id| !id.starts_with('-')) {
+                let mut k = format!("g\0{id}\0{owner}\0").into_bytes();
+                k.extend_from_slice(name.as_bytes());
+                expected_grants.insert(k);
+            }
+        }
+        let grants: std::collections::BTreeSet<Vec<u8>> = sa.dump().unwrap().into_iter()
+            .filter(|(cf, k, _)| *cf == "shares" && k.starts_with(b"g\0"))
+            .map(|(_, k, _)| k).collect();
+        prop_assert_eq!(grants, expected_grants);
+        for u in USERS {
+            let seen: Vec<(String, String)> = sa.shared_with(u).unwrap().into_iter().map(|(o, mb, _)| (o, mb.name)).collect();
+            let want: Vec<(String, String)> = mailboxes(&sa).into_iter()
+                .filter(|((o, _), (mb, _))| o != u && acl::effective(o, u, &mb.acl).has('l'))
+                .map(|((o, n), _)| (o, n)).collect();
+            prop_assert_eq!(seen, want);
+        }
         prop_assert_eq!(sa.dump().unwrap(), b.shared().dump().unwrap());
 
         // Reference counts equal the number of referencing messages and queue entries.
@@ -195,7 +415,7 @@ proptest! {
         sm.apply_entries([next(Command::Append { user: "alice".into(), mailbox: "INBOX".into(), flags: vec![],
             internal_date_ms: 0, body, meta: None })]).unwrap();
         for _ in 0..copies {
-            sm.apply_entries([next(Command::Copy { user: "alice".into(), from: "INBOX".into(), to: "Archive".into(), uids: vec![1] })]).unwrap();
+            sm.apply_entries([next(Command::Copy { user: "alice".into(), from: "INBOX".into(), to_user: None, to: "Archive".into(), uids: vec![1] })]).unwrap();
         }
         let s = sm.shared();
         prop_assert_eq!(s.body_count().unwrap(), 1);

@@ -353,7 +353,7 @@ impl Session {
         let reader = acct.reader();
         let wanted: Vec<u32> = targets.iter().map(|t| t.1).collect();
         let records: HashMap<u32, MessageRecord> =
-            match reader.messages_by_uid(&acct.user, &sel.name, &wanted) {
+            match reader.messages_by_uid(&sel.owner, &sel.name, &wanted) {
                 Ok(Some(m)) => m.into_iter().map(|m| (m.uid, m)).collect(),
                 Ok(None) => HashMap::new(),
                 Err(e) => {
@@ -372,7 +372,8 @@ impl Session {
             )
         });
         let mut newly_seen = Vec::new();
-        if sets_seen && !sel.read_only {
+        // Without the "s" right nothing is marked \Seen (RFC 4314 §4), the data is still sent.
+        if sets_seen && !sel.read_only && sel.rights.has('s') {
             let unseen: Vec<u32> = targets
                 .iter()
                 .filter(|(_, u)| {
@@ -383,15 +384,16 @@ impl Session {
                 .map(|(_, u)| *u)
                 .collect();
             if !unseen.is_empty() {
+                let owner = sel.owner.clone();
                 let cmd = StoreCommand::StoreFlags {
-                    user: acct.user.clone(),
+                    user: owner.clone(),
                     mailbox: sel.name.clone(),
                     uids: unseen.clone(),
                     action: FlagAction::Add,
                     flags: vec!["\\Seen".into()],
                     unchanged_since: None,
                 };
-                match acct.propose(cmd).await {
+                match self.propose_on(&owner, cmd).await {
                     Ok(Reply::FlagsStored { updated, .. }) => {
                         let sel = self.sel.as_mut().expect("selected");
                         for (u, ms, fl) in updated {

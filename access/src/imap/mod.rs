@@ -1,10 +1,12 @@
 //! The IMAP4rev1 server: accepting connections, framing commands (imap-codec, with literal
 //! limits enforced before anything is allocated), and the session state machine.
 
+mod acl;
 pub(crate) mod conn;
 mod fetch;
 mod search;
 mod session;
+mod sharing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,6 +117,47 @@ pub(crate) enum Framed {
     RejectLine(Vec<u8>),
     /// Answer with this and close the connection.
     Fatal(Vec<u8>),
+    /// An RFC 4314 command (imap-codec has none; see [`acl`]).
+    Acl(Tag<'static>, acl::AclCommand),
+}
+
+/// Input so far is an incomplete command: fine while the current line stays within the limit.
+fn need_more(buf: &[u8], literal_end: &mut usize, max_line: usize) -> Framed {
+    if buf.len() <= *literal_end {
+        return Framed::NeedMore;
+    }
+    // Bytes since the last line end or literal must stay within a line.
+    let line_start = buf
+        .windows(2)
+        .rposition(|w| w == b"\r\n")
+        .map_or(0, |p| p + 2)
+        .max(*literal_end);
+    if buf.len() - line_start > max_line {
+        *literal_end = 0;
+        return Framed::Fatal(bye(&format!("command line longer than {max_line} bytes")));
+    }
+    Framed::NeedMore
+}
+
+/// A literal over the limit: NO before any of it is read (synchronising), or hang up (the
+/// data of a non-synchronising literal is already on its way).
+fn literal_too_big(
+    input: &mut bytes::BytesMut,
+    literal_end: &mut usize,
+    tag: Option<&Tag<'_>>,
+    length: u64,
+    max_literal: u64,
+    sync: bool,
+) -> Framed {
+    *literal_end = 0;
+    let text = format!("literal of {length} bytes is over the {max_literal}-byte limit");
+    if sync {
+        let r = status(Kind::No, tag, Some(Code::TooBig), &text);
+        input.clear();
+        Framed::Reject(r)
+    } else {
+        Framed::Fatal(bye(&text))
+    }
 }
 
 /// Takes the next command out of the connection's buffer. `literal_end` remembers where the
@@ -128,6 +171,32 @@ pub(crate) fn frame(
     use imap_codec::decode::CommandDecodeError;
     use imap_codec::imap_types::core::LiteralMode;
     let buf: &[u8] = input;
+    match acl::peek(buf, *literal_end, max_literal) {
+        acl::Peek::Other => {}
+        acl::Peek::NeedMore => return need_more(buf, literal_end, max_line),
+        acl::Peek::Continue(end) => {
+            *literal_end = end;
+            return Framed::Continue;
+        }
+        acl::Peek::TooBig(tag, length, sync) => {
+            let tag = Tag::try_from(tag).ok();
+            return literal_too_big(input, literal_end, tag.as_ref(), length, max_literal, sync);
+        }
+        acl::Peek::Command(tag, cmd, used) => {
+            let _ = input.split_to(used);
+            *literal_end = 0;
+            return match Tag::try_from(tag) {
+                Ok(t) => Framed::Acl(t, cmd),
+                Err(_) => Framed::Reject(status(Kind::Bad, None, None, "invalid tag")),
+            };
+        }
+        acl::Peek::Bad(tag, why, used) => {
+            let _ = input.split_to(used);
+            *literal_end = 0;
+            let tag = Tag::try_from(tag).ok();
+            return Framed::Reject(status(Kind::Bad, tag.as_ref(), None, &why));
+        }
+    }
     match CommandCodec::default().decode_static(buf) {
         Ok((rest, cmd)) => {
             let used = buf.len() - rest.len();
@@ -135,36 +204,17 @@ pub(crate) fn frame(
             *literal_end = 0;
             Framed::Command(Box::new(cmd))
         }
-        Err(CommandDecodeError::Incomplete) => {
-            if buf.len() <= *literal_end {
-                return Framed::NeedMore;
-            }
-            // Bytes since the last line end or literal must stay within a line.
-            let line_start = buf
-                .windows(2)
-                .rposition(|w| w == b"\r\n")
-                .map_or(0, |p| p + 2)
-                .max(*literal_end);
-            if buf.len() - line_start > max_line {
-                *literal_end = 0;
-                return Framed::Fatal(bye(&format!("command line longer than {max_line} bytes")));
-            }
-            Framed::NeedMore
-        }
+        Err(CommandDecodeError::Incomplete) => need_more(buf, literal_end, max_line),
         Err(CommandDecodeError::LiteralFound { tag, length, mode }) => {
             if u64::from(length) > max_literal {
-                *literal_end = 0;
-                let text =
-                    format!("literal of {length} bytes is over the {max_literal}-byte limit");
-                match mode {
-                    LiteralMode::Sync => {
-                        let r = status(Kind::No, Some(&tag), Some(Code::TooBig), &text);
-                        input.clear();
-                        Framed::Reject(r)
-                    }
-                    // The data is already on its way: the only safe answer is to hang up.
-                    LiteralMode::NonSync => Framed::Fatal(bye(&text)),
-                }
+                literal_too_big(
+                    input,
+                    literal_end,
+                    Some(&tag),
+                    u64::from(length),
+                    max_literal,
+                    mode == LiteralMode::Sync,
+                )
             } else {
                 *literal_end = buf.len() + length as usize;
                 match mode {
@@ -236,7 +286,7 @@ mod tests {
             for _ in 0..10_000 {
                 let before = buf.len();
                 match frame(&mut buf, &mut lit, 1024, 1 << 20) {
-                    Framed::Command(_) => cmds += 1,
+                    Framed::Command(_) | Framed::Acl(..) => cmds += 1,
                     Framed::Reject(_) => rejects += 1,
                     Framed::RejectLine(_) => {
                         rejects += 1;

@@ -187,7 +187,7 @@ impl Session {
         let acct = self.account.as_ref().expect("authenticated");
         let sel = self.sel.as_ref().expect("selected");
         let reader = acct.reader();
-        let records = match reader.messages(&acct.user, &sel.name) {
+        let records = match reader.messages(&sel.owner, &sel.name) {
             Ok(Some(m)) => m,
             Ok(None) => Vec::new(),
             Err(e) => {

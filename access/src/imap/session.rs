@@ -11,6 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use bounded_static::IntoBoundedStatic;
 use halyard_directory::DirectoryError;
+use halyard_raft_store::acl::Rights;
 use halyard_raft_store::{
     ApplyError, Change, Command as StoreCommand, Event, FlagAction, MailboxRecord, MessageRecord,
     Reply,
@@ -41,6 +42,47 @@ use crate::store::{Account, StoreFail};
 
 pub const DELIMITER: char = '/';
 
+/// The RFC 2342 "other users" namespace: `Other Users/<owner address>/<mailbox>` names a
+/// mailbox another user of the same resource group shared with this one (RFC 4314 ACL).
+pub const OTHER_USERS: &str = "Other Users";
+
+/// A mailbox a command names: whose it is and its name in the owner's tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub owner: String,
+    pub name: String,
+}
+
+/// How `me` sees `owner`'s mailbox `name`.
+pub(crate) fn display_name(me: &str, owner: &str, name: &str) -> String {
+    if owner == me {
+        name.to_string()
+    } else {
+        format!("{OTHER_USERS}{DELIMITER}{owner}{DELIMITER}{name}")
+    }
+}
+
+/// Splits a decoded mailbox name into owner and name (`me` for personal names).
+pub(crate) fn split_target(me: &str, full: String) -> Result<Target, String> {
+    let Some(rest) = full
+        .strip_prefix(OTHER_USERS)
+        .and_then(|r| r.strip_prefix(DELIMITER))
+    else {
+        return Ok(Target {
+            owner: me.to_string(),
+            name: full,
+        });
+    };
+    let (owner, name) = rest
+        .split_once(DELIMITER)
+        .filter(|(o, n)| !o.is_empty() && !n.is_empty())
+        .ok_or_else(|| format!("{full:?} is not a mailbox: use {OTHER_USERS}/<user>/<mailbox>"))?;
+    Ok(Target {
+        owner: owner.to_string(),
+        name: halyard_raft_store::apply::canonical_mailbox(name),
+    })
+}
+
 /// The CAPABILITY list for a session in this state.
 pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capability<'static>> {
     let mut caps = vec![Capability::Imap4Rev1];
@@ -70,16 +112,32 @@ pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capa
         Capability::UidPlus,
         Capability::Unselect,
         Capability::CondStore,
+        atom("ACL"),
+        atom("RIGHTS=texk"),
         atom("CHILDREN"),
         atom("SPECIAL-USE"),
     ]);
     caps
 }
 
+/// One name LIST/LSUB may show.
+pub(crate) struct ListEntry {
+    pub name: String,
+    pub selectable: bool,
+    pub subscribed: bool,
+    pub special_use: Option<String>,
+}
+
 /// The session's picture of the selected mailbox.
 pub(crate) struct Selected {
+    /// Whose mailbox it is (the session's user, or another user who shared it).
+    pub owner: String,
     pub name: String,
     pub read_only: bool,
+    /// The session user's RFC 4314 rights on it (all, for their own mailboxes).
+    pub rights: Rights,
+    /// The ACL changed: re-read the rights at the next sync.
+    pub acl_changed: bool,
     /// UIDs by sequence number (index + 1).
     pub uids: Vec<u32>,
     /// uid -> (modseq, flags) as last reported to the client.
@@ -193,7 +251,7 @@ impl Session {
         }
     }
 
-    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.conn.write(bytes).await
     }
 
@@ -254,6 +312,11 @@ impl Session {
                     self.send(&r).await?;
                     return Ok(());
                 }
+                Framed::Acl(tag, cmd) => {
+                    if !self.acl_command(tag, cmd).await? {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -287,20 +350,30 @@ impl Session {
         }
     }
 
-    async fn ok(&mut self, tag: &Tag<'_>, code: Option<Code<'_>>, text: &str) -> io::Result<()> {
+    pub(crate) async fn ok(
+        &mut self,
+        tag: &Tag<'_>,
+        code: Option<Code<'_>>,
+        text: &str,
+    ) -> io::Result<()> {
         let b = status(Kind::Ok, Some(tag), code, text);
         self.send(&b).await
     }
-    async fn no(&mut self, tag: &Tag<'_>, code: Option<Code<'_>>, text: &str) -> io::Result<()> {
+    pub(crate) async fn no(
+        &mut self,
+        tag: &Tag<'_>,
+        code: Option<Code<'_>>,
+        text: &str,
+    ) -> io::Result<()> {
         let b = status(Kind::No, Some(tag), code, text);
         self.send(&b).await
     }
-    async fn bad(&mut self, tag: &Tag<'_>, text: &str) -> io::Result<()> {
+    pub(crate) async fn bad(&mut self, tag: &Tag<'_>, text: &str) -> io::Result<()> {
         let b = status(Kind::Bad, Some(tag), None, text);
         self.send(&b).await
     }
 
-    async fn fail(&mut self, tag: &Tag<'_>, f: StoreFail) -> io::Result<()> {
+    pub(crate) async fn fail(&mut self, tag: &Tag<'_>, f: StoreFail) -> io::Result<()> {
         match f {
             StoreFail::Refused(ApplyError::OverQuota) => {
                 self.no(tag, Some(Code::OverQuota), "over quota").await
@@ -308,6 +381,9 @@ impl Session {
             StoreFail::Refused(ApplyError::NoSuchMailbox(m)) => {
                 self.no(tag, Some(Code::TryCreate), &format!("no mailbox {m}"))
                     .await
+            }
+            StoreFail::Refused(e @ ApplyError::NoPermission(_)) => {
+                self.no(tag, Some(noperm()), &e.to_string()).await
             }
             StoreFail::Refused(e) => self.no(tag, None, &e.to_string()).await,
             StoreFail::Unavailable(e) => {
@@ -622,15 +698,34 @@ impl Session {
         }
     }
 
-    fn acct(&self) -> &Account {
+    pub(crate) fn acct(&self) -> &Account {
         self.account.as_ref().expect("authenticated")
+    }
+
+    /// Proposes `cmd` on `owner`'s mailboxes: as is for the user's own, wrapped in
+    /// `Command::As` for another user's (their ACL is checked when the entry is applied).
+    pub(crate) async fn propose_on(
+        &self,
+        owner: &str,
+        cmd: StoreCommand,
+    ) -> Result<Reply, StoreFail> {
+        let acct = self.acct();
+        let cmd = if owner == acct.user {
+            cmd
+        } else {
+            StoreCommand::As {
+                actor: acct.user.clone(),
+                cmd: Box::new(cmd),
+            }
+        };
+        acct.propose(cmd).await
     }
 
     async fn handle_authenticated(&mut self, tag: Tag<'static>, body: CommandBody<'static>) -> Res {
         let user = self.acct().user.clone();
         macro_rules! name {
             ($m:expr) => {
-                match mailbox_name(&$m) {
+                match mailbox_name(&$m).and_then(|n| split_target(&user, n)) {
                     Ok(n) => n,
                     Err(e) => {
                         self.bad(&tag, &e).await?;
@@ -664,13 +759,15 @@ impl Session {
                 self.ok(&tag, None, "ENABLE completed").await?;
             }
             CommandBody::Namespace => {
-                let personal = vec![Namespace::new(
-                    IString::try_from("").unwrap(),
-                    Some(QuotedChar::try_from(DELIMITER).unwrap()),
-                )];
+                let ns = |prefix: String| {
+                    Namespace::new(
+                        IString::try_from(prefix).unwrap(),
+                        Some(QuotedChar::try_from(DELIMITER).unwrap()),
+                    )
+                };
                 self.send_data(Data::Namespace {
-                    personal,
-                    other: vec![],
+                    personal: vec![ns(String::new())],
+                    other: vec![ns(format!("{OTHER_USERS}{DELIMITER}"))],
                     shared: vec![],
                 })
                 .await?;
@@ -686,52 +783,73 @@ impl Session {
             }
             CommandBody::Create { mailbox } => {
                 let n = name!(mailbox);
-                let special = special_use_for(&n);
+                if n.owner == user && n.name == OTHER_USERS {
+                    self.no(&tag, None, "that name is the other users' namespace")
+                        .await?;
+                    return Ok(true);
+                }
+                let special = special_use_for(&n.name);
                 let r = self
-                    .acct()
-                    .propose(StoreCommand::CreateMailbox {
-                        user,
-                        name: n,
-                        uidvalidity: now_uidvalidity(),
-                        partition: "primary".into(),
-                        special_use: special,
-                    })
+                    .propose_on(
+                        &n.owner,
+                        StoreCommand::CreateMailbox {
+                            user: n.owner.clone(),
+                            name: n.name,
+                            uidvalidity: now_uidvalidity(),
+                            partition: "primary".into(),
+                            special_use: special,
+                        },
+                    )
                     .await;
                 self.done(&tag, r, "CREATE completed").await?;
             }
             CommandBody::Delete { mailbox } => {
                 let n = name!(mailbox);
-                if n == "INBOX" {
+                if n.name == "INBOX" {
                     self.no(&tag, None, "INBOX cannot be deleted").await?;
                     return Ok(true);
                 }
                 let r = self
-                    .acct()
-                    .propose(StoreCommand::DeleteMailbox { user, name: n })
+                    .propose_on(
+                        &n.owner,
+                        StoreCommand::DeleteMailbox {
+                            user: n.owner.clone(),
+                            name: n.name,
+                        },
+                    )
                     .await;
                 self.done(&tag, r, "DELETE completed").await?;
             }
             CommandBody::Rename { from, to } => {
                 let (f, t) = (name!(from), name!(to));
+                if f.owner != t.owner {
+                    self.no(&tag, None, "RENAME cannot move a mailbox to another user")
+                        .await?;
+                    return Ok(true);
+                }
                 let r = self
-                    .acct()
-                    .propose(StoreCommand::RenameMailbox {
-                        user,
-                        from: f,
-                        to: t,
-                    })
+                    .propose_on(
+                        &f.owner,
+                        StoreCommand::RenameMailbox {
+                            user: f.owner.clone(),
+                            from: f.name,
+                            to: t.name,
+                        },
+                    )
                     .await;
                 self.done(&tag, r, "RENAME completed").await?;
             }
             CommandBody::Subscribe { mailbox } | CommandBody::Unsubscribe { mailbox } => {
                 let n = name!(mailbox);
                 let r = self
-                    .acct()
-                    .propose(StoreCommand::Subscribe {
-                        user,
-                        name: n,
-                        subscribed: subscribing,
-                    })
+                    .propose_on(
+                        &n.owner,
+                        StoreCommand::Subscribe {
+                            user: n.owner.clone(),
+                            name: n.name,
+                            subscribed: subscribing,
+                        },
+                    )
                     .await;
                 let text = if subscribing {
                     "SUBSCRIBE completed"
@@ -757,7 +875,8 @@ impl Session {
                 item_names,
             } => {
                 let n = name!(mailbox);
-                self.status_cmd(&tag, n, item_names.as_ref()).await?;
+                self.status_cmd(&tag, &mailbox, n, item_names.as_ref())
+                    .await?;
             }
             CommandBody::Append {
                 mailbox,
@@ -779,15 +898,17 @@ impl Session {
                     .unwrap_or_else(now_ms);
                 let meta = halyard_raft_store::mime::message_meta(&body);
                 let r = self
-                    .acct()
-                    .propose(StoreCommand::Append {
-                        user,
-                        mailbox: n,
-                        flags: flag_strings(&flags),
-                        internal_date_ms: date_ms,
-                        body,
-                        meta: Some(meta),
-                    })
+                    .propose_on(
+                        &n.owner,
+                        StoreCommand::Append {
+                            user: n.owner.clone(),
+                            mailbox: n.name,
+                            flags: flag_strings(&flags),
+                            internal_date_ms: date_ms,
+                            body,
+                            meta: Some(meta),
+                        },
+                    )
                     .await;
                 match r {
                     Ok(Reply::Appended {
@@ -809,14 +930,17 @@ impl Session {
                 }
             }
             CommandBody::GetQuotaRoot { mailbox } => {
-                let _ = name!(mailbox);
+                // Other users' quotas are theirs to see: a shared mailbox has no root here.
+                let mine = name!(mailbox).owner == user;
                 let root = AString::try_from("").unwrap();
                 self.send_data(Data::QuotaRoot {
                     mailbox: mailbox.clone(),
-                    roots: vec![root.clone()],
+                    roots: if mine { vec![root.clone()] } else { vec![] },
                 })
                 .await?;
-                self.quota_data(root).await?;
+                if mine {
+                    self.quota_data(root).await?;
+                }
                 self.ok(&tag, None, "GETQUOTAROOT completed").await?;
             }
             CommandBody::GetQuota { root } => {
@@ -848,14 +972,16 @@ impl Session {
                 need_selected!();
                 let sel = self.sel.take().expect("selected");
                 self.feed = None;
-                if !sel.read_only {
+                if !sel.read_only && sel.rights.has('e') {
                     let _ = self
-                        .acct()
-                        .propose(StoreCommand::Expunge {
-                            user,
-                            mailbox: sel.name,
-                            uids: None,
-                        })
+                        .propose_on(
+                            &sel.owner,
+                            StoreCommand::Expunge {
+                                user: sel.owner.clone(),
+                                mailbox: sel.name,
+                                uids: None,
+                            },
+                        )
                         .await;
                 }
                 self.ok(&tag, None, "CLOSE completed").await?;
@@ -962,26 +1088,52 @@ impl Session {
         Ok(())
     }
 
-    async fn select(&mut self, tag: &Tag<'_>, name: String, read_only: bool) -> io::Result<()> {
+    /// The session user's rights on `owner`'s mailbox, or why it cannot be used: a mailbox
+    /// the user may not even look up (`l`) is reported as missing, so names do not leak.
+    pub(crate) fn rights_on(&self, owner: &str, mb: &MailboxRecord) -> Option<Rights> {
+        let r = halyard_raft_store::acl::effective(owner, &self.acct().user, &mb.acl);
+        (r.has('l') || r.has('r')).then_some(r)
+    }
+
+    async fn select(&mut self, tag: &Tag<'_>, target: Target, read_only: bool) -> io::Result<()> {
         self.sel = None;
         self.feed = Some(self.acct().group.subscribe());
         let reader = match self.acct().linearizable().await {
             Ok(r) => r,
             Err(f) => return self.fail(tag, f).await,
         };
-        let user = self.acct().user.clone();
-        let (mb, msgs): (MailboxRecord, Vec<MessageRecord>) =
-            match (reader.mailbox(&user, &name), reader.messages(&user, &name)) {
-                (Ok(Some(mb)), Ok(Some(m))) => (mb, m),
-                (Ok(None), _) | (_, Ok(None)) => {
-                    self.feed = None;
-                    return self.no(tag, None, &format!("no mailbox {name}")).await;
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    self.feed = None;
-                    return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
-                }
-            };
+        let Target { owner, name } = target;
+        let found = match reader.mailbox(&owner, &name) {
+            Ok(Some(mb)) => self.rights_on(&owner, &mb).map(|r| (mb, r)),
+            Ok(None) => None,
+            Err(e) => {
+                self.feed = None;
+                return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
+            }
+        };
+        let Some((mb, rights)) = found else {
+            self.feed = None;
+            return self.no(tag, None, &format!("no mailbox {name}")).await;
+        };
+        if !rights.has('r') {
+            self.feed = None;
+            return self
+                .no(tag, Some(noperm()), "SELECT needs the \"r\" right")
+                .await;
+        }
+        // Without any right to change it, the mailbox opens read-only (RFC 4314 §4).
+        let read_only = read_only || !"swite".chars().any(|c| rights.has(c));
+        let msgs: Vec<MessageRecord> = match reader.messages(&owner, &name) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                self.feed = None;
+                return self.no(tag, None, &format!("no mailbox {name}")).await;
+            }
+            Err(e) => {
+                self.feed = None;
+                return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
+            }
+        };
         let uids: Vec<u32> = msgs.iter().map(|m| m.uid).collect();
         let first_unseen = msgs
             .iter()
@@ -1040,8 +1192,11 @@ impl Session {
         }
         self.send(&out).await?;
         self.sel = Some(Selected {
+            owner,
             name,
             read_only,
+            rights,
+            acl_changed: false,
             uids,
             flags,
             dirty: false,
@@ -1066,15 +1221,11 @@ impl Session {
         let Some(sel) = &mut self.sel else {
             return Ok(());
         };
-        let user = self
-            .account
-            .as_ref()
-            .map(|a| a.user.clone())
-            .unwrap_or_default();
+        let user = sel.owner.clone();
         if let Some(feed) = &mut self.feed {
             loop {
                 match feed.try_recv() {
-                    Ok(c) => note_event(sel, &c.event, &user),
+                    Ok(c) => note_event(sel, &c.event),
                     Err(broadcast::error::TryRecvError::Lagged(_)) => sel.dirty = true,
                     Err(_) => break,
                 }
@@ -1083,6 +1234,12 @@ impl Session {
         let Some(acct) = &self.account else {
             return Ok(());
         };
+        if sel.acl_changed {
+            sel.acl_changed = false;
+            if let Ok(Some(mb)) = acct.reader().mailbox(&user, &sel.name) {
+                sel.rights = halyard_raft_store::acl::effective(&user, &acct.user, &mb.acl);
+            }
+        }
         if sel.dirty {
             // Start over from the index: every difference becomes a pending change.
             let msgs = match acct.reader().messages(&user, &sel.name) {
@@ -1258,12 +1415,13 @@ impl Session {
                 })
                 .collect::<Vec<_>>()
         });
+        let owner = sel.owner.clone();
         let cmd = StoreCommand::Expunge {
-            user: self.acct().user.clone(),
+            user: owner.clone(),
             mailbox: sel.name.clone(),
             uids,
         };
-        match self.acct().propose(cmd).await {
+        match self.propose_on(&owner, cmd).await {
             Ok(reply) => {
                 let sel = self.sel.as_mut().expect("selected");
                 match reply {
@@ -1314,15 +1472,16 @@ impl Session {
             StoreType::Remove => FlagAction::Remove,
             StoreType::Replace => FlagAction::Replace,
         };
+        let owner = sel.owner.clone();
         let cmd = StoreCommand::StoreFlags {
-            user: self.acct().user.clone(),
+            user: owner.clone(),
             mailbox: sel.name.clone(),
             uids: targets.iter().map(|t| t.1).collect(),
             action,
             flags: flag_strings(flags),
             unchanged_since,
         };
-        let (updated, modified) = match self.acct().propose(cmd).await {
+        let (updated, modified) = match self.propose_on(&owner, cmd).await {
             Ok(Reply::FlagsStored { updated, modified }) => (updated, modified),
             Ok(other) => return self.no(tag, None, &format!("{other:?}")).await,
             Err(f) => return self.fail(tag, f).await,
@@ -1399,7 +1558,7 @@ impl Session {
         &mut self,
         tag: &Tag<'_>,
         set: &SequenceSet,
-        to: String,
+        to: Target,
         uid: bool,
         is_move: bool,
     ) -> io::Result<()> {
@@ -1415,24 +1574,30 @@ impl Session {
             return self.ok(tag, None, "nothing to do").await;
         }
         let uids: Vec<u32> = targets.iter().map(|t| t.1).collect();
-        let user = self.acct().user.clone();
+        let me = self.acct().user.clone();
+        let user = sel.owner.clone();
         let from = sel.name.clone();
+        // Someone else's mailbox on either side: the copy is done as the session's user.
+        let on_behalf = if user != me { &user } else { &to.owner }.clone();
+        let to_user = (to.owner != user).then(|| to.owner.clone());
         let cmd = if is_move {
             StoreCommand::Move {
                 user,
                 from,
-                to,
+                to_user,
+                to: to.name,
                 uids,
             }
         } else {
             StoreCommand::Copy {
                 user,
                 from,
-                to,
+                to_user,
+                to: to.name,
                 uids,
             }
         };
-        match self.acct().propose(cmd).await {
+        match self.propose_on(&on_behalf, cmd).await {
             Ok(Reply::Copied { uidvalidity, pairs }) => {
                 let src: Vec<u32> = pairs.iter().map(|p| p.0).collect();
                 let dst: Vec<u32> = pairs.iter().map(|p| p.1).collect();
@@ -1494,45 +1659,50 @@ impl Session {
             (Ok(r), Ok(p)) => format!("{r}{p}"),
             _ => return self.bad(tag, "pattern is not modified UTF-7").await,
         };
-        let user = self.acct().user.clone();
-        let boxes = match self.acct().reader().mailboxes(&user) {
-            Ok(b) => b,
+        let entries = match self.visible_mailboxes(lsub) {
+            Ok(e) => e,
             Err(e) => return self.fail(tag, StoreFail::Unavailable(e.to_string())).await,
         };
-        let names: Vec<&str> = boxes.iter().map(|b| b.name.as_str()).collect();
         let mut out = Vec::new();
-        for b in &boxes {
-            let shown = if b.name == "INBOX" && list_match(&full.to_uppercase(), "INBOX") {
+        for (i, e) in entries.iter().enumerate() {
+            let shown = if e.name == "INBOX" && list_match(&full.to_uppercase(), "INBOX") {
                 true
             } else {
-                list_match(&full, &b.name)
+                list_match(&full, &e.name)
             };
-            if !shown || (lsub && !b.subscribed) {
+            if !shown || (lsub && !e.subscribed) {
                 continue;
             }
-            let prefix = format!("{}{DELIMITER}", b.name);
-            let children = names.iter().any(|n| n.starts_with(&prefix));
+            // Entries are sorted by name, so inferiors follow right after.
+            let prefix = format!("{}{DELIMITER}", e.name);
+            let children = entries[i + 1..]
+                .iter()
+                .take_while(|c| c.name.starts_with(&prefix) || c.name < prefix)
+                .any(|c| c.name.starts_with(&prefix));
             let mut items: Vec<FlagNameAttribute> = Vec::new();
             let attr = |s: &str| FlagNameAttribute::from(Atom::try_from(s.to_string()).unwrap());
+            if !e.selectable {
+                items.push(FlagNameAttribute::Noselect);
+            }
             items.push(attr(if children {
                 "HasChildren"
             } else {
                 "HasNoChildren"
             }));
-            if let Some(su) = &b.special_use {
+            if let Some(su) = &e.special_use {
                 items.push(attr(su.trim_start_matches('\\')));
             }
             let d = if lsub {
                 Data::Lsub {
                     items,
                     delimiter: delim,
-                    mailbox: wire_mailbox(&b.name),
+                    mailbox: wire_mailbox(&e.name),
                 }
             } else {
                 Data::List {
                     items,
                     delimiter: delim,
-                    mailbox: wire_mailbox(&b.name),
+                    mailbox: wire_mailbox(&e.name),
                 }
             };
             out.extend(encode(&Response::Data(d)));
@@ -1550,15 +1720,74 @@ impl Session {
         .await
     }
 
+    /// Every name LIST can show this user, sorted: their own mailboxes, the mailboxes other
+    /// users shared with them (`l` right) under `Other Users/<owner>/`, and the levels above
+    /// those as `\Noselect` so that `%` browsing reaches them.
+    fn visible_mailboxes(
+        &self,
+        lsub: bool,
+    ) -> Result<Vec<ListEntry>, halyard_raft_store::StoreError> {
+        let me = self.acct().user.clone();
+        let reader = self.acct().reader();
+        let mut entries: std::collections::BTreeMap<String, ListEntry> = reader
+            .mailboxes(&me)?
+            .into_iter()
+            .map(|b| {
+                (
+                    b.name.clone(),
+                    ListEntry {
+                        name: b.name,
+                        selectable: true,
+                        subscribed: b.subscribed,
+                        special_use: b.special_use,
+                    },
+                )
+            })
+            .collect();
+        let subs: std::collections::HashSet<(String, String)> = if lsub {
+            reader.shared_subscriptions(&me)?.into_iter().collect()
+        } else {
+            Default::default()
+        };
+        for (owner, mb, _) in reader.shared_with(&me)? {
+            let subscribed = subs.contains(&(owner.clone(), mb.name.clone()));
+            let name = display_name(&me, &owner, &mb.name);
+            // Levels above: "Other Users", "Other Users/<owner>", unshared parents.
+            let mut cut = name.len();
+            while let Some(i) = name[..cut].rfind(DELIMITER) {
+                cut = i;
+                entries
+                    .entry(name[..cut].to_string())
+                    .or_insert_with(|| ListEntry {
+                        name: name[..cut].to_string(),
+                        selectable: false,
+                        subscribed: false,
+                        special_use: None,
+                    });
+            }
+            entries.insert(
+                name.clone(),
+                ListEntry {
+                    name,
+                    selectable: true,
+                    subscribed,
+                    special_use: mb.special_use,
+                },
+            );
+        }
+        Ok(entries.into_values().collect())
+    }
+
     async fn status_cmd(
         &mut self,
         tag: &Tag<'_>,
-        name: String,
+        wire: &Mailbox<'_>,
+        target: Target,
         items: &[StatusDataItemName],
     ) -> io::Result<()> {
-        let user = self.acct().user.clone();
+        let Target { owner, name } = target;
         let r = self.acct().reader();
-        let (mb, msgs) = match (r.mailbox(&user, &name), r.messages(&user, &name)) {
+        let (mb, msgs) = match (r.mailbox(&owner, &name), r.messages(&owner, &name)) {
             (Ok(Some(mb)), Ok(Some(m))) => (mb, m),
             (Ok(None), _) | (_, Ok(None)) => {
                 return self.no(tag, None, &format!("no mailbox {name}")).await;
@@ -1567,6 +1796,15 @@ impl Session {
                 return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
             }
         };
+        match self.rights_on(&owner, &mb) {
+            None => return self.no(tag, None, &format!("no mailbox {name}")).await,
+            Some(r) if !r.has('r') => {
+                return self
+                    .no(tag, Some(noperm()), "STATUS needs the \"r\" right")
+                    .await;
+            }
+            Some(_) => {}
+        }
         let mut out = Vec::new();
         for i in items {
             out.push(match i {
@@ -1586,7 +1824,7 @@ impl Session {
             });
         }
         self.send_data(Data::Status {
-            mailbox: wire_mailbox(&name),
+            mailbox: wire.clone(),
             items: out.into(),
         })
         .await?;
@@ -1638,9 +1876,8 @@ impl Session {
                 ev = feed.recv() => {
                     match ev {
                         Ok(c) => {
-                            let user = self.account.as_ref().map(|a| a.user.as_str()).unwrap_or("");
                             if let Some(sel) = &mut self.sel {
-                                note_event(sel, &c.event, user);
+                                note_event(sel, &c.event);
                             }
                         }
                         Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -1667,7 +1904,8 @@ impl Session {
 }
 
 /// Records what a change means for the selected mailbox.
-fn note_event(sel: &mut Selected, e: &Event, user: &str) {
+fn note_event(sel: &mut Selected, e: &Event) {
+    let user = sel.owner.as_str();
     let mine = |u: &str, m: &str| u == user && m == sel.name;
     match e {
         Event::MessageAdded {
@@ -1710,9 +1948,20 @@ fn note_event(sel: &mut Selected, e: &Event, user: &str) {
         {
             sel.dirty = true
         }
-        Event::SnapshotInstalled => sel.dirty = true,
+        Event::AclChanged { user: u, mailbox } if mine(u, mailbox) => sel.acl_changed = true,
+        Event::SnapshotInstalled => {
+            sel.dirty = true;
+            sel.acl_changed = true;
+        }
         _ => {}
     }
+}
+
+/// RFC 5530 `NOPERM`: the ACL does not allow this.
+pub(crate) fn noperm() -> Code<'static> {
+    Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
+        b"NOPERM".as_slice(),
+    ))
 }
 
 pub(crate) fn now_ms() -> i64 {
