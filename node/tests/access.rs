@@ -114,6 +114,14 @@ async fn imap_commands_with_imaplib() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_folders_and_acl_with_imaplib() {
+    let _s = SERIAL.lock().await;
+    let sp = spec(1, 17920, 17963, 17930);
+    let (_d, _c) = cluster("acl", &sp).await;
+    run_client("imap_acl.py", &accounts(17963, 17930));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pop3_commands_with_poplib() {
     let _s = SERIAL.lock().await;
     let sp = spec(1, 17620, 17663, 17630);

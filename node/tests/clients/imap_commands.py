@@ -229,7 +229,7 @@ no(M.store, "1", "+FLAGS", "(\\Deleted)")  # read-only
 ok(M.close())
 
 # --- NAMESPACE, QUOTA, ID, ENABLE CONDSTORE --------------------------------------------------
-assert ok(M.namespace())[0] == b'(("" "/")) NIL NIL'
+assert ok(M.namespace())[0] == b'(("" "/")) (("Other Users/" "/")) NIL'
 q = ok(M.getquotaroot("INBOX"))
 assert b"STORAGE" in b" ".join(x for x in q[1] if x), q
 typ, data = M._simple_command("ID", "NIL")
