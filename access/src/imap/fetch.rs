@@ -11,6 +11,7 @@ use halyard_raft_store::{
     Addr, BodyKind, BodyPart, Command as StoreCommand, Envelope, FlagAction, MessageMeta,
     MessageRecord, Reply,
 };
+use imap_codec::encode::{Encoder, Fragment};
 use imap_codec::imap_types::body::{
     BasicFields, Body, BodyStructure, Disposition, Language, Location, MultiPartExtensionData,
     SinglePartExtensionData, SpecificFields,
@@ -48,6 +49,49 @@ fn istr(s: &str) -> IString<'static> {
 
 /// Message bytes as an nstring: quoted when possible, else a literal (even with bytes IMAP
 /// would want in literal8; clients take them).
+/// Sections larger than this are not assembled in memory: the response carries a
+/// placeholder literal, and the bytes are streamed from the store chunk by chunk in its place.
+const STREAM_ABOVE: u64 = 1 << 20;
+/// Bytes read from the store per write while streaming.
+const STREAM_CHUNK: u64 = 256 * 1024;
+
+/// Placeholder literals for streamed ranges: a per-process random marker (unguessable, so
+/// that no stored message can impersonate one) and the range's index.
+fn stream_marker(k: usize) -> Vec<u8> {
+    use std::hash::{BuildHasher, Hasher};
+    static NONCE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    let (a, b) = *NONCE.get_or_init(|| {
+        let r = || {
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        };
+        (r(), r())
+    });
+    format!("halyard-stream-{a:016x}{b:016x}-{k}").into_bytes()
+}
+
+/// The byte range of `BODY[section]<partial>` when it is a plain range of the stored body
+/// (not a HEADER.FIELDS filter), for streaming.
+fn plain_span(
+    meta: &MessageMeta,
+    size: u64,
+    section: &Option<Section<'_>>,
+    partial: Option<(u32, NonZeroU32)>,
+) -> Option<(u64, u64)> {
+    let (a, b, filter) = section_range(meta, size, section)?;
+    if filter.is_some() {
+        return None;
+    }
+    Some(match partial {
+        Some((start, len)) => {
+            let from = a.saturating_add(u64::from(start)).min(b);
+            (from, from.saturating_add(u64::from(len.get())).min(b))
+        }
+        None => (a, b),
+    })
+}
+
 fn data(bytes: Vec<u8>) -> NString<'static> {
     // Short single-line data may be quoted; everything else is a literal, built without
     // copying the (possibly large) bytes again.
@@ -451,6 +495,17 @@ impl Session {
             let size = rec.size;
             let mut items = Vec::new();
             let mut with_flags = false;
+            // Large ranges: (from, to) in the stored body, sent in place of stream_marker(i).
+            let mut streams: Vec<(u64, u64)> = Vec::new();
+            let mut body_data = |span: Option<(u64, u64)>, bytes: &dyn Fn() -> Vec<u8>| match span {
+                Some((a, b)) if b - a > STREAM_ABOVE => {
+                    streams.push((a, b));
+                    NString(Some(IString::Literal(Literal::unvalidated(stream_marker(
+                        streams.len() - 1,
+                    )))))
+                }
+                _ => data(bytes()),
+            };
             for n in &names {
                 items.push(match n {
                     MessageDataItemName::Uid => MessageDataItem::Uid(nz(*u)),
@@ -487,14 +542,19 @@ impl Session {
                     } => MessageDataItem::BodyExt {
                         section: section.clone(),
                         origin: partial.map(|(start, _)| start),
-                        data: data(section_bytes(meta, size, section, *partial, &read)),
+                        data: body_data(plain_span(meta, size, section, *partial), &|| {
+                            section_bytes(meta, size, section, *partial, &read)
+                        }),
                     },
-                    MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(data(read(0, size))),
+                    MessageDataItemName::Rfc822 => {
+                        MessageDataItem::Rfc822(body_data(Some((0, size)), &|| read(0, size)))
+                    }
                     MessageDataItemName::Rfc822Header => {
                         MessageDataItem::Rfc822Header(data(read(0, meta.body.body_start)))
                     }
                     MessageDataItemName::Rfc822Text => {
-                        MessageDataItem::Rfc822Text(data(read(meta.body.body_start, meta.body.end)))
+                        let (a, b) = (meta.body.body_start, meta.body.end);
+                        MessageDataItem::Rfc822Text(body_data(Some((a, b)), &|| read(a, b)))
                     }
                     MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
                         continue;
@@ -506,11 +566,54 @@ impl Session {
                     flags_of(&flags).into_iter().map(FlagFetch::Flag).collect(),
                 ));
             }
-            if let Ok(items) = Vec1::try_from(items) {
-                out.extend(encode(&Response::Data(Data::Fetch {
-                    seq: nz(*seq),
-                    items,
-                })));
+            let Ok(items) = Vec1::try_from(items) else {
+                continue;
+            };
+            let response = Response::Data(Data::Fetch {
+                seq: nz(*seq),
+                items,
+            });
+            if streams.is_empty() {
+                out.extend(encode(&response));
+            } else {
+                // Write what came before, then this response with each marker literal
+                // replaced by its range, read and written a chunk at a time.
+                for frag in imap_codec::ResponseCodec::default().encode(&response) {
+                    match frag {
+                        Fragment::Line { data } => out.extend_from_slice(&data),
+                        Fragment::Literal { data, .. } => {
+                            let slot = (0..streams.len()).find(|k| stream_marker(*k) == data);
+                            let Some(k) = slot else {
+                                out.extend_from_slice(&data);
+                                continue;
+                            };
+                            let (a, b) = streams[k];
+                            // The line ends with this marker's "{len}\r\n": give the real length.
+                            if let Some(brace) = out.iter().rposition(|c| *c == b'{') {
+                                out.truncate(brace);
+                            }
+                            out.extend_from_slice(format!("{{{}}}\r\n", b - a).as_bytes());
+                            self.conn.write(&out).await?;
+                            out.clear();
+                            let mut pos = a;
+                            while pos < b {
+                                let end = (pos + STREAM_CHUNK).min(b);
+                                // The length is announced: a read that fails now can
+                                // only end the connection, never send other bytes.
+                                let chunk = match reader.body_range(&rec.body, pos, end) {
+                                    Ok(Some(c)) if c.len() as u64 == end - pos => c,
+                                    _ => {
+                                        return Err(io::Error::other(
+                                            "stored body unreadable while streaming",
+                                        ));
+                                    }
+                                };
+                                self.conn.write(&chunk).await?;
+                                pos = end;
+                            }
+                        }
+                    }
+                }
             }
             if out.len() > 1 << 20 {
                 self.conn.write(&out).await?;

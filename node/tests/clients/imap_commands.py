@@ -163,6 +163,15 @@ d = ok(M.fetch(n, "(BODY.PEEK[])"))
 assert d[0][1] == BIG, len(d[0][1])
 d = ok(M.fetch(n, f"(BODY.PEEK[]<{len(BIG) - 5}.100>)"))
 assert d[0][1] == BIG[-5:], d[0][1]
+# Several sections over 1 MiB in one response are streamed from the store one after another.
+d = ok(M.fetch(n, "(RFC822.SIZE BODY.PEEK[2] BODY.PEEK[] BODY.PEEK[1] BODY.PEEK[TEXT] UID)"))
+flat = [p for p in d if isinstance(p, tuple)]
+assert [p[1] for p in flat] == [enc, BIG, BIG[BIG.index(b"\r\n\r\n") + 4:]], [len(p[1]) for p in flat]
+assert b'BODY[1] "see attachment"' in flat[2][0], flat[2][0]
+assert d[-1].endswith(b")") and b"UID" in d[-1], d[-1]
+d = ok(M.fetch(n, "(RFC822.TEXT RFC822)"))
+flat = [p for p in d if isinstance(p, tuple)]
+assert [p[1] for p in flat] == [BIG[BIG.index(b"\r\n\r\n") + 4:], BIG], [len(p[1]) for p in flat]
 ok(M.select("INBOX"))
 
 # --- SEARCH --------------------------------------------------------------------------------
