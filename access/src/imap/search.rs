@@ -1,6 +1,7 @@
 //! SEARCH (RFC 3501 §6.4.4, with CONDSTORE's MODSEQ): flags, sizes, dates and UIDs come from
 //! the index; header and text keys parse the stored message (only when a key needs it).
 
+use std::collections::HashMap;
 use std::io;
 use std::num::NonZeroU32;
 
@@ -14,6 +15,9 @@ use mail_parser::MessageParser;
 use super::session::Session;
 use super::{Kind, encode, status};
 
+/// One message being tested. Everything read or parsed for it is kept for the other search
+/// keys of the same SEARCH: the header block is read (only its byte range, from the index)
+/// and parsed once, the body once, whatever number of keys use them.
 struct Candidate<'a> {
     seq: u32,
     uid: u32,
@@ -21,13 +25,20 @@ struct Candidate<'a> {
     flags: &'a [String],
     modseq: u64,
     raw: Option<Vec<u8>>,
-    load: &'a dyn Fn(&MessageRecord) -> Vec<u8>,
+    /// The header block, lower-cased.
+    header_block: Option<String>,
+    /// Lower-case field name → every value of it, decoded and raw, lower-cased.
+    headers: Option<HashMap<String, String>>,
+    sent: Option<Option<NaiveDate>>,
+    /// Text of the body parts, lower-cased.
+    body: Option<String>,
+    load: &'a dyn Fn(&MessageRecord, u64, u64) -> Vec<u8>,
 }
 
 impl Candidate<'_> {
     fn raw(&mut self) -> &[u8] {
         if self.raw.is_none() {
-            self.raw = Some((self.load)(self.rec));
+            self.raw = Some((self.load)(self.rec, 0, self.rec.size));
         }
         self.raw.as_deref().unwrap_or_default()
     }
@@ -40,73 +51,107 @@ impl Candidate<'_> {
         DateTime::<Utc>::from_timestamp_millis(self.rec.internal_date_ms).map(|d| d.date_naive())
     }
 
-    fn header_block(&mut self) -> String {
-        let raw = self.raw();
-        let end = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|p| p + 2)
-            .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 1))
-            .unwrap_or(raw.len());
-        String::from_utf8_lossy(&raw[..end]).into_owned()
+    /// The raw header block: a range read when the index knows where the body starts.
+    fn header_bytes(&mut self) -> Vec<u8> {
+        if let Some(raw) = &self.raw {
+            return raw[..header_end(raw)].to_vec();
+        }
+        match &self.rec.meta {
+            Some(m) => (self.load)(self.rec, 0, m.body.body_start),
+            None => {
+                let raw = self.raw();
+                raw[..header_end(raw)].to_vec()
+            }
+        }
     }
 
-    /// Every value of header `name`, raw and decoded, for substring matching.
-    fn header_text(&mut self, name: &str) -> String {
-        let raw = self.raw().to_vec();
-        let mut out = String::new();
-        if let Some(m) = MessageParser::default().parse(&raw) {
+    fn parse_headers(&mut self) {
+        if self.headers.is_some() {
+            return;
+        }
+        let hdr = self.header_bytes();
+        let mut fields: HashMap<String, String> = HashMap::new();
+        let mut sent = None;
+        if let Some(m) = MessageParser::default().parse_headers(&hdr) {
             for h in m.headers() {
-                if h.name().eq_ignore_ascii_case(name) {
-                    out.push_str(&format!("{:?}\n", h.value()));
-                    let o = h.offset_start() as usize;
-                    let e = (h.offset_end() as usize).min(raw.len());
-                    if o <= e {
-                        out.push_str(&String::from_utf8_lossy(&raw[o..e]));
+                let text = fields.entry(h.name().to_ascii_lowercase()).or_default();
+                text.push_str(&format!("{:?}\n", h.value()).to_lowercase());
+                let o = h.offset_start() as usize;
+                let e = (h.offset_end() as usize).min(hdr.len());
+                if o <= e {
+                    text.push_str(&String::from_utf8_lossy(&hdr[o..e]).to_lowercase());
+                    text.push('\n');
+                }
+            }
+            sent = m
+                .date()
+                .and_then(|d| DateTime::<Utc>::from_timestamp(d.to_timestamp(), 0))
+                .map(|d| d.date_naive());
+        }
+        self.header_block = Some(String::from_utf8_lossy(&hdr).to_lowercase());
+        self.headers = Some(fields);
+        self.sent = Some(sent);
+    }
+
+    /// Every value of header `name` (lower-cased), or `None` when the field is absent.
+    fn header_text(&mut self, name: &str) -> Option<&str> {
+        self.parse_headers();
+        self.headers
+            .as_ref()
+            .and_then(|h| h.get(&name.to_ascii_lowercase()))
+            .map(String::as_str)
+    }
+
+    fn header_block(&mut self) -> &str {
+        self.parse_headers();
+        self.header_block.as_deref().unwrap_or_default()
+    }
+
+    fn sent_date(&mut self) -> Option<NaiveDate> {
+        self.parse_headers();
+        self.sent.flatten()
+    }
+
+    fn body_text(&mut self) -> &str {
+        if self.body.is_none() {
+            let raw = self.raw().to_vec();
+            let mut out = String::new();
+            if let Some(m) = MessageParser::default().parse(&raw) {
+                for i in 0..m.text_body.len() {
+                    if let Some(t) = m.body_text(i) {
+                        out.push_str(&t);
+                        out.push('\n');
+                    }
+                }
+                for i in 0..m.html_body.len() {
+                    if let Some(t) = m.body_html(i) {
+                        out.push_str(&t);
                         out.push('\n');
                     }
                 }
             }
-        }
-        out
-    }
-
-    fn sent_date(&mut self) -> Option<NaiveDate> {
-        let raw = self.raw().to_vec();
-        let m = MessageParser::default().parse_headers(&raw)?;
-        let d = m.date()?;
-        DateTime::<Utc>::from_timestamp(d.to_timestamp(), 0).map(|d| d.date_naive())
-    }
-
-    fn body_text(&mut self) -> String {
-        let raw = self.raw().to_vec();
-        let mut out = String::new();
-        if let Some(m) = MessageParser::default().parse(&raw) {
-            for i in 0..m.text_body.len() {
-                if let Some(t) = m.body_text(i) {
-                    out.push_str(&t);
-                    out.push('\n');
-                }
+            if out.is_empty() {
+                // Unparseable: search the raw text after the header.
+                out = String::from_utf8_lossy(&raw[header_end(&raw)..]).into_owned();
             }
-            for i in 0..m.html_body.len() {
-                if let Some(t) = m.body_html(i) {
-                    out.push_str(&t);
-                    out.push('\n');
-                }
-            }
+            self.body = Some(out.to_lowercase());
         }
-        if out.is_empty() {
-            // Unparseable: search the raw text after the header.
-            let h = self.header_block().len();
-            out = String::from_utf8_lossy(&self.raw()[h.min(raw.len())..]).into_owned();
-        }
-        out
+        self.body.as_deref().unwrap_or_default()
     }
 }
 
+/// Where the header block of a raw message ends (after its last line's CRLF).
+fn header_end(raw: &[u8]) -> usize {
+    raw.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 2)
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 1))
+        .unwrap_or(raw.len())
+}
+
+/// Case-insensitive substring test; `hay` is already lower-cased.
 fn contains(hay: &str, needle: &[u8]) -> bool {
-    let needle = String::from_utf8_lossy(needle).to_lowercase();
-    hay.to_lowercase().contains(&needle)
+    hay.contains(&String::from_utf8_lossy(needle).to_lowercase())
 }
 
 fn matches(k: &SearchKey<'_>, c: &mut Candidate<'_>, max_seq: u32, max_uid: u32) -> bool {
@@ -145,25 +190,26 @@ fn matches(k: &SearchKey<'_>, c: &mut Candidate<'_>, max_seq: u32, max_uid: u32)
         SearchKey::SentBefore(d) => c.sent_date().is_some_and(|x| x < *d.as_ref()),
         SearchKey::SentOn(d) => c.sent_date().is_some_and(|x| x == *d.as_ref()),
         SearchKey::SentSince(d) => c.sent_date().is_some_and(|x| x >= *d.as_ref()),
-        SearchKey::From(s) => contains(&c.header_text("From"), s.as_ref()),
-        SearchKey::To(s) => contains(&c.header_text("To"), s.as_ref()),
-        SearchKey::Cc(s) => contains(&c.header_text("Cc"), s.as_ref()),
-        SearchKey::Bcc(s) => contains(&c.header_text("Bcc"), s.as_ref()),
-        SearchKey::Subject(s) => contains(&c.header_text("Subject"), s.as_ref()),
+        SearchKey::From(s) => c
+            .header_text("From")
+            .is_some_and(|t| contains(t, s.as_ref())),
+        SearchKey::To(s) => c.header_text("To").is_some_and(|t| contains(t, s.as_ref())),
+        SearchKey::Cc(s) => c.header_text("Cc").is_some_and(|t| contains(t, s.as_ref())),
+        SearchKey::Bcc(s) => c
+            .header_text("Bcc")
+            .is_some_and(|t| contains(t, s.as_ref())),
+        SearchKey::Subject(s) => c
+            .header_text("Subject")
+            .is_some_and(|t| contains(t, s.as_ref())),
         SearchKey::Header(name, s) => {
             let name = String::from_utf8_lossy(name.as_ref()).into_owned();
-            let t = c.header_text(&name);
             // An empty string matches every message that has the field.
-            if s.as_ref().is_empty() {
-                !t.is_empty()
-            } else {
-                contains(&t, s.as_ref())
-            }
+            c.header_text(&name)
+                .is_some_and(|t| s.as_ref().is_empty() || contains(t, s.as_ref()))
         }
-        SearchKey::Body(s) => contains(&c.body_text(), s.as_ref()),
+        SearchKey::Body(s) => contains(c.body_text(), s.as_ref()),
         SearchKey::Text(s) => {
-            let h = c.header_block();
-            contains(&h, s.as_ref()) || contains(&c.body_text(), s.as_ref())
+            contains(c.header_block(), s.as_ref()) || contains(c.body_text(), s.as_ref())
         }
         SearchKey::ModSequence { modseq, .. } => c.modseq >= *modseq,
         #[allow(unreachable_patterns)]
@@ -206,7 +252,13 @@ impl Session {
         };
         let by_uid: std::collections::HashMap<u32, &MessageRecord> =
             records.iter().map(|r| (r.uid, r)).collect();
-        let load = |r: &MessageRecord| reader.body(&r.body).ok().flatten().unwrap_or_default();
+        let load = |r: &MessageRecord, from: u64, to: u64| {
+            reader
+                .body_range(&r.body, from, to)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
         let max_seq = sel.uids.len() as u32;
         let max_uid = sel.uids.last().copied().unwrap_or(0);
         let mut hits = Vec::new();
@@ -225,6 +277,10 @@ impl Session {
                 flags,
                 modseq,
                 raw: None,
+                header_block: None,
+                headers: None,
+                sent: None,
+                body: None,
                 load: &load,
             };
             if criteria

@@ -195,6 +195,10 @@ assert search("OR", "FLAGGED", "SEEN") == [b"1", b"2"]
 assert search("NOT", "FLAGGED") == [b"2"]
 assert search("SENTSINCE", "1-Nov-2026") == [b"1"]
 assert search("HEADER", "Message-ID", "m1@") == [b"1"]
+assert search("HEADER", "MIME-Version", '""') == [b"1"]  # empty string: has the field
+assert search("HEADER", "X-Nowhere", '""') == []
+assert search("FROM", "ALICE", "SUBJECT", "Meeting", "TO", "bob", "BODY", "agenda") == [b"1"]
+assert search("FROM", "alice", "SUBJECT", "plain") == []
 assert ok(M.uid("SEARCH", "UID", f"{uid2}"))[0].split() == [str(uid2).encode()]
 
 # --- STORE ---------------------------------------------------------------------------------
