@@ -1,10 +1,213 @@
-//! # halyard-mta — message transfer (to be built; issue "MTA")
+//! # halyard-mta — message transfer
 //!
-//! Will own, per ARCHITECTURE.md: the dispatcher (listeners, connection limits, per-IP
-//! throttling), the SMTP/ESMTP/submission/LMTP servers, rewrite rules and channels, the job
-//! controller over the replicated queue, delivery agents (store, SMTP relay via MX, LMTP,
-//! pipe), DSN, anti-relay and DNSBL.
+//! Built so far (issue "MTA", in progress):
+//! - the SMTP server ([`session`]): RFC 5321 with PIPELINING, 8BITMIME, SIZE,
+//!   ENHANCEDSTATUSCODES, SMTPUTF8, DSN parameters and CHUNKING/BDAT; recipients checked
+//!   against the directory at RCPT time (unknown local user 550 5.1.1, directory down
+//!   451 4.4.3, other domains 554 5.7.1 unless the client is in `trusted_networks`); a
+//!   `Received:` header; `250` after the `Enqueue` entry is committed on a majority;
+//! - the job controller ([`jobs`]): on the master of each group, delivers due queue entries
+//!   through the store channel with idempotent `Deliver` proposals, retries with back-off,
+//!   gives up after the queue lifetime.
 //!
-//! Seam already in place: the replicated queue of `halyard-raft-store` — `Command::Enqueue`
-//! (commit = the right to answer `250`), `Command::Deliver` (idempotent per queue id +
-//! recipient), `Command::UpdateRecipient`, and the group's change feed for the job controller.
+//! Still to come (see the issue): submission AUTH and STARTTLS, LMTP, rewrite rules and
+//! channel configuration, relay via MX, DSN generation, DNSBL, `ctl queue`.
+
+pub mod config;
+pub mod jobs;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use halyard_directory::{Directory, UserRecord};
+use halyard_raft_store::Group;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::MtaConfig;
+
+/// What the MTA needs from the node.
+pub struct Backend {
+    /// Groups this node runs, by name.
+    pub groups: HashMap<String, Group>,
+    pub directory: Arc<dyn Directory>,
+    pub node_id: u64,
+}
+
+pub(crate) struct Shared {
+    pub backend: Backend,
+    pub cfg: MtaConfig,
+    pub trusted: Vec<config::Network>,
+    conns: std::sync::Mutex<(usize, HashMap<std::net::IpAddr, usize>)>,
+    counter: AtomicU64,
+}
+
+impl Shared {
+    /// A queue id unique in the cluster: node id, milliseconds, and a per-process counter.
+    pub(crate) fn next_queue_id(&self) -> String {
+        let ms = chrono::Utc::now().timestamp_millis() as u64;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) & 0xFFFF;
+        format!("{:X}{ms:011X}{n:04X}", self.backend.node_id)
+    }
+}
+
+/// The resource group holding a user's mailboxes: the directory's mailHost, else the
+/// configured default, else the only resource group this node runs.
+pub(crate) fn group_of(shared: &Shared, user: &UserRecord) -> Option<String> {
+    user.mail_host
+        .clone()
+        .or_else(|| shared.cfg.default_group.clone())
+        .or_else(|| {
+            let mut names = shared.backend.groups.keys().filter(|n| *n != "meta");
+            match (names.next(), names.next()) {
+                (Some(n), None) => Some(n.clone()),
+                _ => None,
+            }
+        })
+}
+
+/// The running listeners and job controllers; [`MtaServer::shutdown`] stops them.
+pub struct MtaServer {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    pub smtp_addr: Option<SocketAddr>,
+    pub submission_addr: Option<SocketAddr>,
+}
+
+impl MtaServer {
+    /// Binds the configured listeners (a port in use is a clear error) and starts one job
+    /// controller per resource group.
+    pub async fn start(cfg: MtaConfig, backend: Backend) -> Result<MtaServer, String> {
+        let trusted = cfg.validate().map_err(|(k, m)| format!("{k}: {m}"))?;
+        let shared = Arc::new(Shared {
+            backend,
+            cfg: cfg.clone(),
+            trusted,
+            conns: Default::default(),
+            counter: AtomicU64::new(0),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut bound = HashMap::new();
+        for (key, addr, submission) in [
+            ("mta.smtp_listen", &cfg.smtp_listen, false),
+            ("mta.submission_listen", &cfg.submission_listen, true),
+        ] {
+            let Some(addr) = addr else { continue };
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("{key} {addr}: cannot bind: {e}"))?;
+            bound.insert(key, l.local_addr().map_err(|e| e.to_string())?);
+            tasks.push(tokio::spawn(accept_loop(
+                l,
+                shared.clone(),
+                submission,
+                stop_rx.clone(),
+            )));
+        }
+        for (name, group) in &shared.backend.groups {
+            if name == "meta" {
+                continue;
+            }
+            tasks.push(tokio::spawn(jobs::run(
+                name.clone(),
+                group.clone(),
+                shared.backend.node_id,
+                cfg.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        tracing::info!(smtp = ?cfg.smtp_listen, submission = ?cfg.submission_listen, "MTA started");
+        Ok(MtaServer {
+            stop,
+            tasks,
+            smtp_addr: bound.get("mta.smtp_listen").copied(),
+            submission_addr: bound.get("mta.submission_listen").copied(),
+        })
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Admits a connection under the total and per-address limits; the guard releases it.
+fn admit(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Result<ConnGuard, &'static str> {
+    let mut c = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
+    if c.0 >= shared.cfg.max_connections {
+        return Err("421 4.7.0 too many connections, try again later\r\n");
+    }
+    let n = c.1.entry(ip).or_insert(0);
+    if *n >= shared.cfg.max_connections_per_ip {
+        return Err("421 4.7.0 too many connections from your address\r\n");
+    }
+    *n += 1;
+    c.0 += 1;
+    Ok(ConnGuard {
+        shared: shared.clone(),
+        ip,
+    })
+}
+
+struct ConnGuard {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut c = self.shared.conns.lock().unwrap_or_else(|e| e.into_inner());
+        c.0 -= 1;
+        if let Some(n) = c.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    submission: bool,
+    mut stop: watch::Receiver<bool>,
+) {
+    use tokio::io::AsyncWriteExt;
+    loop {
+        let (mut tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SMTP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let guard = match admit(&shared, peer.ip()) {
+                Ok(g) => g,
+                Err(msg) => {
+                    let _ = tcp.write_all(msg.as_bytes()).await;
+                    return;
+                }
+            };
+            let mut s = session::Session::new(shared, tcp, peer, submission);
+            if let Err(e) = s.run().await {
+                tracing::debug!(peer = %peer, error = %e, "SMTP session ended");
+            }
+            drop(guard);
+        });
+    }
+}

@@ -70,6 +70,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let tmp = tempdir_path(&args)?;
     let binary = std::env::current_exe()?;
     let spec = ClusterSpec {
+        mta: Default::default(),
         nodes: args.nodes,
         base_port: args.base_port,
         groups: vec!["bench".into()],

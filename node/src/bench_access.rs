@@ -173,6 +173,7 @@ async fn setup(c: &LocalCluster) -> Result<()> {
 
 fn spec(args: &BenchAccessArgs, nodes: u64) -> ClusterSpec {
     ClusterSpec {
+        mta: Default::default(),
         nodes,
         base_port: args.base_port,
         groups: vec!["rg1".into()],

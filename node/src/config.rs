@@ -65,6 +65,9 @@ pub struct NodeConfig {
     /// IMAP and POP3 listeners, TLS and limits.
     #[serde(default)]
     pub access: halyard_access::AccessConfig,
+    /// SMTP and submission listeners, limits and the queue.
+    #[serde(default)]
+    pub mta: halyard_mta::MtaConfig,
 }
 
 /// `[directory]`: with no `ldap` table the embedded, replicated directory is used (managed
@@ -373,6 +376,17 @@ impl NodeConfig {
             };
         }
         self.access.validate()?;
+        if let Err((k, m)) = self.mta.validate() {
+            return e(&k, m);
+        }
+        if let Some(g) = &self.mta.default_group
+            && !self.groups.iter().any(|x| &x.name == g)
+        {
+            return e(
+                "mta.default_group",
+                format!("{g:?} is not one of this node's groups"),
+            );
+        }
         if let Some(g) = &self.access.default_group
             && !self.groups.iter().any(|x| &x.name == g)
         {

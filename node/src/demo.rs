@@ -24,6 +24,9 @@ pub const DEMO_BASE_PORT: u16 = 7700;
 /// Node i serves IMAP on 1143 + 1000 × (i − 1) and POP3 on 1110 + 1000 × (i − 1).
 pub const DEMO_IMAP_PORT: u16 = 1143;
 pub const DEMO_POP3_PORT: u16 = 1110;
+/// Node i serves SMTP on 2525 + 1000 × (i − 1) and submission on 2587 + 1000 × (i − 1).
+pub const DEMO_SMTP_PORT: u16 = 2525;
+pub const DEMO_SUBMISSION_PORT: u16 = 2587;
 
 pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
     let peers: Vec<PeerConfig> = (1..=nodes)
@@ -66,6 +69,19 @@ pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
                 pop3_listen: Some(format!(
                     "127.0.0.1:{}",
                     DEMO_POP3_PORT as u64 + 1000 * (i - 1)
+                )),
+                default_group: Some("rg1".into()),
+                ..Default::default()
+            },
+            mta: halyard_mta::MtaConfig {
+                hostname: format!("node{i}.demo.test"),
+                smtp_listen: Some(format!(
+                    "127.0.0.1:{}",
+                    DEMO_SMTP_PORT as u64 + 1000 * (i - 1)
+                )),
+                submission_listen: Some(format!(
+                    "127.0.0.1:{}",
+                    DEMO_SUBMISSION_PORT as u64 + 1000 * (i - 1)
                 )),
                 default_group: Some("rg1".into()),
                 ..Default::default()
@@ -115,16 +131,17 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
     );
     println!();
     println!(
-        "  {:<6} {:<18} {:<18} {:<18} DATA",
-        "NODE", "CLUSTER gRPC", "IMAP", "POP3"
+        "  {:<6} {:<18} {:<18} {:<18} {:<18} DATA",
+        "NODE", "CLUSTER gRPC", "IMAP", "POP3", "SMTP"
     );
     for c in &configs {
         println!(
-            "  {:<6} {:<18} {:<18} {:<18} {}",
+            "  {:<6} {:<18} {:<18} {:<18} {:<18} {}",
             c.node_id,
             c.cluster.listen,
             c.access.imap_listen.as_deref().unwrap_or("-"),
             c.access.pop3_listen.as_deref().unwrap_or("-"),
+            c.mta.smtp_listen.as_deref().unwrap_or("-"),
             c.data_dir.display()
         );
     }

@@ -36,20 +36,32 @@ pub struct ClusterSpec {
     /// `[access]` of node 1; other nodes get the same with every listener's port shifted by
     /// 10 per node id.
     pub access: halyard_access::AccessConfig,
+    /// `[mta]` of node 1; other nodes get listener ports shifted like `access`.
+    pub mta: halyard_mta::MtaConfig,
+}
+
+/// Node `id`'s copy of the MTA configuration: each listener's port + 10 × (id − 1).
+fn shifted_mta(m: &halyard_mta::MtaConfig, id: u64) -> halyard_mta::MtaConfig {
+    let mut out = m.clone();
+    out.smtp_listen = shift_port(&m.smtp_listen, id);
+    out.submission_listen = shift_port(&m.submission_listen, id);
+    out
+}
+
+fn shift_port(l: &Option<String>, id: u64) -> Option<String> {
+    l.as_ref()
+        .map(|addr| match addr.parse::<std::net::SocketAddr>() {
+            Ok(mut sa) => {
+                sa.set_port(sa.port() + 10 * (id as u16 - 1));
+                sa.to_string()
+            }
+            Err(_) => addr.clone(),
+        })
 }
 
 /// Node `id`'s copy of the access configuration: each listener's port + 10 × (id − 1).
 fn shifted_access(a: &halyard_access::AccessConfig, id: u64) -> halyard_access::AccessConfig {
-    let shift = |l: &Option<String>| {
-        l.as_ref()
-            .map(|addr| match addr.parse::<std::net::SocketAddr>() {
-                Ok(mut sa) => {
-                    sa.set_port(sa.port() + 10 * (id as u16 - 1));
-                    sa.to_string()
-                }
-                Err(_) => addr.clone(),
-            })
-    };
+    let shift = |l: &Option<String>| shift_port(l, id);
     let mut out = a.clone();
     out.imap_listen = shift(&a.imap_listen);
     out.imaps_listen = shift(&a.imaps_listen);
@@ -105,6 +117,7 @@ impl LocalCluster {
                 raft: spec.raft.clone(),
                 directory: spec.directory.clone(),
                 access: shifted_access(&spec.access, *id),
+                mta: shifted_mta(&spec.mta, *id),
             };
             std::fs::write(dir.join(format!("node-{id}.toml")), toml::to_string(&cfg)?)?;
             configs.push(cfg);

@@ -80,6 +80,7 @@ pub struct Node {
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     access: Option<halyard_access::AccessServer>,
+    mta: Option<halyard_mta::MtaServer>,
     _lock: std::fs::File,
 }
 
@@ -260,6 +261,16 @@ impl Node {
             },
         )
         .await?;
+        let mta = halyard_mta::MtaServer::start(
+            cfg.mta.clone(),
+            halyard_mta::Backend {
+                groups: shared.groups.clone(),
+                directory: shared.directory.clone(),
+                node_id: cfg.node_id,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
         tracing::info!(node = cfg.node_id, listen = %listen, groups = shared.groups.len(), tls = tls.is_some(), directory = directory_kind, "node started");
         Ok(Node {
             shared,
@@ -267,12 +278,16 @@ impl Node {
             stop,
             server,
             access: Some(access),
+            mta: Some(mta),
             _lock: lock,
         })
     }
 
     /// Stops the groups (which stop replicating and voting) and then the server.
     pub async fn shutdown(mut self) {
+        if let Some(m) = self.mta.take() {
+            m.shutdown().await;
+        }
         if let Some(a) = self.access.take() {
             a.shutdown().await;
         }

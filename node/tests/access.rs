@@ -44,6 +44,7 @@ fn run_client(name: &str, env: &[(&str, String)]) {
 
 fn spec(nodes: u64, base_port: u16, imap: u16, pop3: u16) -> ClusterSpec {
     ClusterSpec {
+        mta: Default::default(),
         nodes,
         base_port,
         groups: vec!["rg1".into()],

@@ -20,6 +20,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn spec(base_port: u16, raft: RaftConfig) -> ClusterSpec {
     ClusterSpec {
+        mta: Default::default(),
         nodes: 3,
         base_port,
         groups: vec![G.into()],

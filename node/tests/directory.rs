@@ -68,6 +68,7 @@ async fn embedded_directory_is_replicated_and_survives_meta_leader_kill() {
         .tempdir()
         .unwrap();
     let spec = ClusterSpec {
+        mta: Default::default(),
         nodes: 3,
         base_port: 17500,
         groups: vec!["rg1".into()],
@@ -213,6 +214,7 @@ async fn serve_uses_configured_ldap_directory() {
         .tempdir()
         .unwrap();
     let spec = ClusterSpec {
+        mta: Default::default(),
         nodes: 1,
         base_port: 17520,
         groups: vec!["rg1".into()],

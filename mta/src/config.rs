@@ -1,0 +1,156 @@
+//! `[mta]` in the node's TOML configuration.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MtaConfig {
+    /// Name in the greeting, EHLO reply and `Received:` headers.
+    pub hostname: String,
+    /// SMTP (MX) listener, e.g. `0.0.0.0:25`.
+    pub smtp_listen: Option<String>,
+    /// Submission listener (RFC 6409), e.g. `0.0.0.0:587`; AUTH is required before MAIL.
+    pub submission_listen: Option<String>,
+    /// Resource group for queue entries whose recipients have no group of their own.
+    pub default_group: Option<String>,
+    /// Largest message accepted (SIZE), in bytes.
+    pub max_message_bytes: u64,
+    /// Most recipients in one transaction (452 4.5.3 after that).
+    pub max_recipients: usize,
+    /// Longest command line, in bytes (RFC 5321 asks for at least 512).
+    pub max_line_bytes: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Clients in these networks (CIDR) may relay without authenticating.
+    pub trusted_networks: Vec<String>,
+    /// Delay before every 4xx/5xx reply to a command (the seed's tarpit), in milliseconds.
+    pub reject_delay_ms: u64,
+    /// Idle time allowed between commands (RFC 5321 §4.5.3.2: at least 5 minutes).
+    pub command_timeout_secs: u64,
+    /// A client that does not read our replies for this long is dropped.
+    pub write_timeout_secs: u64,
+    /// Queue lifetime of a message before pending recipients are bounced.
+    pub queue_lifetime_secs: u64,
+}
+
+impl Default for MtaConfig {
+    fn default() -> Self {
+        MtaConfig {
+            hostname: "localhost".into(),
+            smtp_listen: None,
+            submission_listen: None,
+            default_group: None,
+            max_message_bytes: 50 << 20,
+            max_recipients: 1000,
+            max_line_bytes: 4096,
+            max_connections: 2000,
+            max_connections_per_ip: 50,
+            trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            reject_delay_ms: 0,
+            command_timeout_secs: 300,
+            write_timeout_secs: 60,
+            queue_lifetime_secs: 5 * 86_400,
+        }
+    }
+}
+
+/// An IP network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    pub fn parse(s: &str) -> Result<Network, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or CIDR network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0-{max}"))?,
+            None => max,
+        };
+        Ok(Network { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl MtaConfig {
+    /// Checks the configuration; `(key, problem)` on the first error.
+    pub fn validate(&self) -> Result<Vec<Network>, (String, String)> {
+        let nets = self
+            .trusted_networks
+            .iter()
+            .map(|n| Network::parse(n).map_err(|e| ("mta.trusted_networks".to_string(), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.max_line_bytes < 512 {
+            return Err((
+                "mta.max_line_bytes".into(),
+                "must be at least 512 (RFC 5321 §4.5.3.1.4)".into(),
+            ));
+        }
+        if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
+            return Err(("mta.hostname".into(), "must be a host name".into()));
+        }
+        Ok(nets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks() {
+        let n = Network::parse("10.1.0.0/16").unwrap();
+        assert!(n.contains("10.1.200.3".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        assert!(n.contains("::ffff:10.1.0.9".parse().unwrap()));
+        assert!(
+            Network::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            Network::parse("::1")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        assert!(Network::parse("10.0.0.0/33").is_err());
+        assert!(Network::parse("nonsense").is_err());
+    }
+}

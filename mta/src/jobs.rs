@@ -1,0 +1,231 @@
+//! The job controller: on the master of a resource group, runs the queue.
+//!
+//! It reads due recipients from the group's applied queue (the replicated state, so a new
+//! master simply continues where the old one stopped), delivers them through their channel
+//! and records every outcome with a proposal. Local delivery is a `Deliver` command, which
+//! apply makes idempotent per (queue id, recipient): a delivery proposed twice — by a master
+//! that lost its lease after proposing and by its successor — stores one message.
+//!
+//! It wakes up on the change feed (new entries) and once a second (retries). It stops
+//! working as soon as this node stops leading the group; proposals it still has in flight
+//! then fail with `NotLeader` or commit harmlessly.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use halyard_raft_store::{
+    ApplyError, Command, Group, ProposeError, QueueEntry, RecipientState, Reply,
+};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::MtaConfig;
+
+/// At most this many deliveries in flight per group.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Delay before retry `n` (1-based): 15 min doubling up to 4 h, as MTAs usually do.
+pub fn retry_delay(attempt: u32) -> Duration {
+    let mins = 15u64 << attempt.saturating_sub(1).min(4);
+    Duration::from_secs(mins.min(240) * 60)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs the job controller of `group` until `stop`.
+pub async fn run(
+    name: String,
+    group: Group,
+    node_id: u64,
+    cfg: MtaConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = &cfg;
+    let mut metrics = group.raft().metrics();
+    loop {
+        // Wait to be the master.
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if metrics.borrow().current_leader == Some(node_id) {
+                break;
+            }
+            tokio::select! {
+                r = metrics.changed() => if r.is_err() { return },
+                _ = stop.changed() => {}
+            }
+        }
+        let term = metrics.borrow().current_term;
+        tracing::info!(group = %name, term, "job controller running (this node is the master)");
+        let mut feed = group.subscribe();
+        let mut in_flight: HashSet<(String, String)> = HashSet::new();
+        let mut jobs: JoinSet<((String, String), bool)> = JoinSet::new();
+        loop {
+            if metrics.borrow().current_leader != Some(node_id) || *stop.borrow() {
+                break;
+            }
+            schedule(&group, &mut in_flight, &mut jobs);
+            tokio::select! {
+                _ = feed.recv() => {}
+                Some(done) = jobs.join_next() => {
+                    if let Ok((key, _)) = done {
+                        in_flight.remove(&key);
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                r = metrics.changed() => if r.is_err() { return },
+                _ = stop.changed() => {}
+            }
+        }
+        // Mastership lost (or stopping): abandon what is in flight; the new master
+        // continues from the replicated queue.
+        jobs.abort_all();
+        tracing::info!(group = %name, term, "job controller stopped (no longer the master)");
+    }
+}
+
+/// Starts deliveries for due recipients not already in flight.
+fn schedule(
+    group: &Group,
+    in_flight: &mut HashSet<(String, String)>,
+    jobs: &mut JoinSet<((String, String), bool)>,
+) {
+    let entries = match group.reader().queue() {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::warn!(error = %e, "queue unreadable");
+            return;
+        }
+    };
+    let now = now_ms();
+    let mut due: Vec<(&QueueEntry, usize)> = Vec::new();
+    for e in &entries {
+        for (i, r) in e.recipients.iter().enumerate() {
+            if r.state == RecipientState::Pending && r.next_attempt_ms <= now {
+                due.push((e, i));
+            }
+        }
+    }
+    due.sort_by_key(|(e, _)| (e.priority, e.received_at_ms));
+    for (e, i) in due {
+        if in_flight.len() >= MAX_IN_FLIGHT {
+            break;
+        }
+        let r = &e.recipients[i];
+        let key = (e.queue_id.clone(), r.spec.address.clone());
+        if !in_flight.insert(key.clone()) {
+            continue;
+        }
+        let group = group.clone();
+        let entry_expires = e.expires_at_ms;
+        let attempts = r.attempts;
+        let channel = r.spec.channel.clone();
+        let received = e.received_at_ms;
+        jobs.spawn(async move {
+            let ok = deliver(
+                &group,
+                &key.0,
+                &key.1,
+                &channel,
+                received,
+                entry_expires,
+                attempts,
+            )
+            .await;
+            (key, ok)
+        });
+    }
+}
+
+/// One delivery attempt and the proposal recording its outcome; false if it must be
+/// tried again later (or by another master).
+async fn deliver(
+    group: &Group,
+    queue_id: &str,
+    recipient: &str,
+    channel: &str,
+    received_ms: i64,
+    expires_ms: i64,
+    attempts: u32,
+) -> bool {
+    let outcome: Result<(), String> = match channel {
+        "store" => {
+            let cmd = Command::Deliver {
+                queue_id: queue_id.into(),
+                recipient: recipient.into(),
+                user: recipient.into(),
+                mailbox: halyard_raft_store::INBOX.into(),
+                flags: vec![],
+                internal_date_ms: received_ms,
+                uidvalidity_if_created: (received_ms / 1000).clamp(1, u32::MAX as i64) as u32,
+            };
+            match group.propose(cmd).await {
+                Ok(Reply::Delivered { uid, duplicate, .. }) => {
+                    tracing::info!(
+                        queue_id,
+                        recipient,
+                        uid,
+                        duplicate,
+                        "delivered to the store"
+                    );
+                    return true;
+                }
+                Ok(Reply::Error(ApplyError::OverQuota)) => Err("4.2.2 mailbox full".to_string()),
+                Ok(Reply::Error(ApplyError::NoSuchQueueEntry(_))) => return true,
+                Ok(other) => Err(format!("4.3.0 store refused: {other:?}")),
+                Err(ProposeError::NotLeader { .. }) => return false,
+                Err(e) => {
+                    tracing::warn!(queue_id, recipient, error = %e, "delivery outcome unknown");
+                    return false;
+                }
+            }
+        }
+        other => Err(format!(
+            "4.3.5 channel {other} is not available on this server"
+        )),
+    };
+    let Err(why) = outcome else { return true };
+    let now = now_ms();
+    let (state, next) = if now >= expires_ms {
+        (
+            RecipientState::Failed {
+                code: 550,
+                detail: format!("5.4.7 gave up after the queue lifetime; last error: {why}"),
+            },
+            now,
+        )
+    } else {
+        (
+            RecipientState::Pending,
+            now + retry_delay(attempts + 1).as_millis() as i64,
+        )
+    };
+    tracing::info!(queue_id, recipient, error = %why, ?state, "delivery deferred or failed");
+    let _ = group
+        .propose(Command::UpdateRecipient {
+            queue_id: queue_id.into(),
+            recipient: recipient.into(),
+            state,
+            next_attempt_ms: next,
+            error: Some(why),
+        })
+        .await;
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_schedule() {
+        let m = |n| retry_delay(n).as_secs() / 60;
+        assert_eq!(
+            [m(1), m(2), m(3), m(4), m(5), m(6), m(20)],
+            [15, 30, 60, 120, 240, 240, 240]
+        );
+    }
+}

@@ -1,0 +1,590 @@
+//! One SMTP/submission session (RFC 5321 with ESMTP extensions).
+//!
+//! Commands are parsed by `smtp-proto`; lines are framed here so that a hostile client can
+//! never make the server buffer more than `max_line_bytes` of a command or more than
+//! `max_message_bytes` of a message. Replies are batched while pipelined commands are still
+//! waiting in the input buffer (RFC 2920) and flushed before the server waits for input.
+//!
+//! The one rule that matters: `250` at the end of DATA/BDAT is written only after every
+//! `Enqueue` proposal carrying the message has been committed by a majority of its group
+//! (each replica fsyncs the log entry before acknowledging it).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use halyard_directory::{DirectoryError, Resolution};
+use halyard_raft_store::{Command, ProposeError, RecipientSpec, Reply};
+use smtp_proto::Request;
+use smtp_proto::request::receiver::DataReceiver;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::Shared;
+
+/// Where the session is in a mail transaction.
+#[derive(Default)]
+struct Transaction {
+    from: Option<String>,
+    params: BTreeMap<String, String>,
+    rcpts: Vec<Rcpt>,
+    /// BDAT chunks received so far.
+    chunks: Vec<u8>,
+    /// A BDAT chunk or DATA went over the size limit: the rest is read and dropped.
+    too_big: bool,
+}
+
+struct Rcpt {
+    spec: RecipientSpec,
+    group: String,
+}
+
+pub(crate) struct Session {
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    buf: BytesMut,
+    out: Vec<u8>,
+    helo: Option<String>,
+    esmtp: bool,
+    submission: bool,
+    trusted: bool,
+    tx: Transaction,
+}
+
+/// What the framer found in the input buffer.
+enum Line {
+    Complete(Vec<u8>),
+    NeedMore,
+    /// Longer than the limit: dropped up to its end.
+    TooLong,
+}
+
+impl Session {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        submission: bool,
+    ) -> Session {
+        let trusted = shared.trusted.iter().any(|n| n.contains(peer.ip()));
+        Session {
+            shared,
+            tcp,
+            peer,
+            buf: BytesMut::with_capacity(4096),
+            out: Vec::new(),
+            helo: None,
+            esmtp: false,
+            submission,
+            trusted,
+            tx: Transaction::default(),
+        }
+    }
+
+    fn reply(&mut self, code: u16, text: &str) {
+        self.out
+            .extend_from_slice(format!("{code} {text}\r\n").as_bytes());
+    }
+
+    /// A refusal: waits the configured tarpit delay first.
+    async fn refuse(&mut self, code: u16, text: &str) -> std::io::Result<()> {
+        let d = self.shared.cfg.reject_delay_ms;
+        if d > 0 {
+            self.flush().await?;
+            tokio::time::sleep(Duration::from_millis(d)).await;
+        }
+        self.reply(code, text);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let t = Duration::from_secs(self.shared.cfg.write_timeout_secs);
+        match tokio::time::timeout(t, self.tcp.write_all(&out)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::other("client does not read")),
+        }
+    }
+
+    /// Reads more input; false at end of stream or after the idle timeout (with 421).
+    async fn read_more(&mut self) -> std::io::Result<bool> {
+        self.flush().await?;
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(16 * 1024);
+        }
+        let t = Duration::from_secs(self.shared.cfg.command_timeout_secs);
+        match tokio::time::timeout(t, self.tcp.read_buf(&mut self.buf)).await {
+            Ok(Ok(0)) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                self.reply(421, "4.4.2 idle for too long, closing");
+                self.flush().await?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn take_line(&mut self, skipping: &mut bool) -> Line {
+        let max = self.shared.cfg.max_line_bytes;
+        match self.buf.iter().position(|b| *b == b'\n') {
+            Some(p) => {
+                let line = self.buf.split_to(p + 1).to_vec();
+                if std::mem::take(skipping) || line.len() > max + 2 {
+                    Line::TooLong
+                } else {
+                    Line::Complete(line)
+                }
+            }
+            None if self.buf.len() > max => {
+                // Drop what we have; remember to drop the rest of this line too.
+                self.buf.clear();
+                *skipping = true;
+                Line::NeedMore
+            }
+            None => Line::NeedMore,
+        }
+    }
+
+    pub(crate) async fn run(&mut self) -> std::io::Result<()> {
+        let greeting = format!("220 {} ESMTP Halyard", self.shared.cfg.hostname);
+        self.out.extend_from_slice(greeting.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        let mut skipping = false;
+        loop {
+            let line = match self.take_line(&mut skipping) {
+                Line::Complete(l) => l,
+                Line::TooLong => {
+                    self.refuse(500, "5.5.2 line too long").await?;
+                    continue;
+                }
+                Line::NeedMore => {
+                    if !self.read_more().await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            if !self.command(&line).await? {
+                self.flush().await?;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles one command line; false when the session is over.
+    async fn command(&mut self, line: &[u8]) -> std::io::Result<bool> {
+        if line.contains(&0) {
+            self.refuse(500, "5.5.2 NUL in command").await?;
+            return Ok(true);
+        }
+        let req = match Request::parse(&mut line.iter()) {
+            Ok(r) => r.into_owned(),
+            Err(e) => {
+                let text = match e {
+                    smtp_proto::Error::UnknownCommand => "5.5.1 command unrecognized".into(),
+                    smtp_proto::Error::InvalidSenderAddress => "5.1.7 bad sender address".into(),
+                    smtp_proto::Error::InvalidRecipientAddress => {
+                        "5.1.3 bad recipient address".into()
+                    }
+                    smtp_proto::Error::InvalidParameter { param } => {
+                        format!("5.5.4 invalid parameter {param}")
+                    }
+                    smtp_proto::Error::UnsupportedParameter { param } => {
+                        format!("5.5.4 unsupported parameter {param}")
+                    }
+                    _ => "5.5.2 syntax error".into(),
+                };
+                let code = if text.starts_with("5.5.1") { 500 } else { 501 };
+                self.refuse(code, &text).await?;
+                return Ok(true);
+            }
+        };
+        match req {
+            Request::Ehlo { host } => {
+                self.helo = Some(host);
+                self.esmtp = true;
+                self.tx = Transaction::default();
+                let caps = [
+                    self.shared.cfg.hostname.clone(),
+                    "PIPELINING".into(),
+                    "8BITMIME".into(),
+                    format!("SIZE {}", self.shared.cfg.max_message_bytes),
+                    "ENHANCEDSTATUSCODES".into(),
+                    "SMTPUTF8".into(),
+                    "DSN".into(),
+                    "CHUNKING".into(),
+                ];
+                for (i, c) in caps.iter().enumerate() {
+                    let sep = if i + 1 == caps.len() { ' ' } else { '-' };
+                    self.out
+                        .extend_from_slice(format!("250{sep}{c}\r\n").as_bytes());
+                }
+            }
+            Request::Helo { host } => {
+                self.helo = Some(host);
+                self.esmtp = false;
+                self.tx = Transaction::default();
+                let h = self.shared.cfg.hostname.clone();
+                self.reply(250, &h);
+            }
+            Request::Lhlo { .. } => {
+                self.refuse(500, "5.5.1 LHLO is for LMTP").await?;
+            }
+            Request::Mail { from } => self.mail(from).await?,
+            Request::Rcpt { to } => self.rcpt(to).await?,
+            Request::Data => return self.data().await,
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => return self.bdat(chunk_size, is_last).await,
+            Request::Rset => {
+                self.tx = Transaction::default();
+                self.reply(250, "2.0.0 OK");
+            }
+            Request::Noop { .. } => self.reply(250, "2.0.0 OK"),
+            Request::Quit => {
+                self.reply(221, "2.0.0 bye");
+                return Ok(false);
+            }
+            Request::Vrfy { .. } | Request::Expn { .. } => {
+                self.reply(252, "2.5.0 cannot verify, but will accept and try");
+            }
+            Request::Help { .. } => self.reply(214, "2.0.0 https://www.rfc-editor.org/rfc/rfc5321"),
+            Request::StartTls | Request::Auth { .. } => {
+                self.refuse(502, "5.5.1 not offered here").await?;
+            }
+            other => {
+                let name = other.name();
+                self.refuse(502, &format!("5.5.1 {name} not implemented"))
+                    .await?;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn mail(&mut self, from: smtp_proto::MailFrom<String>) -> std::io::Result<()> {
+        if self.helo.is_none() {
+            return self.refuse(503, "5.5.1 say EHLO first").await;
+        }
+        if self.tx.from.is_some() {
+            return self.refuse(503, "5.5.1 nested MAIL command").await;
+        }
+        if self.submission {
+            return self
+                .refuse(530, "5.7.0 authentication required on submission")
+                .await;
+        }
+        let max = self.shared.cfg.max_message_bytes;
+        if from.size as u64 > max {
+            return self
+                .refuse(
+                    552,
+                    &format!("5.3.4 message size exceeds the limit of {max} bytes"),
+                )
+                .await;
+        }
+        let mut params = BTreeMap::new();
+        if from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0 {
+            params.insert("BODY".into(), "8BITMIME".into());
+        }
+        if from.flags & smtp_proto::MAIL_SMTPUTF8 != 0 {
+            params.insert("SMTPUTF8".into(), String::new());
+        }
+        if from.flags & smtp_proto::MAIL_RET_FULL != 0 {
+            params.insert("RET".into(), "FULL".into());
+        } else if from.flags & smtp_proto::MAIL_RET_HDRS != 0 {
+            params.insert("RET".into(), "HDRS".into());
+        }
+        if let Some(envid) = &from.env_id {
+            params.insert("ENVID".into(), envid.clone());
+        }
+        self.tx = Transaction {
+            from: Some(from.address),
+            params,
+            ..Default::default()
+        };
+        self.reply(250, "2.1.0 sender OK");
+        Ok(())
+    }
+
+    async fn rcpt(&mut self, to: smtp_proto::RcptTo<String>) -> std::io::Result<()> {
+        if self.tx.from.is_none() {
+            return self.refuse(503, "5.5.1 MAIL first").await;
+        }
+        if self.tx.rcpts.len() >= self.shared.cfg.max_recipients {
+            return self.refuse(452, "4.5.3 too many recipients").await;
+        }
+        let address = to.address.clone();
+        let dir = self.shared.backend.directory.clone();
+        let user = match dir.resolve(&address).await {
+            Ok(Resolution::User { user, .. }) => user,
+            Ok(Resolution::Unknown) => {
+                let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+                return match dir.domain(domain).await {
+                    Ok(Some(_)) => {
+                        self.refuse(550, &format!("5.1.1 <{address}>: no such user here"))
+                            .await
+                    }
+                    Ok(None) if self.trusted => {
+                        self.refuse(451, "4.3.2 relaying to other domains is not available yet")
+                            .await
+                    }
+                    Ok(None) => {
+                        self.refuse(554, &format!("5.7.1 <{address}>: relay access denied"))
+                            .await
+                    }
+                    Err(DirectoryError::Unavailable(_)) => {
+                        self.refuse(451, "4.4.3 directory unavailable, try again later")
+                            .await
+                    }
+                };
+            }
+            Ok(Resolution::Forward { .. }) | Ok(Resolution::List { .. }) => {
+                return self
+                    .refuse(451, "4.3.2 forwarding and lists are not delivered yet")
+                    .await;
+            }
+            Err(DirectoryError::Unavailable(_)) => {
+                return self
+                    .refuse(451, "4.4.3 directory unavailable, try again later")
+                    .await;
+            }
+        };
+        match user.status {
+            halyard_directory::UserStatus::Active => {}
+            halyard_directory::UserStatus::Inactive => {
+                return self
+                    .refuse(450, &format!("4.2.1 <{address}>: mailbox disabled for now"))
+                    .await;
+            }
+            halyard_directory::UserStatus::Deleted => {
+                return self
+                    .refuse(550, &format!("5.1.1 <{address}>: no such user here"))
+                    .await;
+            }
+        }
+        let Some(group) = crate::group_of(&self.shared, &user) else {
+            return self
+                .refuse(451, "4.3.0 no mailbox group configured for this recipient")
+                .await;
+        };
+        if !self.shared.backend.groups.contains_key(&group) {
+            return self
+                .refuse(
+                    451,
+                    &format!("4.3.0 mailbox group {group} is not served here"),
+                )
+                .await;
+        }
+        let mut notify = Vec::new();
+        for (bit, name) in [
+            (smtp_proto::RCPT_NOTIFY_SUCCESS, "SUCCESS"),
+            (smtp_proto::RCPT_NOTIFY_FAILURE, "FAILURE"),
+            (smtp_proto::RCPT_NOTIFY_DELAY, "DELAY"),
+            (smtp_proto::RCPT_NOTIFY_NEVER, "NEVER"),
+        ] {
+            if to.flags & bit != 0 {
+                notify.push(name.to_string());
+            }
+        }
+        let orcpt = to
+            .orcpt
+            .clone()
+            .or_else(|| (user.mail != address).then(|| format!("rfc822;{address}")));
+        self.tx.rcpts.push(Rcpt {
+            spec: RecipientSpec {
+                address: user.mail.clone(),
+                orcpt,
+                notify,
+                channel: "store".into(),
+            },
+            group,
+        });
+        self.reply(250, "2.1.5 recipient OK");
+        Ok(())
+    }
+
+    async fn data(&mut self) -> std::io::Result<bool> {
+        if self.tx.from.is_none() || self.tx.rcpts.is_empty() {
+            self.refuse(503, "5.5.1 no valid recipients").await?;
+            return Ok(true);
+        }
+        if !self.tx.chunks.is_empty() {
+            self.refuse(503, "5.5.1 DATA after BDAT").await?;
+            return Ok(true);
+        }
+        self.reply(354, "end data with <CR><LF>.<CR><LF>");
+        let max = self.shared.cfg.max_message_bytes as usize;
+        let mut rx = DataReceiver::new();
+        let mut body = Vec::new();
+        let mut too_big = false;
+        loop {
+            let mut it = self.buf.iter();
+            let before = self.buf.len();
+            let done = if too_big {
+                let mut sink = Vec::new();
+                let d = rx.ingest(&mut it, &mut sink);
+                drop(sink);
+                d
+            } else {
+                rx.ingest(&mut it, &mut body)
+            };
+            let used = before - it.as_slice().len();
+            self.buf.advance(used);
+            if body.len() > max {
+                too_big = true;
+                body = Vec::new();
+            }
+            if done {
+                break;
+            }
+            if !self.read_more().await? {
+                return Ok(false);
+            }
+        }
+        if too_big {
+            self.tx = Transaction::default();
+            self.refuse(552, "5.3.4 message exceeds the size limit")
+                .await?;
+            return Ok(true);
+        }
+        self.finish(body).await?;
+        Ok(true)
+    }
+
+    async fn bdat(&mut self, size: usize, last: bool) -> std::io::Result<bool> {
+        // The chunk is read whatever the state, so that the stream stays in step.
+        let max = self.shared.cfg.max_message_bytes as usize;
+        let over = self.tx.too_big || self.tx.chunks.len().saturating_add(size) > max;
+        let mut left = size;
+        while left > 0 {
+            if self.buf.is_empty() && !self.read_more().await? {
+                return Ok(false);
+            }
+            let n = left.min(self.buf.len());
+            let part = self.buf.split_to(n);
+            if !over {
+                self.tx.chunks.extend_from_slice(&part);
+            }
+            left -= n;
+        }
+        if self.tx.from.is_none() || self.tx.rcpts.is_empty() {
+            self.tx.chunks.clear();
+            self.refuse(503, "5.5.1 no valid recipients").await?;
+            return Ok(true);
+        }
+        if over {
+            self.tx.too_big = true;
+            self.tx.chunks = Vec::new();
+            if last {
+                self.tx = Transaction::default();
+            }
+            self.refuse(552, "5.3.4 message exceeds the size limit")
+                .await?;
+            return Ok(true);
+        }
+        if !last {
+            self.reply(250, &format!("2.0.0 {size} bytes received"));
+            return Ok(true);
+        }
+        let body = std::mem::take(&mut self.tx.chunks);
+        self.finish(body).await?;
+        Ok(true)
+    }
+
+    /// End of a message: `Received:` trace header, one `Enqueue` per group holding
+    /// recipients, `250` only when every one of them is committed.
+    async fn finish(&mut self, body: Vec<u8>) -> std::io::Result<()> {
+        let tx = std::mem::take(&mut self.tx);
+        let queue_id = self.shared.next_queue_id();
+        let proto = match (self.esmtp, self.submission) {
+            (false, _) => "SMTP",
+            (true, false) => "ESMTP",
+            (true, true) => "ESMTPA",
+        };
+        let now = chrono::Utc::now();
+        let for_clause = match tx.rcpts.as_slice() {
+            [one] => format!("\r\n\tfor <{}>", one.spec.address),
+            _ => String::new(),
+        };
+        let received = format!(
+            "Received: from {} ([{}])\r\n\tby {} (Halyard) with {proto} id {queue_id}{for_clause};\r\n\t{}\r\n",
+            self.helo.as_deref().unwrap_or("unknown"),
+            self.peer.ip(),
+            self.shared.cfg.hostname,
+            now.to_rfc2822(),
+        );
+        let mut message = Vec::with_capacity(received.len() + body.len());
+        message.extend_from_slice(received.as_bytes());
+        message.extend_from_slice(&body);
+        let message = bytes::Bytes::from(message);
+        let meta = halyard_raft_store::mime::message_meta(&message);
+        let mut by_group: BTreeMap<String, Vec<RecipientSpec>> = BTreeMap::new();
+        for r in tx.rcpts {
+            by_group.entry(r.group).or_default().push(r.spec);
+        }
+        let received_ms = now.timestamp_millis();
+        let expires = received_ms + (self.shared.cfg.queue_lifetime_secs as i64) * 1000;
+        let several = by_group.len() > 1;
+        let mut failed = None;
+        for (i, (group_name, recipients)) in by_group.into_iter().enumerate() {
+            let Some(group) = self.shared.backend.groups.get(&group_name).cloned() else {
+                failed = Some(format!("group {group_name} is not served here"));
+                break;
+            };
+            let id = if several {
+                format!("{queue_id}.{i}")
+            } else {
+                queue_id.clone()
+            };
+            let cmd = Command::Enqueue {
+                queue_id: id.clone(),
+                mail_from: tx.from.clone().unwrap_or_default(),
+                params: tx.params.clone(),
+                recipients,
+                partition: "primary".into(),
+                body: message.clone(),
+                received_at_ms: received_ms,
+                expires_at_ms: expires,
+                priority: 0,
+                meta: Some(meta.clone()),
+            };
+            match group.propose(cmd).await {
+                Ok(Reply::Enqueued { .. }) => {
+                    tracing::info!(queue_id = %id, group = %group_name, size = message.len(), peer = %self.peer, "message accepted");
+                }
+                Ok(other) => {
+                    failed = Some(format!("not queued: {other:?}"));
+                    break;
+                }
+                Err(ProposeError::NotLeader { leader_id, .. }) => {
+                    failed = Some(format!(
+                        "this node is not the master of {group_name} now (master: {})",
+                        leader_id.map_or("being elected".into(), |l| format!("node {l}"))
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => self.reply(250, &format!("2.0.0 OK queued as {queue_id}")),
+            Some(why) => {
+                tracing::warn!(queue_id = %queue_id, error = %why, "message not queued");
+                self.refuse(451, &format!("4.3.0 not queued, try again: {why}"))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
