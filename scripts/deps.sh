@@ -5,8 +5,9 @@ set -euo pipefail
 
 # Build: bindgen (librocksdb-sys) needs libclang; the C++ toolchain builds RocksDB.
 BUILD_PKGS=(libclang-dev clang g++ make pkg-config)
-# Tests: real peers (OpenLDAP slapd; Python imaplib/poplib, mbsync and fetchmail as mail clients).
-TEST_PKGS=(iproute2 procps slapd ldap-utils python3 isync fetchmail)
+# Tests: real peers (OpenLDAP slapd; Python imaplib/poplib, mbsync and fetchmail as mail clients;
+# swaks as an SMTP client).
+TEST_PKGS=(iproute2 procps slapd ldap-utils python3 isync fetchmail swaks)
 
 want=("${BUILD_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then

@@ -1,0 +1,105 @@
+//! SMTP reception with real clients (Python's smtplib, raw sockets, swaks; scripts in
+//! tests/clients) against `halyard serve` processes, with delivery read back over IMAP.
+
+use std::process::Command;
+use std::time::Duration;
+
+use halyard_node::config::RaftConfig;
+use halyard_node::local_cluster::{ClusterSpec, LocalCluster};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One MTA test at a time: they share ports.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn ctl(c: &LocalCluster, args: &[&str], stdin: &str) {
+    let (ok, out, err) = c.ctl(1, args, stdin).expect("halyard ctl");
+    assert!(ok, "ctl {args:?}: {out}{err}");
+}
+
+/// Runs a client script; fails the test with its output.
+fn run_client(name: &str, env: &[(&str, String)]) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name);
+    let mut cmd = Command::new("python3");
+    cmd.arg(script);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name} failed:\n{text}");
+    eprintln!("{text}");
+}
+
+fn spec(nodes: u64, base_port: u16, imap: u16, smtp: u16, submission: u16) -> ClusterSpec {
+    ClusterSpec {
+        nodes,
+        base_port,
+        groups: vec!["rg1".into()],
+        plaintext: true,
+        raft: RaftConfig::default(),
+        directory: Default::default(),
+        access: halyard_access::AccessConfig {
+            imap_listen: Some(format!("127.0.0.1:{imap}")),
+            default_group: Some("rg1".into()),
+            ..Default::default()
+        },
+        mta: halyard_mta::MtaConfig {
+            hostname: "mx.example.org".into(),
+            smtp_listen: Some(format!("127.0.0.1:{smtp}")),
+            submission_listen: Some(format!("127.0.0.1:{submission}")),
+            default_group: Some("rg1".into()),
+            // Loopback is not trusted here: relaying must be refused.
+            trusted_networks: vec![],
+            max_recipients: 100,
+            ..Default::default()
+        },
+    }
+}
+
+async fn cluster(name: &str, spec: &ClusterSpec) -> (tempfile::TempDir, LocalCluster) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("halyard-{name}-"))
+        .tempdir()
+        .unwrap();
+    let mut c = LocalCluster::new(
+        std::path::Path::new(env!("CARGO_BIN_EXE_halyard")),
+        dir.path(),
+        spec,
+    )
+    .unwrap();
+    c.start_all().unwrap();
+    c.wait_leader("meta", None, WAIT).await.unwrap();
+    c.wait_leader("rg1", None, WAIT).await.unwrap();
+    ctl(&c, &["domain", "add", "example.org", "--quota", "100M"], "");
+    ctl(
+        &c,
+        &["user", "add", "alice@example.org", "--login", "alice"],
+        "alice-pw\n",
+    );
+    (dir, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_reception_with_smtplib_swaks_and_raw_pipelining() {
+    let _s = SERIAL.lock().await;
+    let sp = spec(1, 18100, 18143, 18125, 18187);
+    let (_d, _c) = cluster("smtp", &sp).await;
+    run_client(
+        "smtp_commands.py",
+        &[
+            ("SMTP_PORT", "18125".into()),
+            ("SUBMISSION_PORT", "18187".into()),
+            ("IMAP_PORT", "18143".into()),
+            ("USER", "alice".into()),
+            ("PASSWORD", "alice-pw".into()),
+            ("MAX_RCPTS", "100".into()),
+        ],
+    );
+}
