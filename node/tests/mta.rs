@@ -103,3 +103,64 @@ async fn smtp_reception_with_smtplib_swaks_and_raw_pipelining() {
         ],
     );
 }
+
+/// On a 3-node cluster: messages sent while the master is killed with SIGKILL; the client
+/// moves to another node for anything not acknowledged. Every acknowledged message ends up
+/// in the mailbox exactly once (delivered by the new master's job controller).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_kill_of_the_master() {
+    use std::io::BufRead;
+    let _s = SERIAL.lock().await;
+    let sp = spec(3, 18200, 18243, 18225, 18287);
+    let (d, mut c) = cluster("smtp-failover", &sp).await;
+    let leader = c.wait_leader("rg1", None, WAIT).await.unwrap();
+    let ports = |base: u16| {
+        // Start with the master, so that the kill lands mid-stream.
+        let mut ids: Vec<u64> = vec![leader];
+        ids.extend((1..=3).filter(|i| *i != leader));
+        ids.iter()
+            .map(|i| (base + 10 * (*i as u16 - 1)).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let state = d.path().join("acked.txt").display().to_string();
+    let env = [
+        ("SMTP_PORTS", ports(18225)),
+        ("IMAP_PORTS", ports(18243)),
+        ("USER", "alice".to_string()),
+        ("PASSWORD", "alice-pw".to_string()),
+        ("N", "120".to_string()),
+        ("STATE", state),
+    ];
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smtp_failover.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("PHASE", "send")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut killed = false;
+    let mut log = String::new();
+    // Bounded: the script sends N messages, each retried for at most 60 s.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if !killed && line.starts_with("sent 40 ") {
+            c.kill(leader).unwrap();
+            killed = true;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success() && killed, "sender failed:\n{log}");
+    eprintln!("{}", log.lines().last().unwrap_or(""));
+    let new_leader = c.wait_leader("rg1", Some(leader), WAIT).await.unwrap();
+    assert_ne!(new_leader, leader);
+    let mut check: Vec<(&str, String)> = env.to_vec();
+    check.push(("PHASE", "check".into()));
+    run_client("smtp_failover.py", &check);
+}
