@@ -7,7 +7,7 @@ set -euo pipefail
 BUILD_PKGS=(libclang-dev clang g++ make pkg-config)
 # Tests: real peers (OpenLDAP slapd; Python imaplib/poplib, mbsync and fetchmail as mail clients;
 # swaks as an SMTP client).
-TEST_PKGS=(iproute2 procps slapd ldap-utils python3 isync fetchmail swaks)
+TEST_PKGS=(iproute2 procps slapd ldap-utils python3 isync fetchmail swaks libnet-ssleay-perl libio-socket-ssl-perl)
 
 want=("${BUILD_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then

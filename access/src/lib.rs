@@ -145,7 +145,7 @@ impl AccessServer {
         cfg.validate()
             .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(c), Some(k)) => Some(tls::Tls::load(c, k)?),
+            (Some(c), Some(k)) => Some(tls::Tls::load("access", c, k)?),
             _ => None,
         };
         let shared = Arc::new(Shared {

@@ -11,38 +11,44 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+/// Also used by the MTA's listeners (`section` names the configuration table in errors).
 #[derive(Clone)]
 pub struct Tls {
+    section: &'static str,
     cert: PathBuf,
     key: PathBuf,
     acceptor: Arc<RwLock<TlsAcceptor>>,
 }
 
-fn build(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
+fn build(section: &str, cert: &Path, key: &Path) -> Result<TlsAcceptor> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("access.tls_cert {}", cert.display()))?
+        .with_context(|| format!("{section}.tls_cert {}", cert.display()))?
         .collect::<Result<_, _>>()
-        .with_context(|| format!("access.tls_cert {}", cert.display()))?;
+        .with_context(|| format!("{section}.tls_cert {}", cert.display()))?;
     if certs.is_empty() {
-        anyhow::bail!("access.tls_cert {}: no certificate in it", cert.display());
+        anyhow::bail!(
+            "{section}.tls_cert {}: no certificate in it",
+            cert.display()
+        );
     }
     let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("access.tls_key {}", key.display()))?;
+        .with_context(|| format!("{section}.tls_key {}", key.display()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .context("access.tls_cert/tls_key")?;
+        .with_context(|| format!("{section}.tls_cert/tls_key"))?;
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
 impl Tls {
-    pub fn load(cert: &Path, key: &Path) -> Result<Tls> {
+    pub fn load(section: &'static str, cert: &Path, key: &Path) -> Result<Tls> {
         Ok(Tls {
+            section,
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
-            acceptor: Arc::new(RwLock::new(build(cert, key)?)),
+            acceptor: Arc::new(RwLock::new(build(section, cert, key)?)),
         })
     }
 
@@ -55,7 +61,7 @@ impl Tls {
 
     /// Re-reads the files.
     pub fn reload(&self) -> Result<()> {
-        let a = build(&self.cert, &self.key)?;
+        let a = build(self.section, &self.cert, &self.key)?;
         *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = a;
         Ok(())
     }

@@ -13,6 +13,15 @@ pub struct MtaConfig {
     pub smtp_listen: Option<String>,
     /// Submission listener (RFC 6409), e.g. `0.0.0.0:587`; AUTH is required before MAIL.
     pub submission_listen: Option<String>,
+    /// Submission with implicit TLS (RFC 8314), e.g. `0.0.0.0:465`.
+    pub submissions_listen: Option<String>,
+    /// Certificate chain and key (PEM) for STARTTLS and port 465; re-read on SIGHUP.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Refuse AUTH on a connection without TLS when TLS is configured (538 5.7.11).
+    pub require_tls_for_auth: bool,
+    /// Failed AUTH attempts allowed per connection before it is closed.
+    pub max_auth_failures: u32,
     /// Resource group for queue entries whose recipients have no group of their own.
     pub default_group: Option<String>,
     /// Largest message accepted (SIZE), in bytes.
@@ -41,6 +50,11 @@ impl Default for MtaConfig {
             hostname: "localhost".into(),
             smtp_listen: None,
             submission_listen: None,
+            submissions_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            require_tls_for_auth: true,
+            max_auth_failures: 3,
             default_group: None,
             max_message_bytes: 50 << 20,
             max_recipients: 1000,
@@ -121,6 +135,18 @@ impl MtaConfig {
             return Err((
                 "mta.max_line_bytes".into(),
                 "must be at least 512 (RFC 5321 §4.5.3.1.4)".into(),
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err((
+                "mta.tls_cert".into(),
+                "tls_cert and tls_key go together".into(),
+            ));
+        }
+        if self.submissions_listen.is_some() && self.tls_cert.is_none() {
+            return Err((
+                "mta.submissions_listen".into(),
+                "implicit TLS needs tls_cert and tls_key".into(),
             ));
         }
         if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {

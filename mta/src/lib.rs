@@ -16,6 +16,7 @@
 pub mod config;
 pub mod jobs;
 mod session;
+mod stream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ pub(crate) struct Shared {
     pub backend: Backend,
     pub cfg: MtaConfig,
     pub trusted: Vec<config::Network>,
+    pub tls: Option<halyard_access::tls::Tls>,
     conns: std::sync::Mutex<(usize, HashMap<std::net::IpAddr, usize>)>,
     counter: AtomicU64,
 }
@@ -76,6 +78,7 @@ pub struct MtaServer {
     tasks: Vec<JoinHandle<()>>,
     pub smtp_addr: Option<SocketAddr>,
     pub submission_addr: Option<SocketAddr>,
+    pub submissions_addr: Option<SocketAddr>,
 }
 
 impl MtaServer {
@@ -83,19 +86,32 @@ impl MtaServer {
     /// controller per resource group.
     pub async fn start(cfg: MtaConfig, backend: Backend) -> Result<MtaServer, String> {
         let trusted = cfg.validate().map_err(|(k, m)| format!("{k}: {m}"))?;
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(c), Some(k)) => {
+                Some(halyard_access::tls::Tls::load("mta", c, k).map_err(|e| format!("{e:#}"))?)
+            }
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             backend,
             cfg: cfg.clone(),
             trusted,
+            tls,
             conns: Default::default(),
             counter: AtomicU64::new(0),
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut bound = HashMap::new();
-        for (key, addr, submission) in [
-            ("mta.smtp_listen", &cfg.smtp_listen, false),
-            ("mta.submission_listen", &cfg.submission_listen, true),
+        for (key, addr, submission, implicit) in [
+            ("mta.smtp_listen", &cfg.smtp_listen, false, false),
+            ("mta.submission_listen", &cfg.submission_listen, true, false),
+            (
+                "mta.submissions_listen",
+                &cfg.submissions_listen,
+                true,
+                true,
+            ),
         ] {
             let Some(addr) = addr else { continue };
             let l = TcpListener::bind(addr)
@@ -106,8 +122,12 @@ impl MtaServer {
                 l,
                 shared.clone(),
                 submission,
+                implicit,
                 stop_rx.clone(),
             )));
+        }
+        if let Some(t) = &shared.tls {
+            tasks.push(tokio::spawn(t.clone().reload_on_sighup(stop_rx.clone())));
         }
         for (name, group) in &shared.backend.groups {
             if name == "meta" {
@@ -127,6 +147,7 @@ impl MtaServer {
             tasks,
             smtp_addr: bound.get("mta.smtp_listen").copied(),
             submission_addr: bound.get("mta.submission_listen").copied(),
+            submissions_addr: bound.get("mta.submissions_listen").copied(),
         })
     }
 
@@ -178,6 +199,7 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     submission: bool,
+    implicit_tls: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     use tokio::io::AsyncWriteExt;
@@ -203,7 +225,18 @@ async fn accept_loop(
                     return;
                 }
             };
-            let mut s = session::Session::new(shared, tcp, peer, submission);
+            let mut stream = stream::Stream::Plain(tcp);
+            if implicit_tls {
+                let Some(tls) = shared.tls.clone() else {
+                    return;
+                };
+                let t = std::time::Duration::from_secs(shared.cfg.command_timeout_secs);
+                match tokio::time::timeout(t, stream.start_tls(tls.acceptor())).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+            let mut s = session::Session::new(shared, stream, peer, submission);
             if let Err(e) = s.run().await {
                 tracing::debug!(peer = %peer, error = %e, "SMTP session ended");
             }

@@ -14,15 +14,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::{Buf, BytesMut};
 use halyard_directory::{DirectoryError, Resolution};
 use halyard_raft_store::{Command, ProposeError, RecipientSpec, Reply};
 use smtp_proto::Request;
 use smtp_proto::request::receiver::DataReceiver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::Shared;
+use crate::stream::Stream;
 
 /// Where the session is in a mail transaction.
 #[derive(Default)]
@@ -43,7 +44,7 @@ struct Rcpt {
 
 pub(crate) struct Session {
     shared: Arc<Shared>,
-    tcp: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     buf: BytesMut,
     out: Vec<u8>,
@@ -51,6 +52,9 @@ pub(crate) struct Session {
     esmtp: bool,
     submission: bool,
     trusted: bool,
+    /// The authenticated user's primary address (AUTH).
+    auth: Option<String>,
+    auth_failures: u32,
     tx: Transaction,
 }
 
@@ -65,14 +69,14 @@ enum Line {
 impl Session {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        tcp: TcpStream,
+        stream: Stream,
         peer: SocketAddr,
         submission: bool,
     ) -> Session {
         let trusted = shared.trusted.iter().any(|n| n.contains(peer.ip()));
         Session {
             shared,
-            tcp,
+            stream,
             peer,
             buf: BytesMut::with_capacity(4096),
             out: Vec::new(),
@@ -80,6 +84,8 @@ impl Session {
             esmtp: false,
             submission,
             trusted,
+            auth: None,
+            auth_failures: 0,
             tx: Transaction::default(),
         }
     }
@@ -106,7 +112,7 @@ impl Session {
         }
         let out = std::mem::take(&mut self.out);
         let t = Duration::from_secs(self.shared.cfg.write_timeout_secs);
-        match tokio::time::timeout(t, self.tcp.write_all(&out)).await {
+        match tokio::time::timeout(t, self.stream.write_all(&out)).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::other("client does not read")),
         }
@@ -119,7 +125,7 @@ impl Session {
             self.buf.reserve(16 * 1024);
         }
         let t = Duration::from_secs(self.shared.cfg.command_timeout_secs);
-        match tokio::time::timeout(t, self.tcp.read_buf(&mut self.buf)).await {
+        match tokio::time::timeout(t, self.stream.read_buf(&mut self.buf)).await {
             Ok(Ok(0)) => Ok(false),
             Ok(Ok(_)) => Ok(true),
             Ok(Err(e)) => Err(e),
@@ -211,7 +217,8 @@ impl Session {
                 self.helo = Some(host);
                 self.esmtp = true;
                 self.tx = Transaction::default();
-                let caps = [
+                let tls = self.stream.tls_info().is_some();
+                let mut caps = vec![
                     self.shared.cfg.hostname.clone(),
                     "PIPELINING".into(),
                     "8BITMIME".into(),
@@ -221,6 +228,12 @@ impl Session {
                     "DSN".into(),
                     "CHUNKING".into(),
                 ];
+                if self.shared.tls.is_some() && !tls {
+                    caps.push("STARTTLS".into());
+                }
+                if self.auth_offered() {
+                    caps.push("AUTH PLAIN LOGIN".into());
+                }
                 for (i, c) in caps.iter().enumerate() {
                     let sep = if i + 1 == caps.len() { ' ' } else { '-' };
                     self.out
@@ -257,9 +270,11 @@ impl Session {
                 self.reply(252, "2.5.0 cannot verify, but will accept and try");
             }
             Request::Help { .. } => self.reply(214, "2.0.0 https://www.rfc-editor.org/rfc/rfc5321"),
-            Request::StartTls | Request::Auth { .. } => {
-                self.refuse(502, "5.5.1 not offered here").await?;
-            }
+            Request::StartTls => return self.starttls().await,
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => return self.authenticate(mechanism, initial_response).await,
             other => {
                 let name = other.name();
                 self.refuse(502, &format!("5.5.1 {name} not implemented"))
@@ -269,6 +284,197 @@ impl Session {
         Ok(true)
     }
 
+    /// AUTH is offered when TLS is active, or when it is not required (or not configured).
+    fn auth_offered(&self) -> bool {
+        self.stream.tls_info().is_some()
+            || self.shared.tls.is_none()
+            || !self.shared.cfg.require_tls_for_auth
+    }
+
+    /// Whether `address` is one of `user`'s addresses (submission sender check).
+    async fn owns(&self, user: &str, address: &str) -> bool {
+        if address.eq_ignore_ascii_case(user) {
+            return true;
+        }
+        matches!(
+            self.shared.backend.directory.resolve(address).await,
+            Ok(Resolution::User { user: u, .. }) if u.mail == user
+        )
+    }
+
+    async fn starttls(&mut self) -> std::io::Result<bool> {
+        let Some(tls) = self.shared.tls.clone() else {
+            self.refuse(502, "5.5.1 STARTTLS not offered here").await?;
+            return Ok(true);
+        };
+        if self.stream.tls_info().is_some() {
+            self.refuse(503, "5.5.1 TLS already active").await?;
+            return Ok(true);
+        }
+        self.reply(220, "2.0.0 ready to start TLS");
+        self.flush().await?;
+        // RFC 3207 §4.2: nothing the client sent before the handshake may be used after it
+        // (it would be a command injected in the clear).
+        self.buf.clear();
+        let t = Duration::from_secs(self.shared.cfg.command_timeout_secs);
+        match tokio::time::timeout(t, self.stream.start_tls(tls.acceptor())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                return Ok(false);
+            }
+            Err(_) => return Ok(false),
+        }
+        // A fresh start: the client must say EHLO again.
+        self.helo = None;
+        self.esmtp = false;
+        self.tx = Transaction::default();
+        Ok(true)
+    }
+
+    /// Reads one SASL response line (base64); `None` when the client cancelled with `*`.
+    async fn sasl_line(&mut self) -> std::io::Result<Option<Option<Vec<u8>>>> {
+        let mut skipping = false;
+        loop {
+            match self.take_line(&mut skipping) {
+                Line::Complete(l) => {
+                    let l = String::from_utf8_lossy(&l).trim_end().to_string();
+                    if l == "*" {
+                        return Ok(Some(None));
+                    }
+                    return Ok(Some(Some(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(l.as_bytes())
+                            .unwrap_or_default(),
+                    )));
+                }
+                Line::TooLong => return Ok(Some(Some(Vec::new()))),
+                Line::NeedMore => {
+                    if !self.read_more().await? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn authenticate(&mut self, mechanism: u64, initial: String) -> std::io::Result<bool> {
+        if self.helo.is_none() || !self.esmtp {
+            self.refuse(503, "5.5.1 say EHLO first").await?;
+            return Ok(true);
+        }
+        if self.auth.is_some() {
+            self.refuse(503, "5.5.1 already authenticated").await?;
+            return Ok(true);
+        }
+        if self.tx.from.is_some() {
+            self.refuse(503, "5.5.1 AUTH not allowed during a transaction")
+                .await?;
+            return Ok(true);
+        }
+        if !self.auth_offered() {
+            self.refuse(538, "5.7.11 encryption required: use STARTTLS first")
+                .await?;
+            return Ok(true);
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let decode = |s: &str| b64.decode(s.as_bytes()).ok();
+        let (login, password) = match mechanism {
+            smtp_proto::AUTH_PLAIN => {
+                let data = if initial.is_empty() {
+                    self.reply(334, "");
+                    match self.sasl_line().await? {
+                        None => return Ok(false),
+                        Some(None) => {
+                            self.refuse(501, "5.0.0 authentication cancelled").await?;
+                            return Ok(true);
+                        }
+                        Some(Some(d)) => Some(d),
+                    }
+                } else if initial == "=" {
+                    Some(Vec::new())
+                } else {
+                    decode(&initial)
+                };
+                let parts: Vec<Vec<u8>> = data
+                    .unwrap_or_default()
+                    .split(|b| *b == 0)
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                if parts.len() != 3 || (!parts[0].is_empty() && parts[0] != parts[1]) {
+                    self.refuse(501, "5.5.2 malformed PLAIN response").await?;
+                    return Ok(true);
+                }
+                (
+                    String::from_utf8_lossy(&parts[1]).into_owned(),
+                    String::from_utf8_lossy(&parts[2]).into_owned(),
+                )
+            }
+            smtp_proto::AUTH_LOGIN => {
+                let user = if initial.is_empty() {
+                    self.reply(334, "VXNlcm5hbWU6");
+                    match self.sasl_line().await? {
+                        None => return Ok(false),
+                        Some(None) => {
+                            self.refuse(501, "5.0.0 authentication cancelled").await?;
+                            return Ok(true);
+                        }
+                        Some(Some(d)) => d,
+                    }
+                } else {
+                    decode(&initial).unwrap_or_default()
+                };
+                self.reply(334, "UGFzc3dvcmQ6");
+                let pw = match self.sasl_line().await? {
+                    None => return Ok(false),
+                    Some(None) => {
+                        self.refuse(501, "5.0.0 authentication cancelled").await?;
+                        return Ok(true);
+                    }
+                    Some(Some(d)) => d,
+                };
+                (
+                    String::from_utf8_lossy(&user).into_owned(),
+                    String::from_utf8_lossy(&pw).into_owned(),
+                )
+            }
+            _ => {
+                self.refuse(504, "5.5.4 mechanism not supported (PLAIN, LOGIN)")
+                    .await?;
+                return Ok(true);
+            }
+        };
+        match self
+            .shared
+            .backend
+            .directory
+            .authenticate(&login, &password)
+            .await
+        {
+            Ok(Some(p)) => {
+                tracing::info!(user = %p.mail, peer = %self.peer, "SMTP AUTH");
+                self.auth = Some(p.mail);
+                self.reply(235, "2.7.0 authentication successful");
+                Ok(true)
+            }
+            Ok(None) => {
+                self.auth_failures += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.reply(535, "5.7.8 authentication credentials invalid");
+                if self.auth_failures >= self.shared.cfg.max_auth_failures {
+                    self.reply(421, "4.7.0 too many failed authentications, closing");
+                    return Ok(false);
+                }
+                Ok(true)
+            }
+            Err(DirectoryError::Unavailable(_)) => {
+                self.refuse(454, "4.7.0 temporary authentication failure")
+                    .await?;
+                Ok(true)
+            }
+        }
+    }
+
     async fn mail(&mut self, from: smtp_proto::MailFrom<String>) -> std::io::Result<()> {
         if self.helo.is_none() {
             return self.refuse(503, "5.5.1 say EHLO first").await;
@@ -276,9 +482,19 @@ impl Session {
         if self.tx.from.is_some() {
             return self.refuse(503, "5.5.1 nested MAIL command").await;
         }
-        if self.submission {
+        if self.submission && self.auth.is_none() {
             return self
                 .refuse(530, "5.7.0 authentication required on submission")
+                .await;
+        }
+        if let Some(user) = self.auth.clone()
+            && !self.owns(&user, &from.address).await
+        {
+            return self
+                .refuse(
+                    553,
+                    &format!("5.7.1 <{}> is not an address of {user}", from.address),
+                )
                 .await;
         }
         let max = self.shared.cfg.max_message_bytes;
@@ -332,7 +548,7 @@ impl Session {
                         self.refuse(550, &format!("5.1.1 <{address}>: no such user here"))
                             .await
                     }
-                    Ok(None) if self.trusted => {
+                    Ok(None) if self.trusted || self.auth.is_some() => {
                         self.refuse(451, "4.3.2 relaying to other domains is not available yet")
                             .await
                     }
@@ -504,18 +720,24 @@ impl Session {
     async fn finish(&mut self, body: Vec<u8>) -> std::io::Result<()> {
         let tx = std::mem::take(&mut self.tx);
         let queue_id = self.shared.next_queue_id();
-        let proto = match (self.esmtp, self.submission) {
-            (false, _) => "SMTP",
-            (true, false) => "ESMTP",
-            (true, true) => "ESMTPA",
+        let tls = self.stream.tls_info();
+        let proto = match (self.esmtp, tls.is_some(), self.auth.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
         };
+        let tls_clause = tls
+            .map(|t| format!("\r\n\t(using {t})"))
+            .unwrap_or_default();
         let now = chrono::Utc::now();
         let for_clause = match tx.rcpts.as_slice() {
             [one] => format!("\r\n\tfor <{}>", one.spec.address),
             _ => String::new(),
         };
         let received = format!(
-            "Received: from {} ([{}])\r\n\tby {} (Halyard) with {proto} id {queue_id}{for_clause};\r\n\t{}\r\n",
+            "Received: from {} ([{}]){tls_clause}\r\n\tby {} (Halyard) with {proto} id {queue_id}{for_clause};\r\n\t{}\r\n",
             self.helo.as_deref().unwrap_or("unknown"),
             self.peer.ip(),
             self.shared.cfg.hostname,

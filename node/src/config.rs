@@ -236,9 +236,14 @@ impl NodeConfig {
             fix(&mut t.cert);
             fix(&mut t.key);
         }
-        for p in [&mut self.access.tls_cert, &mut self.access.tls_key]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut self.access.tls_cert,
+            &mut self.access.tls_key,
+            &mut self.mta.tls_cert,
+            &mut self.mta.tls_key,
+        ]
+        .into_iter()
+        .flatten()
         {
             fix(p);
         }

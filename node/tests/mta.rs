@@ -164,3 +164,32 @@ async fn acknowledged_messages_survive_kill_of_the_master() {
     check.push(("PHASE", "check".into()));
     run_client("smtp_failover.py", &check);
 }
+
+/// Submission with STARTTLS and implicit TLS, AUTH PLAIN/LOGIN (TLS required first),
+/// sender ownership, STARTTLS command injection, swaks with AUTH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submission_with_starttls_implicit_tls_and_auth() {
+    let _s = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("mail");
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    halyard_node::tls::generate_mail_server(&certs, &names).unwrap();
+    let mut sp = spec(1, 18300, 18343, 18325, 18387);
+    sp.mta.submissions_listen = Some("127.0.0.1:18365".into());
+    sp.mta.tls_cert = Some(certs.join("mail.pem"));
+    sp.mta.tls_key = Some(certs.join("mail.key"));
+    let (_d, _c) = cluster("smtp-tls", &sp).await;
+    run_client(
+        "smtp_auth_tls.py",
+        &[
+            ("SMTP_PORT", "18325".into()),
+            ("SUBMISSION_PORT", "18387".into()),
+            ("SUBMISSIONS_PORT", "18365".into()),
+            ("IMAP_PORT", "18343".into()),
+            ("CAFILE", certs.join("mail-ca.pem").display().to_string()),
+            ("USER", "alice".into()),
+            ("PASSWORD", "alice-pw".into()),
+            ("ADDRESS", "alice@example.org".into()),
+        ],
+    );
+}
