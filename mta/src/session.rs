@@ -599,6 +599,27 @@ impl Session {
                 )
                 .await;
         }
+        // The directory's quota is what the store enforces: bring it over if it changed, and
+        // refuse new mail for a mailbox that is already full (RFC 5321 452 4.2.2).
+        if let Some(g) = self.shared.backend.groups.get(&group) {
+            let q = g.reader().quota(&user.mail).unwrap_or_default();
+            if q.limit_bytes != user.quota_bytes || q.limit_messages != user.quota_messages {
+                let _ = g
+                    .propose(Command::SetQuota {
+                        user: user.mail.clone(),
+                        limit_bytes: user.quota_bytes,
+                        limit_messages: user.quota_messages,
+                    })
+                    .await;
+            }
+            let full = user.quota_bytes.is_some_and(|l| q.used_bytes >= l)
+                || user.quota_messages.is_some_and(|l| q.used_messages >= l);
+            if full {
+                return self
+                    .refuse(452, &format!("4.2.2 <{address}>: mailbox full"))
+                    .await;
+            }
+        }
         let mut notify = Vec::new();
         for (bit, name) in [
             (smtp_proto::RCPT_NOTIFY_SUCCESS, "SUCCESS"),

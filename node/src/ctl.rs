@@ -76,6 +76,11 @@ pub enum CtlCmd {
     },
     /// What an address is according to the node's directory (embedded or LDAP).
     Resolve { address: String },
+    /// The mail queue of the resource groups (list, show, retry, delete, bounce).
+    Queue {
+        #[command(subcommand)]
+        action: crate::ctl_queue::QueueCmd,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +175,7 @@ pub async fn run(args: CtlArgs) -> Result<()> {
             println!("{}", leader.trigger_snapshot(group).await?);
         }
         CtlCmd::Domain { action } => ctl_dir::domain_cmd(&admin, action).await?,
+        CtlCmd::Queue { action } => crate::ctl_queue::queue_cmd(&admin, action).await?,
         CtlCmd::User { action } => ctl_dir::user_cmd(&admin, action).await?,
         CtlCmd::Alias { action } => ctl_dir::alias_cmd(&admin, action).await?,
         CtlCmd::List { action } => ctl_dir::list_cmd(&admin, action).await?,

@@ -14,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod ctl;
 pub mod ctl_dir;
+pub mod ctl_queue;
 pub mod demo;
 pub mod local_cluster;
 pub mod network;

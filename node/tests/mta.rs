@@ -193,3 +193,127 @@ async fn submission_with_starttls_implicit_tls_and_auth() {
         ],
     );
 }
+
+/// `ctl queue`: a message that does not fit the quota waits in the queue (listed with its
+/// error, as JSON too), is retried after the quota is raised and delivered; another one is
+/// bounced, a third deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_management_with_ctl() {
+    let _s = SERIAL.lock().await;
+    let sp = spec(1, 18400, 18443, 18425, 18487);
+    let (_d, c) = cluster("queue", &sp).await;
+    ctl(
+        &c,
+        &["user", "set", "alice@example.org", "--quota", "2K"],
+        "",
+    );
+    let send = |subject: &str| {
+        let body = format!(
+            "From: q@remote.example\r\nTo: alice@example.org\r\nSubject: {subject}\r\n\r\n{}\r\n",
+            "x".repeat(4000)
+        );
+        let out = Command::new("swaks")
+            .args(["--server", "127.0.0.1:18425", "--to", "alice@example.org"])
+            .args(["--from", "q@remote.example", "--data", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut ch| {
+                use std::io::Write;
+                ch.stdin.take().unwrap().write_all(body.as_bytes())?;
+                ch.wait_with_output()
+            })
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let id = text
+            .lines()
+            .find_map(|l| l.split("queued as ").nth(1))
+            .unwrap_or_else(|| panic!("not queued: {text}"))
+            .trim()
+            .to_string();
+        id
+    };
+    let list = || {
+        let (ok, out, err) = c.ctl(1, &["queue", "list", "--json"], "").unwrap();
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let wait_for = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let v = list();
+            if pred(&v) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "queue never became {v}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let a = send("too big one");
+    let b = send("too big two");
+    let d = send("too big three");
+    let pending_with_error = |v: &serde_json::Value, id: &str| {
+        v.as_array().unwrap().iter().any(|e| {
+            e["entry"]["queue_id"] == id
+                && e["entry"]["recipients"][0]["last_error"]
+                    .as_str()
+                    .is_some_and(|x| x.contains("mailbox full"))
+        })
+    };
+    wait_for(&|v| {
+        pending_with_error(v, &a) && pending_with_error(v, &b) && pending_with_error(v, &d)
+    });
+    let (ok, table, _) = c.ctl(1, &["queue", "list"], "").unwrap();
+    assert!(
+        ok && table.contains(&a) && table.contains("4.2.2 mailbox full"),
+        "{table}"
+    );
+    let (ok, shown, _) = c.ctl(1, &["queue", "show", &a], "").unwrap();
+    assert!(
+        ok && shown.contains("<alice@example.org> channel store"),
+        "{shown}"
+    );
+    // Bounce one, delete another: both leave the queue.
+    let (ok, out, err) = c.ctl(1, &["queue", "bounce", &b], "").unwrap();
+    assert!(
+        ok && out.contains("1 pending recipient(s) failed"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = c.ctl(1, &["queue", "delete", &d], "").unwrap();
+    assert!(ok, "{out}{err}");
+    wait_for(&|v| {
+        let ids: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["entry"]["queue_id"].as_str())
+            .collect();
+        ids == [a.as_str()]
+    });
+    // Room again, and retry now: delivered, the queue empties.
+    ctl(
+        &c,
+        &["user", "set", "alice@example.org", "--quota", "10M"],
+        "",
+    );
+    // The store learns the new quota on the next RCPT or login; a login does it here.
+    run_client(
+        "imap_login_only.py",
+        &[
+            ("IMAP_PORT", "18443".into()),
+            ("USER", "alice".into()),
+            ("PASSWORD", "alice-pw".into()),
+        ],
+    );
+    let (ok, out, err) = c.ctl(1, &["queue", "retry", &a], "").unwrap();
+    assert!(ok, "{out}{err}");
+    wait_for(&|v| v.as_array().unwrap().is_empty());
+    let (ok, out, _) = c.ctl(1, &["queue", "retry", &a], "").unwrap();
+    assert!(
+        !ok || out.contains("no message"),
+        "retry of a delivered message: {out}"
+    );
+}

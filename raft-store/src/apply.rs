@@ -766,6 +766,21 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             save_or_retire(t, entry)?;
             Ok(Ok(Reply::Done))
         }
+        Command::Reschedule { queue_id, at_ms } => {
+            let Some(mut entry) = t.get_de::<QueueEntry>(Cf::Queue, queue_id.as_bytes())? else {
+                refuse!(ApplyError::NoSuchQueueEntry(queue_id.clone()));
+            };
+            for r in entry.recipients.iter_mut() {
+                if !r.state.is_final() {
+                    r.next_attempt_ms = *at_ms;
+                }
+            }
+            t.put_ser(Cf::Queue, queue_id.as_bytes().to_vec(), &entry)?;
+            t.events.push(Event::QueueUpdated {
+                queue_id: queue_id.clone(),
+            });
+            Ok(Ok(Reply::Done))
+        }
         Command::RemoveQueueEntry { queue_id } => {
             let Some(entry) = t.get_de::<QueueEntry>(Cf::Queue, queue_id.as_bytes())? else {
                 refuse!(ApplyError::NoSuchQueueEntry(queue_id.clone()));

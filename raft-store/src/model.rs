@@ -359,6 +359,12 @@ pub enum Command {
         next_attempt_ms: i64,
         error: Option<String>,
     },
+    /// Makes every pending recipient of a queue entry due at `at_ms` (`halyard ctl queue
+    /// retry`), without counting an attempt.
+    Reschedule {
+        queue_id: String,
+        at_ms: i64,
+    },
     /// Removes a queue entry whatever its state (`halyard ctl queue delete`).
     RemoveQueueEntry {
         queue_id: String,
@@ -396,6 +402,7 @@ impl Command {
             Command::Subscribe { .. } => "subscribe",
             Command::SetAcl { .. } => "set_acl",
             Command::As { .. } => "as",
+            Command::Reschedule { .. } => "reschedule",
             Command::Append { .. } => "append",
             Command::StoreFlags { .. } => "store_flags",
             Command::Expunge { .. } => "expunge",
