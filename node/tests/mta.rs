@@ -225,13 +225,11 @@ async fn queue_management_with_ctl() {
             })
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let id = text
-            .lines()
+        text.lines()
             .find_map(|l| l.split("queued as ").nth(1))
             .unwrap_or_else(|| panic!("not queued: {text}"))
             .trim()
-            .to_string();
-        id
+            .to_string()
     };
     let list = || {
         let (ok, out, err) = c.ctl(1, &["queue", "list", "--json"], "").unwrap();
