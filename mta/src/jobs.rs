@@ -11,7 +11,10 @@
 //! then fail with `NotLeader` or commit harmlessly.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
+
+use halyard_directory::{Directory, Resolution};
 
 use halyard_raft_store::{
     ApplyError, Command, Group, ProposeError, QueueEntry, RecipientState, Reply,
@@ -39,10 +42,10 @@ pub async fn run(
     name: String,
     group: Group,
     node_id: u64,
+    directory: Arc<dyn Directory>,
     cfg: MtaConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _ = &cfg;
     let mut metrics = group.raft().metrics();
     loop {
         // Wait to be the master.
@@ -68,6 +71,7 @@ pub async fn run(
                 break;
             }
             schedule(&group, &mut in_flight, &mut jobs);
+            reports(&name, &group, &directory, &cfg, &mut in_flight, &mut jobs);
             tokio::select! {
                 _ = feed.recv() => {}
                 Some(done) = jobs.join_next() => {
@@ -137,6 +141,102 @@ fn schedule(
             .await;
             (key, ok)
         });
+    }
+}
+
+/// Starts a report job for every entry owing delivery status notifications.
+fn reports(
+    name: &str,
+    group: &Group,
+    directory: &Arc<dyn Directory>,
+    cfg: &MtaConfig,
+    in_flight: &mut HashSet<(String, String)>,
+    jobs: &mut JoinSet<((String, String), bool)>,
+) {
+    let Ok(entries) = group.reader().queue() else {
+        return;
+    };
+    for e in entries {
+        if !e.recipients.iter().any(|r| r.needs_dsn(&e.mail_from)) {
+            continue;
+        }
+        let key = (e.queue_id.clone(), "#dsn".to_string());
+        if in_flight.len() >= MAX_IN_FLIGHT || !in_flight.insert(key.clone()) {
+            continue;
+        }
+        let (group, directory) = (group.clone(), directory.clone());
+        let (name, hostname) = (name.to_string(), cfg.hostname.clone());
+        jobs.spawn(async move {
+            let ok = report(&name, &group, directory.as_ref(), &hostname, &e).await;
+            (key, ok)
+        });
+    }
+}
+
+/// Builds and queues the report for `e`'s recipients that need one.
+async fn report(
+    name: &str,
+    group: &Group,
+    directory: &dyn Directory,
+    hostname: &str,
+    e: &QueueEntry,
+) -> bool {
+    let rcpts: Vec<_> = e
+        .recipients
+        .iter()
+        .filter(|r| r.needs_dsn(&e.mail_from))
+        .collect();
+    // Where the report goes: the sender's mailbox when it lives in this group, else onward.
+    let (address, channel) = match directory.resolve(&e.mail_from).await {
+        Ok(Resolution::User { user, .. })
+            if user.mail_host.as_deref().is_none_or(|g| g == name) =>
+        {
+            (user.mail, "store")
+        }
+        Ok(_) => (e.mail_from.clone(), "smtp"),
+        Err(_) => return false,
+    };
+    let original = match group.reader().body(&e.body) {
+        Ok(Some(b)) => b,
+        _ => return false,
+    };
+    let now = now_ms();
+    let body = crate::dsn::build(e, &rcpts, &original, hostname, now);
+    let meta = halyard_raft_store::mime::message_meta(&body);
+    // One report per batch of outcomes: the count of those already reported tells them apart.
+    let done = e.recipients.iter().filter(|r| r.notified).count();
+    let dsn_id = format!("{}.D{done}", e.queue_id);
+    let cmd = Command::ReportDsn {
+        queue_id: e.queue_id.clone(),
+        recipients: rcpts.iter().map(|r| r.spec.address.clone()).collect(),
+        dsn: Box::new(Command::Enqueue {
+            queue_id: dsn_id.clone(),
+            mail_from: String::new(),
+            params: Default::default(),
+            recipients: vec![halyard_raft_store::RecipientSpec {
+                address,
+                orcpt: None,
+                notify: vec![],
+                channel: channel.into(),
+            }],
+            partition: e.body.partition.clone(),
+            body: body.into(),
+            received_at_ms: now,
+            expires_at_ms: now + (e.expires_at_ms - e.received_at_ms).max(86_400_000),
+            priority: e.priority,
+            meta: Some(meta),
+        }),
+    };
+    match group.propose(cmd).await {
+        Ok(Reply::Error(err)) => {
+            tracing::warn!(queue_id = %e.queue_id, error = %err, "delivery report refused");
+            false
+        }
+        Ok(_) => {
+            tracing::info!(queue_id = %e.queue_id, dsn = %dsn_id, to = %e.mail_from, "delivery report queued");
+            true
+        }
+        Err(_) => false,
     }
 }
 

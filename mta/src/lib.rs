@@ -14,6 +14,7 @@
 //! channel configuration, relay via MX, DSN generation, DNSBL, `ctl queue`.
 
 pub mod config;
+pub mod dsn;
 pub mod jobs;
 mod session;
 mod stream;
@@ -137,6 +138,7 @@ impl MtaServer {
                 name.clone(),
                 group.clone(),
                 shared.backend.node_id,
+                shared.backend.directory.clone(),
                 cfg.clone(),
                 stop_rx.clone(),
             )));

@@ -207,14 +207,19 @@ async fn queue_management_with_ctl() {
         &["user", "set", "alice@example.org", "--quota", "2K"],
         "",
     );
+    ctl(
+        &c,
+        &["user", "add", "bob@example.org", "--login", "bob"],
+        "bob-pw\n",
+    );
     let send = |subject: &str| {
         let body = format!(
-            "From: q@remote.example\r\nTo: alice@example.org\r\nSubject: {subject}\r\n\r\n{}\r\n",
+            "From: bob@example.org\r\nTo: alice@example.org\r\nSubject: {subject}\r\n\r\n{}\r\n",
             "x".repeat(4000)
         );
         let out = Command::new("swaks")
             .args(["--server", "127.0.0.1:18425", "--to", "alice@example.org"])
-            .args(["--from", "q@remote.example", "--data", "-"])
+            .args(["--from", "bob@example.org", "--data", "-"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -313,5 +318,17 @@ async fn queue_management_with_ctl() {
     assert!(
         !ok || out.contains("no message"),
         "retry of a delivered message: {out}"
+    );
+    // The bounced message came back to bob as an RFC 3464 report (the deleted one did not).
+    run_client(
+        "dsn_check.py",
+        &[
+            ("IMAP_PORT", "18443".into()),
+            ("USER", "bob".into()),
+            ("PASSWORD", "bob-pw".into()),
+            ("FAILED", "alice@example.org".into()),
+            ("SUBJECT", "too big two".into()),
+            ("COUNT", "1".into()),
+        ],
     );
 }

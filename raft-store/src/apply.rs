@@ -631,6 +631,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                         attempts: 0,
                         next_attempt_ms: *received_at_ms,
                         last_error: None,
+                        notified: false,
                     })
                     .collect(),
                 body: body_ref,
@@ -765,6 +766,42 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             r.last_error = error.clone();
             save_or_retire(t, entry)?;
             Ok(Ok(Reply::Done))
+        }
+        Command::ReportDsn {
+            queue_id,
+            recipients,
+            dsn,
+        } => {
+            let Some(mut entry) = t.get_de::<QueueEntry>(Cf::Queue, queue_id.as_bytes())? else {
+                refuse!(ApplyError::NoSuchQueueEntry(queue_id.clone()));
+            };
+            let Command::Enqueue { mail_from, .. } = dsn.as_ref() else {
+                refuse!(ApplyError::Invalid("a DSN is an Enqueue".into()));
+            };
+            if !mail_from.is_empty() {
+                refuse!(ApplyError::Invalid(
+                    "a DSN comes from the null sender".into()
+                ));
+            }
+            let from = entry.mail_from.clone();
+            for rcpt in recipients {
+                match entry
+                    .recipients
+                    .iter_mut()
+                    .find(|r| r.spec.address == *rcpt)
+                {
+                    Some(r) if r.needs_dsn(&from) => r.notified = true,
+                    // Already reported (a second master's attempt): nothing to do.
+                    Some(_) => return Ok(Ok(Reply::Done)),
+                    None => refuse!(ApplyError::NoSuchRecipient {
+                        queue_id: queue_id.clone(),
+                        recipient: rcpt.clone()
+                    }),
+                }
+            }
+            let reply = tri!(apply_inner(t, dsn)?);
+            save_or_retire(t, entry)?;
+            Ok(Ok(reply))
         }
         Command::Reschedule { queue_id, at_ms } => {
             let Some(mut entry) = t.get_de::<QueueEntry>(Cf::Queue, queue_id.as_bytes())? else {
@@ -1542,7 +1579,12 @@ fn read_body<R: KvRead>(t: &Txn<'_, R>, body: &BodyRef) -> Result<Vec<u8>, Store
 }
 
 fn save_or_retire<R: KvRead>(t: &mut Txn<'_, R>, entry: QueueEntry) -> Result<(), StoreError> {
-    if entry.recipients.iter().all(|r| r.state.is_final()) {
+    // An entry stays until every recipient is final and every report it owes is queued.
+    if entry
+        .recipients
+        .iter()
+        .all(|r| r.state.is_final() && !r.needs_dsn(&entry.mail_from))
+    {
         retire(t, &entry)
     } else {
         t.put_ser(Cf::Queue, entry.queue_id.as_bytes().to_vec(), &entry)?;

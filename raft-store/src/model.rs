@@ -75,6 +75,28 @@ pub struct RecipientRecord {
     pub next_attempt_ms: i64,
     /// Last temporary error, for `ctl queue show` and delay DSNs.
     pub last_error: Option<String>,
+    /// A delivery status notification for this recipient's outcome has been queued.
+    #[serde(default)]
+    pub notified: bool,
+}
+
+impl RecipientRecord {
+    /// Whether its final outcome still has to be reported to the sender (RFC 3461: failures
+    /// unless NOTIFY=NEVER or lacks FAILURE, successes only with NOTIFY=SUCCESS); never for
+    /// the null sender, so there is never a DSN about a DSN.
+    pub fn needs_dsn(&self, mail_from: &str) -> bool {
+        if self.notified || mail_from.is_empty() {
+            return false;
+        }
+        let asked = |w: &str| self.spec.notify.iter().any(|n| n.eq_ignore_ascii_case(w));
+        match self.state {
+            RecipientState::Pending => false,
+            RecipientState::Failed { .. } => {
+                self.spec.notify.is_empty() || (asked("FAILURE") && !asked("NEVER"))
+            }
+            RecipientState::Delivered { .. } => asked("SUCCESS"),
+        }
+    }
 }
 
 /// A message in the group's mail queue (the seed's channel queue file).
@@ -365,6 +387,14 @@ pub enum Command {
         queue_id: String,
         at_ms: i64,
     },
+    /// Queues `dsn` (an `Enqueue` from the null sender) reporting the final outcome of
+    /// `recipients` of entry `queue_id`, and marks them reported — in one entry, so a report
+    /// is neither lost nor sent twice across failovers.
+    ReportDsn {
+        queue_id: String,
+        recipients: Vec<String>,
+        dsn: Box<Command>,
+    },
     /// Removes a queue entry whatever its state (`halyard ctl queue delete`).
     RemoveQueueEntry {
         queue_id: String,
@@ -403,6 +433,7 @@ impl Command {
             Command::SetAcl { .. } => "set_acl",
             Command::As { .. } => "as",
             Command::Reschedule { .. } => "reschedule",
+            Command::ReportDsn { .. } => "report_dsn",
             Command::Append { .. } => "append",
             Command::StoreFlags { .. } => "store_flags",
             Command::Expunge { .. } => "expunge",
