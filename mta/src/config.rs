@@ -42,6 +42,13 @@ pub struct MtaConfig {
     pub write_timeout_secs: u64,
     /// Queue lifetime of a message before pending recipients are bounced.
     pub queue_lifetime_secs: u64,
+    /// DNS servers for MX lookups (`ip` or `ip:port`); empty: the system's resolv.conf.
+    pub dns_servers: Vec<String>,
+    /// Port of remote mail exchangers (25; other values are for test setups).
+    pub relay_port: u16,
+    pub connect_timeout_secs: u64,
+    /// Time allowed for each reply of a remote server.
+    pub relay_timeout_secs: u64,
 }
 
 impl Default for MtaConfig {
@@ -66,6 +73,10 @@ impl Default for MtaConfig {
             command_timeout_secs: 300,
             write_timeout_secs: 60,
             queue_lifetime_secs: 5 * 86_400,
+            dns_servers: vec![],
+            relay_port: 25,
+            connect_timeout_secs: 30,
+            relay_timeout_secs: 300,
         }
     }
 }

@@ -43,6 +43,7 @@ pub async fn run(
     group: Group,
     node_id: u64,
     directory: Arc<dyn Directory>,
+    relay: Arc<crate::relay::Relay>,
     cfg: MtaConfig,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -70,7 +71,7 @@ pub async fn run(
             if metrics.borrow().current_leader != Some(node_id) || *stop.borrow() {
                 break;
             }
-            schedule(&group, &mut in_flight, &mut jobs);
+            schedule(&group, &relay, &mut in_flight, &mut jobs);
             reports(&name, &group, &directory, &cfg, &mut in_flight, &mut jobs);
             tokio::select! {
                 _ = feed.recv() => {}
@@ -94,6 +95,7 @@ pub async fn run(
 /// Starts deliveries for due recipients not already in flight.
 fn schedule(
     group: &Group,
+    relay: &Arc<crate::relay::Relay>,
     in_flight: &mut HashSet<(String, String)>,
     jobs: &mut JoinSet<((String, String), bool)>,
 ) {
@@ -119,6 +121,20 @@ fn schedule(
             break;
         }
         let r = &e.recipients[i];
+        if r.spec.channel == "smtp" {
+            // One transaction per (entry, domain) with all its due recipients.
+            let domain = domain_of(&r.spec.address);
+            let key = (e.queue_id.clone(), format!("@{domain}"));
+            if !in_flight.insert(key.clone()) {
+                continue;
+            }
+            let (group, relay, entry) = (group.clone(), relay.clone(), e.clone());
+            jobs.spawn(async move {
+                let ok = relay_entry(&group, &relay, &entry, &domain).await;
+                (key, ok)
+            });
+            continue;
+        }
         let key = (e.queue_id.clone(), r.spec.address.clone());
         if !in_flight.insert(key.clone()) {
             continue;
@@ -142,6 +158,88 @@ fn schedule(
             (key, ok)
         });
     }
+}
+
+fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Relays `entry`'s due recipients in `domain` and records each outcome.
+async fn relay_entry(
+    group: &Group,
+    relay: &crate::relay::Relay,
+    entry: &QueueEntry,
+    domain: &str,
+) -> bool {
+    use crate::relay::{Outcome, Outgoing};
+    let now = now_ms();
+    let rcpts: Vec<_> = entry
+        .recipients
+        .iter()
+        .filter(|r| {
+            r.spec.channel == "smtp"
+                && r.state == RecipientState::Pending
+                && r.next_attempt_ms <= now
+                && domain_of(&r.spec.address) == domain
+        })
+        .collect();
+    if rcpts.is_empty() {
+        return true;
+    }
+    let body = match group.reader().body(&entry.body) {
+        Ok(Some(b)) => b,
+        _ => return false,
+    };
+    let out = Outgoing {
+        from: &entry.mail_from,
+        params: &entry.params,
+        rcpts: rcpts.iter().map(|r| &r.spec).collect(),
+        body: &body,
+    };
+    let outcomes = relay.send(domain, &out).await;
+    let now = now_ms();
+    for (r, o) in rcpts.iter().zip(outcomes) {
+        let (state, next, error) = match o {
+            Outcome::Delivered(detail) => {
+                tracing::info!(queue_id = %entry.queue_id, recipient = %r.spec.address, %detail, "relayed");
+                (RecipientState::Delivered { detail }, now, None)
+            }
+            Outcome::Permanent(code, detail) => {
+                tracing::info!(queue_id = %entry.queue_id, recipient = %r.spec.address, %detail, "relay failed");
+                (RecipientState::Failed { code, detail }, now, None)
+            }
+            Outcome::Temporary(why) if now >= entry.expires_at_ms => (
+                RecipientState::Failed {
+                    code: 550,
+                    detail: format!("5.4.7 gave up after the queue lifetime; last error: {why}"),
+                },
+                now,
+                Some(why),
+            ),
+            Outcome::Temporary(why) => {
+                tracing::info!(queue_id = %entry.queue_id, recipient = %r.spec.address, error = %why, "relay deferred");
+                (
+                    RecipientState::Pending,
+                    now + retry_delay(r.attempts + 1).as_millis() as i64,
+                    Some(why),
+                )
+            }
+        };
+        let cmd = Command::UpdateRecipient {
+            queue_id: entry.queue_id.clone(),
+            recipient: r.spec.address.clone(),
+            state,
+            next_attempt_ms: next,
+            error,
+        };
+        if group.propose(cmd).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Starts a report job for every entry owing delivery status notifications.

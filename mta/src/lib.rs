@@ -16,6 +16,7 @@
 pub mod config;
 pub mod dsn;
 pub mod jobs;
+pub mod relay;
 mod session;
 mod stream;
 
@@ -61,16 +62,19 @@ impl Shared {
 /// The resource group holding a user's mailboxes: the directory's mailHost, else the
 /// configured default, else the only resource group this node runs.
 pub(crate) fn group_of(shared: &Shared, user: &UserRecord) -> Option<String> {
-    user.mail_host
-        .clone()
-        .or_else(|| shared.cfg.default_group.clone())
-        .or_else(|| {
-            let mut names = shared.backend.groups.keys().filter(|n| *n != "meta");
-            match (names.next(), names.next()) {
-                (Some(n), None) => Some(n.clone()),
-                _ => None,
-            }
-        })
+    user.mail_host.clone().or_else(|| relay_group(shared))
+}
+
+/// The resource group holding the queue entries of relayed mail: the configured default,
+/// else the only resource group this node runs.
+pub(crate) fn relay_group(shared: &Shared) -> Option<String> {
+    shared.cfg.default_group.clone().or_else(|| {
+        let mut names = shared.backend.groups.keys().filter(|n| *n != "meta");
+        match (names.next(), names.next()) {
+            (Some(n), None) => Some(n.clone()),
+            _ => None,
+        }
+    })
 }
 
 /// The running listeners and job controllers; [`MtaServer::shutdown`] stops them.
@@ -130,6 +134,7 @@ impl MtaServer {
         if let Some(t) = &shared.tls {
             tasks.push(tokio::spawn(t.clone().reload_on_sighup(stop_rx.clone())));
         }
+        let relay = Arc::new(relay::Relay::new(&cfg)?);
         for (name, group) in &shared.backend.groups {
             if name == "meta" {
                 continue;
@@ -139,6 +144,7 @@ impl MtaServer {
                 group.clone(),
                 shared.backend.node_id,
                 shared.backend.directory.clone(),
+                relay.clone(),
                 cfg.clone(),
                 stop_rx.clone(),
             )));

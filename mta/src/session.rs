@@ -548,10 +548,7 @@ impl Session {
                         self.refuse(550, &format!("5.1.1 <{address}>: no such user here"))
                             .await
                     }
-                    Ok(None) if self.trusted || self.auth.is_some() => {
-                        self.refuse(451, "4.3.2 relaying to other domains is not available yet")
-                            .await
-                    }
+                    Ok(None) if self.trusted || self.auth.is_some() => self.relay_rcpt(&to).await,
                     Ok(None) => {
                         self.refuse(554, &format!("5.7.1 <{address}>: relay access denied"))
                             .await
@@ -620,17 +617,7 @@ impl Session {
                     .await;
             }
         }
-        let mut notify = Vec::new();
-        for (bit, name) in [
-            (smtp_proto::RCPT_NOTIFY_SUCCESS, "SUCCESS"),
-            (smtp_proto::RCPT_NOTIFY_FAILURE, "FAILURE"),
-            (smtp_proto::RCPT_NOTIFY_DELAY, "DELAY"),
-            (smtp_proto::RCPT_NOTIFY_NEVER, "NEVER"),
-        ] {
-            if to.flags & bit != 0 {
-                notify.push(name.to_string());
-            }
-        }
+        let notify = notify_of(to.flags);
         let orcpt = to
             .orcpt
             .clone()
@@ -645,6 +632,26 @@ impl Session {
             group,
         });
         self.reply(250, "2.1.5 recipient OK");
+        Ok(())
+    }
+
+    /// A recipient in another domain, for a client allowed to relay: the SMTP channel.
+    async fn relay_rcpt(&mut self, to: &smtp_proto::RcptTo<String>) -> std::io::Result<()> {
+        let Some(group) = crate::relay_group(&self.shared) else {
+            return self
+                .refuse(451, "4.3.0 no resource group configured for relayed mail")
+                .await;
+        };
+        self.tx.rcpts.push(Rcpt {
+            spec: RecipientSpec {
+                address: to.address.clone(),
+                orcpt: to.orcpt.clone(),
+                notify: notify_of(to.flags),
+                channel: "smtp".into(),
+            },
+            group,
+        });
+        self.reply(250, "2.1.5 recipient OK (relay)");
         Ok(())
     }
 
@@ -830,4 +837,18 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// RFC 3461 NOTIFY values from smtp-proto's flags.
+fn notify_of(flags: u64) -> Vec<String> {
+    [
+        (smtp_proto::RCPT_NOTIFY_SUCCESS, "SUCCESS"),
+        (smtp_proto::RCPT_NOTIFY_FAILURE, "FAILURE"),
+        (smtp_proto::RCPT_NOTIFY_DELAY, "DELAY"),
+        (smtp_proto::RCPT_NOTIFY_NEVER, "NEVER"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, n)| n.to_string())
+    .collect()
 }

@@ -332,3 +332,148 @@ async fn queue_management_with_ctl() {
         ],
     );
 }
+
+/// Child processes (DNS server, SMTP sinks) killed when the test ends, however it ends.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Relay through the SMTP channel: a real DNS server (dnsmasq on loopback) serves MX and A
+/// records, Postfix's smtp-sink instances on 127.0.0.2-4 accept, answer 4xx or answer 5xx.
+/// Preference order and fallback, implicit MX, retry on 4xx, DSN on 5xx and NXDOMAIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_via_mx_with_dnsmasq_and_smtp_sink() {
+    let _s = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dump = tmp.path().join("sink");
+    std::fs::create_dir_all(&dump).unwrap();
+    std::fs::set_permissions(&dump, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let relay_port = 18525u16;
+    let dns_port = 18553u16;
+    let mut kids = Children(vec![]);
+    kids.0.push(
+        Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-hosts",
+                "--no-resolv",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--pid-file=",
+                "--user=root",
+                &format!("--port={dns_port}"),
+                "--mx-host=ok.test,mx.ok.test,10",
+                "--host-record=mx.ok.test,127.0.0.2",
+                "--mx-host=soft.test,mx.soft.test,10",
+                "--host-record=mx.soft.test,127.0.0.3",
+                "--mx-host=hard.test,mx.hard.test,10",
+                "--host-record=mx.hard.test,127.0.0.4",
+                "--mx-host=fallback.test,dead.fallback.test,10",
+                "--mx-host=fallback.test,mx.ok.test,20",
+                "--host-record=dead.fallback.test,127.0.0.5",
+                "--host-record=implicit.test,127.0.0.2",
+                "--local=/test/",
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq"),
+    );
+    let sink = |addr: &str, extra: &[&str]| {
+        let mut c = Command::new("smtp-sink");
+        c.args(extra)
+            .args(["-u", "nobody", &format!("{addr}:{relay_port}"), "50"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c.spawn().expect("smtp-sink")
+    };
+    let template = format!("{}/%M.", dump.display());
+    kids.0.push(sink("127.0.0.2", &["-d", &template]));
+    kids.0.push(sink("127.0.0.3", &["-r", "RCPT"]));
+    kids.0.push(sink("127.0.0.4", &["-f", "RCPT"]));
+    let mut sp = spec(1, 18500, 18543, 18527, 18587);
+    sp.mta.dns_servers = vec![format!("127.0.0.1:{dns_port}")];
+    sp.mta.relay_port = relay_port;
+    let (_d, c) = cluster("relay", &sp).await;
+    ctl(
+        &c,
+        &["user", "add", "bob@example.org", "--login", "bob"],
+        "bob-pw\n",
+    );
+    run_client(
+        "smtp_relay.py",
+        &[
+            ("SMTP_PORT", "18527".into()),
+            ("SUBMISSION_PORT", "18587".into()),
+            ("USER", "bob".into()),
+            ("PASSWORD", "bob-pw".into()),
+            ("ADDRESS", "bob@example.org".into()),
+        ],
+    );
+    // Delivered: ok (MX 10), implicit (A record only), fallback (MX 10 dead, MX 20 ok).
+    let deadline = std::time::Instant::now() + WAIT;
+    let dumped = loop {
+        let mut texts = Vec::new();
+        for e in walk(&dump) {
+            texts.push(std::fs::read_to_string(e).unwrap_or_default());
+        }
+        if texts.len() >= 3 || std::time::Instant::now() > deadline {
+            break texts;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let all = dumped.join("\n----\n");
+    assert_eq!(dumped.len(), 3, "sink got: {all}");
+    for s in ["relay ok", "relay implicit mx", "relay fallback"] {
+        assert!(all.contains(&format!("Subject: {s}")), "{s} missing: {all}");
+    }
+    assert!(all.contains("\n.dotline"), "dot-stuffing: {all}");
+    // 4xx: still queued for a retry, with the remote answer kept.
+    let (ok, out, _) = c.ctl(1, &["queue", "list", "--json"], "").unwrap();
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let soft = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["entry"]["recipients"][0]["spec"]["address"] == "d@soft.test")
+        .unwrap_or_else(|| panic!("soft-failed message not queued: {out}"));
+    let r = &soft["entry"]["recipients"][0];
+    assert_eq!(r["state"], "Pending");
+    assert!(r["last_error"].as_str().unwrap_or("").contains(" 4"), "{r}");
+    // 5xx and a domain that does not exist: reports back to bob.
+    run_client(
+        "dsn_check.py",
+        &[
+            ("IMAP_PORT", "18543".into()),
+            ("USER", "bob".into()),
+            ("PASSWORD", "bob-pw".into()),
+            ("FAILED", "e@hard.test,f@nx.test".into()),
+            ("SUBJECT", "relay hard,relay nxdomain".into()),
+            ("COUNT", "2".into()),
+        ],
+    );
+}
+
+/// Files under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

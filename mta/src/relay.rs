@@ -1,0 +1,447 @@
+//! The SMTP relay channel: MX resolution (RFC 5321 §5.1) and an SMTP client.
+//!
+//! - MX records in preference order; no MX but the domain exists → the domain itself
+//!   (implicit MX); a null MX (RFC 7505) or a non-existent domain fails permanently; a DNS
+//!   error is temporary.
+//! - Each MX host's addresses are tried in turn; a host that cannot be reached, greets with
+//!   4xx or drops the connection sends us to the next one.
+//! - Opportunistic STARTTLS (RFC 3207/7435): used when offered, certificates not verified
+//!   (without DANE or MTA-STS there is nothing to verify them against); a failed handshake
+//!   is a temporary failure of that host.
+//! - One transaction per (queue entry, domain) with every recipient of that domain;
+//!   ESMTP parameters (SIZE, BODY=8BITMIME, SMTPUTF8, DSN's RET/ENVID/NOTIFY/ORCPT) are sent
+//!   only to servers that advertise them.
+//! - Per-recipient outcome: 2xx delivered, 4xx retried later, 5xx failed (a DSN follows).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use halyard_raft_store::RecipientSpec;
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::MtaConfig;
+
+/// What happened to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered(String),
+    /// Try again later.
+    Temporary(String),
+    /// Give up: (reply code, text).
+    Permanent(u16, String),
+}
+
+pub struct Relay {
+    resolver: TokioResolver,
+    port: u16,
+    hostname: String,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+    tls: tokio_rustls::TlsConnector,
+}
+
+/// Accepts any certificate: opportunistic TLS encrypts against passive listening only.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A message to send to one domain.
+pub struct Outgoing<'a> {
+    pub from: &'a str,
+    pub params: &'a BTreeMap<String, String>,
+    pub rcpts: Vec<&'a RecipientSpec>,
+    pub body: &'a [u8],
+}
+
+/// A connection-level failure: try the next host.
+struct HostFailure(String);
+
+impl Relay {
+    pub fn new(cfg: &MtaConfig) -> Result<Relay, String> {
+        let resolver = if cfg.dns_servers.is_empty() {
+            TokioResolver::builder_tokio()
+                .map_err(|e| format!("mta.dns_servers: system resolver: {e}"))?
+                .build()
+        } else {
+            let mut servers = Vec::new();
+            for s in &cfg.dns_servers {
+                let sa: SocketAddr = s
+                    .parse()
+                    .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| format!("mta.dns_servers: {s:?} is not ip or ip:port"))?;
+                let mut udp = ConnectionConfig::udp();
+                udp.port = sa.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = sa.port();
+                servers.push(NameServerConfig::new(sa.ip(), true, vec![udp, tcp]));
+            }
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, vec![], servers),
+                TokioRuntimeProvider::default(),
+            )
+            .build()
+        }
+        .map_err(|e| format!("mta.dns_servers: {e}"))?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth();
+        Ok(Relay {
+            resolver,
+            port: cfg.relay_port,
+            hostname: cfg.hostname.clone(),
+            connect_timeout: Duration::from_secs(cfg.connect_timeout_secs),
+            io_timeout: Duration::from_secs(cfg.relay_timeout_secs),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+        })
+    }
+
+    /// Mail exchangers of `domain`, most preferred first.
+    async fn exchangers(&self, domain: &str) -> Result<Vec<String>, Outcome> {
+        let fqdn = format!("{}.", domain.trim_end_matches('.'));
+        match self.resolver.mx_lookup(fqdn.as_str()).await {
+            Ok(l) => {
+                let mut mx: Vec<(u16, String)> = l
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::MX(m) => Some((m.preference, m.exchange.to_ascii())),
+                        _ => None,
+                    })
+                    .collect();
+                if mx.len() == 1 && (mx[0].1 == "." || mx[0].1.is_empty()) {
+                    return Err(Outcome::Permanent(
+                        556,
+                        format!("5.1.10 {domain} accepts no mail (null MX)"),
+                    ));
+                }
+                if mx.is_empty() {
+                    return Ok(vec![domain.to_string()]);
+                }
+                mx.sort();
+                Ok(mx.into_iter().map(|(_, h)| h).collect())
+            }
+            Err(e) if e.is_nx_domain() => Err(Outcome::Permanent(
+                550,
+                format!("5.1.2 domain {domain} does not exist"),
+            )),
+            Err(e) if e.is_no_records_found() => Ok(vec![domain.to_string()]),
+            Err(e) => Err(Outcome::Temporary(format!(
+                "4.4.3 DNS lookup of {domain} failed: {e}"
+            ))),
+        }
+    }
+
+    /// Delivers `out` to `domain`; one outcome per recipient, in order.
+    pub async fn send(&self, domain: &str, out: &Outgoing<'_>) -> Vec<Outcome> {
+        let all = |o: Outcome| vec![o; out.rcpts.len()];
+        let hosts = match self.exchangers(domain).await {
+            Ok(h) => h,
+            Err(o) => return all(o),
+        };
+        let mut last = String::from("no mail exchanger");
+        for host in hosts {
+            let addrs: Vec<IpAddr> = match self.resolver.lookup_ip(host.as_str()).await {
+                Ok(l) => l.iter().collect(),
+                Err(e) => {
+                    last = format!("{host}: {e}");
+                    continue;
+                }
+            };
+            for ip in addrs {
+                let sa = SocketAddr::new(ip, self.port);
+                let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(sa))
+                    .await
+                {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        last = format!("{host} [{ip}]: {e}");
+                        continue;
+                    }
+                    Err(_) => {
+                        last = format!("{host} [{ip}]: connection timed out");
+                        continue;
+                    }
+                };
+                match self.session(tcp, &host, ip, out).await {
+                    Ok(outcomes) => return outcomes,
+                    Err(HostFailure(why)) => last = format!("{host} [{ip}]: {why}"),
+                }
+            }
+        }
+        all(Outcome::Temporary(format!(
+            "4.4.1 no mail exchanger of {domain} took it: {last}"
+        )))
+    }
+
+    async fn session(
+        &self,
+        tcp: TcpStream,
+        host: &str,
+        ip: IpAddr,
+        out: &Outgoing<'_>,
+    ) -> Result<Vec<Outcome>, HostFailure> {
+        let mut c = Conn {
+            io: BufReader::new(tcp),
+            timeout: self.io_timeout,
+        };
+        let (code, text) = c.reply().await?;
+        if code != 220 {
+            return Err(HostFailure(format!("greeting {code} {text}")));
+        }
+        let ehlo = c.cmd(&format!("EHLO {}", self.hostname)).await?;
+        if ehlo.0 != 250 {
+            // An SMTP-only server: HELO, no extensions.
+            let (code, text) = c.cmd(&format!("HELO {}", self.hostname)).await?;
+            if code != 250 {
+                return Err(HostFailure(format!("HELO {code} {text}")));
+            }
+            return c.transaction(host, ip, out, &[]).await;
+        }
+        let exts: Vec<String> = ehlo
+            .1
+            .lines()
+            .skip(1)
+            .map(|l| l.to_ascii_uppercase())
+            .collect();
+        if exts.iter().any(|e| e == "STARTTLS") {
+            let (code, text) = c.cmd("STARTTLS").await?;
+            if code != 220 {
+                return Err(HostFailure(format!("STARTTLS {code} {text}")));
+            }
+            let name =
+                rustls::pki_types::ServerName::try_from(host.trim_end_matches('.').to_string())
+                    .unwrap_or(rustls::pki_types::ServerName::IpAddress(ip.into()));
+            let tls =
+                tokio::time::timeout(self.io_timeout, self.tls.connect(name, c.io.into_inner()))
+                    .await
+                    .map_err(|_| HostFailure("TLS handshake timed out".into()))?
+                    .map_err(|e| HostFailure(format!("TLS handshake: {e}")))?;
+            let mut t = Conn {
+                io: BufReader::new(tls),
+                timeout: self.io_timeout,
+            };
+            let (code, text) = t.cmd(&format!("EHLO {}", self.hostname)).await?;
+            if code != 250 {
+                return Err(HostFailure(format!("EHLO after STARTTLS {code} {text}")));
+            }
+            let exts: Vec<String> = text
+                .lines()
+                .skip(1)
+                .map(|l| l.to_ascii_uppercase())
+                .collect();
+            return t.transaction(host, ip, out, &exts).await;
+        }
+        c.transaction(host, ip, out, &exts).await
+    }
+}
+
+struct Conn<S> {
+    io: BufReader<S>,
+    timeout: Duration,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// One reply (all its lines): code and text, lines joined with '\n'.
+    async fn reply(&mut self) -> Result<(u16, String), HostFailure> {
+        let mut text = String::new();
+        for _ in 0..200 {
+            let mut line = Vec::new();
+            let n = tokio::time::timeout(self.timeout, async {
+                let mut limited = (&mut self.io).take(4096);
+                limited.read_until(b'\n', &mut line).await
+            })
+            .await
+            .map_err(|_| HostFailure("timed out waiting for a reply".into()))?
+            .map_err(|e| HostFailure(e.to_string()))?;
+            if n == 0 {
+                return Err(HostFailure("connection closed".into()));
+            }
+            let l = String::from_utf8_lossy(&line).trim_end().to_string();
+            let code: u16 = l
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| HostFailure(format!("bad reply {l:?}")))?;
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(l.get(4..).unwrap_or(""));
+            if l.as_bytes().get(3) != Some(&b'-') {
+                return Ok((code, text));
+            }
+        }
+        Err(HostFailure("reply too long".into()))
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), HostFailure> {
+        tokio::time::timeout(self.timeout, self.io.get_mut().write_all(bytes))
+            .await
+            .map_err(|_| HostFailure("timed out sending".into()))?
+            .map_err(|e| HostFailure(e.to_string()))
+    }
+
+    async fn cmd(&mut self, line: &str) -> Result<(u16, String), HostFailure> {
+        self.send(format!("{line}\r\n").as_bytes()).await?;
+        self.reply().await
+    }
+
+    async fn transaction(
+        &mut self,
+        host: &str,
+        ip: IpAddr,
+        out: &Outgoing<'_>,
+        exts: &[String],
+    ) -> Result<Vec<Outcome>, HostFailure> {
+        let has = |e: &str| {
+            exts.iter()
+                .any(|x| x == e || x.starts_with(&format!("{e} ")))
+        };
+        let dsn = has("DSN");
+        let mut mail = format!("MAIL FROM:<{}>", out.from);
+        if has("SIZE") {
+            mail.push_str(&format!(" SIZE={}", out.body.len()));
+        }
+        if has("8BITMIME") && out.body.iter().any(|b| *b >= 0x80) {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if has("SMTPUTF8") && out.params.contains_key("SMTPUTF8") {
+            mail.push_str(" SMTPUTF8");
+        }
+        if dsn {
+            if let Some(r) = out.params.get("RET") {
+                mail.push_str(&format!(" RET={r}"));
+            }
+            if let Some(e) = out.params.get("ENVID") {
+                mail.push_str(&format!(" ENVID={e}"));
+            }
+        }
+        let (code, text) = self.cmd(&mail).await?;
+        let classify = |code: u16, text: &str| -> Outcome {
+            match code {
+                200..=299 => Outcome::Delivered(format!("relayed to {host} [{ip}]: {code} {text}")),
+                400..=499 => Outcome::Temporary(format!("{host} [{ip}] said: {code} {text}")),
+                _ => Outcome::Permanent(code, format!("{host} [{ip}] said: {code} {text}")),
+            }
+        };
+        if code != 250 {
+            let o = classify(code, &text);
+            let _ = self.cmd("QUIT").await;
+            return Ok(vec![o; out.rcpts.len()]);
+        }
+        let mut outcomes: Vec<Option<Outcome>> = Vec::new();
+        for r in &out.rcpts {
+            let mut rcpt = format!("RCPT TO:<{}>", r.address);
+            if dsn {
+                if !r.notify.is_empty() {
+                    rcpt.push_str(&format!(" NOTIFY={}", r.notify.join(",")));
+                }
+                if let Some(o) = &r.orcpt {
+                    rcpt.push_str(&format!(" ORCPT={o}"));
+                }
+            }
+            let (code, text) = self.cmd(&rcpt).await?;
+            outcomes.push(if (200..300).contains(&code) {
+                None
+            } else {
+                Some(classify(code, &text))
+            });
+        }
+        if outcomes.iter().all(Option::is_some) {
+            let _ = self.cmd("QUIT").await;
+            return Ok(outcomes.into_iter().flatten().collect());
+        }
+        let (code, text) = self.cmd("DATA").await?;
+        let fin = if code == 354 {
+            self.send(&dot_stuff(out.body)).await?;
+            let (code, text) = self.reply().await?;
+            classify(code, &text)
+        } else {
+            classify(code, &text)
+        };
+        let _ = self.cmd("QUIT").await;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| fin.clone()))
+            .collect())
+    }
+}
+
+/// The message with leading dots doubled and the terminating `.` line (RFC 5321 §4.5.2).
+pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 64);
+    let mut at_line_start = true;
+    for &b in body {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stuffing() {
+        assert_eq!(dot_stuff(b".a\r\nb\r\n.\r\n"), b"..a\r\nb\r\n..\r\n.\r\n");
+        assert_eq!(dot_stuff(b"x"), b"x\r\n.\r\n");
+    }
+}

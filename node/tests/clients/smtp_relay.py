@@ -1,0 +1,34 @@
+"""Relaying through the SMTP channel: bob submits (AUTH) mail for other domains.
+
+Environment: SUBMISSION_PORT, SMTP_PORT, USER, PASSWORD, ADDRESS.
+"""
+import os
+import smtplib
+
+HOST = "127.0.0.1"
+USER, PW, ADDR = os.environ["USER"], os.environ["PASSWORD"], os.environ["ADDRESS"]
+
+# Without authentication, from an untrusted address: relaying is refused.
+s = smtplib.SMTP(HOST, int(os.environ["SMTP_PORT"]))
+s.ehlo("c.example")
+s.mail(ADDR)
+code, text = s.rcpt("a@ok.test")
+assert code == 554 and b"5.7.1" in text, (code, text)
+s.quit()
+
+s = smtplib.SMTP(HOST, int(os.environ["SUBMISSION_PORT"]))
+s.ehlo("c.example")
+s.login(USER, PW)
+for rcpt, subject in [
+    ("a@ok.test", "relay ok"),
+    ("b@implicit.test", "relay implicit mx"),
+    ("c@fallback.test", "relay fallback"),
+    ("d@soft.test", "relay soft"),
+    ("e@hard.test", "relay hard"),
+    ("f@nx.test", "relay nxdomain"),
+]:
+    body = f"From: {ADDR}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\nrelayed body\r\n.dotline\r\n"
+    r = s.sendmail(ADDR, [rcpt], body.encode(), rcpt_options=[f"ORCPT=rfc822;{rcpt}"] if "hard" in rcpt else [])
+    assert r == {}, r
+s.quit()
+print("smtp_relay: submitted")
