@@ -7,7 +7,10 @@ set -euo pipefail
 BUILD_PKGS=(libclang-dev clang g++ make pkg-config)
 # Tests: real peers (OpenLDAP slapd; Python imaplib/poplib, mbsync and fetchmail as mail clients;
 # swaks as an SMTP client).
-TEST_PKGS=(iproute2 procps slapd ldap-utils python3 isync fetchmail swaks libnet-ssleay-perl libio-socket-ssl-perl)
+# Postfix provides smtp-sink (a relay target) and smtp-source (the benchmark client); its own
+# daemon is left unconfigured and stopped. dnsmasq serves MX records on loopback.
+TEST_PKGS=(iproute2 procps slapd ldap-utils python3 isync fetchmail swaks libnet-ssleay-perl
+  libio-socket-ssl-perl postfix dnsmasq-base)
 
 want=("${BUILD_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then
@@ -23,6 +26,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   echo "installing: ${missing[*]}" >&2
+  # Postfix asks how to configure itself: not at all (we only use its test tools).
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
