@@ -17,15 +17,17 @@ use std::time::Duration;
 use halyard_directory::{Directory, Resolution};
 
 use halyard_raft_store::{
-    ApplyError, Command, Group, ProposeError, QueueEntry, RecipientState, Reply,
+    ApplyError, Command, Event, Group, ProposeError, QueueEntry, RecipientState, Reply,
 };
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
 use crate::MtaConfig;
 
 /// At most this many deliveries in flight per group.
 const MAX_IN_FLIGHT: usize = 64;
+/// How often the whole queue is read (retries coming due, missed events).
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(5);
 
 /// Delay before retry `n` (1-based): 15 min doubling up to 4 h, as MTAs usually do.
 pub fn retry_delay(attempt: u32) -> Duration {
@@ -67,20 +69,78 @@ pub async fn run(
         let mut feed = group.subscribe();
         let mut in_flight: HashSet<(String, String)> = HashSet::new();
         let mut jobs: JoinSet<((String, String), bool)> = JoinSet::new();
+        // Work is found from the change feed (entries enqueued or updated: point reads) and
+        // by a full scan of the queue every few seconds (retries coming due, anything the
+        // feed dropped), not by rescanning the whole queue at every event.
+        let mut full_scan_at = tokio::time::Instant::now();
+        let mut fresh: Vec<String> = Vec::new();
         loop {
             if metrics.borrow().current_leader != Some(node_id) || *stop.borrow() {
                 break;
             }
-            schedule(&group, &relay, &mut in_flight, &mut jobs);
-            reports(&name, &group, &directory, &cfg, &mut in_flight, &mut jobs);
+            let reader = group.reader();
+            let entries: Vec<QueueEntry> = if tokio::time::Instant::now() >= full_scan_at {
+                full_scan_at = tokio::time::Instant::now() + FULL_SCAN_EVERY;
+                fresh.clear();
+                reader.queue().unwrap_or_default()
+            } else {
+                fresh.sort();
+                fresh.dedup();
+                std::mem::take(&mut fresh)
+                    .into_iter()
+                    .filter_map(|id| reader.queue_entry(&id).ok().flatten())
+                    .collect()
+            };
+            let deferred = schedule(&entries, &group, &relay, &mut in_flight, &mut jobs);
+            fresh.extend(deferred);
+            reports(
+                &entries,
+                &name,
+                &group,
+                &directory,
+                &cfg,
+                &mut in_flight,
+                &mut jobs,
+            );
             tokio::select! {
-                _ = feed.recv() => {}
-                Some(done) = jobs.join_next() => {
-                    if let Ok((key, _)) = done {
-                        in_flight.remove(&key);
+                ev = feed.recv() => {
+                    let mut next = Some(ev);
+                    // Take everything already waiting (bounded) before working.
+                    for _ in 0..4096 {
+                        match next.take() {
+                            Some(Ok(c)) => match &c.event {
+                                Event::Enqueued { queue_id } | Event::QueueUpdated { queue_id } => {
+                                    fresh.push(queue_id.clone());
+                                }
+                                Event::SnapshotInstalled => full_scan_at = tokio::time::Instant::now(),
+                                _ => {}
+                            },
+                            Some(Err(broadcast::error::RecvError::Lagged(_))) => {
+                                full_scan_at = tokio::time::Instant::now();
+                            }
+                            Some(Err(broadcast::error::RecvError::Closed)) => return,
+                            None => {}
+                        }
+                        match feed.try_recv() {
+                            Ok(c) => next = Some(Ok(c)),
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                next = Some(Err(broadcast::error::RecvError::Lagged(n)));
+                            }
+                            Err(_) => break,
+                        }
                     }
                 }
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                Some(done) = jobs.join_next() => {
+                    let mut done = Some(done);
+                    while let Some(d) = done.take() {
+                        if let Ok((key, _)) = d {
+                            in_flight.remove(&key);
+                            fresh.push(key.0);
+                        }
+                        done = jobs.try_join_next();
+                    }
+                }
+                _ = tokio::time::sleep_until(full_scan_at) => {}
                 r = metrics.changed() => if r.is_err() { return },
                 _ = stop.changed() => {}
             }
@@ -92,23 +152,19 @@ pub async fn run(
     }
 }
 
-/// Starts deliveries for due recipients not already in flight.
+/// Starts deliveries for due recipients of `entries` not already in flight; returns the
+/// ids of entries left for later because too many deliveries are in flight.
 fn schedule(
+    entries: &[QueueEntry],
     group: &Group,
     relay: &Arc<crate::relay::Relay>,
     in_flight: &mut HashSet<(String, String)>,
     jobs: &mut JoinSet<((String, String), bool)>,
-) {
-    let entries = match group.reader().queue() {
-        Ok(q) => q,
-        Err(e) => {
-            tracing::warn!(error = %e, "queue unreadable");
-            return;
-        }
-    };
+) -> Vec<String> {
     let now = now_ms();
+    let mut deferred = Vec::new();
     let mut due: Vec<(&QueueEntry, usize)> = Vec::new();
-    for e in &entries {
+    for e in entries {
         for (i, r) in e.recipients.iter().enumerate() {
             if r.state == RecipientState::Pending && r.next_attempt_ms <= now {
                 due.push((e, i));
@@ -118,7 +174,8 @@ fn schedule(
     due.sort_by_key(|(e, _)| (e.priority, e.received_at_ms));
     for (e, i) in due {
         if in_flight.len() >= MAX_IN_FLIGHT {
-            break;
+            deferred.push(e.queue_id.clone());
+            continue;
         }
         let r = &e.recipients[i];
         if r.spec.channel == "smtp" {
@@ -158,6 +215,7 @@ fn schedule(
             (key, ok)
         });
     }
+    deferred
 }
 
 fn domain_of(address: &str) -> String {
@@ -243,7 +301,9 @@ async fn relay_entry(
 }
 
 /// Starts a report job for every entry owing delivery status notifications.
+#[allow(clippy::too_many_arguments)]
 fn reports(
+    entries: &[QueueEntry],
     name: &str,
     group: &Group,
     directory: &Arc<dyn Directory>,
@@ -251,9 +311,6 @@ fn reports(
     in_flight: &mut HashSet<(String, String)>,
     jobs: &mut JoinSet<((String, String), bool)>,
 ) {
-    let Ok(entries) = group.reader().queue() else {
-        return;
-    };
     for e in entries {
         if !e.recipients.iter().any(|r| r.needs_dsn(&e.mail_from)) {
             continue;
@@ -262,7 +319,7 @@ fn reports(
         if in_flight.len() >= MAX_IN_FLIGHT || !in_flight.insert(key.clone()) {
             continue;
         }
-        let (group, directory) = (group.clone(), directory.clone());
+        let (group, directory, e) = (group.clone(), directory.clone(), e.clone());
         let (name, hostname) = (name.to_string(), cfg.hostname.clone());
         jobs.spawn(async move {
             let ok = report(&name, &group, directory.as_ref(), &hostname, &e).await;

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod bench;
 pub mod bench_access;
+pub mod bench_smtp;
 pub mod client;
 pub mod config;
 pub mod ctl;

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use halyard_node::config::NodeConfig;
-use halyard_node::{bench, bench_access, ctl, demo, runtime, tls};
+use halyard_node::{bench, bench_access, bench_smtp, ctl, demo, runtime, tls};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,6 +63,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Measure IMAP: idle sessions' memory (--idle N) or APPEND/FETCH throughput.
     BenchAccess(bench_access::BenchAccessArgs),
+    /// Measure SMTP acceptance (messages/s, time to 250) of one or more servers side by side.
+    BenchSmtp(bench_smtp::BenchSmtpArgs),
 }
 
 fn init_logging(default: &str) {
@@ -125,6 +127,7 @@ fn main() {
             }
             Cmd::Bench(args) => bench::run(args).await,
             Cmd::BenchAccess(args) => bench_access::run(args).await,
+            Cmd::BenchSmtp(args) => bench_smtp::run(args).await,
         }
     });
     if let Err(e) = result {

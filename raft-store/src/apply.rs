@@ -641,10 +641,48 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                 priority: *priority,
                 meta: meta.clone(),
             };
-            t.put_ser(Cf::Queue, queue_id.as_bytes().to_vec(), &entry)?;
+            // Store-channel recipients are delivered in this same entry (one commit per
+            // accepted message instead of two); one that cannot be (quota) stays pending for
+            // the job controller, with the reason.
+            let mut entry = entry;
+            for idx in 0..entry.recipients.len() {
+                if entry.recipients[idx].spec.channel != "store" {
+                    continue;
+                }
+                let user = entry.recipients[idx].spec.address.clone();
+                let target = LocalTarget {
+                    user: &user,
+                    mailbox: INBOX,
+                    flags: &[],
+                    internal_date_ms: *received_at_ms,
+                    uidvalidity_if_created: (*received_at_ms / 1000).clamp(1, u32::MAX as i64)
+                        as u32,
+                };
+                let (overlay, events, outcome) = {
+                    let mut inner = Txn::new(&*t);
+                    let mut trial = entry.clone();
+                    let outcome = deliver_into(&mut inner, &mut trial, idx, &target)?;
+                    if outcome.is_ok() {
+                        entry = trial;
+                    }
+                    (inner.overlay, inner.events, outcome)
+                };
+                match outcome {
+                    Ok(_) => {
+                        t.overlay.extend(overlay);
+                        t.events.extend(events);
+                    }
+                    Err(e) => {
+                        let r = &mut entry.recipients[idx];
+                        r.attempts += 1;
+                        r.last_error = Some(format!("4.2.2 {e}"));
+                    }
+                }
+            }
             t.events.push(Event::Enqueued {
                 queue_id: queue_id.clone(),
             });
+            save_or_retire(t, entry)?;
             Ok(Ok(Reply::Enqueued {
                 queue_id: queue_id.clone(),
             }))
@@ -679,59 +717,17 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                     recipient: recipient.clone()
                 });
             };
-            tri!(check_name("user", user));
-            let name = canonical_mailbox(name);
-            tri!(check_mailbox_name(&name));
-            let mut mb =
-                match t.get_de::<MailboxRecord>(Cf::Mailboxes, &keys::mailbox(user, &name))? {
-                    Some(mb) => mb,
-                    None => create_mailbox(
-                        t,
-                        user,
-                        &name,
-                        *uidvalidity_if_created,
-                        &entry.body.partition,
-                        None,
-                    )?,
-                };
-            tri!(check_quota(t, user, entry.size, 1)?);
-            let body_ref = BodyRef {
-                partition: mb.partition.clone(),
-                sha256: entry.body.sha256.clone(),
-            };
-            if body_ref.partition == entry.body.partition {
-                add_body_ref(t, &body_ref, None)?;
-            } else {
-                let bytes = read_body(t, &entry.body)?;
-                add_body_ref(t, &body_ref, Some(&bytes))?;
-            }
-            let (uid, _) = insert_message(
-                t,
+            let target = LocalTarget {
                 user,
-                &mut mb,
-                NewMessage {
-                    flags: normalize_flags(flags),
-                    internal_date_ms: *internal_date_ms,
-                    size: entry.size,
-                    body: body_ref,
-                    meta: entry.meta.clone(),
-                },
-            )?;
-            let record = DeliveryRecord {
-                user: user.clone(),
-                mailbox: name.clone(),
-                uidvalidity: mb.uidvalidity,
-                uid,
+                mailbox: name,
+                flags,
+                internal_date_ms: *internal_date_ms,
+                uidvalidity_if_created: *uidvalidity_if_created,
             };
-            t.put_ser(Cf::Deliveries, dkey, &record)?;
-            let r = &mut entry.recipients[idx];
-            r.attempts += 1;
-            r.state = RecipientState::Delivered {
-                detail: format!("{user}/{name} uid {uid}"),
-            };
+            let (uidvalidity, uid) = tri!(deliver_into(t, &mut entry, idx, &target)?);
             save_or_retire(t, entry)?;
             Ok(Ok(Reply::Delivered {
-                uidvalidity: mb.uidvalidity,
+                uidvalidity,
                 uid,
                 duplicate: false,
             }))
@@ -961,6 +957,82 @@ fn rename_mailbox<R: KvRead>(t: &mut Txn<'_, R>, user: &str, from: &str, to: &st
         });
     }
     Ok(Ok(Reply::Done))
+}
+
+/// Where a local delivery goes.
+struct LocalTarget<'a> {
+    user: &'a str,
+    mailbox: &'a str,
+    flags: &'a [String],
+    internal_date_ms: i64,
+    uidvalidity_if_created: u32,
+}
+
+/// Delivers recipient `idx` of `entry` into a mailbox (created if missing), records the
+/// dedupe key and marks the recipient delivered in `entry` (the caller saves it).
+/// `(uidvalidity, uid)`, or why not (quota, bad name) with nothing changed.
+fn deliver_into<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    entry: &mut QueueEntry,
+    idx: usize,
+    target: &LocalTarget<'_>,
+) -> Result<Result<(u32, u32), ApplyError>, StoreError> {
+    let user = target.user;
+    tri!(check_name("user", user));
+    let name = canonical_mailbox(target.mailbox);
+    tri!(check_mailbox_name(&name));
+    tri!(check_quota(t, user, entry.size, 1)?);
+    let mut mb = match t.get_de::<MailboxRecord>(Cf::Mailboxes, &keys::mailbox(user, &name))? {
+        Some(mb) => mb,
+        None => create_mailbox(
+            t,
+            user,
+            &name,
+            target.uidvalidity_if_created,
+            &entry.body.partition,
+            None,
+        )?,
+    };
+    let body_ref = BodyRef {
+        partition: mb.partition.clone(),
+        sha256: entry.body.sha256.clone(),
+    };
+    if body_ref.partition == entry.body.partition {
+        add_body_ref(t, &body_ref, None)?;
+    } else {
+        let bytes = read_body(t, &entry.body)?;
+        add_body_ref(t, &body_ref, Some(&bytes))?;
+    }
+    let (uid, _) = insert_message(
+        t,
+        user,
+        &mut mb,
+        NewMessage {
+            flags: normalize_flags(target.flags),
+            internal_date_ms: target.internal_date_ms,
+            size: entry.size,
+            body: body_ref,
+            meta: entry.meta.clone(),
+        },
+    )?;
+    let recipient = entry.recipients[idx].spec.address.clone();
+    let record = DeliveryRecord {
+        user: user.to_string(),
+        mailbox: name.clone(),
+        uidvalidity: mb.uidvalidity,
+        uid,
+    };
+    t.put_ser(
+        Cf::Deliveries,
+        keys::delivery(&entry.queue_id, &recipient),
+        &record,
+    )?;
+    let r = &mut entry.recipients[idx];
+    r.attempts += 1;
+    r.state = RecipientState::Delivered {
+        detail: format!("{user}/{name} uid {uid}"),
+    };
+    Ok(Ok((mb.uidvalidity, uid)))
 }
 
 /// Keeps the grant index in step when `owner`'s mailbox `from` is renamed to `to` (or

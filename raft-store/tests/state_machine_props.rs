@@ -65,15 +65,17 @@ fn arb_plain_command() -> impl Strategy<Value = Command> {
         2 => (user.clone(), mbox.clone(), prop::sample::select(IDENTIFIERS.to_vec()), proptest::option::of(prop::sample::select(RIGHTS.to_vec())))
             .prop_map(|(user, mailbox, id, rights)| Command::SetAcl { user, mailbox, identifier: id.into(), rights: rights.map(String::from) }),
         1 => (user.clone(), mbox.clone(), any::<bool>()).prop_map(|(user, name, subscribed)| Command::Subscribe { user, name, subscribed }),
-        1 => (0u8..3, arb_body(), proptest::collection::vec(prop::sample::select(USERS.to_vec()), 1..3)).prop_map(|(q, body, rcpts)| Command::Enqueue {
+        // Recipient addresses are the users' mailbox keys: "store" recipients are delivered
+        // at enqueue, "smtp" ones wait for Deliver/UpdateRecipient.
+        1 => (0u8..3, arb_body(), proptest::collection::vec((prop::sample::select(USERS.to_vec()), prop::sample::select(vec!["store", "smtp"])), 1..3)).prop_map(|(q, body, rcpts)| Command::Enqueue {
             queue_id: format!("Q{q}"), mail_from: "sender@example.org".into(), params: BTreeMap::new(),
-            recipients: rcpts.iter().map(|u| RecipientSpec { address: format!("{u}@example.org"), orcpt: None, notify: vec![], channel: "store".into() }).collect(),
+            recipients: rcpts.iter().map(|(u, ch)| RecipientSpec { address: u.to_string(), orcpt: None, notify: vec![], channel: ch.to_string() }).collect(),
             partition: "primary".into(), body, received_at_ms: 5, expires_at_ms: 10_000, priority: 0, meta: None }),
         2 => (0u8..3, user.clone(), mbox.clone()).prop_map(|(q, u, mailbox)| Command::Deliver {
-            queue_id: format!("Q{q}"), recipient: format!("{u}@example.org"), user: u, mailbox, flags: vec![],
+            queue_id: format!("Q{q}"), recipient: u.clone(), user: u, mailbox, flags: vec![],
             internal_date_ms: 7, uidvalidity_if_created: 3 }),
         1 => (0u8..3, user.clone(), 0u8..2).prop_map(|(q, u, fail)| Command::UpdateRecipient {
-            queue_id: format!("Q{q}"), recipient: format!("{u}@example.org"),
+            queue_id: format!("Q{q}"), recipient: u,
             state: if fail == 0 { RecipientState::Pending } else { RecipientState::Failed { code: 550, detail: "no".into() } },
             next_attempt_ms: 100, error: Some("try later".into()) }),
         1 => (user, proptest::option::of(0u64..30_000), proptest::option::of(0u64..10)).prop_map(|(user, limit_bytes, limit_messages)|
@@ -370,8 +372,8 @@ proptest! {
         let mut next = |c: Command| { i += 1; entry(i, c) };
         let enqueue = Command::Enqueue { queue_id: "Q1".into(), mail_from: "".into(), params: BTreeMap::new(),
             recipients: vec![
-                RecipientSpec { address: "alice@example.org".into(), orcpt: None, notify: vec![], channel: "store".into() },
-                RecipientSpec { address: "bob@example.org".into(), orcpt: None, notify: vec![], channel: "store".into() }],
+                RecipientSpec { address: "alice@example.org".into(), orcpt: None, notify: vec![], channel: "lmtp".into() },
+                RecipientSpec { address: "bob@example.org".into(), orcpt: None, notify: vec![], channel: "lmtp".into() }],
             partition: "primary".into(), body: body.clone(), received_at_ms: 1, expires_at_ms: 2, priority: 0, meta: None };
         sm.apply_entries([next(enqueue)]).unwrap();
         let deliver = Command::Deliver { queue_id: "Q1".into(), recipient: "alice@example.org".into(), user: "alice".into(),
