@@ -22,6 +22,9 @@ pub struct MtaConfig {
     pub require_tls_for_auth: bool,
     /// Failed AUTH attempts allowed per connection before it is closed.
     pub max_auth_failures: u32,
+    /// Error replies (4xx/5xx) allowed per connection before it is closed with 421
+    /// (Postfix's smtpd_hard_error_limit).
+    pub max_errors: u32,
     /// Resource group for queue entries whose recipients have no group of their own.
     pub default_group: Option<String>,
     /// Largest message accepted (SIZE), in bytes.
@@ -36,7 +39,8 @@ pub struct MtaConfig {
     pub trusted_networks: Vec<String>,
     /// Delay before every 4xx/5xx reply to a command (the seed's tarpit), in milliseconds.
     pub reject_delay_ms: u64,
-    /// Idle time allowed between commands (RFC 5321 §4.5.3.2: at least 5 minutes).
+    /// Time allowed for a whole command line to arrive, and between commands (RFC 5321
+    /// §4.5.3.2: at least 5 minutes); a client trickling a line byte by byte is cut off too.
     pub command_timeout_secs: u64,
     /// A client that does not read our replies for this long is dropped.
     pub write_timeout_secs: u64,
@@ -62,6 +66,7 @@ impl Default for MtaConfig {
             tls_key: None,
             require_tls_for_auth: true,
             max_auth_failures: 3,
+            max_errors: 50,
             default_group: None,
             max_message_bytes: 50 << 20,
             max_recipients: 1000,

@@ -55,6 +55,10 @@ pub(crate) struct Session {
     /// The authenticated user's primary address (AUTH).
     auth: Option<String>,
     auth_failures: u32,
+    /// Error replies so far.
+    errors: u32,
+    /// When the command line now being received started to arrive.
+    line_since: Option<tokio::time::Instant>,
     tx: Transaction,
 }
 
@@ -86,6 +90,8 @@ impl Session {
             trusted,
             auth: None,
             auth_failures: 0,
+            errors: 0,
+            line_since: None,
             tx: Transaction::default(),
         }
     }
@@ -97,6 +103,7 @@ impl Session {
 
     /// A refusal: waits the configured tarpit delay first.
     async fn refuse(&mut self, code: u16, text: &str) -> std::io::Result<()> {
+        self.errors += 1;
         let d = self.shared.cfg.reject_delay_ms;
         if d > 0 {
             self.flush().await?;
@@ -125,7 +132,11 @@ impl Session {
             self.buf.reserve(16 * 1024);
         }
         let t = Duration::from_secs(self.shared.cfg.command_timeout_secs);
-        match tokio::time::timeout(t, self.stream.read_buf(&mut self.buf)).await {
+        // A line must arrive whole within the timeout, not merely a byte at a time.
+        let deadline = self
+            .line_since
+            .map_or(tokio::time::Instant::now() + t, |s| s + t);
+        match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
             Ok(Ok(0)) => Ok(false),
             Ok(Ok(_)) => Ok(true),
             Ok(Err(e)) => Err(e),
@@ -164,13 +175,25 @@ impl Session {
         self.out.extend_from_slice(b"\r\n");
         let mut skipping = false;
         loop {
+            if self.errors >= self.shared.cfg.max_errors {
+                self.reply(421, "4.7.0 too many errors, closing");
+                self.flush().await?;
+                return Ok(());
+            }
             let line = match self.take_line(&mut skipping) {
-                Line::Complete(l) => l,
+                Line::Complete(l) => {
+                    self.line_since = None;
+                    l
+                }
                 Line::TooLong => {
+                    self.line_since = None;
                     self.refuse(500, "5.5.2 line too long").await?;
                     continue;
                 }
                 Line::NeedMore => {
+                    if (!self.buf.is_empty() || skipping) && self.line_since.is_none() {
+                        self.line_since = Some(tokio::time::Instant::now());
+                    }
                     if !self.read_more().await? {
                         return Ok(());
                     }
@@ -704,8 +727,14 @@ impl Session {
     }
 
     async fn bdat(&mut self, size: usize, last: bool) -> std::io::Result<bool> {
-        // The chunk is read whatever the state, so that the stream stays in step.
         let max = self.shared.cfg.max_message_bytes as usize;
+        if size > max {
+            // Reading (and dropping) gigabytes to stay in step is what the client wants us
+            // to do; refuse and hang up instead.
+            self.reply(552, "5.3.4 chunk exceeds the message size limit, closing");
+            return Ok(false);
+        }
+        // The chunk is read whatever the state, so that the stream stays in step.
         let over = self.tx.too_big || self.tx.chunks.len().saturating_add(size) > max;
         let mut left = size;
         while left > 0 {

@@ -477,3 +477,24 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Hostile SMTP input: 10 MB lines, bare LF/CR, smuggling with <LF>.<LF>, NUL, an
+/// impossible BDAT, pipelined junk, slowloris — clear replies, bounded memory, closed where
+/// right, and a well-behaved session alongside never notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_smtp_clients_get_clear_answers_and_hurt_nobody() {
+    let _s = SERIAL.lock().await;
+    let mut sp = spec(1, 18600, 18643, 18625, 18687);
+    sp.mta.command_timeout_secs = 3;
+    let (_d, _c) = cluster("smtp-hostile", &sp).await;
+    run_client(
+        "smtp_hostile.py",
+        &[
+            ("SMTP_PORT", "18625".into()),
+            ("IMAP_PORT", "18643".into()),
+            ("USER", "alice".into()),
+            ("PASSWORD", "alice-pw".into()),
+            ("COMMAND_TIMEOUT", "3".into()),
+        ],
+    );
+}
