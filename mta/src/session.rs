@@ -582,10 +582,25 @@ impl Session {
                     }
                 };
             }
-            Ok(Resolution::Forward { .. }) | Ok(Resolution::List { .. }) => {
-                return self
-                    .refuse(451, "4.3.2 forwarding and lists are not delivered yet")
-                    .await;
+            Ok(Resolution::Forward { to: targets, .. })
+            | Ok(Resolution::List {
+                members: targets, ..
+            }) => {
+                return match self.expand(targets, &address).await {
+                    Ok(list) if list.is_empty() => {
+                        self.refuse(550, &format!("5.1.1 <{address}>: nobody to deliver to"))
+                            .await
+                    }
+                    Ok(list) => {
+                        self.tx.rcpts.extend(list);
+                        self.reply(250, "2.1.5 recipient OK (expanded)");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        self.refuse(451, "4.4.3 directory unavailable, try again later")
+                            .await
+                    }
+                };
             }
             Err(DirectoryError::Unavailable(_)) => {
                 return self
@@ -645,6 +660,12 @@ impl Session {
             .orcpt
             .clone()
             .or_else(|| (user.mail != address).then(|| format!("rfc822;{address}")));
+        let forwards = user
+            .delivery_options
+            .iter()
+            .any(|o| o == "forward")
+            .then(|| user.forwarding.clone())
+            .unwrap_or_default();
         self.tx.rcpts.push(Rcpt {
             spec: RecipientSpec {
                 address: user.mail.clone(),
@@ -654,8 +675,97 @@ impl Session {
             },
             group,
         });
+        // Forwarding in addition to the mailbox (delivery options `mailbox` + `forward`).
+        if !forwards.is_empty() {
+            match self.expand(forwards, &address).await {
+                Ok(list) => self.tx.rcpts.extend(list),
+                Err(_) => {
+                    self.tx.rcpts.pop();
+                    return self
+                        .refuse(451, "4.4.3 directory unavailable, try again later")
+                        .await;
+                }
+            }
+        }
         self.reply(250, "2.1.5 recipient OK");
         Ok(())
+    }
+
+    /// The recipients a distribution list or a forwarding entry stands for: local users'
+    /// mailboxes (store channel) and addresses elsewhere (relay), expanded through nested
+    /// lists and forwarding up to 8 levels and 1,000 addresses, each at most once. The
+    /// original address goes into ORCPT for DSNs. Mail keeps its envelope sender (no SRS).
+    async fn expand(&self, targets: Vec<String>, original: &str) -> Result<Vec<Rcpt>, ()> {
+        use std::collections::{HashSet, VecDeque};
+        let dir = self.shared.backend.directory.clone();
+        let mut seen: HashSet<String> = HashSet::new();
+        seen.insert(original.to_ascii_lowercase());
+        let mut queue: VecDeque<(String, u32)> = targets.into_iter().map(|t| (t, 1)).collect();
+        let mut out = Vec::new();
+        let orcpt = Some(format!("rfc822;{original}"));
+        while let Some((a, depth)) = queue.pop_front() {
+            if out.len() >= 1000 || !seen.insert(a.to_ascii_lowercase()) {
+                continue;
+            }
+            match dir.resolve(&a).await {
+                Ok(Resolution::User { user, .. }) => {
+                    if user.status != halyard_directory::UserStatus::Active {
+                        continue;
+                    }
+                    if user.delivery_options.iter().any(|o| o == "forward") && depth < 8 {
+                        queue.extend(user.forwarding.iter().map(|f| (f.clone(), depth + 1)));
+                    }
+                    if !user.delivers_to_mailbox() {
+                        continue;
+                    }
+                    let Some(group) = crate::group_of(&self.shared, &user) else {
+                        continue;
+                    };
+                    if !seen.insert(format!("\0{}", user.mail)) {
+                        continue;
+                    }
+                    out.push(Rcpt {
+                        spec: RecipientSpec {
+                            address: user.mail.clone(),
+                            orcpt: orcpt.clone(),
+                            notify: vec![],
+                            channel: "store".into(),
+                        },
+                        group,
+                    });
+                }
+                Ok(Resolution::Forward { to, .. }) | Ok(Resolution::List { members: to, .. }) => {
+                    if depth < 8 {
+                        queue.extend(to.into_iter().map(|t| (t, depth + 1)));
+                    }
+                }
+                Ok(Resolution::Unknown) => {
+                    let domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+                    match dir.domain(domain).await {
+                        // An address of a hosted domain that does not exist: skipped.
+                        Ok(Some(_)) => {
+                            tracing::info!(member = %a, list = %original, "expansion skips an unknown local address")
+                        }
+                        Ok(None) => {
+                            if let Some(group) = crate::relay_group(&self.shared) {
+                                out.push(Rcpt {
+                                    spec: RecipientSpec {
+                                        address: a.clone(),
+                                        orcpt: orcpt.clone(),
+                                        notify: vec![],
+                                        channel: "smtp".into(),
+                                    },
+                                    group,
+                                });
+                            }
+                        }
+                        Err(_) => return Err(()),
+                    }
+                }
+                Err(_) => return Err(()),
+            }
+        }
+        Ok(out)
     }
 
     /// A recipient in another domain, for a client allowed to relay: the SMTP channel.
@@ -807,7 +917,11 @@ impl Session {
         let meta = halyard_raft_store::mime::message_meta(&message);
         let mut by_group: BTreeMap<String, Vec<RecipientSpec>> = BTreeMap::new();
         for r in tx.rcpts {
-            by_group.entry(r.group).or_default().push(r.spec);
+            // The same mailbox reached twice (an alias and a list, say) gets one copy.
+            let list = by_group.entry(r.group).or_default();
+            if !list.iter().any(|x| x.address == r.spec.address) {
+                list.push(r.spec);
+            }
         }
         let received_ms = now.timestamp_millis();
         let expires = received_ms + (self.shared.cfg.queue_lifetime_secs as i64) * 1000;

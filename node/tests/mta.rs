@@ -498,3 +498,101 @@ async fn hostile_smtp_clients_get_clear_answers_and_hurt_nobody() {
         ],
     );
 }
+
+/// Distribution lists (nested), forward-only users and forward-with-copy users expand at
+/// RCPT time; a mailbox reached several ways gets one copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_and_forwarding_expand_to_each_mailbox_once() {
+    let _s = SERIAL.lock().await;
+    let sp = spec(1, 18700, 18743, 18725, 18787);
+    let (_d, c) = cluster("smtp-lists", &sp).await;
+    for u in ["bob", "carol", "dave"] {
+        ctl(
+            &c,
+            &["user", "add", &format!("{u}@example.org"), "--login", u],
+            &format!("{u}-pw\n"),
+        );
+    }
+    ctl(
+        &c,
+        &[
+            "list",
+            "add",
+            "inner@example.org",
+            "--member",
+            "bob@example.org",
+        ],
+        "",
+    );
+    ctl(
+        &c,
+        &[
+            "list",
+            "add",
+            "team@example.org",
+            "--member",
+            "alice@example.org",
+            "--member",
+            "inner@example.org",
+            "--member",
+            "bob@example.org",
+        ],
+        "",
+    );
+    ctl(
+        &c,
+        &[
+            "user",
+            "set",
+            "carol@example.org",
+            "--forward",
+            "bob@example.org",
+            "--forward-only",
+        ],
+        "",
+    );
+    ctl(
+        &c,
+        &[
+            "user",
+            "set",
+            "dave@example.org",
+            "--forward",
+            "alice@example.org",
+        ],
+        "",
+    );
+    for (rcpts, subject) in [
+        (vec!["team@example.org"], "to the team"),
+        (vec!["carol@example.org"], "to carol"),
+        (vec!["dave@example.org"], "to dave"),
+        (
+            vec!["team@example.org", "alice@example.org"],
+            "team and alice",
+        ),
+    ] {
+        let mut cmd = Command::new("swaks");
+        cmd.args(["--server", "127.0.0.1:18725", "--from", "x@remote.example"])
+            .args(["--header", &format!("Subject: {subject}")]);
+        cmd.args(["--to", &rcpts.join(",")]);
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("queued as"), "{text}");
+    }
+    for (user, expect) in [
+        ("alice", "to the team,to dave,team and alice"),
+        ("bob", "to the team,to carol,team and alice"),
+        ("carol", ""),
+        ("dave", "to dave"),
+    ] {
+        run_client(
+            "imap_subjects.py",
+            &[
+                ("IMAP_PORT", "18743".into()),
+                ("USER", user.into()),
+                ("PASSWORD", format!("{user}-pw")),
+                ("EXPECT", expect.into()),
+            ],
+        );
+    }
+}
