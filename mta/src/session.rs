@@ -660,12 +660,11 @@ impl Session {
             .orcpt
             .clone()
             .or_else(|| (user.mail != address).then(|| format!("rfc822;{address}")));
-        let forwards = user
-            .delivery_options
-            .iter()
-            .any(|o| o == "forward")
-            .then(|| user.forwarding.clone())
-            .unwrap_or_default();
+        let forwards = if user.delivery_options.iter().any(|o| o == "forward") {
+            user.forwarding.clone()
+        } else {
+            Vec::new()
+        };
         self.tx.rcpts.push(Rcpt {
             spec: RecipientSpec {
                 address: user.mail.clone(),
