@@ -13,6 +13,9 @@ pub struct MtaConfig {
     pub smtp_listen: Option<String>,
     /// Submission listener (RFC 6409), e.g. `0.0.0.0:587`; AUTH is required before MAIL.
     pub submission_listen: Option<String>,
+    /// LMTP (RFC 2033) for a front-end MTA tier, e.g. `10.0.0.5:24`; only clients in
+    /// `trusted_networks`, only local recipients.
+    pub lmtp_listen: Option<String>,
     /// Submission with implicit TLS (RFC 8314), e.g. `0.0.0.0:465`.
     pub submissions_listen: Option<String>,
     /// Certificate chain and key (PEM) for STARTTLS and port 465; re-read on SIGHUP.
@@ -62,6 +65,7 @@ impl Default for MtaConfig {
             smtp_listen: None,
             submission_listen: None,
             submissions_listen: None,
+            lmtp_listen: None,
             tls_cert: None,
             tls_key: None,
             require_tls_for_auth: true,

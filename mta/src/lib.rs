@@ -10,8 +10,9 @@
 //!   through the store channel with idempotent `Deliver` proposals, retries with back-off,
 //!   gives up after the queue lifetime.
 //!
-//! Still to come (see the issue): submission AUTH and STARTTLS, LMTP, rewrite rules and
-//! channel configuration, relay via MX, DSN generation, DNSBL, `ctl queue`.
+//! Also: submission with AUTH and STARTTLS, LMTP (RFC 2033) for two-tier delivery, relay via
+//! MX ([`relay`]), DSNs ([`dsn`]). Still to come (see the issue): rewrite rules and channel
+//! configuration, DNSBL.
 
 pub mod config;
 pub mod dsn;
@@ -32,6 +33,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::MtaConfig;
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// SMTP from anyone (MX).
+    Smtp,
+    /// Message submission: AUTH before MAIL.
+    Submission,
+    /// LMTP (RFC 2033) from trusted networks, local recipients only.
+    Lmtp,
+}
 
 /// What the MTA needs from the node.
 pub struct Backend {
@@ -108,13 +120,19 @@ impl MtaServer {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut bound = HashMap::new();
-        for (key, addr, submission, implicit) in [
-            ("mta.smtp_listen", &cfg.smtp_listen, false, false),
-            ("mta.submission_listen", &cfg.submission_listen, true, false),
+        for (key, addr, kind, implicit) in [
+            ("mta.smtp_listen", &cfg.smtp_listen, Kind::Smtp, false),
+            (
+                "mta.submission_listen",
+                &cfg.submission_listen,
+                Kind::Submission,
+                false,
+            ),
+            ("mta.lmtp_listen", &cfg.lmtp_listen, Kind::Lmtp, false),
             (
                 "mta.submissions_listen",
                 &cfg.submissions_listen,
-                true,
+                Kind::Submission,
                 true,
             ),
         ] {
@@ -126,7 +144,7 @@ impl MtaServer {
             tasks.push(tokio::spawn(accept_loop(
                 l,
                 shared.clone(),
-                submission,
+                kind,
                 implicit,
                 stop_rx.clone(),
             )));
@@ -206,7 +224,7 @@ impl Drop for ConnGuard {
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    submission: bool,
+    kind: Kind,
     implicit_tls: bool,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -244,7 +262,7 @@ async fn accept_loop(
                     _ => return,
                 }
             }
-            let mut s = session::Session::new(shared, stream, peer, submission);
+            let mut s = session::Session::new(shared, stream, peer, kind);
             if let Err(e) = s.run().await {
                 tracing::debug!(peer = %peer, error = %e, "SMTP session ended");
             }

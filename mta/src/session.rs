@@ -22,8 +22,8 @@ use smtp_proto::Request;
 use smtp_proto::request::receiver::DataReceiver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::Shared;
 use crate::stream::Stream;
+use crate::{Kind, Shared};
 
 /// Where the session is in a mail transaction.
 #[derive(Default)]
@@ -35,6 +35,8 @@ struct Transaction {
     chunks: Vec<u8>,
     /// A BDAT chunk or DATA went over the size limit: the rest is read and dropped.
     too_big: bool,
+    /// Recipients accepted by RCPT, in order: LMTP answers once per each after the data.
+    accepted: Vec<String>,
 }
 
 struct Rcpt {
@@ -50,7 +52,7 @@ pub(crate) struct Session {
     out: Vec<u8>,
     helo: Option<String>,
     esmtp: bool,
-    submission: bool,
+    kind: Kind,
     trusted: bool,
     /// The authenticated user's primary address (AUTH).
     auth: Option<String>,
@@ -75,7 +77,7 @@ impl Session {
         shared: Arc<Shared>,
         stream: Stream,
         peer: SocketAddr,
-        submission: bool,
+        kind: Kind,
     ) -> Session {
         let trusted = shared.trusted.iter().any(|n| n.contains(peer.ip()));
         Session {
@@ -86,7 +88,7 @@ impl Session {
             out: Vec::new(),
             helo: None,
             esmtp: false,
-            submission,
+            kind,
             trusted,
             auth: None,
             auth_failures: 0,
@@ -170,7 +172,19 @@ impl Session {
     }
 
     pub(crate) async fn run(&mut self) -> std::io::Result<()> {
-        let greeting = format!("220 {} ESMTP Halyard", self.shared.cfg.hostname);
+        if self.kind == Kind::Lmtp && !self.trusted {
+            self.reply(421, "4.7.0 LMTP is for trusted hosts only");
+            return self.flush().await;
+        }
+        let greeting = format!(
+            "220 {} {} Halyard",
+            self.shared.cfg.hostname,
+            if self.kind == Kind::Lmtp {
+                "LMTP"
+            } else {
+                "ESMTP"
+            }
+        );
         self.out.extend_from_slice(greeting.as_bytes());
         self.out.extend_from_slice(b"\r\n");
         let mut skipping = false;
@@ -235,8 +249,16 @@ impl Session {
                 return Ok(true);
             }
         };
+        let req_kind = req.name();
         match req {
-            Request::Ehlo { host } => {
+            Request::Ehlo { .. } | Request::Helo { .. } if self.kind == Kind::Lmtp => {
+                self.refuse(500, "5.5.1 this is LMTP: say LHLO").await?;
+            }
+            Request::Lhlo { host } | Request::Ehlo { host } => {
+                if matches!(req_kind, "LHLO") && self.kind != Kind::Lmtp {
+                    self.refuse(500, "5.5.1 LHLO is for LMTP").await?;
+                    return Ok(true);
+                }
                 self.helo = Some(host);
                 self.esmtp = true;
                 self.tx = Transaction::default();
@@ -269,9 +291,6 @@ impl Session {
                 self.tx = Transaction::default();
                 let h = self.shared.cfg.hostname.clone();
                 self.reply(250, &h);
-            }
-            Request::Lhlo { .. } => {
-                self.refuse(500, "5.5.1 LHLO is for LMTP").await?;
             }
             Request::Mail { from } => self.mail(from).await?,
             Request::Rcpt { to } => self.rcpt(to).await?,
@@ -505,7 +524,7 @@ impl Session {
         if self.tx.from.is_some() {
             return self.refuse(503, "5.5.1 nested MAIL command").await;
         }
-        if self.submission && self.auth.is_none() {
+        if self.kind == Kind::Submission && self.auth.is_none() {
             return self
                 .refuse(530, "5.7.0 authentication required on submission")
                 .await;
@@ -571,6 +590,10 @@ impl Session {
                         self.refuse(550, &format!("5.1.1 <{address}>: no such user here"))
                             .await
                     }
+                    Ok(None) if self.kind == Kind::Lmtp => {
+                        self.refuse(550, &format!("5.1.1 <{address}>: not a local recipient"))
+                            .await
+                    }
                     Ok(None) if self.trusted || self.auth.is_some() => self.relay_rcpt(&to).await,
                     Ok(None) => {
                         self.refuse(554, &format!("5.7.1 <{address}>: relay access denied"))
@@ -593,6 +616,7 @@ impl Session {
                     }
                     Ok(list) => {
                         self.tx.rcpts.extend(list);
+                        self.tx.accepted.push(address.clone());
                         self.reply(250, "2.1.5 recipient OK (expanded)");
                         Ok(())
                     }
@@ -686,6 +710,7 @@ impl Session {
                 }
             }
         }
+        self.tx.accepted.push(address.clone());
         self.reply(250, "2.1.5 recipient OK");
         Ok(())
     }
@@ -783,6 +808,7 @@ impl Session {
             },
             group,
         });
+        self.tx.accepted.push(to.address.clone());
         self.reply(250, "2.1.5 recipient OK (relay)");
         Ok(())
     }
@@ -888,6 +914,7 @@ impl Session {
         let queue_id = self.shared.next_queue_id();
         let tls = self.stream.tls_info();
         let proto = match (self.esmtp, tls.is_some(), self.auth.is_some()) {
+            _ if self.kind == Kind::Lmtp => "LMTP",
             (false, _, _) => "SMTP",
             (true, false, false) => "ESMTP",
             (true, true, false) => "ESMTPS",
@@ -969,12 +996,25 @@ impl Session {
                 }
             }
         }
-        match failed {
-            None => self.reply(250, &format!("2.0.0 OK queued as {queue_id}")),
-            Some(why) => {
-                tracing::warn!(queue_id = %queue_id, error = %why, "message not queued");
-                self.refuse(451, &format!("4.3.0 not queued, try again: {why}"))
-                    .await?;
+        // LMTP: one reply per accepted recipient (RFC 2033 §4.2); all share the commit.
+        let replies = if self.kind == Kind::Lmtp {
+            tx.accepted.clone()
+        } else {
+            vec![String::new()]
+        };
+        for rcpt in replies {
+            let who = if rcpt.is_empty() {
+                String::new()
+            } else {
+                format!("<{rcpt}> ")
+            };
+            match &failed {
+                None => self.reply(250, &format!("2.0.0 {who}OK queued as {queue_id}")),
+                Some(why) => {
+                    tracing::warn!(queue_id = %queue_id, error = %why, "message not queued");
+                    self.refuse(451, &format!("4.3.0 {who}not queued, try again: {why}"))
+                        .await?;
+                }
             }
         }
         Ok(())

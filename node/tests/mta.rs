@@ -596,3 +596,29 @@ async fn lists_and_forwarding_expand_to_each_mailbox_once() {
         );
     }
 }
+
+/// LMTP for two-tier delivery: LHLO, per-recipient replies, local recipients only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lmtp_delivery_with_per_recipient_replies() {
+    let _s = SERIAL.lock().await;
+    let mut sp = spec(1, 18800, 18843, 18825, 18887);
+    sp.mta.lmtp_listen = Some("127.0.0.1:18824".into());
+    sp.mta.trusted_networks = vec!["127.0.0.0/8".into()];
+    let (_d, c) = cluster("lmtp", &sp).await;
+    ctl(
+        &c,
+        &["user", "add", "bob@example.org", "--login", "bob"],
+        "bob-pw\n",
+    );
+    run_client(
+        "lmtp_commands.py",
+        &[
+            ("LMTP_PORT", "18824".into()),
+            ("IMAP_PORT", "18843".into()),
+            ("USER", "alice".into()),
+            ("PASSWORD", "alice-pw".into()),
+            ("USER2", "bob".into()),
+            ("PASSWORD2", "bob-pw".into()),
+        ],
+    );
+}
