@@ -49,6 +49,12 @@ pub struct MtaConfig {
     pub write_timeout_secs: u64,
     /// Queue lifetime of a message before pending recipients are bounced.
     pub queue_lifetime_secs: u64,
+    /// DNS blocklists checked when an untrusted client connects (`zen.spamhaus.org`, ...):
+    /// a listed address gets `554 5.7.1` and is disconnected. Lookup failures let it in.
+    pub dnsbl_zones: Vec<String>,
+    /// The domain of an unauthenticated client's MAIL FROM must exist in the DNS (MX or
+    /// address records), else `550 5.1.8` (`451 4.4.3` while the DNS fails).
+    pub mailfromdnsverify: bool,
     /// DNS servers for MX lookups (`ip` or `ip:port`); empty: the system's resolv.conf.
     pub dns_servers: Vec<String>,
     /// Port of remote mail exchangers (25; other values are for test setups).
@@ -82,6 +88,8 @@ impl Default for MtaConfig {
             command_timeout_secs: 300,
             write_timeout_secs: 60,
             queue_lifetime_secs: 5 * 86_400,
+            dnsbl_zones: vec![],
+            mailfromdnsverify: false,
             dns_servers: vec![],
             relay_port: 25,
             connect_timeout_secs: 30,

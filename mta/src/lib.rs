@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub cfg: MtaConfig,
     pub trusted: Vec<config::Network>,
     pub tls: Option<halyard_access::tls::Tls>,
+    /// The relay channel; its resolver also serves DNSBL and sender-domain checks.
+    pub relay: Arc<relay::Relay>,
     conns: std::sync::Mutex<(usize, HashMap<std::net::IpAddr, usize>)>,
     counter: AtomicU64,
 }
@@ -109,11 +111,13 @@ impl MtaServer {
             }
             _ => None,
         };
+        let relay = Arc::new(relay::Relay::new(&cfg)?);
         let shared = Arc::new(Shared {
             backend,
             cfg: cfg.clone(),
             trusted,
             tls,
+            relay: relay.clone(),
             conns: Default::default(),
             counter: AtomicU64::new(0),
         });
@@ -152,7 +156,6 @@ impl MtaServer {
         if let Some(t) = &shared.tls {
             tasks.push(tokio::spawn(t.clone().reload_on_sighup(stop_rx.clone())));
         }
-        let relay = Arc::new(relay::Relay::new(&cfg)?);
         for (name, group) in &shared.backend.groups {
             if name == "meta" {
                 continue;

@@ -147,6 +147,57 @@ impl Relay {
         })
     }
 
+    /// Whether `ip` is listed in DNS blocklist `zone` (an A record in 127.0.0.0/8 for the
+    /// reversed address); `None` when the lookup failed.
+    pub async fn listed(&self, ip: IpAddr, zone: &str) -> Option<bool> {
+        let name = match ip {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                format!(
+                    "{}.{}.{}.{}.{}.",
+                    o[3],
+                    o[2],
+                    o[1],
+                    o[0],
+                    zone.trim_end_matches('.')
+                )
+            }
+            IpAddr::V6(v6) => {
+                let mut n = String::new();
+                for b in v6.octets().iter().rev() {
+                    n.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+                }
+                format!("{n}{}.", zone.trim_end_matches('.'))
+            }
+        };
+        match self.resolver.lookup_ip(name.as_str()).await {
+            Ok(l) => Some(l.iter().any(|a| match a {
+                IpAddr::V4(v4) => v4.octets()[0] == 127,
+                IpAddr::V6(_) => false,
+            })),
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => Some(false),
+            Err(_) => None,
+        }
+    }
+
+    /// Whether `domain` exists as a mail domain (MX, or an address record): `Err` when the
+    /// DNS cannot tell now.
+    pub async fn domain_exists(&self, domain: &str) -> Result<bool, String> {
+        let fqdn = format!("{}.", domain.trim_end_matches('.'));
+        match self.resolver.mx_lookup(fqdn.as_str()).await {
+            Ok(l) if !l.answers().is_empty() => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.is_nx_domain() => return Ok(false),
+            Err(e) if e.is_no_records_found() => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        match self.resolver.lookup_ip(fqdn.as_str()).await {
+            Ok(l) => Ok(l.iter().next().is_some()),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Mail exchangers of `domain`, most preferred first.
     async fn exchangers(&self, domain: &str) -> Result<Vec<String>, Outcome> {
         let fqdn = format!("{}.", domain.trim_end_matches('.'));

@@ -183,6 +183,21 @@ impl Session {
             self.reply(421, "4.7.0 LMTP is for trusted hosts only");
             return self.flush().await;
         }
+        if !self.trusted {
+            for zone in self.shared.cfg.dnsbl_zones.clone() {
+                if self.shared.relay.listed(self.peer.ip(), &zone).await == Some(true) {
+                    tracing::info!(peer = %self.peer, %zone, "client refused: DNS blocklist");
+                    self.reply(
+                        554,
+                        &format!(
+                            "5.7.1 service unavailable; [{}] is listed by {zone}",
+                            self.peer.ip()
+                        ),
+                    );
+                    return self.flush().await;
+                }
+            }
+        }
         let greeting = format!(
             "220 {} {} Halyard",
             self.shared.cfg.hostname,
@@ -545,6 +560,31 @@ impl Session {
                     &format!("5.7.1 <{}> is not an address of {user}", from.address),
                 )
                 .await;
+        }
+        if self.shared.cfg.mailfromdnsverify
+            && self.auth.is_none()
+            && let Some((_, domain)) = from.address.rsplit_once('@')
+            && !matches!(
+                self.shared.backend.directory.domain(domain).await,
+                Ok(Some(_))
+            )
+        {
+            match self.shared.relay.domain_exists(domain).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return self
+                        .refuse(
+                            550,
+                            &format!("5.1.8 <{}>: sender domain does not exist", from.address),
+                        )
+                        .await;
+                }
+                Err(_) => {
+                    return self
+                        .refuse(451, "4.4.3 cannot verify the sender domain now")
+                        .await;
+                }
+            }
         }
         let max = self.shared.cfg.max_message_bytes;
         if from.size as u64 > max {

@@ -380,6 +380,8 @@ async fn relay_via_mx_with_dnsmasq_and_smtp_sink() {
                 "--mx-host=fallback.test,mx.ok.test,20",
                 "--host-record=dead.fallback.test,127.0.0.5",
                 "--host-record=implicit.test,127.0.0.2",
+                // 127.0.0.9 is on the blocklist.
+                "--host-record=9.0.0.127.bl.test,127.0.0.2",
                 "--local=/test/",
             ])
             .stderr(std::process::Stdio::null())
@@ -401,6 +403,8 @@ async fn relay_via_mx_with_dnsmasq_and_smtp_sink() {
     let mut sp = spec(1, 18500, 18543, 18527, 18587);
     sp.mta.dns_servers = vec![format!("127.0.0.1:{dns_port}")];
     sp.mta.relay_port = relay_port;
+    sp.mta.dnsbl_zones = vec!["bl.test".into()];
+    sp.mta.mailfromdnsverify = true;
     let (_d, c) = cluster("relay", &sp).await;
     ctl(
         &c,

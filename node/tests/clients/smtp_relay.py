@@ -16,6 +16,22 @@ code, text = s.rcpt("a@ok.test")
 assert code == 554 and b"5.7.1" in text, (code, text)
 s.quit()
 
+# DNSBL: a client connecting from a listed address (127.0.0.9) is refused at once.
+try:
+    smtplib.SMTP(HOST, int(os.environ["SMTP_PORT"]), source_address=("127.0.0.9", 0))
+    raise AssertionError("listed client accepted")
+except smtplib.SMTPConnectError as e:
+    assert e.smtp_code == 554 and b"bl.test" in e.smtp_error, e
+# mailfromdnsverify: a sender domain that does not exist is refused, an existing one is not.
+s = smtplib.SMTP(HOST, int(os.environ["SMTP_PORT"]))
+s.ehlo("c.example")
+code, text = s.mail("someone@nx.test")
+assert code == 550 and b"5.1.8" in text, (code, text)
+s.rset()
+code, text = s.mail("someone@ok.test")
+assert code == 250, (code, text)
+s.quit()
+
 s = smtplib.SMTP(HOST, int(os.environ["SUBMISSION_PORT"]))
 s.ehlo("c.example")
 s.login(USER, PW)
