@@ -49,6 +49,11 @@ pub struct MtaConfig {
     pub write_timeout_secs: u64,
     /// Queue lifetime of a message before pending recipients are bounced.
     pub queue_lifetime_secs: u64,
+    /// Address rewriting, applied to each RCPT address before anything else (see
+    /// [`crate::rewrite`]).
+    pub rewrite: Vec<crate::rewrite::RewriteRule>,
+    /// Channels for non-local domains (see [`crate::rewrite`]).
+    pub channels: Vec<crate::rewrite::ChannelConfig>,
     /// DNS blocklists checked when an untrusted client connects (`zen.spamhaus.org`, ...):
     /// a listed address gets `554 5.7.1` and is disconnected. Lookup failures let it in.
     pub dnsbl_zones: Vec<String>,
@@ -88,6 +93,8 @@ impl Default for MtaConfig {
             command_timeout_secs: 300,
             write_timeout_secs: 60,
             queue_lifetime_secs: 5 * 86_400,
+            rewrite: vec![],
+            channels: vec![],
             dnsbl_zones: vec![],
             mailfromdnsverify: false,
             dns_servers: vec![],
@@ -164,6 +171,9 @@ impl MtaConfig {
                 "mta.max_line_bytes".into(),
                 "must be at least 512 (RFC 5321 §4.5.3.1.4)".into(),
             ));
+        }
+        for c in &self.channels {
+            c.validate().map_err(|e| ("mta.channels".to_string(), e))?;
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err((

@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
 use crate::MtaConfig;
+use crate::rewrite::{ChannelConfig, ChannelKind};
 
 /// At most this many deliveries in flight per group.
 const MAX_IN_FLIGHT: usize = 64;
@@ -91,7 +92,7 @@ pub async fn run(
                     .filter_map(|id| reader.queue_entry(&id).ok().flatten())
                     .collect()
             };
-            let deferred = schedule(&entries, &group, &relay, &mut in_flight, &mut jobs);
+            let deferred = schedule(&entries, &group, &relay, &cfg, &mut in_flight, &mut jobs);
             fresh.extend(deferred);
             reports(
                 &entries,
@@ -158,6 +159,7 @@ fn schedule(
     entries: &[QueueEntry],
     group: &Group,
     relay: &Arc<crate::relay::Relay>,
+    cfg: &MtaConfig,
     in_flight: &mut HashSet<(String, String)>,
     jobs: &mut JoinSet<((String, String), bool)>,
 ) -> Vec<String> {
@@ -178,16 +180,36 @@ fn schedule(
             continue;
         }
         let r = &e.recipients[i];
-        if r.spec.channel == "smtp" {
-            // One transaction per (entry, domain) with all its due recipients.
-            let domain = domain_of(&r.spec.address);
-            let key = (e.queue_id.clone(), format!("@{domain}"));
-            if !in_flight.insert(key.clone()) {
+        if r.spec.channel != "store" {
+            let name = r.spec.channel.clone();
+            let chan = cfg.channels.iter().find(|c| c.name == name).cloned();
+            // One job per (entry, channel, batch): a domain for SMTP, the whole entry for
+            // LMTP, a recipient for pipe and discard.
+            let batch = match chan.as_ref().map(|c| c.kind) {
+                None | Some(ChannelKind::Smtp) => Batch::Domain(domain_of(&r.spec.address)),
+                Some(ChannelKind::Lmtp) => Batch::All,
+                Some(_) => Batch::One(r.spec.address.clone()),
+            };
+            let key = (e.queue_id.clone(), format!("{name}|{}", batch.label()));
+            if in_flight.contains(&key) {
                 continue;
             }
+            let limit = chan
+                .as_ref()
+                .and_then(|c| c.max_jobs)
+                .unwrap_or(MAX_IN_FLIGHT);
+            let running = in_flight
+                .iter()
+                .filter(|(_, k)| k.starts_with(&format!("{name}|")))
+                .count();
+            if running >= limit {
+                deferred.push(e.queue_id.clone());
+                continue;
+            }
+            in_flight.insert(key.clone());
             let (group, relay, entry) = (group.clone(), relay.clone(), e.clone());
             jobs.spawn(async move {
-                let ok = relay_entry(&group, &relay, &entry, &domain).await;
+                let ok = channel_entry(&group, &relay, chan.as_ref(), &entry, &name, &batch).await;
                 (key, ok)
             });
             continue;
@@ -225,12 +247,82 @@ fn domain_of(address: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Relays `entry`'s due recipients in `domain` and records each outcome.
-async fn relay_entry(
+/// Which recipients of an entry one channel job takes.
+enum Batch {
+    Domain(String),
+    All,
+    One(String),
+}
+
+impl Batch {
+    fn label(&self) -> String {
+        match self {
+            Batch::Domain(d) => format!("@{d}"),
+            Batch::All => "*".into(),
+            Batch::One(a) => a.clone(),
+        }
+    }
+    fn takes(&self, address: &str) -> bool {
+        match self {
+            Batch::Domain(d) => domain_of(address) == *d,
+            Batch::All => true,
+            Batch::One(a) => a == address,
+        }
+    }
+}
+
+/// Delivery through a pipe channel: the program's exit status decides.
+async fn pipe(
+    chan: &ChannelConfig,
+    entry: &QueueEntry,
+    recipient: &str,
+    body: &[u8],
+) -> crate::relay::Outcome {
+    use crate::relay::Outcome;
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(&chan.command[0]);
+    cmd.args(&chan.command[1..])
+        .env("SENDER", &entry.mail_from)
+        .env("RECIPIENT", recipient)
+        .env("QUEUE_ID", &entry.queue_id)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Outcome::Temporary(format!("4.3.0 cannot run {}: {e}", chan.command[0])),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(body).await;
+    }
+    match tokio::time::timeout(Duration::from_secs(600), child.wait_with_output()).await {
+        Ok(Ok(out)) => match out.status.code() {
+            Some(0) => Outcome::Delivered(format!("piped to {}", chan.command[0])),
+            Some(75) => Outcome::Temporary(format!("4.3.0 {} asked to retry", chan.command[0])),
+            code => Outcome::Permanent(
+                550,
+                format!(
+                    "5.3.0 {} exited with {code:?}: {}",
+                    chan.command[0],
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ),
+        },
+        Ok(Err(e)) => Outcome::Temporary(format!("4.3.0 {}: {e}", chan.command[0])),
+        Err(_) => Outcome::Temporary(format!("4.4.2 {} timed out", chan.command[0])),
+    }
+}
+
+/// Delivers `entry`'s due recipients on channel `name` (in `batch`) and records each
+/// outcome. `chan` is the channel's configuration (`None`: the built-in MX relay).
+async fn channel_entry(
     group: &Group,
     relay: &crate::relay::Relay,
+    chan: Option<&ChannelConfig>,
     entry: &QueueEntry,
-    domain: &str,
+    name: &str,
+    batch: &Batch,
 ) -> bool {
     use crate::relay::{Outcome, Outgoing};
     let now = now_ms();
@@ -238,10 +330,10 @@ async fn relay_entry(
         .recipients
         .iter()
         .filter(|r| {
-            r.spec.channel == "smtp"
+            r.spec.channel == name
                 && r.state == RecipientState::Pending
                 && r.next_attempt_ms <= now
-                && domain_of(&r.spec.address) == domain
+                && batch.takes(&r.spec.address)
         })
         .collect();
     if rcpts.is_empty() {
@@ -257,7 +349,50 @@ async fn relay_entry(
         rcpts: rcpts.iter().map(|r| &r.spec).collect(),
         body: &body,
     };
-    let outcomes = relay.send(domain, &out).await;
+    let too_big = chan
+        .and_then(|c| c.max_message_bytes)
+        .is_some_and(|m| body.len() as u64 > m);
+    let outcomes: Vec<Outcome> = if too_big {
+        vec![
+            Outcome::Permanent(552, format!("5.3.4 message too big for channel {name}"));
+            rcpts.len()
+        ]
+    } else {
+        match chan {
+            None => {
+                relay
+                    .send(&domain_of(&rcpts[0].spec.address), None, &out)
+                    .await
+            }
+            Some(c) => match c.kind {
+                ChannelKind::Smtp => {
+                    relay
+                        .send(&domain_of(&rcpts[0].spec.address), c.host.as_deref(), &out)
+                        .await
+                }
+                ChannelKind::Lmtp => relay.lmtp(c.host.as_deref().unwrap_or(""), &out).await,
+                ChannelKind::Pipe => {
+                    let mut v = Vec::new();
+                    for r in &rcpts {
+                        v.push(pipe(c, entry, &r.spec.address, &body).await);
+                    }
+                    v
+                }
+                ChannelKind::Discard => {
+                    vec![Outcome::Delivered(format!("discarded by channel {name}")); rcpts.len()]
+                }
+            },
+        }
+    };
+    let retry = |attempt: u32| -> Duration {
+        match chan.map(|c| &c.retry_minutes) {
+            Some(m) if !m.is_empty() => {
+                let i = (attempt.saturating_sub(1) as usize).min(m.len() - 1);
+                Duration::from_secs(m[i] * 60)
+            }
+            _ => retry_delay(attempt),
+        }
+    };
     let now = now_ms();
     for (r, o) in rcpts.iter().zip(outcomes) {
         let (state, next, error) = match o {
@@ -281,7 +416,7 @@ async fn relay_entry(
                 tracing::info!(queue_id = %entry.queue_id, recipient = %r.spec.address, error = %why, "relay deferred");
                 (
                     RecipientState::Pending,
-                    now + retry_delay(r.attempts + 1).as_millis() as i64,
+                    now + retry(r.attempts + 1).as_millis() as i64,
                     Some(why),
                 )
             }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod dsn;
 pub mod jobs;
 pub mod relay;
+pub mod rewrite;
 mod session;
 mod stream;
 

@@ -234,9 +234,24 @@ impl Relay {
         }
     }
 
-    /// Delivers `out` to `domain`; one outcome per recipient, in order.
-    pub async fn send(&self, domain: &str, out: &Outgoing<'_>) -> Vec<Outcome> {
+    /// Delivers `out` to `domain` (its MX hosts, or `smarthost` when given as
+    /// `host:port`); one outcome per recipient, in order.
+    pub async fn send(
+        &self,
+        domain: &str,
+        smarthost: Option<&str>,
+        out: &Outgoing<'_>,
+    ) -> Vec<Outcome> {
         let all = |o: Outcome| vec![o; out.rcpts.len()];
+        if let Some(h) = smarthost {
+            return match self.connect(h).await {
+                Ok((tcp, host, ip)) => match self.session(tcp, &host, ip, out).await {
+                    Ok(o) => o,
+                    Err(HostFailure(why)) => all(Outcome::Temporary(format!("4.4.1 {h}: {why}"))),
+                },
+                Err(why) => all(Outcome::Temporary(format!("4.4.1 {h}: {why}"))),
+            };
+        }
         let hosts = match self.exchangers(domain).await {
             Ok(h) => h,
             Err(o) => return all(o),
@@ -274,6 +289,55 @@ impl Relay {
         all(Outcome::Temporary(format!(
             "4.4.1 no mail exchanger of {domain} took it: {last}"
         )))
+    }
+
+    /// Connects to `host:port` (a name or an address).
+    async fn connect(&self, hostport: &str) -> Result<(TcpStream, String, IpAddr), String> {
+        let (host, port) = hostport
+            .rsplit_once(':')
+            .and_then(|(h, p)| {
+                p.parse::<u16>()
+                    .ok()
+                    .map(|p| (h.trim_matches(['[', ']']), p))
+            })
+            .ok_or_else(|| format!("{hostport:?} is not host:port"))?;
+        let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => self
+                .resolver
+                .lookup_ip(format!("{}.", host.trim_end_matches('.')).as_str())
+                .await
+                .map_err(|e| e.to_string())?
+                .iter()
+                .collect(),
+        };
+        let mut last = "no address".to_string();
+        for ip in ips {
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect((ip, port))).await {
+                Ok(Ok(t)) => return Ok((t, host.to_string(), ip)),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "connection timed out".into(),
+            }
+        }
+        Err(last)
+    }
+
+    /// Delivers `out` over LMTP (RFC 2033) to `hostport`: one outcome per recipient, from
+    /// the server's per-recipient replies after the data.
+    pub async fn lmtp(&self, hostport: &str, out: &Outgoing<'_>) -> Vec<Outcome> {
+        let all = |o: Outcome| vec![o; out.rcpts.len()];
+        let (tcp, host, ip) = match self.connect(hostport).await {
+            Ok(x) => x,
+            Err(why) => return all(Outcome::Temporary(format!("4.4.1 {hostport}: {why}"))),
+        };
+        let mut c = Conn {
+            io: BufReader::new(tcp),
+            timeout: self.io_timeout,
+        };
+        match c.lmtp_transaction(&self.hostname, &host, ip, out).await {
+            Ok(o) => o,
+            Err(HostFailure(why)) => all(Outcome::Temporary(format!("4.4.1 {hostport}: {why}"))),
+        }
     }
 
     async fn session(
@@ -385,6 +449,72 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn cmd(&mut self, line: &str) -> Result<(u16, String), HostFailure> {
         self.send(format!("{line}\r\n").as_bytes()).await?;
         self.reply().await
+    }
+
+    async fn lmtp_transaction(
+        &mut self,
+        me: &str,
+        host: &str,
+        ip: IpAddr,
+        out: &Outgoing<'_>,
+    ) -> Result<Vec<Outcome>, HostFailure> {
+        let (code, text) = self.reply().await?;
+        if code != 220 {
+            return Err(HostFailure(format!("greeting {code} {text}")));
+        }
+        let (code, text) = self.cmd(&format!("LHLO {me}")).await?;
+        if code != 250 {
+            return Err(HostFailure(format!("LHLO {code} {text}")));
+        }
+        let classify = |code: u16, text: &str| -> Outcome {
+            match code {
+                200..=299 => Outcome::Delivered(format!("LMTP {host} [{ip}]: {code} {text}")),
+                400..=499 => Outcome::Temporary(format!("{host} [{ip}] said: {code} {text}")),
+                _ => Outcome::Permanent(code, format!("{host} [{ip}] said: {code} {text}")),
+            }
+        };
+        let (code, text) = self.cmd(&format!("MAIL FROM:<{}>", out.from)).await?;
+        if code != 250 {
+            let o = classify(code, &text);
+            return Ok(vec![o; out.rcpts.len()]);
+        }
+        let mut outcomes: Vec<Option<Outcome>> = Vec::new();
+        for r in &out.rcpts {
+            let (code, text) = self.cmd(&format!("RCPT TO:<{}>", r.address)).await?;
+            outcomes.push((!(200..300).contains(&code)).then(|| classify(code, &text)));
+        }
+        let accepted = outcomes.iter().filter(|o| o.is_none()).count();
+        if accepted == 0 {
+            let _ = self.cmd("QUIT").await;
+            return Ok(outcomes.into_iter().flatten().collect());
+        }
+        let (code, text) = self.cmd("DATA").await?;
+        if code != 354 {
+            let o = classify(code, &text);
+            return Ok(outcomes
+                .into_iter()
+                .map(|x| x.unwrap_or_else(|| o.clone()))
+                .collect());
+        }
+        self.send(&dot_stuff(out.body)).await?;
+        // One reply per accepted recipient, in RCPT order.
+        let mut finals = Vec::new();
+        for _ in 0..accepted {
+            let (code, text) = self.reply().await?;
+            finals.push(classify(code, &text));
+        }
+        let _ = self.cmd("QUIT").await;
+        let mut finals = finals.into_iter();
+        Ok(outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    finals
+                        .next()
+                        .unwrap_or(Outcome::Temporary("4.4.2 no reply".into()))
+                })
+            })
+            .collect())
     }
 
     async fn transaction(

@@ -626,7 +626,14 @@ impl Session {
         if self.tx.rcpts.len() >= self.shared.cfg.max_recipients {
             return self.refuse(452, "4.5.3 too many recipients").await;
         }
-        let address = to.address.clone();
+        // Rewrite rules first; the address as given is kept as ORCPT for reports.
+        let mut to = to;
+        let address = crate::rewrite::rewrite(&self.shared.cfg.rewrite, &to.address);
+        if address != to.address {
+            tracing::debug!(from = %to.address, to = %address, "recipient rewritten");
+            to.orcpt = to.orcpt.or_else(|| Some(format!("rfc822;{}", to.address)));
+            to.address = address.clone();
+        }
         let dir = self.shared.backend.directory.clone();
         let user = match dir.resolve(&address).await {
             Ok(Resolution::User { user, .. }) => user,
@@ -636,6 +643,13 @@ impl Session {
                     Ok(Some(_)) => {
                         self.refuse(550, &format!("5.1.1 <{address}>: no such user here"))
                             .await
+                    }
+                    Ok(None)
+                        if let Some(ch) =
+                            crate::rewrite::channel_for(&self.shared.cfg.channels, domain) =>
+                    {
+                        let name = ch.name.clone();
+                        self.routed_rcpt(&to, &name).await
                     }
                     Ok(None) if self.kind == Kind::Lmtp => {
                         self.refuse(550, &format!("5.1.1 <{address}>: not a local recipient"))
@@ -837,6 +851,31 @@ impl Session {
             }
         }
         Ok(out)
+    }
+
+    /// A recipient in a domain routed to a configured channel: accepted from anyone.
+    async fn routed_rcpt(
+        &mut self,
+        to: &smtp_proto::RcptTo<String>,
+        channel: &str,
+    ) -> std::io::Result<()> {
+        let Some(group) = crate::relay_group(&self.shared) else {
+            return self
+                .refuse(451, "4.3.0 no resource group configured for routed mail")
+                .await;
+        };
+        self.tx.rcpts.push(Rcpt {
+            spec: RecipientSpec {
+                address: to.address.clone(),
+                orcpt: to.orcpt.clone(),
+                notify: notify_of(to.flags),
+                channel: channel.into(),
+            },
+            group,
+        });
+        self.tx.accepted.push(to.address.clone());
+        self.reply(250, &format!("2.1.5 recipient OK ({channel})"));
+        Ok(())
     }
 
     /// A recipient in another domain, for a client allowed to relay: the SMTP channel.

@@ -626,3 +626,166 @@ async fn lmtp_delivery_with_per_recipient_replies() {
         ],
     );
 }
+
+/// Rewrite rules and configured channels: a rewritten domain lands in the local mailbox,
+/// routed domains are accepted from anyone and go to discard, pipe (delivered / temporary /
+/// permanent by exit status) and LMTP (Postfix smtp-sink -L) channels; the permanent
+/// failure comes back as a DSN, the temporary one waits with the channel's retry schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrite_rules_and_channels() {
+    use halyard_mta::rewrite::{ChannelConfig, ChannelKind, RewriteRule};
+    let _s = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let piped = tmp.path().join("piped");
+    let lmtp_dump = tmp.path().join("lmtp");
+    std::fs::create_dir_all(&piped).unwrap();
+    std::fs::create_dir_all(&lmtp_dump).unwrap();
+    std::fs::set_permissions(
+        &lmtp_dump,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let mut kids = Children(vec![]);
+    kids.0.push(
+        Command::new("smtp-sink")
+            .args([
+                "-L",
+                "-u",
+                "nobody",
+                "-d",
+                &format!("{}/%M.", lmtp_dump.display()),
+            ])
+            .args(["127.0.0.6:18924", "20"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("smtp-sink"),
+    );
+    let chan = |name: &str, kind, domain: &str| ChannelConfig {
+        name: name.into(),
+        kind,
+        domains: vec![domain.into()],
+        host: None,
+        command: vec![],
+        max_jobs: Some(2),
+        retry_minutes: vec![1, 5],
+        max_message_bytes: None,
+    };
+    let mut sp = spec(1, 18900, 18943, 18925, 18987);
+    sp.mta.rewrite = vec![RewriteRule {
+        pattern: "*@old.example.org".into(),
+        template: "$U@example.org".into(),
+    }];
+    let mut pipe_ok = chan("archive", ChannelKind::Pipe, "pipe.test");
+    pipe_ok.command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("cat > '{}'/\"$RECIPIENT\"", piped.display()),
+    ];
+    let mut pipe_tmp = chan("later", ChannelKind::Pipe, "tmp.test");
+    pipe_tmp.command = vec!["/bin/sh".into(), "-c".into(), "exit 75".into()];
+    let mut pipe_bad = chan("broken", ChannelKind::Pipe, "fail.test");
+    pipe_bad.command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "echo no such box >&2; exit 67".into(),
+    ];
+    let mut lmtp = chan("backend", ChannelKind::Lmtp, "*.lmtp.test");
+    lmtp.host = Some("127.0.0.6:18924".into());
+    sp.mta.channels = vec![
+        chan("void", ChannelKind::Discard, "void.test"),
+        pipe_ok,
+        pipe_tmp,
+        pipe_bad,
+        lmtp,
+    ];
+    let (_d, c) = cluster("channels", &sp).await;
+    ctl(
+        &c,
+        &["user", "add", "bob@example.org", "--login", "bob"],
+        "bob-pw\n",
+    );
+    for (rcpt, subject) in [
+        ("alice@old.example.org", "rewritten"),
+        ("x@void.test", "into the void"),
+        ("x@pipe.test", "through a pipe"),
+        ("y@tmp.test", "try later"),
+        ("y@fail.test", "pipe fails"),
+        ("z@mx.lmtp.test", "over lmtp"),
+    ] {
+        let out = Command::new("swaks")
+            .args([
+                "--server",
+                "127.0.0.1:18925",
+                "--from",
+                "bob@example.org",
+                "--to",
+                rcpt,
+            ])
+            .args(["--header", &format!("Subject: {subject}")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("queued as"),
+            "{rcpt}: {text}"
+        );
+    }
+    run_client(
+        "imap_subjects.py",
+        &[
+            ("IMAP_PORT", "18943".into()),
+            ("USER", "alice".into()),
+            ("PASSWORD", "alice-pw".into()),
+            ("EXPECT", "rewritten".into()),
+        ],
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let piped_ok = std::fs::read_to_string(piped.join("x@pipe.test"))
+            .is_ok_and(|t| t.contains("Subject: through a pipe"));
+        let lmtp_ok = walk(&lmtp_dump)
+            .iter()
+            .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("Subject: over lmtp")));
+        if piped_ok && lmtp_ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pipe {piped_ok}, lmtp {lmtp_ok}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    run_client(
+        "dsn_check.py",
+        &[
+            ("IMAP_PORT", "18943".into()),
+            ("USER", "bob".into()),
+            ("PASSWORD", "bob-pw".into()),
+            ("FAILED", "y@fail.test".into()),
+            ("SUBJECT", "pipe fails".into()),
+            ("COUNT", "1".into()),
+        ],
+    );
+    // Only the temporarily failing one is left, due again in about a minute.
+    let (ok, out, _) = c.ctl(1, &["queue", "list", "--json"], "").unwrap();
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let left = v.as_array().unwrap();
+    assert_eq!(left.len(), 1, "{out}");
+    let r = &left[0]["entry"]["recipients"][0];
+    assert_eq!(r["spec"]["address"], "y@tmp.test");
+    assert!(r["last_error"].as_str().unwrap().contains("retry"), "{r}");
+    let wait_ms = r["next_attempt_ms"].as_i64().unwrap() - chrono_now_ms();
+    assert!(
+        (30_000..=61_000).contains(&wait_ms),
+        "retry in {wait_ms} ms"
+    );
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
