@@ -49,6 +49,14 @@ pub struct MtaConfig {
     pub write_timeout_secs: u64,
     /// Queue lifetime of a message before pending recipients are bounced.
     pub queue_lifetime_secs: u64,
+    /// How long mail for a full mailbox is kept and retried (4.2.2) before it is bounced
+    /// (5.2.2).
+    pub quota_grace_secs: u64,
+    /// On shutdown, sessions get this long to finish the transaction in progress before
+    /// they are closed with 421.
+    pub drain_secs: u64,
+    /// New connections per client address per minute (0: no limit); more get 421.
+    pub max_connection_rate_per_ip: u32,
     /// Address rewriting, applied to each RCPT address before anything else (see
     /// [`crate::rewrite`]).
     pub rewrite: Vec<crate::rewrite::RewriteRule>,
@@ -93,6 +101,9 @@ impl Default for MtaConfig {
             command_timeout_secs: 300,
             write_timeout_secs: 60,
             queue_lifetime_secs: 5 * 86_400,
+            quota_grace_secs: 86_400,
+            drain_secs: 10,
+            max_connection_rate_per_ip: 0,
             rewrite: vec![],
             channels: vec![],
             dnsbl_zones: vec![],

@@ -223,6 +223,7 @@ fn schedule(
         let attempts = r.attempts;
         let channel = r.spec.channel.clone();
         let received = e.received_at_ms;
+        let grace = Duration::from_secs(cfg.quota_grace_secs);
         jobs.spawn(async move {
             let ok = deliver(
                 &group,
@@ -232,6 +233,7 @@ fn schedule(
                 received,
                 entry_expires,
                 attempts,
+                grace,
             )
             .await;
             (key, ok)
@@ -531,7 +533,9 @@ async fn report(
 }
 
 /// One delivery attempt and the proposal recording its outcome; false if it must be
-/// tried again later (or by another master).
+/// tried again later (or by another master). A mailbox that stays full for longer than
+/// `quota_grace` fails the recipient (552 5.2.2, reported by DSN).
+#[allow(clippy::too_many_arguments)]
 async fn deliver(
     group: &Group,
     queue_id: &str,
@@ -540,6 +544,7 @@ async fn deliver(
     received_ms: i64,
     expires_ms: i64,
     attempts: u32,
+    quota_grace: Duration,
 ) -> bool {
     let outcome: Result<(), String> = match channel {
         "store" => {
@@ -579,7 +584,17 @@ async fn deliver(
     };
     let Err(why) = outcome else { return true };
     let now = now_ms();
-    let (state, next) = if now >= expires_ms {
+    let full_for_too_long =
+        why.starts_with("4.2.2") && now - received_ms >= quota_grace.as_millis() as i64;
+    let (state, next) = if full_for_too_long {
+        (
+            RecipientState::Failed {
+                code: 552,
+                detail: "5.2.2 mailbox full for longer than the grace period".into(),
+            },
+            now,
+        )
+    } else if now >= expires_ms {
         (
             RecipientState::Failed {
                 code: 550,

@@ -62,6 +62,13 @@ pub(crate) struct Shared {
     /// The relay channel; its resolver also serves DNSBL and sender-domain checks.
     pub relay: Arc<relay::Relay>,
     conns: std::sync::Mutex<(usize, HashMap<std::net::IpAddr, usize>)>,
+    /// Recent connection times per client address (connection rate limit).
+    rates:
+        std::sync::Mutex<HashMap<std::net::IpAddr, std::collections::VecDeque<std::time::Instant>>>,
+    /// Sessions alive, for the drain at shutdown.
+    pub(crate) live: std::sync::atomic::AtomicUsize,
+    /// Set at shutdown: sessions between commands close with 421.
+    pub(crate) stop: watch::Receiver<bool>,
     counter: AtomicU64,
 }
 
@@ -96,6 +103,7 @@ pub(crate) fn relay_group(shared: &Shared) -> Option<String> {
 pub struct MtaServer {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
     pub smtp_addr: Option<SocketAddr>,
     pub submission_addr: Option<SocketAddr>,
     pub submissions_addr: Option<SocketAddr>,
@@ -113,6 +121,7 @@ impl MtaServer {
             _ => None,
         };
         let relay = Arc::new(relay::Relay::new(&cfg)?);
+        let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             backend,
             cfg: cfg.clone(),
@@ -120,9 +129,11 @@ impl MtaServer {
             tls,
             relay: relay.clone(),
             conns: Default::default(),
+            rates: Default::default(),
+            live: Default::default(),
+            stop: stop_rx.clone(),
             counter: AtomicU64::new(0),
         });
-        let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut bound = HashMap::new();
         for (key, addr, kind, implicit) in [
@@ -175,22 +186,58 @@ impl MtaServer {
         Ok(MtaServer {
             stop,
             tasks,
+            shared: shared.clone(),
             smtp_addr: bound.get("mta.smtp_listen").copied(),
             submission_addr: bound.get("mta.submission_listen").copied(),
             submissions_addr: bound.get("mta.submissions_listen").copied(),
         })
     }
 
+    /// Stops accepting, stops the job controllers, and gives sessions `drain_secs` to finish
+    /// the transaction in progress (sessions waiting for a command get 421 at once).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_secs(self.shared.cfg.drain_secs);
+        while self.shared.live.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let left = self.shared.live.load(Ordering::Relaxed);
+        if left > 0 {
+            tracing::warn!(
+                sessions = left,
+                "SMTP sessions still open after the drain period"
+            );
         }
     }
 }
 
 /// Admits a connection under the total and per-address limits; the guard releases it.
 fn admit(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Result<ConnGuard, &'static str> {
+    let rate = shared.cfg.max_connection_rate_per_ip;
+    if rate > 0 {
+        let now = std::time::Instant::now();
+        let mut r = shared.rates.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() > 100_000 {
+            // Bounded memory under a flood of addresses: forget the history.
+            r.clear();
+        }
+        let times = r.entry(ip).or_default();
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > std::time::Duration::from_secs(60))
+        {
+            times.pop_front();
+        }
+        if times.len() >= rate as usize {
+            return Err("421 4.7.0 too many connections from your address, slow down\r\n");
+        }
+        times.push_back(now);
+    }
     let mut c = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
     if c.0 >= shared.cfg.max_connections {
         return Err("421 4.7.0 too many connections, try again later\r\n");
@@ -266,10 +313,13 @@ async fn accept_loop(
                     _ => return,
                 }
             }
+            shared.live.fetch_add(1, Ordering::Relaxed);
+            let live = shared.clone();
             let mut s = session::Session::new(shared, stream, peer, kind);
             if let Err(e) = s.run().await {
                 tracing::debug!(peer = %peer, error = %e, "SMTP session ended");
             }
+            live.live.fetch_sub(1, Ordering::Relaxed);
             drop(guard);
         });
     }

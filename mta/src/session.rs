@@ -61,6 +61,8 @@ pub(crate) struct Session {
     errors: u32,
     /// When the command line now being received started to arrive.
     line_since: Option<tokio::time::Instant>,
+    /// Reading commands (not data, not a SASL exchange).
+    in_command_loop: bool,
     tx: Transaction,
 }
 
@@ -118,6 +120,7 @@ impl Session {
             auth_failures: 0,
             errors: 0,
             line_since: None,
+            in_command_loop: false,
             tx: Transaction::default(),
         }
     }
@@ -162,7 +165,19 @@ impl Session {
         let deadline = self
             .line_since
             .map_or(tokio::time::Instant::now() + t, |s| s + t);
-        match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+        // At shutdown a session waiting for its next command is closed; one in the middle
+        // of a command or of a message's data may finish it (within the drain period).
+        let at_boundary = self.buf.is_empty() && self.line_since.is_none() && self.in_command_loop;
+        let mut stop = self.shared.stop.clone();
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)) => r,
+            _ = async { let _ = stop.wait_for(|s| *s).await; }, if at_boundary => {
+                self.reply(421, "4.3.2 shutting down, try again later");
+                self.flush().await?;
+                return Ok(false);
+            }
+        };
+        match read {
             Ok(Ok(0)) => Ok(false),
             Ok(Ok(_)) => Ok(true),
             Ok(Err(e)) => Err(e),
@@ -230,7 +245,10 @@ impl Session {
                     if (!self.buf.is_empty() || skipping) && self.line_since.is_none() {
                         self.line_since = Some(tokio::time::Instant::now());
                     }
-                    if !self.read_more().await? {
+                    self.in_command_loop = true;
+                    let more = self.read_more().await?;
+                    self.in_command_loop = false;
+                    if !more {
                         return Ok(());
                     }
                     continue;

@@ -490,6 +490,7 @@ async fn hostile_smtp_clients_get_clear_answers_and_hurt_nobody() {
     let _s = SERIAL.lock().await;
     let mut sp = spec(1, 18600, 18643, 18625, 18687);
     sp.mta.command_timeout_secs = 3;
+    sp.mta.max_connection_rate_per_ip = 30;
     let (_d, _c) = cluster("smtp-hostile", &sp).await;
     run_client(
         "smtp_hostile.py",
@@ -499,8 +500,41 @@ async fn hostile_smtp_clients_get_clear_answers_and_hurt_nobody() {
             ("USER", "alice".into()),
             ("PASSWORD", "alice-pw".into()),
             ("COMMAND_TIMEOUT", "3".into()),
+            ("RATE", "30".into()),
         ],
     );
+}
+
+/// Graceful drain: on SIGTERM a session waiting for its next command is told 421 and
+/// closed, and the node stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_tells_idle_smtp_sessions_421() {
+    use std::io::{BufRead, BufReader, Write};
+    let _s = SERIAL.lock().await;
+    let sp = spec(1, 18950, 18993, 18975, 18997);
+    let (_d, c) = cluster("smtp-drain", &sp).await;
+    let tcp = std::net::TcpStream::connect("127.0.0.1:18975").unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = tcp.try_clone().unwrap();
+    let mut r = BufReader::new(tcp);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("220"), "{line}");
+    w.write_all(b"NOOP\r\n").unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("250"), "{line}");
+    let pid = c.pid(1).unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("421 4.3.2"), "{line:?}");
 }
 
 /// Distribution lists (nested), forward-only users and forward-with-copy users expand at

@@ -161,4 +161,16 @@ smug = [m for m in subs if b"Subject: smuggle" in m]
 assert len(smug) == 1 and b"Subject: injected" in smug[0] and b"after" in smug[0], subs
 assert not any(m.startswith(b"Received") and b"Subject: injected\r\n\r\nx" in m.split(b"\r\n\r\n", 1)[0] for m in subs)
 assert len(subs) == 2, [m[:200] for m in subs]
+# Connection rate per address: beyond the limit, 421 at once.
+refused = 0
+for _ in range(int(os.environ["RATE"]) + 5):
+    r = Raw.__new__(Raw)
+    r.s = socket.create_connection((HOST, PORT), timeout=10)
+    r.f = r.s.makefile("rb")
+    code, lines = r.reply()
+    if code == 421:
+        assert "slow down" in lines[0], lines
+        refused += 1
+    r.s.close()
+assert refused >= 5, refused
 print("smtp_hostile: all checks passed")
