@@ -461,18 +461,24 @@ impl Session {
         }
         let b64 = base64::engine::general_purpose::STANDARD;
         let decode = |s: &str| b64.decode(s.as_bytes()).ok();
+        // One SASL round: challenge, then the client's answer (or the end of the session).
+        macro_rules! step {
+            ($challenge:expr) => {{
+                self.reply(334, $challenge);
+                match self.sasl_line().await? {
+                    None => return Ok(false),
+                    Some(None) => {
+                        self.refuse(501, "5.0.0 authentication cancelled").await?;
+                        return Ok(true);
+                    }
+                    Some(Some(d)) => d,
+                }
+            }};
+        }
         let (login, password) = match mechanism {
             smtp_proto::AUTH_PLAIN => {
                 let data = if initial.is_empty() {
-                    self.reply(334, "");
-                    match self.sasl_line().await? {
-                        None => return Ok(false),
-                        Some(None) => {
-                            self.refuse(501, "5.0.0 authentication cancelled").await?;
-                            return Ok(true);
-                        }
-                        Some(Some(d)) => Some(d),
-                    }
+                    Some(step!(""))
                 } else if initial == "=" {
                     Some(Vec::new())
                 } else {
@@ -494,27 +500,11 @@ impl Session {
             }
             smtp_proto::AUTH_LOGIN => {
                 let user = if initial.is_empty() {
-                    self.reply(334, "VXNlcm5hbWU6");
-                    match self.sasl_line().await? {
-                        None => return Ok(false),
-                        Some(None) => {
-                            self.refuse(501, "5.0.0 authentication cancelled").await?;
-                            return Ok(true);
-                        }
-                        Some(Some(d)) => d,
-                    }
+                    step!("VXNlcm5hbWU6")
                 } else {
                     decode(&initial).unwrap_or_default()
                 };
-                self.reply(334, "UGFzc3dvcmQ6");
-                let pw = match self.sasl_line().await? {
-                    None => return Ok(false),
-                    Some(None) => {
-                        self.refuse(501, "5.0.0 authentication cancelled").await?;
-                        return Ok(true);
-                    }
-                    Some(Some(d)) => d,
-                };
+                let pw = step!("UGFzc3dvcmQ6");
                 (
                     String::from_utf8_lossy(&user).into_owned(),
                     String::from_utf8_lossy(&pw).into_owned(),
@@ -667,13 +657,15 @@ impl Session {
                             crate::rewrite::channel_for(&self.shared.cfg.channels, domain) =>
                     {
                         let name = ch.name.clone();
-                        self.routed_rcpt(&to, &name).await
+                        self.channel_rcpt(&to, &name).await
                     }
                     Ok(None) if self.kind == Kind::Lmtp => {
                         self.refuse(550, &format!("5.1.1 <{address}>: not a local recipient"))
                             .await
                     }
-                    Ok(None) if self.trusted || self.auth.is_some() => self.relay_rcpt(&to).await,
+                    Ok(None) if self.trusted || self.auth.is_some() => {
+                        self.channel_rcpt(&to, "smtp").await
+                    }
                     Ok(None) => {
                         self.refuse(554, &format!("5.7.1 <{address}>: relay access denied"))
                             .await
@@ -871,15 +863,17 @@ impl Session {
         Ok(out)
     }
 
-    /// A recipient in a domain routed to a configured channel: accepted from anyone.
-    async fn routed_rcpt(
+    /// A recipient in another domain going out through `channel`: a configured channel
+    /// routing its domain (accepted from anyone), or `smtp`, the MX relay (for clients
+    /// allowed to relay).
+    async fn channel_rcpt(
         &mut self,
         to: &smtp_proto::RcptTo<String>,
         channel: &str,
     ) -> std::io::Result<()> {
         let Some(group) = crate::relay_group(&self.shared) else {
             return self
-                .refuse(451, "4.3.0 no resource group configured for routed mail")
+                .refuse(451, "4.3.0 no resource group configured for outgoing mail")
                 .await;
         };
         self.tx.rcpts.push(Rcpt {
@@ -893,27 +887,6 @@ impl Session {
         });
         self.tx.accepted.push(to.address.clone());
         self.reply(250, &format!("2.1.5 recipient OK ({channel})"));
-        Ok(())
-    }
-
-    /// A recipient in another domain, for a client allowed to relay: the SMTP channel.
-    async fn relay_rcpt(&mut self, to: &smtp_proto::RcptTo<String>) -> std::io::Result<()> {
-        let Some(group) = crate::relay_group(&self.shared) else {
-            return self
-                .refuse(451, "4.3.0 no resource group configured for relayed mail")
-                .await;
-        };
-        self.tx.rcpts.push(Rcpt {
-            spec: RecipientSpec {
-                address: to.address.clone(),
-                orcpt: to.orcpt.clone(),
-                notify: notify_of(to.flags),
-                channel: "smtp".into(),
-            },
-            group,
-        });
-        self.tx.accepted.push(to.address.clone());
-        self.reply(250, "2.1.5 recipient OK (relay)");
         Ok(())
     }
 

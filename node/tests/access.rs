@@ -8,39 +8,11 @@ use std::time::{Duration, Instant};
 use halyard_node::config::RaftConfig;
 use halyard_node::local_cluster::{ClusterSpec, LocalCluster};
 
-const WAIT: Duration = Duration::from_secs(30);
+mod support;
+use support::{WAIT, run_client, script};
 
 /// One access test at a time: they share ports.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn ctl(c: &LocalCluster, args: &[&str], stdin: &str) {
-    let (ok, out, err) = c.ctl(1, args, stdin).expect("halyard ctl");
-    assert!(ok, "ctl {args:?}: {out}{err}");
-}
-
-fn script(name: &str) -> std::path::PathBuf {
-    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
-    dir.join("tests/clients").join(name)
-}
-
-/// Runs a client script with the cluster's ports and accounts; fails the test with its output.
-fn run_client(name: &str, env: &[(&str, String)]) {
-    let mut cmd = Command::new("python3");
-    cmd.arg(script(name));
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("python3");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{name} failed:\n{text}");
-    eprintln!("{text}");
-}
 
 fn spec(nodes: u64, base_port: u16, imap: u16, pop3: u16) -> ClusterSpec {
     ClusterSpec {
@@ -68,31 +40,15 @@ fn spec(nodes: u64, base_port: u16, imap: u16, pop3: u16) -> ClusterSpec {
 }
 
 async fn cluster(name: &str, spec: &ClusterSpec) -> (tempfile::TempDir, LocalCluster) {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("halyard-{name}-"))
-        .tempdir()
-        .unwrap();
-    let mut c = LocalCluster::new(
-        std::path::Path::new(env!("CARGO_BIN_EXE_halyard")),
-        dir.path(),
+    support::cluster(
+        name,
         spec,
+        &[
+            ("alice@example.org", "alice", "alice-pw"),
+            ("bob@example.org", "bob", "bob-pw"),
+        ],
     )
-    .unwrap();
-    c.start_all().unwrap();
-    c.wait_leader("meta", None, WAIT).await.unwrap();
-    c.wait_leader("rg1", None, WAIT).await.unwrap();
-    ctl(&c, &["domain", "add", "example.org", "--quota", "100M"], "");
-    ctl(
-        &c,
-        &["user", "add", "alice@example.org", "--login", "alice"],
-        "alice-pw\n",
-    );
-    ctl(
-        &c,
-        &["user", "add", "bob@example.org", "--login", "bob"],
-        "bob-pw\n",
-    );
-    (dir, c)
+    .await
 }
 
 fn accounts(imap: u16, pop3: u16) -> Vec<(&'static str, String)> {

@@ -7,35 +7,11 @@ use std::time::Duration;
 use halyard_node::config::RaftConfig;
 use halyard_node::local_cluster::{ClusterSpec, LocalCluster};
 
-const WAIT: Duration = Duration::from_secs(30);
+mod support;
+use support::{WAIT, ctl, run_client};
 
 /// One MTA test at a time: they share ports.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn ctl(c: &LocalCluster, args: &[&str], stdin: &str) {
-    let (ok, out, err) = c.ctl(1, args, stdin).expect("halyard ctl");
-    assert!(ok, "ctl {args:?}: {out}{err}");
-}
-
-/// Runs a client script; fails the test with its output.
-fn run_client(name: &str, env: &[(&str, String)]) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/clients")
-        .join(name);
-    let mut cmd = Command::new("python3");
-    cmd.arg(script);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("python3");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{name} failed:\n{text}");
-    eprintln!("{text}");
-}
 
 fn spec(nodes: u64, base_port: u16, imap: u16, smtp: u16, submission: u16) -> ClusterSpec {
     ClusterSpec {
@@ -64,26 +40,7 @@ fn spec(nodes: u64, base_port: u16, imap: u16, smtp: u16, submission: u16) -> Cl
 }
 
 async fn cluster(name: &str, spec: &ClusterSpec) -> (tempfile::TempDir, LocalCluster) {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("halyard-{name}-"))
-        .tempdir()
-        .unwrap();
-    let mut c = LocalCluster::new(
-        std::path::Path::new(env!("CARGO_BIN_EXE_halyard")),
-        dir.path(),
-        spec,
-    )
-    .unwrap();
-    c.start_all().unwrap();
-    c.wait_leader("meta", None, WAIT).await.unwrap();
-    c.wait_leader("rg1", None, WAIT).await.unwrap();
-    ctl(&c, &["domain", "add", "example.org", "--quota", "100M"], "");
-    ctl(
-        &c,
-        &["user", "add", "alice@example.org", "--login", "alice"],
-        "alice-pw\n",
-    );
-    (dir, c)
+    support::cluster(name, spec, &[("alice@example.org", "alice", "alice-pw")]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -959,6 +959,26 @@ fn rename_mailbox<R: KvRead>(t: &mut Txn<'_, R>, user: &str, from: &str, to: &st
     Ok(Ok(Reply::Done))
 }
 
+/// A reference to `body` in `partition`: one more reference to the same stored copy when
+/// it is already there (one copy of a body per partition), else a copy into it.
+fn share_body<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    body: &BodyRef,
+    partition: &str,
+) -> Result<BodyRef, StoreError> {
+    let r = BodyRef {
+        partition: partition.to_string(),
+        sha256: body.sha256.clone(),
+    };
+    if r.partition == body.partition {
+        add_body_ref(t, &r, None)?;
+    } else {
+        let bytes = read_body(t, body)?;
+        add_body_ref(t, &r, Some(&bytes))?;
+    }
+    Ok(r)
+}
+
 /// Where a local delivery goes.
 struct LocalTarget<'a> {
     user: &'a str,
@@ -993,16 +1013,7 @@ fn deliver_into<R: KvRead>(
             None,
         )?,
     };
-    let body_ref = BodyRef {
-        partition: mb.partition.clone(),
-        sha256: entry.body.sha256.clone(),
-    };
-    if body_ref.partition == entry.body.partition {
-        add_body_ref(t, &body_ref, None)?;
-    } else {
-        let bytes = read_body(t, &entry.body)?;
-        add_body_ref(t, &body_ref, Some(&bytes))?;
-    }
+    let body_ref = share_body(t, &entry.body, &mb.partition)?;
     let (uid, _) = insert_message(
         t,
         user,
@@ -1098,17 +1109,24 @@ fn as_actor<R: KvRead>(t: &mut Txn<'_, R>, actor: &str, cmd: &Command) -> Outcom
             )))
         }
     };
+    // A new name in someone else's tree needs the `k` right on its parent.
+    let may_create_under = |t: &Txn<'_, R>,
+                            owner: &str,
+                            name: &str,
+                            what: &str|
+     -> Result<Result<(), ApplyError>, StoreError> {
+        let name = canonical_mailbox(name);
+        let Some(parent) = parent_of(&name) else {
+            return Ok(Err(ApplyError::NoPermission(
+                "only the owner creates top-level mailboxes".into(),
+            )));
+        };
+        Ok(rights(t, owner, parent)?.and_then(|(r, _)| need(r, "k", what)))
+    };
     match cmd {
         Command::CreateMailbox { user, name, .. } => {
             if user != actor {
-                let name = canonical_mailbox(name);
-                let Some(parent) = parent_of(&name) else {
-                    refuse!(ApplyError::NoPermission(
-                        "only the owner creates top-level mailboxes".into()
-                    ));
-                };
-                let (r, _) = tri!(rights(t, user, parent)?);
-                tri!(need(r, "k", "creating a mailbox"));
+                tri!(may_create_under(t, user, name, "creating a mailbox")?);
             }
             apply_inner(t, cmd)
         }
@@ -1121,14 +1139,7 @@ fn as_actor<R: KvRead>(t: &mut Txn<'_, R>, actor: &str, cmd: &Command) -> Outcom
             let (r, _) = tri!(rights(t, user, from)?);
             tri!(need(r, "x", "RENAME"));
             if user != actor {
-                let to = canonical_mailbox(to);
-                let Some(parent) = parent_of(&to) else {
-                    refuse!(ApplyError::NoPermission(
-                        "only the owner creates top-level mailboxes".into()
-                    ));
-                };
-                let (r, _) = tri!(rights(t, user, parent)?);
-                tri!(need(r, "k", "RENAME into this mailbox"));
+                tri!(may_create_under(t, user, to, "RENAME into this mailbox")?);
             }
             apply_inner(t, cmd)
         }
@@ -1270,16 +1281,7 @@ fn copy_messages<R: KvRead>(
     }
     let mut pairs = Vec::new();
     for m in &found {
-        let body_ref = BodyRef {
-            partition: dst.partition.clone(),
-            sha256: m.body.sha256.clone(),
-        };
-        if body_ref.partition == m.body.partition {
-            add_body_ref(t, &body_ref, None)?;
-        } else {
-            let bytes = read_body(t, &m.body)?;
-            add_body_ref(t, &body_ref, Some(&bytes))?;
-        }
+        let body_ref = share_body(t, &m.body, &dst.partition)?;
         let (new_uid, _) = insert_message(
             t,
             to_user,

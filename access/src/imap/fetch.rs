@@ -357,14 +357,8 @@ impl Session {
     ) -> io::Result<()> {
         // Flag changes by other sessions first (no EXPUNGE during FETCH).
         self.sync(false).await?;
-        if self.sel.as_ref().is_some_and(|s| !s.rights.has('r')) {
-            let b = status(
-                Kind::No,
-                Some(tag),
-                Some(super::session::noperm()),
-                "the \"r\" right on this mailbox was withdrawn",
-            );
-            return self.conn.write(&b).await;
+        if self.refused_without_read_right(tag).await? {
+            return Ok(());
         }
         if !uid && !self.seqs_valid(set) {
             let b = status(Kind::No, Some(tag), None, "no such message");

@@ -226,14 +226,8 @@ impl Session {
     ) -> io::Result<()> {
         // Bring flags up to date first (no EXPUNGE during SEARCH, RFC 3501 §7.4.1).
         self.sync(false).await?;
-        if self.sel.as_ref().is_some_and(|s| !s.rights.has('r')) {
-            let b = status(
-                Kind::No,
-                Some(tag),
-                Some(super::session::noperm()),
-                "the \"r\" right on this mailbox was withdrawn",
-            );
-            return self.conn.write(&b).await;
+        if self.refused_without_read_right(tag).await? {
+            return Ok(());
         }
         let uses_modseq = criteria.iter().any(mentions_modseq);
         if uses_modseq {

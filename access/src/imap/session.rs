@@ -702,6 +702,21 @@ impl Session {
         self.account.as_ref().expect("authenticated")
     }
 
+    /// Answers `NO [NOPERM]` when the `r` right on the selected mailbox was withdrawn since
+    /// SELECT (FETCH and SEARCH read nothing then); true if it did.
+    pub(crate) async fn refused_without_read_right(&mut self, tag: &Tag<'_>) -> io::Result<bool> {
+        if self.sel.as_ref().is_some_and(|s| !s.rights.has('r')) {
+            self.no(
+                tag,
+                Some(noperm()),
+                "the \"r\" right on this mailbox was withdrawn",
+            )
+            .await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Proposes `cmd` on `owner`'s mailboxes: as is for the user's own, wrapped in
     /// `Command::As` for another user's (their ACL is checked when the entry is applied).
     pub(crate) async fn propose_on(

@@ -1,0 +1,71 @@
+//! Shared by the integration tests that drive `halyard serve` processes with real clients:
+//! starting a cluster with the example.org domain and its users, running `halyard ctl`, and
+//! running the Python client scripts in tests/clients.
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use halyard_node::local_cluster::{ClusterSpec, LocalCluster};
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// `halyard ctl` on node 1; fails the test on error.
+pub fn ctl(c: &LocalCluster, args: &[&str], stdin: &str) {
+    let (ok, out, err) = c.ctl(1, args, stdin).expect("halyard ctl");
+    assert!(ok, "ctl {args:?}: {out}{err}");
+}
+
+pub fn script(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name)
+}
+
+/// Runs a client script with these environment variables; fails the test with its output.
+pub fn run_client(name: &str, env: &[(&str, String)]) {
+    let mut cmd = Command::new("python3");
+    cmd.arg(script(name));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name} failed:\n{text}");
+    eprintln!("{text}");
+}
+
+/// Starts the cluster, waits for the meta and rg1 leaders, creates example.org and `users`
+/// (address, login, password).
+pub async fn cluster(
+    name: &str,
+    spec: &ClusterSpec,
+    users: &[(&str, &str, &str)],
+) -> (tempfile::TempDir, LocalCluster) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("halyard-{name}-"))
+        .tempdir()
+        .unwrap();
+    let mut c = LocalCluster::new(
+        std::path::Path::new(env!("CARGO_BIN_EXE_halyard")),
+        dir.path(),
+        spec,
+    )
+    .unwrap();
+    c.start_all().unwrap();
+    c.wait_leader("meta", None, WAIT).await.unwrap();
+    c.wait_leader("rg1", None, WAIT).await.unwrap();
+    ctl(&c, &["domain", "add", "example.org", "--quota", "100M"], "");
+    for (address, login, password) in users {
+        ctl(
+            &c,
+            &["user", "add", address, "--login", login],
+            &format!("{password}\n"),
+        );
+    }
+    (dir, c)
+}
