@@ -90,11 +90,33 @@ pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
         .collect()
 }
 
+/// Demo data written by an older Halyard (another data format) is thrown away, with a note:
+/// it is a demo; a real node refuses such a directory instead.
+fn discard_old_format(data_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let node = e.path();
+        let has_data = node.join("raft-log").exists() || node.join("groups").exists();
+        let current = std::fs::read_to_string(node.join("FORMAT"))
+            .is_ok_and(|f| f.trim() == format!("halyard-data {}", crate::runtime::DATA_FORMAT));
+        if has_data && !current {
+            eprintln!(
+                "note: {} holds demo data from an older Halyard; starting afresh",
+                node.display()
+            );
+            let _ = std::fs::remove_dir_all(&node);
+        }
+    }
+}
+
 pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
     if !(1..=9).contains(&nodes) {
         bail!("--nodes must be between 1 and 9");
     }
     let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join("halyard-demo"));
+    discard_old_format(&data_dir);
     let configs = demo_configs(&data_dir, nodes);
     for c in &configs {
         c.validate()

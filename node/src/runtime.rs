@@ -84,6 +84,39 @@ pub struct Node {
     _lock: std::fs::File,
 }
 
+/// Version of the on-disk data (Raft log entries and state machine records are bincode:
+/// a change to a command or record type changes it). Written in `data_dir/FORMAT`.
+pub const DATA_FORMAT: u32 = 2;
+
+/// Refuses a data directory written in another format (a directory holding data but no
+/// FORMAT file predates versioning: format 1), with an error that says what to do; an
+/// empty directory gets the current format.
+fn check_format(dir: &Path) -> Result<()> {
+    let path = dir.join("FORMAT");
+    let found = match std::fs::read_to_string(&path) {
+        Ok(s) => s
+            .trim()
+            .strip_prefix("halyard-data ")
+            .and_then(|v| v.parse::<u32>().ok())
+            .with_context(|| format!("data_dir {}: unreadable FORMAT file", dir.display()))?,
+        Err(_) if dir.join("raft-log").exists() || dir.join("groups").exists() => 1,
+        Err(_) => {
+            std::fs::write(&path, format!("halyard-data {DATA_FORMAT}\n"))
+                .with_context(|| format!("data_dir {}: cannot write FORMAT", dir.display()))?;
+            DATA_FORMAT
+        }
+    };
+    if found != DATA_FORMAT {
+        bail!(
+            "data_dir {}: holds data in format {found}, this halyard reads format {DATA_FORMAT}; \
+             move it away (or start from an empty directory and let the node catch up from \
+             the others)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Checks that the data directory is usable and takes an exclusive lock on it, so two
 /// processes never share one node's state.
 fn prepare_data_dir(dir: &Path) -> Result<std::fs::File> {
@@ -101,7 +134,10 @@ fn prepare_data_dir(dir: &Path) -> Result<std::fs::File> {
         .open(&lock_path)
         .with_context(|| format!("data_dir {}: cannot open lock file", dir.display()))?;
     match lock.try_lock() {
-        Ok(()) => Ok(lock),
+        Ok(()) => {
+            check_format(dir)?;
+            Ok(lock)
+        }
         Err(std::fs::TryLockError::WouldBlock) => {
             bail!(
                 "data_dir {}: in use by another halyard process",

@@ -123,6 +123,34 @@ fn unusable_data_dir_is_a_clear_error() {
 }
 
 #[test]
+fn data_from_another_format_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    // Data written before the FORMAT file existed (format 1).
+    std::fs::create_dir_all(d.path().join("data/raft-log")).unwrap();
+    let p = d.path().join("node.toml");
+    std::fs::write(&p, config(d.path(), 17504, "data")).unwrap();
+    let o = run(&["serve", "--config", p.to_str().unwrap()]);
+    assert_one_line_error(&o, &["data_dir", "format 1", "move it away"]);
+    // A fresh directory gets the current format written.
+    let fresh = d.path().join("fresh");
+    let p = d.path().join("fresh.toml");
+    std::fs::write(&p, config(d.path(), 17505, "fresh")).unwrap();
+    let mut node = halyard()
+        .args(["serve", "--config", p.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !fresh.join("FORMAT").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    node.kill().unwrap();
+    let _ = node.wait();
+    let f = std::fs::read_to_string(fresh.join("FORMAT")).unwrap();
+    assert!(f.starts_with("halyard-data "), "{f}");
+}
+
+#[test]
 fn port_in_use_is_a_clear_error() {
     let d = tempfile::tempdir().unwrap();
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
