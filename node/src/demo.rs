@@ -177,6 +177,19 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
     }
     println!();
     println!("  Demo user: {demo_user}");
+    // Mail is accepted by the master of rg1 (in production its floating address).
+    let rg1_leader = running[0]
+        .shared
+        .status()
+        .groups
+        .iter()
+        .find(|g| g.name == "rg1")
+        .and_then(|g| g.leader)
+        .unwrap_or(1);
+    println!(
+        "  Send mail: swaks --server 127.0.0.1:{} --to demo@demo.test   (rg1's master)",
+        DEMO_SMTP_PORT as u64 + 1000 * (rg1_leader - 1)
+    );
     println!();
     println!("  Inspect:  halyard ctl --node 127.0.0.1:{DEMO_BASE_PORT} status");
     println!("            halyard ctl --node 127.0.0.1:{DEMO_BASE_PORT} user list");
