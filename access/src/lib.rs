@@ -26,6 +26,7 @@ pub mod mutf7;
 pub mod pop3;
 pub mod proxy;
 pub mod store;
+pub mod stream;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -90,22 +91,13 @@ async fn accept_loop(
     implicit_tls: bool,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, ?proto, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
-        };
+    let what = match proto {
+        Proto::Imap => "imap",
+        Proto::Pop3 => "pop3",
+    };
+    while let Some((tcp, peer)) = stream::next_connection(&listener, &mut stop, what).await {
         let shared = shared.clone();
         tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
             match proto {
                 Proto::Imap => imap::serve(tcp, peer, shared, implicit_tls).await,
                 Proto::Pop3 => pop3::serve(tcp, peer, shared, implicit_tls).await,

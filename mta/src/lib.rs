@@ -20,7 +20,6 @@ pub mod jobs;
 pub mod relay;
 pub mod rewrite;
 mod session;
-mod stream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -280,21 +279,11 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     use tokio::io::AsyncWriteExt;
-    loop {
-        let (mut tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "SMTP accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
-        };
+    while let Some((mut tcp, peer)) =
+        halyard_access::stream::next_connection(&listener, &mut stop, "smtp").await
+    {
         let shared = shared.clone();
         tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
             let guard = match admit(&shared, peer.ip()) {
                 Ok(g) => g,
                 Err(msg) => {
@@ -302,7 +291,7 @@ async fn accept_loop(
                     return;
                 }
             };
-            let mut stream = stream::Stream::Plain(tcp);
+            let mut stream = halyard_access::stream::Stream::Plain(tcp);
             if implicit_tls {
                 let Some(tls) = shared.tls.clone() else {
                     return;

@@ -22,8 +22,8 @@ use smtp_proto::Request;
 use smtp_proto::request::receiver::DataReceiver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::stream::Stream;
 use crate::{Kind, Shared};
+use halyard_access::stream::Stream;
 
 /// Where the session is in a mail transaction.
 #[derive(Default)]

@@ -33,10 +33,7 @@ pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
         .map(|i| PeerConfig {
             id: i,
             addr: format!("127.0.0.1:{}", DEMO_BASE_PORT as u64 + i - 1),
-            imap: Some(format!(
-                "127.0.0.1:{}",
-                DEMO_IMAP_PORT as u64 + 1000 * (i - 1)
-            )),
+            imap: Some(demo_addr(DEMO_IMAP_PORT, i)),
             pop3: Some(format!(
                 "127.0.0.1:{}",
                 DEMO_POP3_PORT as u64 + 1000 * (i - 1)
@@ -62,10 +59,7 @@ pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
             raft: RaftConfig::default(),
             directory: Default::default(),
             access: halyard_access::AccessConfig {
-                imap_listen: Some(format!(
-                    "127.0.0.1:{}",
-                    DEMO_IMAP_PORT as u64 + 1000 * (i - 1)
-                )),
+                imap_listen: Some(demo_addr(DEMO_IMAP_PORT, i)),
                 pop3_listen: Some(format!(
                     "127.0.0.1:{}",
                     DEMO_POP3_PORT as u64 + 1000 * (i - 1)
@@ -75,14 +69,8 @@ pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
             },
             mta: halyard_mta::MtaConfig {
                 hostname: format!("node{i}.demo.test"),
-                smtp_listen: Some(format!(
-                    "127.0.0.1:{}",
-                    DEMO_SMTP_PORT as u64 + 1000 * (i - 1)
-                )),
-                submission_listen: Some(format!(
-                    "127.0.0.1:{}",
-                    DEMO_SUBMISSION_PORT as u64 + 1000 * (i - 1)
-                )),
+                smtp_listen: Some(demo_addr(DEMO_SMTP_PORT, i)),
+                submission_listen: Some(demo_addr(DEMO_SUBMISSION_PORT, i)),
                 default_group: Some("rg1".into()),
                 ..Default::default()
             },
@@ -109,6 +97,11 @@ fn discard_old_format(data_dir: &std::path::Path) {
             let _ = std::fs::remove_dir_all(&node);
         }
     }
+}
+
+/// Node `i`'s address for a service whose node-1 port is `base`: +1000 per node.
+fn demo_addr(base: u16, i: u64) -> String {
+    format!("127.0.0.1:{}", base as u64 + 1000 * (i - 1))
 }
 
 pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
@@ -187,8 +180,8 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
         .and_then(|g| g.leader)
         .unwrap_or(1);
     println!(
-        "  Send mail: swaks --server 127.0.0.1:{} --to demo@demo.test   (rg1's master)",
-        DEMO_SMTP_PORT as u64 + 1000 * (rg1_leader - 1)
+        "  Send mail: swaks --server {} --to demo@demo.test   (rg1's master)",
+        demo_addr(DEMO_SMTP_PORT, rg1_leader)
     );
     println!();
     println!("  Inspect:  halyard ctl --node 127.0.0.1:{DEMO_BASE_PORT} status");

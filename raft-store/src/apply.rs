@@ -1130,11 +1130,6 @@ fn as_actor<R: KvRead>(t: &mut Txn<'_, R>, actor: &str, cmd: &Command) -> Outcom
             }
             apply_inner(t, cmd)
         }
-        Command::DeleteMailbox { user, name } => {
-            let (r, _) = tri!(rights(t, user, name)?);
-            tri!(need(r, "x", "DELETE"));
-            apply_inner(t, cmd)
-        }
         Command::RenameMailbox { user, from, to } => {
             let (r, _) = tri!(rights(t, user, from)?);
             tri!(need(r, "x", "RENAME"));
@@ -1161,11 +1156,6 @@ fn as_actor<R: KvRead>(t: &mut Txn<'_, R>, actor: &str, cmd: &Command) -> Outcom
             Ok(Ok(Reply::Done))
         }
         Command::Subscribe { .. } => apply_inner(t, cmd),
-        Command::SetAcl { user, mailbox, .. } => {
-            let (r, _) = tri!(rights(t, user, mailbox)?);
-            tri!(need(r, "a", "changing the ACL"));
-            apply_inner(t, cmd)
-        }
         Command::Append {
             user,
             mailbox,
@@ -1209,9 +1199,20 @@ fn as_actor<R: KvRead>(t: &mut Txn<'_, R>, actor: &str, cmd: &Command) -> Outcom
             }
             store_flags(t, user, mailbox, uids, *action, flags, *unchanged_since, r)
         }
-        Command::Expunge { user, mailbox, .. } => {
+        // Commands that need one right on one mailbox and change nothing else.
+        Command::DeleteMailbox {
+            user,
+            name: mailbox,
+        }
+        | Command::SetAcl { user, mailbox, .. }
+        | Command::Expunge { user, mailbox, .. } => {
+            let (letter, what) = match cmd {
+                Command::DeleteMailbox { .. } => ("x", "DELETE"),
+                Command::SetAcl { .. } => ("a", "changing the ACL"),
+                _ => ("e", "EXPUNGE"),
+            };
             let (r, _) = tri!(rights(t, user, mailbox)?);
-            tri!(need(r, "e", "EXPUNGE"));
+            tri!(need(r, letter, what));
             apply_inner(t, cmd)
         }
         Command::Copy {

@@ -1,4 +1,5 @@
-//! A client connection, plain or TLS (after STARTTLS or on the implicit-TLS port).
+//! A client connection, plain or TLS (implicit, or after STARTTLS/STLS), shared by the IMAP,
+//! POP3 and SMTP listeners, and the accept loop they share.
 
 use std::io;
 use std::pin::Pin;
@@ -8,16 +9,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-pub(crate) enum Stream {
+pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     /// Only while the handshake is in progress.
-    Upgrading,
+    Gone,
 }
 
 impl Stream {
     /// Protocol and cipher suite, for the `Received:` header and logs.
-    pub(crate) fn tls_info(&self) -> Option<String> {
+    pub fn tls_info(&self) -> Option<String> {
         match self {
             Stream::Tls(t) => {
                 let (_, c) = t.get_ref();
@@ -36,11 +37,8 @@ impl Stream {
     }
 
     /// TLS handshake on the plain connection.
-    pub(crate) async fn start_tls(
-        &mut self,
-        acceptor: tokio_rustls::TlsAcceptor,
-    ) -> io::Result<()> {
-        match std::mem::replace(self, Stream::Upgrading) {
+    pub async fn start_tls(&mut self, acceptor: tokio_rustls::TlsAcceptor) -> io::Result<()> {
+        match std::mem::replace(self, Stream::Gone) {
             Stream::Plain(tcp) => {
                 let tls = acceptor.accept(tcp).await?;
                 *self = Stream::Tls(Box::new(tls));
@@ -63,7 +61,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Upgrading => Poll::Ready(Err(io::Error::other("connection is upgrading"))),
+            Stream::Gone => Poll::Ready(Err(io::Error::other("connection is upgrading"))),
         }
     }
 }
@@ -77,7 +75,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Upgrading => Poll::Ready(Err(io::Error::other("connection is upgrading"))),
+            Stream::Gone => Poll::Ready(Err(io::Error::other("connection is upgrading"))),
         }
     }
 
@@ -85,7 +83,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Upgrading => Poll::Ready(Ok(())),
+            Stream::Gone => Poll::Ready(Ok(())),
         }
     }
 
@@ -93,7 +91,31 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::Upgrading => Poll::Ready(Ok(())),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// The next connection from `listener`, or `None` once `stop` is set. Accept errors
+/// (EMFILE and friends) are logged and retried after a pause instead of spinning.
+pub async fn next_connection(
+    listener: &tokio::net::TcpListener,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    what: &str,
+) -> Option<(TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Some((tcp, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, listener = what, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return None,
         }
     }
 }
