@@ -89,8 +89,7 @@ async fn acknowledged_messages_survive_kill_of_the_master() {
         ("N", "120".to_string()),
         ("STATE", state),
     ];
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smtp_failover.py");
+    let script = support::script("smtp_failover.py");
     let mut child = Command::new("python3")
         .arg(&script)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

@@ -16,8 +16,15 @@ pub fn ctl(c: &LocalCluster, args: &[&str], stdin: &str) {
     assert!(ok, "ctl {args:?}: {out}{err}");
 }
 
+/// A client script of node/tests/clients.
+///
+/// The crate directory comes from the environment `cargo test` sets when it runs the test: a
+/// binary reused from a build in another clone (same target directory) must not read that
+/// clone's scripts, which may be gone.
 pub fn script(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .join("tests/clients")
         .join(name)
 }
