@@ -16,6 +16,12 @@
 
 use std::path::PathBuf;
 
+/// mimalloc instead of glibc's allocator: under SMTP load glibc handed large buffers (log
+/// batches, RPC frames) back to the kernel and faulted them in again, zeroed, a tenth of the
+/// CPU; see README "Performance".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use halyard_node::config::NodeConfig;

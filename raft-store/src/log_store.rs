@@ -43,6 +43,93 @@ pub struct LogStats {
     pub appends: AtomicU64,
 }
 
+/// Bytes of recent entries each group keeps decoded in memory (see [`Tail`]).
+const TAIL_CACHE_BYTES: usize = 32 << 20;
+
+/// The most recent entries of one group's log, decoded, contiguous and ending at the last
+/// entry in the database. The leader reads every entry back once to apply it and once per
+/// follower to replicate it, a follower once to apply it: under load those reads (RocksDB
+/// lookups plus decoding bodies) were a tenth of the CPU, and nearly all of them ask for
+/// entries appended moments before. Reads outside the cached span go to the database.
+#[derive(Default)]
+struct Tail {
+    entries: std::collections::VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl Tail {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Adds entries just written; a gap (the first append after opening, a truncation
+    /// we did not see) starts the span afresh.
+    fn push(&mut self, entries: Vec<(Entry, usize)>) {
+        for (e, size) in entries {
+            let follows = self
+                .entries
+                .back()
+                .is_none_or(|(b, _)| b.log_id.index + 1 == e.log_id.index);
+            if !follows {
+                self.clear();
+            }
+            self.bytes += size;
+            self.entries.push_back((e, size));
+        }
+        while self.bytes > TAIL_CACHE_BYTES && self.entries.len() > 1 {
+            if let Some((_, size)) = self.entries.pop_front() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Drops entries from `index` on (a truncation).
+    fn truncate(&mut self, index: u64) {
+        while self
+            .entries
+            .back()
+            .is_some_and(|(e, _)| e.log_id.index >= index)
+        {
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Drops entries up to and including `index` (a purge).
+    fn purge(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|(e, _)| e.log_id.index <= index)
+        {
+            if let Some((_, size)) = self.entries.pop_front() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Entries `start..end` if the cache holds all of them that exist (the database has
+    /// nothing after the cached span).
+    fn get(&self, start: u64, end_exclusive: u64) -> Option<Vec<Entry>> {
+        let first = self.entries.front()?.0.log_id.index;
+        if start < first {
+            return None;
+        }
+        let skip = usize::try_from(start - first).ok()?;
+        let want = end_exclusive.saturating_sub(start);
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .take(usize::try_from(want).unwrap_or(usize::MAX))
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
+}
+
 struct SyncJob {
     entries: u64,
     done: LogFlushed<TypeConfig>,
@@ -57,6 +144,8 @@ pub struct LogDb {
     /// process exit, which aborts inside RocksDB).
     thread: Option<std::thread::JoinHandle<()>>,
     pub stats: Arc<LogStats>,
+    /// Each group's [`Tail`], shared by every `LogStore` of that group.
+    tails: std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::Mutex<Tail>>>>,
 }
 
 impl LogDb {
@@ -65,7 +154,10 @@ impl LogDb {
         opts.create_if_missing(true);
         opts.set_enable_blob_files(true);
         opts.set_min_blob_size(4096);
-        opts.set_enable_blob_gc(true);
+        // No blob garbage collection: a log is only ever purged from its head, so a blob file
+        // becomes wholly dead and is dropped with the last table referring to it; relocating
+        // the blobs still live in old files (what GC does) was 7 % of the CPU under SMTP load.
+        opts.set_enable_blob_gc(false);
         opts.set_max_total_wal_size(256 << 20);
         opts.set_write_buffer_size(64 << 20);
         let db = Arc::new(DB::open(&opts, path)?);
@@ -81,14 +173,23 @@ impl LogDb {
             syncer: std::sync::Mutex::new(Some(tx)),
             thread: Some(thread),
             stats,
+            tails: Default::default(),
         }))
     }
 
     /// A group's view of the log database.
     pub fn store(self: &Arc<Self>, group: &str) -> LogStore {
+        let tail = self
+            .tails
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(group.to_string())
+            .or_default()
+            .clone();
         LogStore {
             db: self.clone(),
             group: group.into(),
+            tail,
             committed: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -144,6 +245,7 @@ fn log_key(group: &str, index: u64) -> Vec<u8> {
 pub struct LogStore {
     db: Arc<LogDb>,
     group: Arc<str>,
+    tail: Arc<std::sync::Mutex<Tail>>,
     /// Last committed index saved by openraft (for `ctl status`).
     committed: Arc<AtomicU64>,
 }
@@ -167,6 +269,10 @@ impl LogStore {
             .get(key(prefix, &self.group))?
             .map(|v| decode(&v))
             .transpose()
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
@@ -197,6 +303,9 @@ impl LogStore {
         let mut out = Vec::new();
         if start >= end_exclusive {
             return Ok(out);
+        }
+        if let Some(hit) = self.tail().get(start, end_exclusive) {
+            return Ok(hit);
         }
         let from = log_key(&self.group, start);
         let to = log_key(&self.group, end_exclusive);
@@ -302,15 +411,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         let mut n = 0u64;
+        let mut cached = Vec::new();
         for e in entries {
-            batch.put(
-                log_key(&self.group, e.log_id.index),
-                encode(&e).map_err(StoreError::logs_write)?,
-            );
+            let bytes = encode(&e).map_err(StoreError::logs_write)?;
+            batch.put(log_key(&self.group, e.log_id.index), &bytes);
+            cached.push((e, bytes.len()));
             n += 1;
         }
-        // Visible to readers now, durable once the syncer has synced the WAL.
-        self.write(batch, false).map_err(StoreError::logs_write)?;
+        // Visible to readers now, durable once the syncer has synced the WAL. The cache is
+        // updated under its lock after the write, so a reader sees either the database
+        // alone or a cache that ends where the database does.
+        {
+            let mut tail = self.tail();
+            self.write(batch, false).map_err(StoreError::logs_write)?;
+            tail.push(cached);
+        }
         self.db.stats.appends.fetch_add(1, Ordering::Relaxed);
         let tx = self
             .db
@@ -339,7 +454,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             log_key(&self.group, log_id.index),
             log_key(&self.group, u64::MAX),
         );
-        self.write(b, true).map_err(StoreError::logs_write)
+        let mut tail = self.tail();
+        self.write(b, true).map_err(StoreError::logs_write)?;
+        tail.truncate(log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -352,6 +470,114 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             log_key(&self.group, 0),
             log_key(&self.group, log_id.index + 1),
         );
+        self.tail().purge(log_id.index);
         self.write(b, false).map_err(StoreError::logs_write)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use proptest::prelude::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(u8),
+        Truncate(u8),
+        Purge(u8),
+        Read(u8, u8),
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => any::<u8>().prop_map(|n| Op::Append(n % 8 + 1)),
+            1 => any::<u8>().prop_map(Op::Truncate),
+            1 => any::<u8>().prop_map(Op::Purge),
+            4 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Op::Read(a, b)),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    /// Reads answered from the in-memory tail equal what the database alone answers, after
+    /// any mix of appends, truncations, purges and reopenings (which empty the cache).
+    #[test]
+    fn tail_cache_agrees_with_the_database() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        proptest!(ProptestConfig::with_cases(64), |(ops in proptest::collection::vec(op(), 1..60))| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            rt.block_on(async {
+                let mut db = LogDb::open(dir.path()).expect("open");
+                let mut log = db.store("g");
+                let (mut first, mut next, mut term) = (1u64, 1u64, 1u64);
+                // The model: index → term of every entry the log holds.
+                let mut model = std::collections::BTreeMap::new();
+                for op in ops {
+                    match op {
+                        Op::Append(n) => {
+                            let batch: Vec<_> =
+                                (next..next + u64::from(n)).map(|i| entry(i, term)).collect();
+                            log.blocking_append(batch).await.expect("append");
+                            for i in next..next + u64::from(n) {
+                                model.insert(i, term);
+                            }
+                            next += u64::from(n);
+                        }
+                        Op::Truncate(k) => {
+                            let at = (first + u64::from(k) % 16).min(next);
+                            if at < next {
+                                log.truncate(entry(at, term).log_id).await.expect("truncate");
+                                model.retain(|i, _| *i < at);
+                                next = at;
+                                term += 1;
+                            }
+                        }
+                        Op::Purge(k) => {
+                            let upto = first + u64::from(k) % 8;
+                            if upto < next {
+                                log.purge(entry(upto, term).log_id).await.expect("purge");
+                                model.retain(|i, _| *i > upto);
+                                first = upto + 1;
+                            }
+                        }
+                        Op::Read(a, b) => {
+                            let start = first + u64::from(a) % 24;
+                            let end = start + u64::from(b) % 24;
+                            let ids = |v: Vec<Entry>| -> Vec<(u64, u64)> {
+                                v.iter().map(|e| (e.log_id.index, e.log_id.leader_id.term)).collect()
+                            };
+                            let want: Vec<(u64, u64)> =
+                                model.range(start..end).map(|(i, t)| (*i, *t)).collect();
+                            assert_eq!(ids(log.read_range(start, end).expect("read")), want);
+                            let cached = log.tail().get(start, end);
+                            if let Some(c) = cached {
+                                assert_eq!(ids(c), want);
+                            }
+                        }
+                        Op::Reopen => {
+                            drop(log);
+                            drop(db);
+                            db = LogDb::open(dir.path()).expect("reopen");
+                            log = db.store("g");
+                        }
+                    }
+                }
+                let all = log.read_range(0, u64::MAX).expect("read all");
+                let all: Vec<(u64, u64)> =
+                    all.iter().map(|e| (e.log_id.index, e.log_id.leader_id.term)).collect();
+                assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+            });
+        });
     }
 }
