@@ -52,6 +52,10 @@ pub struct MtaConfig {
     /// How long mail for a full mailbox is kept and retried (4.2.2) before it is bounced
     /// (5.2.2).
     pub quota_grace_secs: u64,
+    /// A recipient still pending this long after the message was accepted gets one delay
+    /// notification (RFC 3464 `Action: delayed`) sent to the sender, if NOTIFY asked for
+    /// DELAY or gave no NOTIFY at all; 0 sends none.
+    pub delay_notice_secs: u64,
     /// On shutdown, sessions get this long to finish the transaction in progress before
     /// they are closed with 421.
     pub drain_secs: u64,
@@ -102,6 +106,7 @@ impl Default for MtaConfig {
             write_timeout_secs: 60,
             queue_lifetime_secs: 5 * 86_400,
             quota_grace_secs: 86_400,
+            delay_notice_secs: 4 * 3600,
             drain_secs: 10,
             max_connection_rate_per_ip: 0,
             rewrite: vec![],

@@ -44,9 +44,14 @@ pub fn build(
     let failed = rcpts
         .iter()
         .any(|r| matches!(r.state, RecipientState::Failed { .. }));
+    // A delay report: every recipient in it is still being retried.
+    let delayed = !failed && rcpts.iter().any(|r| r.state == RecipientState::Pending);
+    let retry_until = rfc2822_date(entry.expires_at_ms);
     let boundary = format!("{}/{}", entry.queue_id, hostname);
     let subject = if failed {
         "Undelivered Mail Returned to Sender"
+    } else if delayed {
+        "Delayed Mail (still being retried)"
     } else {
         "Successful Mail Delivery Report"
     };
@@ -54,6 +59,12 @@ pub fn build(
     if failed {
         human.push_str(&format!(
             "This is the mail system at {hostname}.\r\n\r\nYour message could not be delivered to one or more recipients.\r\n\r\n"
+        ));
+    } else if delayed {
+        human.push_str(&format!(
+            "This is the mail system at {hostname}.\r\n\r\nYour message has not been delivered yet to the recipients below. \
+             This is only a warning: the mail system keeps trying until {retry_until} and \
+             tells you again only if it gives up. You do not need to send the message again.\r\n\r\n"
         ));
     } else {
         human.push_str(&format!(
@@ -73,7 +84,14 @@ pub fn build(
                 "2.0.0".to_string(),
                 format!("smtp; 250 {detail}"),
             ),
-            RecipientState::Pending => continue,
+            RecipientState::Pending => (
+                "delayed",
+                status_code(r.last_error.as_deref().unwrap_or(""), "4.0.0"),
+                format!(
+                    "smtp; {}",
+                    r.last_error.as_deref().unwrap_or("4.0.0 not delivered yet")
+                ),
+            ),
         };
         human.push_str(&format!(
             "<{}>: {action}: {}\r\n",
@@ -88,9 +106,14 @@ pub fn build(
             "Final-Recipient: rfc822; {}\r\nAction: {action}\r\nStatus: {status}\r\nDiagnostic-Code: {diag}\r\n",
             r.spec.address
         ));
+        if r.state == RecipientState::Pending {
+            per_rcpt.push_str(&format!("Will-Retry-Until: {retry_until}\r\n"));
+        }
     }
-    let headers_only =
-        entry.params.get("RET").is_some_and(|r| r == "HDRS") || original.len() > RETURN_FULL_UP_TO;
+    // A delay warning carries only the header: the message is not being returned.
+    let headers_only = delayed
+        || entry.params.get("RET").is_some_and(|r| r == "HDRS")
+        || original.len() > RETURN_FULL_UP_TO;
     let header_end = original
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -184,6 +207,7 @@ mod tests {
             next_attempt_ms: 0,
             last_error: None,
             notified: false,
+            delay_notified: false,
         }
     }
 
@@ -215,6 +239,20 @@ mod tests {
         let hdrs = build(&entry(&[("RET", "HDRS")]), &[&r], original, "mx", 0);
         let t = String::from_utf8(hdrs).unwrap();
         assert!(t.contains("text/rfc822-headers") && !t.contains("body text"));
+    }
+
+    #[test]
+    fn delay_report_says_delayed_and_returns_only_the_header() {
+        let mut r = rcpt(RecipientState::Pending);
+        r.last_error = Some("4.4.1 connection refused by mx.example.net".into());
+        let mut e = entry(&[]);
+        e.expires_at_ms = 5 * 86_400_000;
+        let original = b"Subject: hi\r\n\r\nbody text\r\n";
+        let text = String::from_utf8(build(&e, &[&r], original, "mx", 0)).unwrap();
+        assert!(text.contains("Subject: Delayed Mail (still being retried)"));
+        assert!(text.contains("Action: delayed\r\nStatus: 4.4.1\r\n"));
+        assert!(text.contains("Will-Retry-Until: Tue, 6 Jan 1970"));
+        assert!(text.contains("text/rfc822-headers") && !text.contains("body text"));
     }
 
     #[test]

@@ -448,35 +448,55 @@ fn reports(
     in_flight: &mut HashSet<(String, String)>,
     jobs: &mut JoinSet<((String, String), bool)>,
 ) {
+    let now = now_ms();
+    let delay_after = i64::try_from(cfg.delay_notice_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     for e in entries {
-        if !e.recipients.iter().any(|r| r.needs_dsn(&e.mail_from)) {
-            continue;
+        let outcome = e.recipients.iter().any(|r| r.needs_dsn(&e.mail_from));
+        // Delay reports: recipients still being retried (at least one attempt failed) a
+        // while after the message was accepted.
+        let delayed = cfg.delay_notice_secs > 0
+            && now.saturating_sub(e.received_at_ms) >= delay_after
+            && e.recipients
+                .iter()
+                .any(|r| r.attempts > 0 && r.wants_delay_dsn(&e.mail_from));
+        for (wanted, delay, label) in [(outcome, false, "#dsn"), (delayed, true, "#delay")] {
+            if !wanted {
+                continue;
+            }
+            let key = (e.queue_id.clone(), label.to_string());
+            if in_flight.len() >= MAX_IN_FLIGHT || !in_flight.insert(key.clone()) {
+                continue;
+            }
+            let (group, directory, e) = (group.clone(), directory.clone(), e.clone());
+            let (name, hostname) = (name.to_string(), cfg.hostname.clone());
+            jobs.spawn(async move {
+                let ok = report(&name, &group, directory.as_ref(), &hostname, &e, delay).await;
+                (key, ok)
+            });
         }
-        let key = (e.queue_id.clone(), "#dsn".to_string());
-        if in_flight.len() >= MAX_IN_FLIGHT || !in_flight.insert(key.clone()) {
-            continue;
-        }
-        let (group, directory, e) = (group.clone(), directory.clone(), e.clone());
-        let (name, hostname) = (name.to_string(), cfg.hostname.clone());
-        jobs.spawn(async move {
-            let ok = report(&name, &group, directory.as_ref(), &hostname, &e).await;
-            (key, ok)
-        });
     }
 }
 
-/// Builds and queues the report for `e`'s recipients that need one.
+/// Builds and queues the report for `e`'s recipients that need one: their final outcome,
+/// or (`delay`) that they are still being retried.
 async fn report(
     name: &str,
     group: &Group,
     directory: &dyn Directory,
     hostname: &str,
     e: &QueueEntry,
+    delay: bool,
 ) -> bool {
     let rcpts: Vec<_> = e
         .recipients
         .iter()
-        .filter(|r| r.needs_dsn(&e.mail_from))
+        .filter(|r| {
+            if delay {
+                r.attempts > 0 && r.wants_delay_dsn(&e.mail_from)
+            } else {
+                r.needs_dsn(&e.mail_from)
+            }
+        })
         .collect();
     // Where the report goes: the sender's mailbox when it lives in this group, else onward.
     let (address, channel) = match directory.resolve(&e.mail_from).await {
@@ -496,8 +516,13 @@ async fn report(
     let body = crate::dsn::build(e, &rcpts, &original, hostname, now);
     let meta = halyard_raft_store::mime::message_meta(&body);
     // One report per batch of outcomes: the count of those already reported tells them apart.
-    let done = e.recipients.iter().filter(|r| r.notified).count();
-    let dsn_id = format!("{}.D{done}", e.queue_id);
+    let dsn_id = if delay {
+        let done = e.recipients.iter().filter(|r| r.delay_notified).count();
+        format!("{}.W{done}", e.queue_id)
+    } else {
+        let done = e.recipients.iter().filter(|r| r.notified).count();
+        format!("{}.D{done}", e.queue_id)
+    };
     let cmd = Command::ReportDsn {
         queue_id: e.queue_id.clone(),
         recipients: rcpts.iter().map(|r| r.spec.address.clone()).collect(),
@@ -518,6 +543,7 @@ async fn report(
             priority: e.priority,
             meta: Some(meta),
         }),
+        delay,
     };
     match group.propose(cmd).await {
         Ok(Reply::Error(err)) => {

@@ -86,7 +86,7 @@ pub struct Node {
 
 /// Version of the on-disk data (Raft log entries and state machine records are bincode:
 /// a change to a command or record type changes it). Written in `data_dir/FORMAT`.
-pub const DATA_FORMAT: u32 = 2;
+pub const DATA_FORMAT: u32 = 3;
 
 /// Refuses a data directory written in another format (a directory holding data but no
 /// FORMAT file predates versioning: format 1), with an error that says what to do; an

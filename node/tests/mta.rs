@@ -361,6 +361,7 @@ async fn relay_via_mx_with_dnsmasq_and_smtp_sink() {
     sp.mta.relay_port = relay_port;
     sp.mta.dnsbl_zones = vec!["bl.test".into()];
     sp.mta.mailfromdnsverify = true;
+    sp.mta.delay_notice_secs = 1;
     let (_d, c) = cluster("relay", &sp).await;
     ctl(
         &c,
@@ -418,6 +419,23 @@ async fn relay_via_mx_with_dnsmasq_and_smtp_sink() {
             ("FAILED", "e@hard.test,f@nx.test".into()),
             ("SUBJECT", "relay hard,relay nxdomain".into()),
             ("COUNT", "2".into()),
+        ],
+    );
+    // Still deferred a second after acceptance: one delay warning for d@soft.test (no NOTIFY:
+    // the default includes DELAY), none for g@soft.test (NOTIFY=FAILURE), and no second one
+    // after more queue scans (every 5 s).
+    run_client(
+        "dsn_check.py",
+        &[
+            ("IMAP_PORT", "18543".into()),
+            ("USER", "bob".into()),
+            ("PASSWORD", "bob-pw".into()),
+            ("ACTION", "delayed".into()),
+            ("FAILED", "d@soft.test".into()),
+            ("SUBJECT", "relay soft".into()),
+            ("STATUS", "4.".into()),
+            ("COUNT", "1".into()),
+            ("SETTLE", "11".into()),
         ],
     );
 }

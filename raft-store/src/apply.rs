@@ -632,6 +632,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                         next_attempt_ms: *received_at_ms,
                         last_error: None,
                         notified: false,
+                        delay_notified: false,
                     })
                     .collect(),
                 body: body_ref,
@@ -767,6 +768,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             queue_id,
             recipients,
             dsn,
+            delay,
         } => {
             let Some(mut entry) = t.get_de::<QueueEntry>(Cf::Queue, queue_id.as_bytes())? else {
                 refuse!(ApplyError::NoSuchQueueEntry(queue_id.clone()));
@@ -786,7 +788,10 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                     .iter_mut()
                     .find(|r| r.spec.address == *rcpt)
                 {
-                    Some(r) if r.needs_dsn(&from) => r.notified = true,
+                    Some(r) if !*delay && r.needs_dsn(&from) => r.notified = true,
+                    // A delay report is only for a recipient still being retried: one whose
+                    // outcome became final meanwhile gets the final report instead.
+                    Some(r) if *delay && r.wants_delay_dsn(&from) => r.delay_notified = true,
                     // Already reported (a second master's attempt): nothing to do.
                     Some(_) => return Ok(Ok(Reply::Done)),
                     None => refuse!(ApplyError::NoSuchRecipient {

@@ -78,6 +78,9 @@ pub struct RecipientRecord {
     /// A delivery status notification for this recipient's outcome has been queued.
     #[serde(default)]
     pub notified: bool,
+    /// A delay notification (`Action: delayed`) has been queued for it; at most one is.
+    #[serde(default)]
+    pub delay_notified: bool,
 }
 
 impl RecipientRecord {
@@ -96,6 +99,17 @@ impl RecipientRecord {
             }
             RecipientState::Delivered { .. } => asked("SUCCESS"),
         }
+    }
+
+    /// Whether it may still get a delay notification: pending, none sent yet, not for the
+    /// null sender, and NOTIFY includes DELAY or is absent (RFC 3461 §4.1 leaves the default
+    /// to the MTA; Halyard's is FAILURE,DELAY, as most MTAs'). When is the caller's business.
+    pub fn wants_delay_dsn(&self, mail_from: &str) -> bool {
+        if self.delay_notified || mail_from.is_empty() || self.state != RecipientState::Pending {
+            return false;
+        }
+        let asked = |w: &str| self.spec.notify.iter().any(|n| n.eq_ignore_ascii_case(w));
+        self.spec.notify.is_empty() || (asked("DELAY") && !asked("NEVER"))
     }
 }
 
@@ -394,6 +408,10 @@ pub enum Command {
         queue_id: String,
         recipients: Vec<String>,
         dsn: Box<Command>,
+        /// A delay report (`Action: delayed`) for recipients still pending, rather than the
+        /// report of their final outcome.
+        #[serde(default)]
+        delay: bool,
     },
     /// Removes a queue entry whatever its state (`halyard ctl queue delete`).
     RemoveQueueEntry {

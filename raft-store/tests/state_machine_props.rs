@@ -510,3 +510,83 @@ fn state_survives_reopen() {
     assert_eq!(msgs[0].flags, vec!["\\Seen".to_string()]);
     assert_eq!(s.body(&msgs[0].body).unwrap().unwrap(), b"hello");
 }
+
+/// A delay report marks only recipients still pending and never stands in for the report of
+/// a final outcome: a recipient that failed after its delay warning still owes a failure
+/// report, and a second delay warning is not queued.
+#[test]
+fn delay_reports_never_replace_failure_reports() {
+    let d = tempfile::tempdir().unwrap();
+    let mut sm = open_sm(d.path());
+    let mut i = 0u64;
+    let mut next = |c: Command| {
+        i += 1;
+        entry(i, c)
+    };
+    let spec = |a: &str| RecipientSpec {
+        address: a.into(),
+        orcpt: None,
+        notify: vec![],
+        channel: "smtp".into(),
+    };
+    let enqueue = |id: &str, from: &str, to: &str| Command::Enqueue {
+        queue_id: id.into(),
+        mail_from: from.into(),
+        params: BTreeMap::new(),
+        recipients: vec![spec(to)],
+        partition: "primary".into(),
+        body: Bytes::from_static(b"Subject: x\r\n\r\nx\r\n"),
+        received_at_ms: 1,
+        expires_at_ms: 2,
+        priority: 0,
+        meta: None,
+    };
+    let report = |n: u32, delay: bool| Command::ReportDsn {
+        queue_id: "Q1".into(),
+        recipients: vec!["r@remote.example".into()],
+        dsn: Box::new(enqueue(&format!("Q1.R{n}"), "", "sender@example.org")),
+        delay,
+    };
+    sm.apply_entries([next(enqueue(
+        "Q1",
+        "sender@example.org",
+        "r@remote.example",
+    ))])
+    .unwrap();
+    let s = sm.shared();
+    let rcpt = || s.queue_entry("Q1").unwrap().unwrap().recipients[0].clone();
+    // Pending: a final-outcome report is a no-op, a delay report is queued once.
+    sm.apply_entries([next(report(0, false))]).unwrap();
+    assert!(s.queue_entry("Q1.R0").unwrap().is_none());
+    sm.apply_entries([next(report(1, true))]).unwrap();
+    assert!(s.queue_entry("Q1.R1").unwrap().is_some());
+    assert!(rcpt().delay_notified && !rcpt().notified);
+    sm.apply_entries([next(report(2, true))]).unwrap();
+    assert!(
+        s.queue_entry("Q1.R2").unwrap().is_none(),
+        "second delay warning queued"
+    );
+    // It fails: a delay report (one built before the failure) changes nothing, the failure
+    // report still goes out.
+    sm.apply_entries([next(Command::UpdateRecipient {
+        queue_id: "Q1".into(),
+        recipient: "r@remote.example".into(),
+        state: RecipientState::Failed {
+            code: 550,
+            detail: "5.1.1 no".into(),
+        },
+        next_attempt_ms: 0,
+        error: None,
+    })])
+    .unwrap();
+    sm.apply_entries([next(report(3, true))]).unwrap();
+    assert!(
+        s.queue_entry("Q1.R3").unwrap().is_none(),
+        "delay report after failure queued"
+    );
+    assert!(rcpt().needs_dsn("sender@example.org"));
+    sm.apply_entries([next(report(4, false))]).unwrap();
+    assert!(s.queue_entry("Q1.R4").unwrap().is_some());
+    // Everything reported and final: the entry left the queue.
+    assert!(s.queue_entry("Q1").unwrap().is_none());
+}

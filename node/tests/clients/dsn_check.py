@@ -1,7 +1,10 @@
 """Checks delivery status notifications (RFC 3464) in a mailbox, parsed with Python's email.
 
-Environment: IMAP_PORT, USER, PASSWORD, FAILED (the failed recipient), SUBJECT (of the
-returned message), COUNT (reports expected), optional STATUS (e.g. 5.0.0).
+Environment: IMAP_PORT, USER, PASSWORD, FAILED (the recipients reported), SUBJECT (of the
+returned message), COUNT (reports expected), optional STATUS (e.g. 5.0.0), optional ACTION
+(`failed`, the default, or `delayed`: then reports of other kinds are ignored, each delayed
+recipient must carry Will-Retry-Until, and after SETTLE seconds there must still be
+exactly COUNT of them — a delay warning is sent once).
 """
 import email
 import imaplib
@@ -11,20 +14,39 @@ import time
 M = imaplib.IMAP4("127.0.0.1", int(os.environ["IMAP_PORT"]))
 M.login(os.environ["USER"], os.environ["PASSWORD"])
 want = int(os.environ["COUNT"])
-reports = []
-for _ in range(150):
+action = os.environ.get("ACTION", "failed")
+
+
+def actions(m):
+    parts = m.get_payload()
+    if len(parts) < 2 or parts[1].get_content_type() != "message/delivery-status":
+        return set()
+    return {r["Action"] for r in parts[1].get_payload()[1:]}
+
+
+def read_reports():
+    out = []
     n = int(M.select("INBOX")[1][0])
-    reports = []
     if n:
         for p in M.fetch("1:*", "(BODY.PEEK[])")[1]:
             if isinstance(p, tuple):
                 m = email.message_from_bytes(p[1])
-                if m.get_content_type() == "multipart/report":
-                    reports.append(m)
+                if m.get_content_type() == "multipart/report" and action in actions(m):
+                    out.append(m)
+    return out
+
+
+reports = []
+for _ in range(150):
+    reports = read_reports()
     if len(reports) >= want:
         break
     time.sleep(0.2)
 assert len(reports) == want, f"{len(reports)} reports, expected {want}"
+if action == "delayed":
+    time.sleep(float(os.environ.get("SETTLE", "0")))
+    again = len(read_reports())
+    assert again == want, f"{again} delay reports after waiting, expected {want}"
 failed = set()
 for m in reports:
     assert m.get_param("report-type") == "delivery-status", m["Content-Type"]
@@ -35,7 +57,9 @@ for m in reports:
     assert types[:2] == ["text/plain", "message/delivery-status"], types
     # email parses message/delivery-status into header blocks: per message, per recipient.
     for per_rcpt in parts[1].get_payload()[1:]:
-        assert per_rcpt["Action"] == "failed", per_rcpt["Action"]
+        assert per_rcpt["Action"] == action, per_rcpt["Action"]
+        if action == "delayed":
+            assert per_rcpt["Will-Retry-Until"], per_rcpt.items()
         assert per_rcpt["Status"].startswith(os.environ.get("STATUS", "5.")), per_rcpt["Status"]
         failed.add(per_rcpt["Final-Recipient"].split(";", 1)[1].strip())
     text = parts[2].as_string()

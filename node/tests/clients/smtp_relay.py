@@ -40,11 +40,13 @@ for rcpt, subject in [
     ("b@implicit.test", "relay implicit mx"),
     ("c@fallback.test", "relay fallback"),
     ("d@soft.test", "relay soft"),
+    ("g@soft.test", "relay soft, no delay report wanted"),
     ("e@hard.test", "relay hard"),
     ("f@nx.test", "relay nxdomain"),
 ]:
     body = f"From: {ADDR}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\nrelayed body\r\n.dotline\r\n"
-    r = s.sendmail(ADDR, [rcpt], body.encode(), rcpt_options=[f"ORCPT=rfc822;{rcpt}"] if "hard" in rcpt else [])
+    r = s.sendmail(ADDR, [rcpt], body.encode(), rcpt_options=[f"ORCPT=rfc822;{rcpt}"] if "hard" in rcpt
+                   else ["NOTIFY=FAILURE"] if rcpt.startswith("g@") else [])
     assert r == {}, r
 s.quit()
 print("smtp_relay: submitted")
