@@ -12,11 +12,17 @@
 //!   ESMTP parameters (SIZE, BODY=8BITMIME, SMTPUTF8, DSN's RET/ENVID/NOTIFY/ORCPT) are sent
 //!   only to servers that advertise them.
 //! - Per-recipient outcome: 2xx delivered, 4xx retried later, 5xx failed (a DSN follows).
+//! - Connection reuse per destination (address and port of the server, so domains sharing
+//!   an MX share connections too): after a transaction the connection is kept open, idle,
+//!   for [`IDLE_LIMIT`]; the next transaction for that address takes it after an `RSET`
+//!   answered 250 (anything else: it is closed and a new one made). A connection serves at
+//!   most [`MAX_USES`] transactions and lives at most [`MAX_AGE`]; at most
+//!   [`MAX_IDLE_PER_DESTINATION`] wait per address. Idle connections are closed with QUIT.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use halyard_raft_store::RecipientSpec;
 use hickory_resolver::TokioResolver;
@@ -38,8 +44,37 @@ pub enum Outcome {
     Permanent(u16, String),
 }
 
+/// How long a connection waits, idle, for another transaction to the same server.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(5);
+/// Transactions one connection carries at most.
+pub const MAX_USES: u32 = 100;
+/// Age after which a connection is not reused.
+pub const MAX_AGE: Duration = Duration::from_secs(300);
+/// Idle connections kept per server address.
+pub const MAX_IDLE_PER_DESTINATION: usize = 4;
+
+/// A byte stream to a server, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// An open SMTP connection after EHLO (and STARTTLS), between transactions.
+struct Open {
+    conn: Conn<Box<dyn Io>>,
+    host: String,
+    ip: IpAddr,
+    /// Extensions of the last EHLO reply (upper case).
+    exts: Vec<String>,
+    opened: Instant,
+    uses: u32,
+}
+
+/// Idle connections by server address, each with the id its closing timer knows it by.
+type Pool = Arc<std::sync::Mutex<HashMap<SocketAddr, Vec<(u64, Open)>>>>;
+
 pub struct Relay {
     resolver: TokioResolver,
+    idle: Pool,
+    next_idle_id: std::sync::atomic::AtomicU64,
     port: u16,
     hostname: String,
     connect_timeout: Duration,
@@ -139,6 +174,8 @@ impl Relay {
             .with_no_client_auth();
         Ok(Relay {
             resolver,
+            idle: Default::default(),
+            next_idle_id: Default::default(),
             port: cfg.relay_port,
             hostname: cfg.hostname.clone(),
             connect_timeout: Duration::from_secs(cfg.connect_timeout_secs),
@@ -244,13 +281,18 @@ impl Relay {
     ) -> Vec<Outcome> {
         let all = |o: Outcome| vec![o; out.rcpts.len()];
         if let Some(h) = smarthost {
-            return match self.connect(h).await {
-                Ok((tcp, host, ip)) => match self.session(tcp, &host, ip, out).await {
-                    Ok(o) => o,
-                    Err(HostFailure(why)) => all(Outcome::Temporary(format!("4.4.1 {h}: {why}"))),
-                },
-                Err(why) => all(Outcome::Temporary(format!("4.4.1 {h}: {why}"))),
+            let (host, port, ips) = match self.addresses(h).await {
+                Ok(x) => x,
+                Err(why) => return all(Outcome::Temporary(format!("4.4.1 {h}: {why}"))),
             };
+            let mut last = String::from("no address");
+            for ip in ips {
+                match self.deliver_to(&host, SocketAddr::new(ip, port), out).await {
+                    Ok(o) => return o,
+                    Err(HostFailure(why)) => last = format!("[{ip}]: {why}"),
+                }
+            }
+            return all(Outcome::Temporary(format!("4.4.1 {h}: {last}")));
         }
         let hosts = match self.exchangers(domain).await {
             Ok(h) => h,
@@ -266,21 +308,10 @@ impl Relay {
                 }
             };
             for ip in addrs {
-                let sa = SocketAddr::new(ip, self.port);
-                let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(sa))
+                match self
+                    .deliver_to(&host, SocketAddr::new(ip, self.port), out)
                     .await
                 {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        last = format!("{host} [{ip}]: {e}");
-                        continue;
-                    }
-                    Err(_) => {
-                        last = format!("{host} [{ip}]: connection timed out");
-                        continue;
-                    }
-                };
-                match self.session(tcp, &host, ip, out).await {
                     Ok(outcomes) => return outcomes,
                     Err(HostFailure(why)) => last = format!("{host} [{ip}]: {why}"),
                 }
@@ -291,8 +322,104 @@ impl Relay {
         )))
     }
 
-    /// Connects to `host:port` (a name or an address).
-    async fn connect(&self, hostport: &str) -> Result<(TcpStream, String, IpAddr), String> {
+    /// One transaction with the server at `sa`: on an idle connection to it that still
+    /// answers `RSET`, else on a new one.
+    async fn deliver_to(
+        &self,
+        host: &str,
+        sa: SocketAddr,
+        out: &Outgoing<'_>,
+    ) -> Result<Vec<Outcome>, HostFailure> {
+        for _ in 0..MAX_IDLE_PER_DESTINATION {
+            let Some(mut open) = self.take_idle(sa) else {
+                break;
+            };
+            if matches!(open.conn.cmd("RSET").await, Ok((250, _))) {
+                tracing::debug!(server = %sa, uses = open.uses, "reusing connection");
+                return self.run(open, sa, out).await;
+            }
+        }
+        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(sa)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return Err(HostFailure(e.to_string())),
+            Err(_) => return Err(HostFailure("connection timed out".into())),
+        };
+        let open = self.open(tcp, host, sa.ip()).await?;
+        self.run(open, sa, out).await
+    }
+
+    /// A transaction on `open`, which then waits for the next one or is closed.
+    async fn run(
+        &self,
+        mut open: Open,
+        sa: SocketAddr,
+        out: &Outgoing<'_>,
+    ) -> Result<Vec<Outcome>, HostFailure> {
+        let exts = std::mem::take(&mut open.exts);
+        let outcomes = open
+            .conn
+            .transaction(&open.host, open.ip, out, &exts)
+            .await?;
+        open.exts = exts;
+        open.uses += 1;
+        self.put_idle(sa, open);
+        Ok(outcomes)
+    }
+
+    fn take_idle(&self, sa: SocketAddr) -> Option<Open> {
+        let mut pool = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = pool.get_mut(&sa)?;
+        let open = list.pop().map(|(_, o)| o);
+        if list.is_empty() {
+            pool.remove(&sa);
+        }
+        open
+    }
+
+    /// Keeps `open` for the next transaction to `sa`, or closes it (server said 421, used
+    /// or aged out, enough idle already); an idle connection is closed after [`IDLE_LIMIT`].
+    fn put_idle(&self, sa: SocketAddr, open: Open) {
+        let keep = !open.conn.closing && open.uses < MAX_USES && open.opened.elapsed() < MAX_AGE;
+        let id = self
+            .next_idle_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let refused = {
+            let mut pool = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let list = pool.entry(sa).or_default();
+            if keep && list.len() < MAX_IDLE_PER_DESTINATION {
+                list.push((id, open));
+                None
+            } else {
+                Some(open)
+            }
+        };
+        if let Some(open) = refused {
+            tokio::spawn(quit(open));
+            return;
+        }
+        let pool = self.idle.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(IDLE_LIMIT).await;
+            let expired = {
+                let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
+                let list = pool.get_mut(&sa);
+                let found = list.and_then(|l| {
+                    let i = l.iter().position(|(i, _)| *i == id)?;
+                    Some(l.remove(i).1)
+                });
+                if pool.get(&sa).is_some_and(|l| l.is_empty()) {
+                    pool.remove(&sa);
+                }
+                found
+            };
+            if let Some(open) = expired {
+                quit(open).await;
+            }
+        });
+    }
+
+    /// The host name, port and addresses of `host:port` (a name or an address).
+    async fn addresses(&self, hostport: &str) -> Result<(String, u16, Vec<IpAddr>), String> {
         let (host, port) = hostport
             .rsplit_once(':')
             .and_then(|(h, p)| {
@@ -311,10 +438,16 @@ impl Relay {
                 .iter()
                 .collect(),
         };
+        Ok((host.to_string(), port, ips))
+    }
+
+    /// Connects to `host:port` (a name or an address).
+    async fn connect(&self, hostport: &str) -> Result<(TcpStream, String, IpAddr), String> {
+        let (host, port, ips) = self.addresses(hostport).await?;
         let mut last = "no address".to_string();
         for ip in ips {
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect((ip, port))).await {
-                Ok(Ok(t)) => return Ok((t, host.to_string(), ip)),
+                Ok(Ok(t)) => return Ok((t, host, ip)),
                 Ok(Err(e)) => last = e.to_string(),
                 Err(_) => last = "connection timed out".into(),
             }
@@ -333,6 +466,7 @@ impl Relay {
         let mut c = Conn {
             io: BufReader::new(tcp),
             timeout: self.io_timeout,
+            closing: false,
         };
         match c.lmtp_transaction(&self.hostname, &host, ip, out).await {
             Ok(o) => o,
@@ -340,16 +474,21 @@ impl Relay {
         }
     }
 
-    async fn session(
-        &self,
-        tcp: TcpStream,
-        host: &str,
-        ip: IpAddr,
-        out: &Outgoing<'_>,
-    ) -> Result<Vec<Outcome>, HostFailure> {
+    /// Greeting, EHLO (HELO for a server without extensions) and STARTTLS when offered:
+    /// a connection ready for transactions.
+    async fn open(&self, tcp: TcpStream, host: &str, ip: IpAddr) -> Result<Open, HostFailure> {
         let mut c = Conn {
-            io: BufReader::new(tcp),
+            io: BufReader::new(Box::new(tcp) as Box<dyn Io>),
             timeout: self.io_timeout,
+            closing: false,
+        };
+        let ready = |conn, exts| Open {
+            conn,
+            host: host.to_string(),
+            ip,
+            exts,
+            opened: Instant::now(),
+            uses: 0,
         };
         let (code, text) = c.reply().await?;
         if code != 220 {
@@ -362,49 +501,53 @@ impl Relay {
             if code != 250 {
                 return Err(HostFailure(format!("HELO {code} {text}")));
             }
-            return c.transaction(host, ip, out, &[]).await;
+            return Ok(ready(c, vec![]));
         }
-        let exts: Vec<String> = ehlo
-            .1
-            .lines()
-            .skip(1)
-            .map(|l| l.to_ascii_uppercase())
-            .collect();
-        if exts.iter().any(|e| e == "STARTTLS") {
-            let (code, text) = c.cmd("STARTTLS").await?;
-            if code != 220 {
-                return Err(HostFailure(format!("STARTTLS {code} {text}")));
-            }
-            let name =
-                rustls::pki_types::ServerName::try_from(host.trim_end_matches('.').to_string())
-                    .unwrap_or(rustls::pki_types::ServerName::IpAddress(ip.into()));
-            let tls =
-                tokio::time::timeout(self.io_timeout, self.tls.connect(name, c.io.into_inner()))
-                    .await
-                    .map_err(|_| HostFailure("TLS handshake timed out".into()))?
-                    .map_err(|e| HostFailure(format!("TLS handshake: {e}")))?;
-            let mut t = Conn {
-                io: BufReader::new(tls),
-                timeout: self.io_timeout,
-            };
-            let (code, text) = t.cmd(&format!("EHLO {}", self.hostname)).await?;
-            if code != 250 {
-                return Err(HostFailure(format!("EHLO after STARTTLS {code} {text}")));
-            }
-            let exts: Vec<String> = text
-                .lines()
+        let extensions = |text: &str| -> Vec<String> {
+            text.lines()
                 .skip(1)
                 .map(|l| l.to_ascii_uppercase())
-                .collect();
-            return t.transaction(host, ip, out, &exts).await;
+                .collect()
+        };
+        let exts = extensions(&ehlo.1);
+        if !exts.iter().any(|e| e == "STARTTLS") {
+            return Ok(ready(c, exts));
         }
-        c.transaction(host, ip, out, &exts).await
+        let (code, text) = c.cmd("STARTTLS").await?;
+        if code != 220 {
+            return Err(HostFailure(format!("STARTTLS {code} {text}")));
+        }
+        let name = rustls::pki_types::ServerName::try_from(host.trim_end_matches('.').to_string())
+            .unwrap_or(rustls::pki_types::ServerName::IpAddress(ip.into()));
+        // Whatever the server sent after its 220 is dropped with the buffer (RFC 3207 §6).
+        let tls = tokio::time::timeout(self.io_timeout, self.tls.connect(name, c.io.into_inner()))
+            .await
+            .map_err(|_| HostFailure("TLS handshake timed out".into()))?
+            .map_err(|e| HostFailure(format!("TLS handshake: {e}")))?;
+        let mut t = Conn {
+            io: BufReader::new(Box::new(tls) as Box<dyn Io>),
+            timeout: self.io_timeout,
+            closing: false,
+        };
+        let (code, text) = t.cmd(&format!("EHLO {}", self.hostname)).await?;
+        if code != 250 {
+            return Err(HostFailure(format!("EHLO after STARTTLS {code} {text}")));
+        }
+        let exts = extensions(&text);
+        Ok(ready(t, exts))
     }
+}
+
+/// Says goodbye on a connection no longer wanted (briefly: it is closed either way).
+async fn quit(mut open: Open) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), open.conn.cmd("QUIT")).await;
 }
 
 struct Conn<S> {
     io: BufReader<S>,
     timeout: Duration,
+    /// The server said 421: it is closing the connection, which must not be reused.
+    closing: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -433,6 +576,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             text.push_str(l.get(4..).unwrap_or(""));
             if l.as_bytes().get(3) != Some(&b'-') {
+                self.closing |= code == 421;
                 return Ok((code, text));
             }
         }
@@ -555,10 +699,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 _ => Outcome::Permanent(code, format!("{host} [{ip}] said: {code} {text}")),
             }
         };
+        // The connection is left open after the transaction, whatever its outcome: the
+        // next user resets it first, or it is closed with QUIT.
         if code != 250 {
-            let o = classify(code, &text);
-            let _ = self.cmd("QUIT").await;
-            return Ok(vec![o; out.rcpts.len()]);
+            return Ok(vec![classify(code, &text); out.rcpts.len()]);
         }
         let mut outcomes: Vec<Option<Outcome>> = Vec::new();
         for r in &out.rcpts {
@@ -579,7 +723,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             });
         }
         if outcomes.iter().all(Option::is_some) {
-            let _ = self.cmd("QUIT").await;
             return Ok(outcomes.into_iter().flatten().collect());
         }
         let (code, text) = self.cmd("DATA").await?;
@@ -590,7 +733,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         } else {
             classify(code, &text)
         };
-        let _ = self.cmd("QUIT").await;
         Ok(outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| fin.clone()))

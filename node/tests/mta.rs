@@ -350,12 +350,24 @@ async fn relay_via_mx_with_dnsmasq_and_smtp_sink() {
             .args(["-u", "nobody", &format!("{addr}:{relay_port}"), "50"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        c.spawn().expect("smtp-sink")
+        c
     };
     let template = format!("{}/%M.", dump.display());
-    kids.0.push(sink("127.0.0.2", &["-d", &template]));
-    kids.0.push(sink("127.0.0.3", &["-r", "RCPT"]));
-    kids.0.push(sink("127.0.0.4", &["-f", "RCPT"]));
+    // The accepting sink logs its connections (-v), to show connection reuse.
+    let sink_log = tmp.path().join("sink.log");
+    let mut ok_sink = sink("127.0.0.2", &["-v", "-d", &template]);
+    ok_sink.stderr(std::fs::File::create(&sink_log).unwrap());
+    kids.0.push(ok_sink.spawn().expect("smtp-sink"));
+    kids.0.push(
+        sink("127.0.0.3", &["-r", "RCPT"])
+            .spawn()
+            .expect("smtp-sink"),
+    );
+    kids.0.push(
+        sink("127.0.0.4", &["-f", "RCPT"])
+            .spawn()
+            .expect("smtp-sink"),
+    );
     let mut sp = spec(1, 18500, 18543, 18527, 18587);
     sp.mta.dns_servers = vec![format!("127.0.0.1:{dns_port}")];
     sp.mta.relay_port = relay_port;
@@ -438,6 +450,35 @@ async fn relay_via_mx_with_dnsmasq_and_smtp_sink() {
             ("SETTLE", "11".into()),
         ],
     );
+    // Connection reuse: messages relayed one after another to the same server share one
+    // connection (each after an RSET), instead of one connection per message.
+    let connects = || {
+        std::fs::read_to_string(&sink_log)
+            .unwrap_or_default()
+            .matches("smtp-sink: connect (")
+            .count()
+    };
+    let before = (connects(), walk(&dump).len());
+    for i in 0..4 {
+        let sent = Command::new("python3")
+            .args(["-c", &format!(
+                "import smtplib; s = smtplib.SMTP('127.0.0.1', 18587); s.login('bob', 'bob-pw'); \
+                 s.sendmail('bob@example.org', ['r{i}@ok.test'], b'Subject: reuse {i}\\r\\n\\r\\nx\\r\\n'); s.quit()"
+            )])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + WAIT;
+        while walk(&dump).len() < before.1 + i + 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reuse {i} not relayed"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let new = connects() - before.0;
+    assert!(new <= 1, "4 messages in a row took {new} new connections");
 }
 
 /// Files under `dir`, recursively.
