@@ -1,18 +1,18 @@
 //! # halyard-mta — message transfer
 //!
-//! Built so far (issue "MTA", in progress):
 //! - the SMTP server ([`session`]): RFC 5321 with PIPELINING, 8BITMIME, SIZE,
-//!   ENHANCEDSTATUSCODES, SMTPUTF8, DSN parameters and CHUNKING/BDAT; recipients checked
-//!   against the directory at RCPT time (unknown local user 550 5.1.1, directory down
-//!   451 4.4.3, other domains 554 5.7.1 unless the client is in `trusted_networks`); a
-//!   `Received:` header; `250` after the `Enqueue` entry is committed on a majority;
-//! - the job controller ([`jobs`]): on the master of each group, delivers due queue entries
-//!   through the store channel with idempotent `Deliver` proposals, retries with back-off,
-//!   gives up after the queue lifetime.
-//!
-//! Also: submission with AUTH and STARTTLS, LMTP (RFC 2033) for two-tier delivery, relay via
-//! MX ([`relay`]), DSNs ([`dsn`]). Still to come (see the issue): rewrite rules and channel
-//! configuration, DNSBL.
+//!   ENHANCEDSTATUSCODES, SMTPUTF8, DSN parameters and CHUNKING/BDAT; submission with AUTH
+//!   and STARTTLS; LMTP (RFC 2033) for two-tier delivery; recipients checked against the
+//!   directory at RCPT time (unknown local user 550 5.1.1, directory down 451 4.4.3, other
+//!   domains 554 5.7.1 unless the client is trusted or authenticated); a `Received:`
+//!   header; `250` after the `Enqueue` entry is committed on a majority — proposed here on
+//!   the group's master, or handed to the master through [`Forward`] on any other member;
+//! - rewrite rules and channels ([`rewrite`]), DNSBL and sender-domain checks;
+//! - the job controller ([`jobs`]): on the master of each group, runs the channels over due
+//!   queue entries with idempotent proposals, retries with back-off, gives up after the
+//!   queue lifetime, queues DSNs ([`dsn`]: failures, successes when asked, delays);
+//! - the relay ([`relay`]): MX resolution, an SMTP client with opportunistic STARTTLS and
+//!   connection reuse, an LMTP client.
 
 pub mod config;
 pub mod dsn;
@@ -51,6 +51,27 @@ pub struct Backend {
     pub groups: HashMap<String, Group>,
     pub directory: Arc<dyn Directory>,
     pub node_id: u64,
+    /// Hands a proposal to a group's leader when this node is not it, so that SMTP, LMTP and
+    /// submission are served by every member (see [`Forward`]); `None`: such mail gets 451.
+    pub forward: Option<Arc<dyn Forward>>,
+}
+
+/// The outcome of a proposal forwarded to the leader: its reply once the entry is
+/// committed, or why not — `Unavailable` when the leader could not be reached (nothing was
+/// proposed), `Unknown` when its answer never came back.
+pub type Forwarded = Result<halyard_raft_store::Reply, halyard_raft_store::ProposeError>;
+
+/// Proposal forwarding to a group's leader at `leader_addr` (its cluster RPC address), over
+/// the node's authenticated cluster connection. A follower that accepted a message sends
+/// the `Enqueue` there and answers `250` only when the leader reports it committed, so the
+/// promise holds wherever the client connected.
+pub trait Forward: Send + Sync {
+    fn propose(
+        &self,
+        leader_addr: String,
+        group: String,
+        cmd: halyard_raft_store::Command,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Forwarded> + Send + '_>>;
 }
 
 pub(crate) struct Shared {

@@ -1052,7 +1052,22 @@ impl Session {
                 priority: 0,
                 meta: Some(meta.clone()),
             };
-            match group.propose(cmd).await {
+            let proposed = match (
+                group.propose(cmd.clone()).await,
+                &self.shared.backend.forward,
+            ) {
+                // Not the master: the master proposes it for us, and says when it is
+                // committed.
+                (
+                    Err(ProposeError::NotLeader {
+                        leader_addr: Some(addr),
+                        ..
+                    }),
+                    Some(forward),
+                ) => forward.propose(addr.clone(), group_name.clone(), cmd).await,
+                (r, _) => r,
+            };
+            match proposed {
                 Ok(Reply::Enqueued { .. }) => {
                     tracing::info!(queue_id = %id, group = %group_name, size = message.len(), peer = %self.peer, "message accepted");
                 }

@@ -303,6 +303,9 @@ impl Node {
                 groups: shared.groups.clone(),
                 directory: shared.directory.clone(),
                 node_id: cfg.node_id,
+                forward: Some(std::sync::Arc::new(crate::forward::LeaderForward::new(
+                    tls.clone(),
+                ))),
             },
         )
         .await

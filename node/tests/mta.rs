@@ -121,6 +121,33 @@ async fn acknowledged_messages_survive_kill_of_the_master() {
     run_client("smtp_failover.py", &check);
 }
 
+/// Every member of a 3-node group serves SMTP: the two that are not the master forward the
+/// accepted message to it and answer 250 once it is committed (PIPELINING and BDAT too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_accepts_smtp_and_the_master_commits() {
+    let _s = SERIAL.lock().await;
+    let sp = spec(3, 19000, 19043, 19025, 19087);
+    let (_d, c) = cluster("smtp-every-node", &sp).await;
+    let leader = c.wait_leader("rg1", None, WAIT).await.unwrap();
+    // The followers first, the master last.
+    let mut ids: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
+    ids.push(leader);
+    let ports: Vec<String> = ids
+        .iter()
+        .map(|i| (19025 + 10 * (*i as u16 - 1)).to_string())
+        .collect();
+    run_client(
+        "smtp_every_node.py",
+        &[
+            ("SMTP_PORTS", ports.join(",")),
+            ("IMAP_PORT", (19043 + 10 * (leader as u16 - 1)).to_string()),
+            ("USER", "alice".into()),
+            ("PASSWORD", "alice-pw".into()),
+            ("ADDRESS", "alice@example.org".into()),
+        ],
+    );
+}
+
 /// Submission with STARTTLS and implicit TLS, AUTH PLAIN/LOGIN (TLS required first),
 /// sender ownership, STARTTLS command injection, swaks with AUTH.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
