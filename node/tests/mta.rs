@@ -865,3 +865,222 @@ fn chrono_now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// One piece of a hostile or confused SMTP client's input.
+#[derive(Debug, Clone)]
+enum Piece {
+    Line(String),
+    Raw(Vec<u8>),
+    /// DATA, then these body lines and the end-of-data line.
+    Data(Vec<String>),
+    /// BDAT with a truthful size.
+    Bdat(Vec<u8>, bool),
+    /// A whole transaction for alice: MAIL, RCPT, then DATA or one BDAT LAST.
+    Txn(Vec<String>, bool),
+}
+
+fn piece() -> impl proptest::strategy::Strategy<Value = Piece> {
+    use proptest::prelude::*;
+    let addr = prop::sample::select(vec![
+        "<alice@example.org>",
+        "<ALICE@Example.Org>",
+        "<nobody@example.org>",
+        "<x@elsewhere.test>",
+        "<>",
+        "<bad",
+        "alice@example.org",
+        "<a@b@c>",
+        "<\"quoted local\"@example.org>",
+    ]);
+    let verb = prop::sample::select(vec![
+        "EHLO client.example",
+        "HELO client.example",
+        "RSET",
+        "NOOP",
+        "VRFY alice",
+        "EXPN list",
+        "HELP",
+        "STARTTLS",
+        "AUTH PLAIN AGFsaWNlAGFsaWNlLXB3",
+        "AUTH LOGIN",
+        "DATA",
+        "BDAT",
+        "BDAT 99999999999999 LAST",
+        "MAIL FROM:<a@b.example> SIZE=999999999999",
+        "MAIL FROM:<a@b.example> BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=x",
+        "RCPT TO:<alice@example.org> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;a@b",
+        "RCPT TO:<alice@example.org> NOTIFY=NEVER,SUCCESS",
+        "",
+        " ",
+    ]);
+    let body_line = prop::sample::select(vec![
+        "Subject: prop",
+        "",
+        ".",
+        "..",
+        ".x",
+        "x\0y",
+        "a\rb",
+        "long",
+        "\u{e9}t\u{e9}",
+    ])
+    .prop_map(|l| {
+        if l == "long" {
+            "y".repeat(3000)
+        } else {
+            l.to_string()
+        }
+    });
+    prop_oneof![
+        3 => verb.prop_map(|v| Piece::Line(v.to_string())),
+        3 => addr.clone().prop_map(|a| Piece::Line(format!("MAIL FROM:{a}"))),
+        3 => addr.prop_map(|a| Piece::Line(format!("RCPT TO:{a}"))),
+        1 => "[ -~]{0,60}".prop_map(Piece::Line),
+        1 => proptest::collection::vec(any::<u8>(), 0..80).prop_map(Piece::Raw),
+        1 => Just(Piece::Line("Z".repeat(20_000))),
+        2 => proptest::collection::vec(body_line.clone(), 0..6).prop_map(Piece::Data),
+        1 => (proptest::collection::vec(any::<u8>(), 0..300), any::<bool>())
+            .prop_map(|(b, last)| Piece::Bdat(b, last)),
+        3 => (proptest::collection::vec(body_line.clone(), 0..6), any::<bool>())
+            .prop_map(|(lines, bdat)| Piece::Txn(lines, bdat)),
+    ]
+}
+
+/// Sends `pieces` pipelined, half-closes, and reads everything the server says.
+fn converse(port: u16, pieces: &[Piece]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut out = Vec::new();
+    for p in pieces {
+        match p {
+            Piece::Line(l) => out.extend_from_slice(format!("{l}\r\n").as_bytes()),
+            Piece::Raw(b) => out.extend_from_slice(b),
+            Piece::Data(lines) => {
+                out.extend_from_slice(b"DATA\r\n");
+                for l in lines {
+                    out.extend_from_slice(format!("{l}\r\n").as_bytes());
+                }
+                out.extend_from_slice(b".\r\n");
+            }
+            Piece::Bdat(b, last) => {
+                let last = if *last { " LAST" } else { "" };
+                out.extend_from_slice(format!("BDAT {}{last}\r\n", b.len()).as_bytes());
+                out.extend_from_slice(b);
+            }
+            Piece::Txn(lines, bdat) => {
+                out.extend_from_slice(
+                    b"MAIL FROM:<s@x.example>\r\nRCPT TO:<alice@example.org>\r\n",
+                );
+                let body: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+                if *bdat {
+                    out.extend_from_slice(format!("BDAT {} LAST\r\n{body}", body.len()).as_bytes());
+                } else {
+                    // What a client sends: dot-stuffed.
+                    out.extend_from_slice(b"DATA\r\n");
+                    for l in lines {
+                        let stuffed = if l.starts_with('.') {
+                            format!(".{l}")
+                        } else {
+                            l.clone()
+                        };
+                        out.extend_from_slice(format!("{stuffed}\r\n").as_bytes());
+                    }
+                    out.extend_from_slice(b".\r\n");
+                }
+            }
+        }
+    }
+    // The server may close early (too many errors, a BDAT over the limit): a failed write
+    // is part of the conversation, not an error of the test.
+    let _ = s.write_all(&out);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+/// Any sequence of commands, junk, DATA and BDAT pipelined into one connection: the
+/// server answers only with well-formed replies (a code, then ` ` or `-`; one code per
+/// multi-line reply), starts with 220, ends the conversation once the client is done, and
+/// stays healthy for the next client; and every `250 ... queued as` it gave is a message in
+/// the mailbox, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_command_sequence_gets_well_formed_replies() {
+    use proptest::test_runner::{Config, TestRunner};
+    let _s = SERIAL.lock().await;
+    let sp = spec(1, 19100, 19143, 19125, 19187);
+    let (_d, _c) = cluster("smtp-props", &sp).await;
+    let queued = std::sync::atomic::AtomicUsize::new(0);
+    let count_queued = |r: &[u8]| {
+        String::from_utf8_lossy(r)
+            .lines()
+            .filter(|l| l.starts_with("250 2.0.0 OK queued as"))
+            .count()
+    };
+    tokio::task::block_in_place(|| {
+        let mut runner = TestRunner::new(Config {
+            cases: 96,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&proptest::collection::vec(piece(), 1..24), |pieces| {
+                let got = converse(19125, &pieces);
+                let text = String::from_utf8_lossy(&got);
+                proptest::prop_assert!(text.starts_with("220 "), "no banner: {text:?}");
+                proptest::prop_assert!(got.is_empty() || got.ends_with(b"\r\n"), "{text:?}");
+                let mut open: Option<&str> = None;
+                for line in text.split_terminator("\r\n") {
+                    let ok = line.len() >= 4
+                        && line.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+                        && matches!(line.as_bytes()[0], b'2'..=b'5')
+                        && matches!(line.as_bytes()[3], b' ' | b'-');
+                    proptest::prop_assert!(ok, "malformed reply line {line:?} in {text:?}");
+                    if let Some(code) = open {
+                        proptest::prop_assert_eq!(code, &line[..3], "code changed inside a reply");
+                    }
+                    open = (line.as_bytes()[3] == b'-').then(|| &line[..3]);
+                }
+                proptest::prop_assert!(open.is_none(), "unfinished multi-line reply");
+                queued.fetch_add(count_queued(&got), std::sync::atomic::Ordering::Relaxed);
+                // The next, well-behaved client is served.
+                let good = converse(
+                    19125,
+                    &[
+                        Piece::Line("EHLO ok.example".into()),
+                        Piece::Line("MAIL FROM:<ok@ok.example>".into()),
+                        Piece::Line("RCPT TO:<alice@example.org>".into()),
+                        Piece::Data(vec!["Subject: good".into(), String::new(), "ok".into()]),
+                        Piece::Line("QUIT".into()),
+                    ],
+                );
+                proptest::prop_assert_eq!(
+                    count_queued(&good),
+                    1,
+                    "{}",
+                    String::from_utf8_lossy(&good)
+                );
+                queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            })
+            .unwrap();
+    });
+    let want = queued.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{want} messages queued over the run");
+    let check = format!(
+        "import imaplib, time\n\
+         m = imaplib.IMAP4('127.0.0.1', 19143); m.login('alice', 'alice-pw')\n\
+         for _ in range(100):\n    n = int(m.select('INBOX')[1][0])\n    \
+         if n >= {want}: break\n    time.sleep(0.1)\n\
+         assert n == {want}, (n, {want})\n"
+    );
+    let st = Command::new("python3")
+        .args(["-c", &check])
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "mailbox does not hold exactly the {want} queued messages"
+    );
+}
