@@ -40,6 +40,10 @@ pub struct MtaConfig {
     pub max_connections_per_ip: usize,
     /// Clients in these networks (CIDR) may relay without authenticating.
     pub trusted_networks: Vec<String>,
+    /// Which clients may connect at all (the seed's PORT_ACCESS): rules `"allow CIDR"` or
+    /// `"deny CIDR"`, the first that matches the client's address decides, no match allows.
+    /// A denied client gets `554 5.7.1` and is disconnected before anything else.
+    pub client_access: Vec<String>,
     /// Delay before every 4xx/5xx reply to a command (the seed's tarpit), in milliseconds.
     pub reject_delay_ms: u64,
     /// Time allowed for a whole command line to arrive, and between commands (RFC 5321
@@ -101,6 +105,7 @@ impl Default for MtaConfig {
             max_connections: 2000,
             max_connections_per_ip: 50,
             trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            client_access: vec![],
             reject_delay_ms: 0,
             command_timeout_secs: 300,
             write_timeout_secs: 60,
@@ -175,8 +180,38 @@ impl Network {
 }
 
 impl MtaConfig {
+    /// `client_access` parsed: (allowed, network) in order.
+    pub fn access_rules(&self) -> Result<Vec<(bool, Network)>, (String, String)> {
+        self.client_access
+            .iter()
+            .map(|rule| {
+                let bad = |why: String| ("mta.client_access".to_string(), why);
+                let (verb, net) = rule.trim().split_once(char::is_whitespace).ok_or_else(|| {
+                    bad(format!(
+                        "{rule:?}: expected \"allow CIDR\" or \"deny CIDR\""
+                    ))
+                })?;
+                let allow = match verb.to_ascii_lowercase().as_str() {
+                    "allow" => true,
+                    "deny" => false,
+                    _ => return Err(bad(format!("{rule:?}: the action is allow or deny"))),
+                };
+                Ok((allow, Network::parse(net.trim()).map_err(bad)?))
+            })
+            .collect()
+    }
+
+    /// Whether `ip` may connect under `rules` (first match decides; none: allowed).
+    pub fn admits(rules: &[(bool, Network)], ip: IpAddr) -> bool {
+        rules
+            .iter()
+            .find(|(_, n)| n.contains(ip))
+            .is_none_or(|(allow, _)| *allow)
+    }
+
     /// Checks the configuration; `(key, problem)` on the first error.
     pub fn validate(&self) -> Result<Vec<Network>, (String, String)> {
+        self.access_rules()?;
         let nets = self
             .trusted_networks
             .iter()
@@ -232,5 +267,27 @@ mod tests {
         );
         assert!(Network::parse("10.0.0.0/33").is_err());
         assert!(Network::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn client_access_first_match_decides() {
+        let cfg = MtaConfig {
+            client_access: vec![
+                "allow 10.1.2.3".into(),
+                "deny 10.0.0.0/8".into(),
+                "DENY ::1".into(),
+            ],
+            ..Default::default()
+        };
+        let rules = cfg.access_rules().unwrap();
+        let ok = |ip: &str| MtaConfig::admits(&rules, ip.parse().unwrap());
+        assert!(ok("10.1.2.3") && !ok("10.9.9.9") && !ok("::1") && ok("192.0.2.1"));
+        for bad in ["permit 10.0.0.0/8", "deny", "deny 10.0.0.0/40"] {
+            let cfg = MtaConfig {
+                client_access: vec![bad.into()],
+                ..Default::default()
+            };
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
     }
 }

@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub backend: Backend,
     pub cfg: MtaConfig,
     pub trusted: Vec<config::Network>,
+    /// `client_access` rules.
+    pub access: Vec<(bool, config::Network)>,
     pub tls: Option<halyard_access::tls::Tls>,
     /// The relay channel; its resolver also serves DNSBL and sender-domain checks.
     pub relay: Arc<relay::Relay>,
@@ -146,6 +148,7 @@ impl MtaServer {
             backend,
             cfg: cfg.clone(),
             trusted,
+            access: cfg.access_rules().map_err(|(k, m)| format!("{k}: {m}"))?,
             tls,
             relay: relay.clone(),
             conns: Default::default(),

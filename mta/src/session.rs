@@ -22,7 +22,7 @@ use smtp_proto::Request;
 use smtp_proto::request::receiver::DataReceiver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{Kind, Shared};
+use crate::{Kind, MtaConfig, Shared};
 use halyard_access::stream::Stream;
 
 /// Where the session is in a mail transaction.
@@ -194,6 +194,14 @@ impl Session {
     }
 
     pub(crate) async fn run(&mut self) -> std::io::Result<()> {
+        if !MtaConfig::admits(&self.shared.access, self.peer.ip()) {
+            tracing::info!(peer = %self.peer, "client refused: client_access");
+            self.reply(
+                554,
+                &format!("5.7.1 [{}] is not allowed to connect", self.peer.ip()),
+            );
+            return self.flush().await;
+        }
         if self.kind == Kind::Lmtp && !self.trusted {
             self.reply(421, "4.7.0 LMTP is for trusted hosts only");
             return self.flush().await;

@@ -401,6 +401,7 @@ async fn relay_via_mx_with_dnsmasq_and_smtp_sink() {
     sp.mta.dnsbl_zones = vec!["bl.test".into()];
     sp.mta.mailfromdnsverify = true;
     sp.mta.delay_notice_secs = 1;
+    sp.mta.client_access = vec!["deny 127.0.0.8".into()];
     let (_d, c) = cluster("relay", &sp).await;
     ctl(
         &c,

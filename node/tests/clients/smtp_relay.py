@@ -22,6 +22,12 @@ try:
     raise AssertionError("listed client accepted")
 except smtplib.SMTPConnectError as e:
     assert e.smtp_code == 554 and b"bl.test" in e.smtp_error, e
+# client_access: 127.0.0.8 is denied outright, before anything else.
+try:
+    smtplib.SMTP(HOST, int(os.environ["SMTP_PORT"]), source_address=("127.0.0.8", 0))
+    raise AssertionError("denied client accepted")
+except smtplib.SMTPConnectError as e:
+    assert e.smtp_code == 554 and b"not allowed" in e.smtp_error, e
 # mailfromdnsverify: a sender domain that does not exist is refused, an existing one is not.
 s = smtplib.SMTP(HOST, int(os.environ["SMTP_PORT"]))
 s.ehlo("c.example")
