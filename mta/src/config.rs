@@ -70,8 +70,9 @@ pub struct MtaConfig {
     pub rewrite: Vec<crate::rewrite::RewriteRule>,
     /// Channels for non-local domains (see [`crate::rewrite`]).
     pub channels: Vec<crate::rewrite::ChannelConfig>,
-    /// DNS blocklists checked when an untrusted client connects (`zen.spamhaus.org`, ...):
-    /// a listed address gets `554 5.7.1` and is disconnected. Lookup failures let it in.
+    /// DNS blocklists checked when an untrusted client connects to the SMTP (MX) listener
+    /// (`zen.spamhaus.org`, ...): a listed address gets `554 5.7.1` and is disconnected.
+    /// Lookup failures let it in. Submission is not checked: its clients authenticate.
     pub dnsbl_zones: Vec<String>,
     /// The domain of an unauthenticated client's MAIL FROM must exist in the DNS (MX or
     /// address records), else `550 5.1.8` (`451 4.4.3` while the DNS fails).

@@ -206,7 +206,9 @@ impl Session {
             self.reply(421, "4.7.0 LMTP is for trusted hosts only");
             return self.flush().await;
         }
-        if !self.trusted {
+        // Blocklists are for the MX port only: submission clients authenticate, and their
+        // home addresses are often on policy lists (Spamhaus PBL) that would lock them out.
+        if !self.trusted && self.kind == Kind::Smtp {
             for zone in self.shared.cfg.dnsbl_zones.clone() {
                 if self.shared.relay.listed(self.peer.ip(), &zone).await == Some(true) {
                     tracing::info!(peer = %self.peer, %zone, "client refused: DNS blocklist");

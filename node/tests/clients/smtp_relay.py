@@ -22,6 +22,10 @@ try:
     raise AssertionError("listed client accepted")
 except smtplib.SMTPConnectError as e:
     assert e.smtp_code == 554 and b"bl.test" in e.smtp_error, e
+# ... but the same address may submit (it authenticates; blocklists are for the MX port).
+s = smtplib.SMTP(HOST, int(os.environ["SUBMISSION_PORT"]), source_address=("127.0.0.9", 0))
+assert s.ehlo("c.example")[0] == 250
+s.quit()
 # client_access: 127.0.0.8 is denied outright, before anything else.
 try:
     smtplib.SMTP(HOST, int(os.environ["SMTP_PORT"]), source_address=("127.0.0.8", 0))
