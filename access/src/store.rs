@@ -54,17 +54,11 @@ pub async fn account(shared: &Shared, principal: Principal) -> Result<Account, S
 /// The resource group holding a user's mailboxes: the directory's mailHost, else the
 /// configured default, else the only resource group there is.
 pub fn group_of(shared: &Shared, record: &UserRecord) -> Option<String> {
-    record
-        .mail_host
-        .clone()
-        .or_else(|| shared.backend.default_group.clone())
-        .or_else(|| {
-            let mut names = shared.backend.groups.keys().filter(|n| *n != "meta");
-            match (names.next(), names.next()) {
-                (Some(n), None) => Some(n.clone()),
-                _ => None,
-            }
-        })
+    halyard_raft_store::home_group(
+        record.mail_host.as_deref(),
+        shared.backend.default_group.as_deref(),
+        shared.backend.groups.keys(),
+    )
 }
 
 impl Account {

@@ -106,19 +106,21 @@ impl Shared {
 /// The resource group holding a user's mailboxes: the directory's mailHost, else the
 /// configured default, else the only resource group this node runs.
 pub(crate) fn group_of(shared: &Shared, user: &UserRecord) -> Option<String> {
-    user.mail_host.clone().or_else(|| relay_group(shared))
+    halyard_raft_store::home_group(
+        user.mail_host.as_deref(),
+        shared.cfg.default_group.as_deref(),
+        shared.backend.groups.keys(),
+    )
 }
 
 /// The resource group holding the queue entries of relayed mail: the configured default,
 /// else the only resource group this node runs.
 pub(crate) fn relay_group(shared: &Shared) -> Option<String> {
-    shared.cfg.default_group.clone().or_else(|| {
-        let mut names = shared.backend.groups.keys().filter(|n| *n != "meta");
-        match (names.next(), names.next()) {
-            (Some(n), None) => Some(n.clone()),
-            _ => None,
-        }
-    })
+    halyard_raft_store::home_group(
+        None,
+        shared.cfg.default_group.as_deref(),
+        shared.backend.groups.keys(),
+    )
 }
 
 /// The running listeners and job controllers; [`MtaServer::shutdown`] stops them.

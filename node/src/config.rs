@@ -43,7 +43,7 @@ use halyard_raft_store::RaftTuning;
 use serde::{Deserialize, Serialize};
 
 /// Name of the cluster-wide group every node is a member of.
-pub const META_GROUP: &str = "meta";
+pub use halyard_raft_store::META_GROUP;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

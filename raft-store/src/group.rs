@@ -460,3 +460,44 @@ impl Group {
         }
     }
 }
+
+/// Name of the group holding cluster-wide data (the embedded directory); never a mailbox
+/// group.
+pub const META_GROUP: &str = "meta";
+
+/// The resource group holding a user's mailboxes (and the queue of mail for them): the
+/// directory's `mailHost` when set, else the configured default group, else the only
+/// resource group among `served` (the groups this node runs; the meta group is not one).
+/// `None` when that leaves a choice. IMAP/POP3 and the MTA place users by this one rule.
+pub fn home_group<'a>(
+    mail_host: Option<&str>,
+    default_group: Option<&str>,
+    served: impl IntoIterator<Item = &'a String>,
+) -> Option<String> {
+    mail_host.or(default_group).map(str::to_string).or_else(|| {
+        let mut names = served.into_iter().filter(|n| n.as_str() != META_GROUP);
+        match (names.next(), names.next()) {
+            (Some(n), None) => Some(n.clone()),
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod home_group_tests {
+    use super::*;
+
+    #[test]
+    fn mail_host_then_default_then_the_only_group() {
+        let one = vec!["meta".to_string(), "rg1".to_string()];
+        let two = vec!["meta".to_string(), "rg1".to_string(), "rg2".to_string()];
+        assert_eq!(
+            home_group(Some("rg2"), Some("rg1"), &one).as_deref(),
+            Some("rg2")
+        );
+        assert_eq!(home_group(None, Some("rg2"), &one).as_deref(), Some("rg2"));
+        assert_eq!(home_group(None, None, &one).as_deref(), Some("rg1"));
+        assert_eq!(home_group(None, None, &two), None);
+        assert_eq!(home_group(None, None, &["meta".to_string()]), None);
+    }
+}

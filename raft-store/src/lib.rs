@@ -29,7 +29,7 @@ pub mod state_machine;
 pub mod types;
 
 pub use error::{ProposeError, StoreError};
-pub use group::{Group, GroupStatus, MemberStatus, RaftTuning, Role};
+pub use group::{Group, GroupStatus, META_GROUP, MemberStatus, RaftTuning, Role, home_group};
 pub use log_store::{LogDb, LogStats, LogStore};
 pub use model::*;
 pub use state_machine::{SmShared, StateMachineStore};
