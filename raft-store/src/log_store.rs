@@ -86,28 +86,14 @@ impl Tail {
 
     /// Drops entries from `index` on (a truncation).
     fn truncate(&mut self, index: u64) {
-        while self
-            .entries
-            .back()
-            .is_some_and(|(e, _)| e.log_id.index >= index)
-        {
-            if let Some((_, size)) = self.entries.pop_back() {
-                self.bytes -= size;
-            }
-        }
+        self.entries.retain(|(e, _)| e.log_id.index < index);
+        self.bytes = self.entries.iter().map(|(_, size)| size).sum();
     }
 
     /// Drops entries up to and including `index` (a purge).
     fn purge(&mut self, index: u64) {
-        while self
-            .entries
-            .front()
-            .is_some_and(|(e, _)| e.log_id.index <= index)
-        {
-            if let Some((_, size)) = self.entries.pop_front() {
-                self.bytes -= size;
-            }
-        }
+        self.entries.retain(|(e, _)| e.log_id.index > index);
+        self.bytes = self.entries.iter().map(|(_, size)| size).sum();
     }
 
     /// Entries `start..end` if the cache holds all of them that exist (the database has
