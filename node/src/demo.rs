@@ -180,7 +180,7 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
         .and_then(|g| g.leader)
         .unwrap_or(1);
     println!(
-        "  Send mail: swaks --server {} --to demo@demo.test   (rg1's master)",
+        "  Send mail: swaks --server {} --to demo@demo.test   (rg1's master; any node accepts)",
         demo_addr(DEMO_SMTP_PORT, rg1_leader)
     );
     println!();
