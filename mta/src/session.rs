@@ -1062,20 +1062,10 @@ impl Session {
                 priority: 0,
                 meta: Some(meta.clone()),
             };
-            let proposed = match (
-                group.propose(cmd.clone()).await,
-                &self.shared.backend.forward,
-            ) {
-                // Not the master: the master proposes it for us, and says when it is
-                // committed.
-                (
-                    Err(ProposeError::NotLeader {
-                        leader_addr: Some(addr),
-                        ..
-                    }),
-                    Some(forward),
-                ) => forward.propose(addr.clone(), group_name.clone(), cmd).await,
-                (r, _) => r,
+            // Not the master: the master proposes it for us, and says when it is committed.
+            let proposed = match (group.leader_elsewhere(), &self.shared.backend.forward) {
+                (Some(addr), Some(forward)) => forward.propose(addr, group_name.clone(), cmd).await,
+                _ => group.propose(cmd).await,
             };
             match proposed {
                 Ok(Reply::Enqueued { .. }) => {

@@ -274,6 +274,18 @@ impl Group {
         self.inner.node_id
     }
 
+    /// The cluster address of the group's leader when it is known and is another node
+    /// (where a proposal made here would be refused with `NotLeader`).
+    pub fn leader_elsewhere(&self) -> Option<String> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader.filter(|l| *l != self.inner.node_id)?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
     /// The underlying openraft handle, for the RPC server and membership tooling.
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
