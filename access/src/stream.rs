@@ -36,6 +36,33 @@ impl Stream {
         }
     }
 
+    /// Ends the conversation politely: sends what is buffered, half-closes, then reads and
+    /// discards what the client still sends (at most 1 s and 256 KiB). Closing a socket with
+    /// unread input makes the kernel answer with a reset, and a reset destroys the replies
+    /// still in flight to the client — a pipelining client would lose the `250` of a message
+    /// that was committed just before the server hung up on later junk.
+    pub async fn linger_close(&mut self) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        if tokio::time::timeout_at(deadline, async {
+            let _ = self.flush().await;
+            let _ = self.shutdown().await;
+        })
+        .await
+        .is_err()
+        {
+            return;
+        }
+        let mut buf = [0u8; 8192];
+        let mut total = 0usize;
+        while total < 256 * 1024 {
+            match tokio::time::timeout_at(deadline, self.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => total += n,
+                _ => break,
+            }
+        }
+    }
+
     /// TLS handshake on the plain connection.
     pub async fn start_tls(&mut self, acceptor: tokio_rustls::TlsAcceptor) -> io::Result<()> {
         match std::mem::replace(self, Stream::Gone) {

@@ -334,6 +334,7 @@ async fn accept_loop(
             if let Err(e) = s.run().await {
                 tracing::debug!(peer = %peer, error = %e, "SMTP session ended");
             }
+            s.close().await;
             live.live.fetch_sub(1, Ordering::Relaxed);
             drop(guard);
         });

@@ -193,6 +193,12 @@ impl Session {
         take_line(&mut self.buf, skipping, self.shared.cfg.max_line_bytes)
     }
 
+    /// Ends the connection after [`Session::run`], without a reset that would destroy the
+    /// last replies (see `Stream::linger_close`).
+    pub(crate) async fn close(&mut self) {
+        self.stream.linger_close().await;
+    }
+
     pub(crate) async fn run(&mut self) -> std::io::Result<()> {
         if !MtaConfig::admits(&self.shared.access, self.peer.ip()) {
             tracing::info!(peer = %self.peer, "client refused: client_access");
