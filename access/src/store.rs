@@ -73,9 +73,10 @@ impl Account {
     }
 }
 
-/// Resolves once `node` no longer leads `group`.
+/// Resolves once `node` no longer leads `group`, or loses the group's lease after holding
+/// it (a master cut off from its quorum ends its sessions before a new master may start).
 pub async fn lost_mastership(group: &Group, node: u64) {
-    {
+    let leader = async {
         let mut m = group.raft().metrics();
         loop {
             if m.borrow().current_leader != Some(node) {
@@ -85,6 +86,24 @@ pub async fn lost_mastership(group: &Group, node: u64) {
                 return;
             }
         }
+    };
+    let lease = async {
+        let mut s = group.serving();
+        let mut held = s.borrow_and_update().is_some();
+        loop {
+            if s.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let now = s.borrow_and_update().is_some();
+            if held && !now {
+                return;
+            }
+            held = now;
+        }
+    };
+    tokio::select! {
+        _ = leader => {}
+        _ = lease => {}
     }
 }
 

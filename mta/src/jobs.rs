@@ -50,22 +50,29 @@ pub async fn run(
     cfg: MtaConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut metrics = group.raft().metrics();
+    // The job controller runs while this node holds the group's lease (see halyard-fencing):
+    // being the Raft leader is not enough, since a leader cut off from its quorum still
+    // believes it leads until it hears of a newer term, and a relay attempt it made then
+    // would be repeated by the new master.
+    let mut serving = group.serving();
     loop {
         // Wait to be the master.
         loop {
             if *stop.borrow() {
                 return;
             }
-            if metrics.borrow().current_leader == Some(node_id) {
+            if serving
+                .borrow_and_update()
+                .is_some_and(|t| t.node == node_id)
+            {
                 break;
             }
             tokio::select! {
-                r = metrics.changed() => if r.is_err() { return },
+                r = serving.changed() => if r.is_err() { return },
                 _ = stop.changed() => {}
             }
         }
-        let term = metrics.borrow().current_term;
+        let term = serving.borrow().map_or(0, |t| t.term);
         tracing::info!(group = %name, term, "job controller running (this node is the master)");
         let mut feed = group.subscribe();
         let mut in_flight: HashSet<(String, String)> = HashSet::new();
@@ -76,7 +83,11 @@ pub async fn run(
         let mut full_scan_at = tokio::time::Instant::now();
         let mut fresh: Vec<String> = Vec::new();
         loop {
-            if metrics.borrow().current_leader != Some(node_id) || *stop.borrow() {
+            if !serving
+                .borrow()
+                .is_some_and(|t| t.node == node_id && t.term == term)
+                || *stop.borrow()
+            {
                 break;
             }
             let reader = group.reader();
@@ -142,7 +153,7 @@ pub async fn run(
                     }
                 }
                 _ = tokio::time::sleep_until(full_scan_at) => {}
-                r = metrics.changed() => if r.is_err() { return },
+                r = serving.changed() => if r.is_err() { return },
                 _ = stop.changed() => {}
             }
         }

@@ -113,6 +113,10 @@ struct GroupInner {
     log: LogStore,
     /// Queue of the proposal batcher (see [`batcher`]).
     proposals: mpsc::Sender<Pending>,
+    /// This node's fencing token while it holds the group's lease (and floating address):
+    /// set by the fencing controller, read by whatever may only run on the holder (the job
+    /// controller, the group's listeners, sessions that end when the lease is lost).
+    serving: tokio::sync::watch::Sender<Option<crate::model::FenceToken>>,
 }
 
 type MembershipError = RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>;
@@ -262,8 +266,28 @@ impl Group {
                 sm: shared,
                 log,
                 proposals,
+                serving: tokio::sync::watch::channel(None).0,
             }),
         })
+    }
+
+    /// Watches this node's fencing token for the group: `Some` while it holds the lease.
+    pub fn serving(&self) -> tokio::sync::watch::Receiver<Option<crate::model::FenceToken>> {
+        self.inner.serving.subscribe()
+    }
+
+    /// Whether this node holds the group's lease now.
+    pub fn is_serving(&self) -> bool {
+        self.inner.serving.borrow().is_some()
+    }
+
+    /// Set by the fencing controller only.
+    pub fn set_serving(&self, token: Option<crate::model::FenceToken>) {
+        self.inner.serving.send_if_modified(|t| {
+            let changed = *t != token;
+            *t = token;
+            changed
+        });
     }
 
     pub fn name(&self) -> &str {

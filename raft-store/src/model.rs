@@ -432,6 +432,9 @@ pub enum Command {
     },
     /// A change to the embedded directory (meta group).
     Directory(crate::directory::DirCommand),
+    /// A change of the group's floating-address holder (see [`FenceOp`]): recorded so the
+    /// history of holders is auditable and a new master knows whether its predecessor let go.
+    Fence(FenceOp),
     /// Several independent commands in one log entry, applied in order, each on its own
     /// (a refusal of one does not affect the others). Built by the group's proposal batcher
     /// so that concurrent proposals share one log append, one fsync and one replication
@@ -463,6 +466,7 @@ impl Command {
             Command::RemoveQueueEntry { .. } => "remove_queue_entry",
             Command::SetQuota { .. } => "set_quota",
             Command::Directory(_) => "directory",
+            Command::Fence(_) => "fence",
             Command::Batch(_) => "batch",
         }
     }
@@ -551,6 +555,10 @@ pub enum Reply {
     Error(ApplyError),
     /// Replies to a [`Command::Batch`], in order.
     Batch(Vec<Reply>),
+    /// Answer to a [`Command::Fence`]: the holder record as it stood before this entry.
+    Fenced {
+        previous: Option<HolderRecord>,
+    },
 }
 
 /// What happened, as seen by subscribers of a group's change feed (IMAP IDLE, the job
@@ -619,4 +627,53 @@ pub struct Change {
     pub term: u64,
     pub index: u64,
     pub event: Event,
+}
+
+/// The fencing token of a floating-address holder: (Raft term, node id), ordered by term
+/// first. A term alone is not enough: a token names who held the address, and the pair is
+/// what the audit trail and external fence hooks see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FenceToken {
+    pub term: u64,
+    pub node: u64,
+}
+
+impl std::fmt::Display for FenceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.term, self.node)
+    }
+}
+
+/// Changes of a group's floating-address holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FenceOp {
+    /// Proposed by a new master before it takes the address. Its commit proves the master's
+    /// leadership is committed in its term; the reply tells it whether the previous holder
+    /// released the address explicitly.
+    Acquire {
+        token: FenceToken,
+        /// The address (`198.18.0.100/24`), or `None` in address-less mode.
+        address: Option<String>,
+        at_ms: i64,
+    },
+    /// Proposed by a holder that gave the address up on purpose (switchover, shutdown),
+    /// after it removed the address.
+    Release {
+        token: FenceToken,
+        at_ms: i64,
+        reason: String,
+    },
+}
+
+/// One holder of a group's floating address, as recorded in the group's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderRecord {
+    pub token: FenceToken,
+    pub address: Option<String>,
+    /// Wall-clock time chosen by the acquiring node.
+    pub acquired_at_ms: i64,
+    /// Set when the holder recorded an explicit release; a holder that lost its lease (crash,
+    /// partition) cannot record anything, so its record stays open.
+    pub released_at_ms: Option<i64>,
+    pub release_reason: Option<String>,
 }

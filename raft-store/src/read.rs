@@ -165,6 +165,16 @@ impl SmShared {
         Ok(self.get_de(Cf::Quota, user.as_bytes())?.unwrap_or_default())
     }
 
+    /// The latest holder of the group's floating address (open while it holds it).
+    pub fn fence_holder(&self) -> Result<Option<crate::model::HolderRecord>, StoreError> {
+        self.get_de(Cf::Meta, crate::apply::FENCE_CURRENT)
+    }
+
+    /// The recorded holders, oldest first (the last [`crate::apply::FENCE_HISTORY`]).
+    pub fn fence_history(&self) -> Result<Vec<crate::model::HolderRecord>, StoreError> {
+        self.scan_de(Cf::Meta, crate::apply::FENCE_LOG)
+    }
+
     pub fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
         self.scan_de(Cf::Queue, b"")
     }

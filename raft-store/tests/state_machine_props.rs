@@ -590,3 +590,62 @@ fn delay_reports_never_replace_failure_reports() {
     // Everything reported and final: the entry left the queue.
     assert!(s.queue_entry("Q1").unwrap().is_none());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Whatever order fence operations arrive in (stale masters, retries, releases by
+    /// someone else), the recorded holder's token never goes backwards, each reply reports
+    /// the record that stood before, only the current holder can release, and the history is
+    /// the sequence of acquisitions.
+    #[test]
+    fn fence_holders_only_move_forward(ops in proptest::collection::vec((any::<bool>(), 1u64..6, 1u64..4), 1..40)) {
+        let d = tempfile::tempdir().unwrap();
+        let mut sm = open_sm(d.path());
+        let s = sm.shared();
+        let mut model: Option<HolderRecord> = None;
+        let mut acquisitions = Vec::new();
+        for (i, (acquire, term, node)) in ops.into_iter().enumerate() {
+            let token = FenceToken { term, node };
+            let op = if acquire {
+                FenceOp::Acquire { token, address: Some("198.18.0.100/24".into()), at_ms: i as i64 }
+            } else {
+                FenceOp::Release { token, at_ms: i as i64, reason: "test".into() }
+            };
+            let replies = sm.apply_entries([entry(i as u64 + 1, Command::Fence(op))]).unwrap();
+            let reply = replies.into_iter().next().unwrap();
+            let before = model.clone();
+            let refused = match (&model, acquire) {
+                (Some(c), true) => token.term < c.token.term || (token.term == c.token.term && token.node != c.token.node),
+                (None, true) => false,
+                (Some(c), false) => c.token != token,
+                (None, false) => true,
+            };
+            if refused {
+                prop_assert!(matches!(reply, Reply::Error(_)), "{reply:?}");
+            } else {
+                prop_assert_eq!(&reply, &Reply::Fenced { previous: before.clone() });
+                match (acquire, &model) {
+                    (true, Some(c)) if c.token == token && c.released_at_ms.is_none() => {}
+                    (true, _) => {
+                        model = Some(HolderRecord { token, address: Some("198.18.0.100/24".into()),
+                            acquired_at_ms: i as i64, released_at_ms: None, release_reason: None });
+                        acquisitions.push(token);
+                    }
+                    (false, Some(c)) if c.released_at_ms.is_some() => {}
+                    (false, _) => {
+                        let m = model.as_mut().unwrap();
+                        m.released_at_ms = Some(i as i64);
+                        m.release_reason = Some("test".into());
+                    }
+                }
+            }
+            prop_assert_eq!(s.fence_holder().unwrap(), model.clone());
+            if let (Some(b), Some(m)) = (&before, &model) {
+                prop_assert!(m.token >= b.token, "holder went backwards");
+            }
+        }
+        let history: Vec<FenceToken> = s.fence_history().unwrap().iter().map(|h| h.token).collect();
+        prop_assert_eq!(history, acquisitions);
+    }
+}
