@@ -62,6 +62,8 @@ pub struct PeerAccess {
 
 /// The running listeners; [`AccessServer::shutdown`] stops them.
 pub struct AccessServer {
+    /// Binds the same listeners on other addresses (floating addresses).
+    pub binder: Binder,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Bound addresses (useful when a port 0 was configured).
@@ -90,6 +92,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     implicit_tls: bool,
     mut stop: watch::Receiver<bool>,
+    sessions: Option<Arc<stream::Sessions>>,
 ) {
     let what = match proto {
         Proto::Imap => "imap",
@@ -97,12 +100,88 @@ async fn accept_loop(
     };
     while let Some((tcp, peer)) = stream::next_connection(&listener, &mut stop, what).await {
         let shared = shared.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             match proto {
                 Proto::Imap => imap::serve(tcp, peer, shared, implicit_tls).await,
                 Proto::Pop3 => pop3::serve(tcp, peer, shared, implicit_tls).await,
             }
         });
+        if let Some(s) = &sessions {
+            s.add(task.abort_handle());
+        }
+    }
+}
+
+/// Listeners of this node's IMAP/POP3 ports on one more address (a resource group's
+/// floating address while this node holds it), stopped on their own.
+pub struct ListenerSet {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    sessions: Arc<stream::Sessions>,
+    pub bound: Vec<SocketAddr>,
+}
+
+impl ListenerSet {
+    /// Stops accepting; sessions still open after `grace` are ended (IMAP sessions on
+    /// mailboxes of a group this node no longer serves have already said `* BYE`).
+    pub async fn stop(self, grace: std::time::Duration) -> usize {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.sessions
+            .drain(tokio::time::Instant::now() + grace)
+            .await
+    }
+}
+
+/// Binds listeners on other addresses for a running [`AccessServer`].
+#[derive(Clone)]
+pub struct Binder {
+    shared: Arc<Shared>,
+}
+
+impl Binder {
+    /// Binds every configured IMAP/POP3 listener's port on `ip`.
+    pub async fn bind_on(&self, ip: std::net::IpAddr) -> anyhow::Result<ListenerSet> {
+        use anyhow::Context;
+        let cfg = &self.shared.cfg;
+        let (stop, stop_rx) = watch::channel(false);
+        let sessions = Arc::new(stream::Sessions::default());
+        let mut tasks = Vec::new();
+        let mut bound = Vec::new();
+        for (key, addr, proto, implicit) in [
+            ("access.imap_listen", &cfg.imap_listen, Proto::Imap, false),
+            ("access.imaps_listen", &cfg.imaps_listen, Proto::Imap, true),
+            ("access.pop3_listen", &cfg.pop3_listen, Proto::Pop3, false),
+            ("access.pop3s_listen", &cfg.pop3s_listen, Proto::Pop3, true),
+        ] {
+            let Some(addr) = addr else { continue };
+            let port: SocketAddr = addr.parse().with_context(|| format!("{key} {addr}"))?;
+            let at = SocketAddr::new(ip, port.port());
+            let l = match TcpListener::bind(at).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = stop.send(true);
+                    return Err(e).with_context(|| format!("{key} on {at}: cannot bind"));
+                }
+            };
+            bound.push(at);
+            tasks.push(tokio::spawn(accept_loop(
+                proto,
+                l,
+                self.shared.clone(),
+                implicit,
+                stop_rx.clone(),
+                Some(sessions.clone()),
+            )));
+        }
+        Ok(ListenerSet {
+            stop,
+            tasks,
+            sessions,
+            bound,
+        })
     }
 }
 
@@ -166,6 +245,7 @@ impl AccessServer {
                 shared.clone(),
                 implicit,
                 stop_rx.clone(),
+                None,
             )));
         }
         if let Some(t) = &shared.tls {
@@ -173,6 +253,9 @@ impl AccessServer {
         }
         tracing::info!(imap = ?cfg.imap_listen, imaps = ?cfg.imaps_listen, pop3 = ?cfg.pop3_listen, pop3s = ?cfg.pop3s_listen, "message access started");
         Ok(AccessServer {
+            binder: Binder {
+                shared: shared.clone(),
+            },
             stop,
             tasks,
             imap_addr: bound.get("access.imap_listen").copied(),

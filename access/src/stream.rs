@@ -146,3 +146,44 @@ pub async fn next_connection(
         }
     }
 }
+
+/// The sessions accepted on one set of listeners, so that the set can be stopped on its own
+/// (a group's floating address given up) without touching other sessions: wait for them to
+/// finish up to a deadline, then end the rest.
+#[derive(Default)]
+pub struct Sessions {
+    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Sessions {
+    pub fn add(&self, h: tokio::task::AbortHandle) {
+        let mut t = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if t.len() >= 256 {
+            t.retain(|h| !h.is_finished());
+        }
+        t.push(h);
+    }
+
+    pub fn live(&self) -> usize {
+        let mut t = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        t.retain(|h| !h.is_finished());
+        t.len()
+    }
+
+    /// Waits until every session finished or `deadline`, then aborts those left; returns
+    /// how many had to be aborted.
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> usize {
+        while self.live() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let t = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut n = 0;
+        for h in t {
+            if !h.is_finished() {
+                h.abort();
+                n += 1;
+            }
+        }
+        n
+    }
+}

@@ -51,6 +51,14 @@ pub struct FenceStatus {
     pub expiries: u64,
 }
 
+/// A switchover request: drain time, reason, where to answer.
+type SwitchReq = (
+    Duration,
+    Duration,
+    String,
+    tokio::sync::oneshot::Sender<Result<FenceToken, String>>,
+);
+
 struct Shared {
     group: Group,
     holder: Holder,
@@ -59,6 +67,10 @@ struct Shared {
     paused: watch::Sender<Option<Instant>>,
     /// Wakes the holding loop (a vote request released the address).
     kick: Notify,
+    /// Whether the group's listeners on the floating address are open (set by whoever runs
+    /// them): a switchover waits for them to close and drain before removing the address.
+    listening: watch::Sender<bool>,
+    switch: tokio::sync::mpsc::Sender<SwitchReq>,
 }
 
 /// Handle to a running controller.
@@ -81,6 +93,7 @@ impl Controller {
         cfg: FenceConfig,
         stop: watch::Receiver<bool>,
     ) -> (Controller, tokio::task::JoinHandle<()>) {
+        let (switch, switch_rx) = tokio::sync::mpsc::channel(4);
         let c = Controller {
             s: Arc::new(Shared {
                 group,
@@ -88,10 +101,17 @@ impl Controller {
                 cfg,
                 paused: watch::channel(None).0,
                 kick: Notify::new(),
+                listening: watch::channel(false).0,
+                switch,
             }),
         };
-        let task = tokio::spawn(c.clone().run(stop));
+        let task = tokio::spawn(c.clone().run(stop, switch_rx));
         (c, task)
+    }
+
+    /// Reported by the owner of the group's floating listeners.
+    pub fn set_listening(&self, open: bool) {
+        self.s.listening.send_replace(open);
     }
 
     pub fn group(&self) -> &Group {
@@ -130,37 +150,27 @@ impl Controller {
         }
     }
 
-    /// Switchover, first half: stop serving, remove the address and record the release,
-    /// then refrain from taking it again for `pause` (or until [`Controller::resume`]).
-    /// Returns the token that was released.
+    /// Switchover, first half: stop accepting on the floating address, let sessions finish
+    /// their transactions for up to `drain`, remove the address and commit a
+    /// `Fence::Release`; then refrain from taking it again for `pause` (or until
+    /// [`Controller::resume`]). Returns the token that was released.
     pub async fn release_for_switchover(
         &self,
+        drain: Duration,
         pause: Duration,
         reason: &str,
     ) -> Result<FenceToken, String> {
-        let token = (*self.s.group.serving().borrow())
-            .ok_or_else(|| "this node does not hold the group's address".to_string())?;
-        self.s.paused.send_replace(Some(Instant::now() + pause));
-        self.s.group.set_serving(None);
-        self.s.kick.notify_one();
-        self.s
-            .holder
-            .release()
-            .map_err(|e| format!("removing the address: {e}"))?;
-        let r = self
-            .s
-            .group
-            .propose(Command::Fence(FenceOp::Release {
-                token,
-                at_ms: now_ms(),
-                reason: reason.to_string(),
-            }))
-            .await;
-        match r {
-            Ok(Reply::Fenced { .. }) => Ok(token),
-            Ok(other) => Err(format!("recording the release: {other:?}")),
-            Err(e) => Err(format!("recording the release: {e}")),
+        if self.s.group.serving().borrow().is_none() {
+            return Err("this node does not hold the group's address".into());
         }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.s
+            .switch
+            .send((drain, pause, reason.to_string(), tx))
+            .await
+            .map_err(|_| "the fencing controller is not running".to_string())?;
+        rx.await
+            .map_err(|_| "the fencing controller stopped".to_string())?
     }
 
     /// Lets the controller acquire again (a switchover that did not happen).
@@ -173,7 +183,11 @@ impl Controller {
         self.s.paused.borrow().is_some_and(|u| Instant::now() < u)
     }
 
-    async fn run(self, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        mut stop: watch::Receiver<bool>,
+        mut switch: tokio::sync::mpsc::Receiver<SwitchReq>,
+    ) {
         let g = self.s.group.clone();
         let me = g.node_id();
         let name = g.name().to_string();
@@ -199,6 +213,9 @@ impl Controller {
                     _ = stop.changed() => {}
                     _ = self.s.kick.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(200)), if leader => {}
+                    Some((_, _, _, reply)) = switch.recv() => {
+                        let _ = reply.send(Err("this node does not hold the group's address".into()));
+                    }
                 }
             };
             let token = FenceToken { term, node: me };
@@ -278,11 +295,21 @@ impl Controller {
             );
             // 6. Hold while the lease is renewed by quorum acknowledgements.
             let reason = loop {
+                // Whether a new metrics report arrived (`changed` marks it seen itself).
+                let mut fresh = false;
                 tokio::select! {
-                    r = m.changed() => if r.is_err() { break "node stopping" },
+                    r = m.changed() => {
+                        if r.is_err() { break "node stopping" }
+                        fresh = true;
+                    }
                     _ = stop.changed() => {}
                     _ = self.s.kick.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                    Some((drain, pause, why, reply)) = switch.recv() => {
+                        let r = self.switchover(token, drain, pause, &why).await;
+                        let _ = reply.send(r);
+                        break "switchover";
+                    }
                 }
                 if *stop.borrow() {
                     break "node stopping";
@@ -294,7 +321,7 @@ impl Controller {
                 if x.state != ServerState::Leader || x.current_term != term {
                     break "leadership lost";
                 }
-                if x.has_changed()
+                if (fresh || x.has_changed())
                     && let Some(d) = lease_deadline(x.millis_since_quorum_ack, self.s.cfg.lease)
                 {
                     self.s.holder.extend(d);
@@ -309,8 +336,65 @@ impl Controller {
             }
             tracing::warn!(group = %name, term, reason, "stopped holding the group's address");
             if reason == "node stopping" {
+                // Leave a trace in the log that this holder let go on purpose (best effort:
+                // a stopping node may have no quorum).
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    g.propose(Command::Fence(FenceOp::Release {
+                        token,
+                        at_ms: now_ms(),
+                        reason: "node stopping".into(),
+                    })),
+                )
+                .await;
                 return;
             }
+        }
+    }
+}
+
+impl Controller {
+    /// The holder's side of a switchover, run by the holding loop.
+    async fn switchover(
+        &self,
+        token: FenceToken,
+        drain: Duration,
+        pause: Duration,
+        reason: &str,
+    ) -> Result<FenceToken, String> {
+        let g = &self.s.group;
+        self.s.paused.send_replace(Some(Instant::now() + pause));
+        g.set_serving(None);
+        // Listeners close at once; transactions in progress get up to `drain`.
+        let mut listening = self.s.listening.subscribe();
+        let until = tokio::time::Instant::now() + drain + Duration::from_secs(1);
+        while *listening.borrow_and_update() {
+            tokio::select! {
+                r = listening.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep_until(until) => {
+                    tracing::warn!(group = %g.name(), "listeners still open after the drain; removing the address anyway");
+                    break;
+                }
+            }
+        }
+        self.s
+            .holder
+            .release()
+            .map_err(|e| format!("removing the address: {e}"))?;
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            g.propose(Command::Fence(FenceOp::Release {
+                token,
+                at_ms: now_ms(),
+                reason: reason.to_string(),
+            })),
+        )
+        .await;
+        match r {
+            Ok(Ok(Reply::Fenced { .. })) => Ok(token),
+            Ok(Ok(other)) => Err(format!("recording the release: {other:?}")),
+            Ok(Err(e)) => Err(format!("recording the release: {e}")),
+            Err(_) => Err("recording the release: no commit within 5 s".into()),
         }
     }
 }

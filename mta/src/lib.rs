@@ -89,8 +89,6 @@ pub(crate) struct Shared {
         std::sync::Mutex<HashMap<std::net::IpAddr, std::collections::VecDeque<std::time::Instant>>>,
     /// Sessions alive, for the drain at shutdown.
     pub(crate) live: std::sync::atomic::AtomicUsize,
-    /// Set at shutdown: sessions between commands close with 421.
-    pub(crate) stop: watch::Receiver<bool>,
     counter: AtomicU64,
 }
 
@@ -125,6 +123,8 @@ pub(crate) fn relay_group(shared: &Shared) -> Option<String> {
 
 /// The running listeners and job controllers; [`MtaServer::shutdown`] stops them.
 pub struct MtaServer {
+    /// Binds the same listeners on other addresses (floating addresses).
+    pub binder: Binder,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -156,27 +156,11 @@ impl MtaServer {
             conns: Default::default(),
             rates: Default::default(),
             live: Default::default(),
-            stop: stop_rx.clone(),
             counter: AtomicU64::new(0),
         });
         let mut tasks = Vec::new();
         let mut bound = HashMap::new();
-        for (key, addr, kind, implicit) in [
-            ("mta.smtp_listen", &cfg.smtp_listen, Kind::Smtp, false),
-            (
-                "mta.submission_listen",
-                &cfg.submission_listen,
-                Kind::Submission,
-                false,
-            ),
-            ("mta.lmtp_listen", &cfg.lmtp_listen, Kind::Lmtp, false),
-            (
-                "mta.submissions_listen",
-                &cfg.submissions_listen,
-                Kind::Submission,
-                true,
-            ),
-        ] {
+        for (key, addr, kind, implicit) in listeners(&cfg) {
             let Some(addr) = addr else { continue };
             let l = TcpListener::bind(addr)
                 .await
@@ -188,6 +172,7 @@ impl MtaServer {
                 kind,
                 implicit,
                 stop_rx.clone(),
+                None,
             )));
         }
         if let Some(t) = &shared.tls {
@@ -209,6 +194,9 @@ impl MtaServer {
         }
         tracing::info!(smtp = ?cfg.smtp_listen, submission = ?cfg.submission_listen, "MTA started");
         Ok(MtaServer {
+            binder: Binder {
+                shared: shared.clone(),
+            },
             stop,
             tasks,
             shared: shared.clone(),
@@ -303,13 +291,15 @@ async fn accept_loop(
     kind: Kind,
     implicit_tls: bool,
     mut stop: watch::Receiver<bool>,
+    sessions: Option<Arc<halyard_access::stream::Sessions>>,
 ) {
     use tokio::io::AsyncWriteExt;
     while let Some((mut tcp, peer)) =
         halyard_access::stream::next_connection(&listener, &mut stop, "smtp").await
     {
         let shared = shared.clone();
-        tokio::spawn(async move {
+        let session_stop = stop.clone();
+        let task = tokio::spawn(async move {
             let guard = match admit(&shared, peer.ip()) {
                 Ok(g) => g,
                 Err(msg) => {
@@ -330,7 +320,7 @@ async fn accept_loop(
             }
             shared.live.fetch_add(1, Ordering::Relaxed);
             let live = shared.clone();
-            let mut s = session::Session::new(shared, stream, peer, kind);
+            let mut s = session::Session::new(shared, stream, peer, kind, session_stop);
             if let Err(e) = s.run().await {
                 tracing::debug!(peer = %peer, error = %e, "SMTP session ended");
             }
@@ -338,5 +328,103 @@ async fn accept_loop(
             live.live.fetch_sub(1, Ordering::Relaxed);
             drop(guard);
         });
+        if let Some(s) = &sessions {
+            s.add(task.abort_handle());
+        }
     }
+}
+
+/// Listeners of this node's SMTP ports on one more address (a resource group's floating
+/// address while this node holds it), stopped on their own.
+pub struct ListenerSet {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    sessions: Arc<halyard_access::stream::Sessions>,
+    pub bound: Vec<SocketAddr>,
+}
+
+impl ListenerSet {
+    /// Stops accepting at once; sessions waiting for a command get 421, a transaction in
+    /// progress may finish within `drain`; what is left then is ended. Returns how many
+    /// sessions had to be ended.
+    pub async fn stop(self, drain: std::time::Duration) -> usize {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.sessions
+            .drain(tokio::time::Instant::now() + drain)
+            .await
+    }
+
+    /// Sessions still open.
+    pub fn live(&self) -> usize {
+        self.sessions.live()
+    }
+}
+
+/// Binds listeners on other addresses for a running [`MtaServer`].
+#[derive(Clone)]
+pub struct Binder {
+    shared: Arc<Shared>,
+}
+
+impl Binder {
+    /// Binds every configured SMTP/submission/LMTP listener's port on `ip`.
+    pub async fn bind_on(&self, ip: std::net::IpAddr) -> Result<ListenerSet, String> {
+        let cfg = &self.shared.cfg;
+        let (stop, stop_rx) = watch::channel(false);
+        let sessions = Arc::new(halyard_access::stream::Sessions::default());
+        let mut tasks = Vec::new();
+        let mut bound = Vec::new();
+        for (key, addr, kind, implicit) in listeners(cfg) {
+            let Some(addr) = addr else { continue };
+            let port: SocketAddr = addr
+                .parse()
+                .map_err(|_| format!("{key} {addr}: not IP:port"))?;
+            let at = SocketAddr::new(ip, port.port());
+            let l = match TcpListener::bind(at).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = stop.send(true);
+                    return Err(format!("{key} on {at}: cannot bind: {e}"));
+                }
+            };
+            bound.push(at);
+            tasks.push(tokio::spawn(accept_loop(
+                l,
+                self.shared.clone(),
+                kind,
+                implicit,
+                stop_rx.clone(),
+                Some(sessions.clone()),
+            )));
+        }
+        Ok(ListenerSet {
+            stop,
+            tasks,
+            sessions,
+            bound,
+        })
+    }
+}
+
+/// The configured listeners: (config key, address, protocol, implicit TLS).
+fn listeners(cfg: &MtaConfig) -> [(&'static str, &Option<String>, Kind, bool); 4] {
+    [
+        ("mta.smtp_listen", &cfg.smtp_listen, Kind::Smtp, false),
+        (
+            "mta.submission_listen",
+            &cfg.submission_listen,
+            Kind::Submission,
+            false,
+        ),
+        ("mta.lmtp_listen", &cfg.lmtp_listen, Kind::Lmtp, false),
+        (
+            "mta.submissions_listen",
+            &cfg.submissions_listen,
+            Kind::Submission,
+            true,
+        ),
+    ]
 }

@@ -47,6 +47,9 @@ struct Rcpt {
 pub(crate) struct Session {
     shared: Arc<Shared>,
     stream: Stream,
+    /// Set when the listener this session came from stops (node shutdown, or the group's
+    /// floating address given up): a session between commands closes with 421.
+    stop: tokio::sync::watch::Receiver<bool>,
     peer: SocketAddr,
     buf: BytesMut,
     out: Vec<u8>,
@@ -104,9 +107,11 @@ impl Session {
         stream: Stream,
         peer: SocketAddr,
         kind: Kind,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) -> Session {
         let trusted = shared.trusted.iter().any(|n| n.contains(peer.ip()));
         Session {
+            stop,
             shared,
             stream,
             peer,
@@ -168,7 +173,7 @@ impl Session {
         // At shutdown a session waiting for its next command is closed; one in the middle
         // of a command or of a message's data may finish it (within the drain period).
         let at_boundary = self.buf.is_empty() && self.line_since.is_none() && self.in_command_loop;
-        let mut stop = self.shared.stop.clone();
+        let mut stop = self.stop.clone();
         let read = tokio::select! {
             r = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)) => r,
             _ = async { let _ = stop.wait_for(|s| *s).await; }, if at_boundary => {

@@ -306,6 +306,20 @@ impl pb::admin_server::Admin for AdminRpc {
         }))
     }
 
+    async fn act(
+        &self,
+        req: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryReply>, Status> {
+        let a: crate::failover::Action = serde_json::from_str(&req.into_inner().json)
+            .map_err(|e| Status::invalid_argument(format!("action: {e}")))?;
+        let v = crate::failover::act(&self.node, a)
+            .await
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+        Ok(Response::new(pb::QueryReply {
+            json: v.to_string(),
+        }))
+    }
+
     async fn query(
         &self,
         req: Request<pb::QueryRequest>,

@@ -122,6 +122,18 @@ impl Admin {
         Ok(serde_json::from_str(&r.into_inner().json)?)
     }
 
+    /// Runs an action that moves a group's mastership (see [`crate::failover`]).
+    pub async fn act(&self, a: &crate::failover::Action) -> Result<serde_json::Value> {
+        let json = serde_json::to_string(a)?;
+        let r = self
+            .client
+            .clone()
+            .act(pb::QueryRequest { json })
+            .await
+            .map_err(|s| anyhow!("{}", s.message()))?;
+        Ok(serde_json::from_str(&r.into_inner().json)?)
+    }
+
     /// The admin client of the current leader of `group`, as seen from this node.
     pub async fn leader_of(&self, group: &str) -> Result<Admin> {
         let st = self.status().await?;

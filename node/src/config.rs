@@ -68,6 +68,75 @@ pub struct NodeConfig {
     /// SMTP and submission listeners, limits and the queue.
     #[serde(default)]
     pub mta: halyard_mta::MtaConfig,
+    /// Floating addresses, leases, fence hook, failback.
+    #[serde(default)]
+    pub fencing: FencingConfig,
+}
+
+/// `[fencing]`: how this node holds the floating addresses of the groups it masters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FencingConfig {
+    /// Interface floating addresses are added to (required when a group has an address).
+    pub interface: Option<String>,
+    /// How long a master keeps its address after the last heartbeat a quorum acknowledged.
+    /// Must be below `raft.election_timeout_max_ms` (the followers' lease); default: that
+    /// minus max(2 heartbeats, a quarter of it).
+    pub lease_ms: Option<u64>,
+    /// Program run before each acquisition; a non-zero exit refuses it (power fencing).
+    pub hook: Option<PathBuf>,
+    pub hook_timeout_ms: u64,
+    /// Gratuitous ARP announcements after an acquisition, and the gap between them.
+    pub announce_count: u32,
+    pub announce_gap_ms: u64,
+    /// A preferred master takes its group back once it has followed, caught up, this long.
+    pub failback_after_ms: u64,
+    /// How long a switchover lets SMTP transactions in progress finish.
+    pub drain_ms: u64,
+}
+
+impl Default for FencingConfig {
+    fn default() -> Self {
+        FencingConfig {
+            interface: None,
+            lease_ms: None,
+            hook: None,
+            hook_timeout_ms: 5_000,
+            announce_count: 3,
+            announce_gap_ms: 200,
+            failback_after_ms: 5_000,
+            drain_ms: 2_000,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The master lease in effect (see [`FencingConfig::lease_ms`]).
+    pub fn lease_ms(&self) -> u64 {
+        self.fencing.lease_ms.unwrap_or_else(|| {
+            let max = self.raft.election_timeout_max_ms;
+            max - (2 * self.raft.heartbeat_ms).max(max / 4).min(max / 2)
+        })
+    }
+
+    pub fn is_witness(&self, id: u64) -> bool {
+        self.cluster.nodes.iter().any(|n| n.id == id && n.witness)
+    }
+
+    /// Whether node `id` may lead group `g` (the meta group: any node but a witness).
+    pub fn may_lead(&self, group: &str, id: u64) -> bool {
+        if self.is_witness(id) {
+            return false;
+        }
+        if group == META_GROUP {
+            return true;
+        }
+        self.groups.iter().any(|g| {
+            g.name == group
+                && g.members.contains(&id)
+                && g.leaders.as_ref().is_none_or(|l| l.contains(&id))
+        })
+    }
 }
 
 /// `[directory]`: with no `ldap` table the embedded, replicated directory is used (managed
@@ -120,6 +189,10 @@ pub struct PeerConfig {
     /// Same for POP3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pop3: Option<String>,
+    /// A witness votes and keeps the log but never leads or serves (the quorum device that
+    /// lets two data nodes survive the loss of one).
+    #[serde(default)]
+    pub witness: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +205,25 @@ pub struct GroupConfig {
     /// Store partitions of this group.
     #[serde(default = "default_partitions")]
     pub partitions: Vec<String>,
+    /// The floating address (`198.18.0.100/24`) its master holds; none: address-less mode
+    /// (clients use the nodes' own addresses and the multiplexor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The node that leads when it is healthy; after a failover the group returns to it
+    /// once it has caught up (when `failback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred: Option<u64>,
+    /// Members that may lead (default: every member that is not a witness). The others
+    /// vote only: the spare of an N+1 topology leads every group, the other primaries none
+    /// but their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaders: Option<Vec<u64>>,
+    #[serde(default = "yes")]
+    pub failback: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_partitions() -> Vec<String> {
@@ -231,6 +323,9 @@ impl NodeConfig {
             }
         };
         fix(&mut self.data_dir);
+        if let Some(h) = &mut self.fencing.hook {
+            fix(h);
+        }
         if let Some(t) = &mut self.cluster.tls {
             fix(&mut t.ca);
             fix(&mut t.cert);
@@ -371,6 +466,111 @@ impl NodeConfig {
                     "names of 1-64 of a-z, 0-9 and '-'; at least one".into(),
                 );
             }
+        }
+        let mut addresses = BTreeSet::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            let key = format!("groups[{i}]");
+            if let Some(a) = &g.address {
+                match a.parse::<halyard_fencing::Cidr>() {
+                    Ok(c) => {
+                        if !addresses.insert(c.addr) {
+                            return e(
+                                &format!("{key}.address"),
+                                format!("{a} is used by two groups"),
+                            );
+                        }
+                    }
+                    Err(m) => return e(&format!("{key}.address"), m),
+                }
+            }
+            if let Some(p) = g.preferred
+                && (!g.members.contains(&p) || self.is_witness(p))
+            {
+                return e(
+                    &format!("{key}.preferred"),
+                    format!("node {p} is not a member that may lead"),
+                );
+            }
+            if let Some(l) = &g.leaders {
+                if let Some(x) = l
+                    .iter()
+                    .find(|x| !g.members.contains(x) || self.is_witness(**x))
+                {
+                    return e(
+                        &format!("{key}.leaders"),
+                        format!("node {x} is not a member of the group, or is a witness"),
+                    );
+                }
+                if let Some(p) = g.preferred
+                    && !l.contains(&p)
+                {
+                    return e(
+                        &format!("{key}.leaders"),
+                        format!("must include the preferred node {p}"),
+                    );
+                }
+            }
+            if !g.members.iter().any(|m| self.may_lead(&g.name, *m)) {
+                return e(
+                    &format!("{key}.members"),
+                    "no member may lead this group".into(),
+                );
+            }
+        }
+        if !addresses.is_empty() {
+            match &self.fencing.interface {
+                None => {
+                    return e(
+                        "fencing.interface",
+                        "missing: groups have floating addresses; name the interface they go on"
+                            .into(),
+                    );
+                }
+                Some(i) if i.is_empty() || i.len() > 15 => {
+                    return e(
+                        "fencing.interface",
+                        format!("{i:?} is not an interface name"),
+                    );
+                }
+                Some(_) => {}
+            }
+            // Listeners of a group bind the floating address with the node's ports; a node
+            // listener on the wildcard address would take that port on every address.
+            for (k, v) in [
+                ("mta.smtp_listen", &self.mta.smtp_listen),
+                ("mta.submission_listen", &self.mta.submission_listen),
+                ("mta.submissions_listen", &self.mta.submissions_listen),
+                ("mta.lmtp_listen", &self.mta.lmtp_listen),
+                ("access.imap_listen", &self.access.imap_listen),
+                ("access.imaps_listen", &self.access.imaps_listen),
+                ("access.pop3_listen", &self.access.pop3_listen),
+                ("access.pop3s_listen", &self.access.pop3s_listen),
+            ] {
+                if let Some(a) = v
+                    && a.parse::<SocketAddr>()
+                        .is_ok_and(|s| s.ip().is_unspecified())
+                {
+                    return e(
+                        k,
+                        format!(
+                            "{a}: groups have floating addresses, so listen on this node's own address, not the wildcard"
+                        ),
+                    );
+                }
+            }
+        }
+        let lease = self.lease_ms();
+        if lease <= self.raft.heartbeat_ms || lease >= self.raft.election_timeout_max_ms {
+            return e(
+                "fencing.lease_ms",
+                format!(
+                    "{lease} must be above raft.heartbeat_ms and below raft.election_timeout_max_ms ({})",
+                    self.raft.election_timeout_max_ms
+                ),
+            );
+        }
+        if self.fencing.announce_count > 20 {
+            return e("fencing.announce_count", "at most 20".into());
         }
         if let Some(l) = &self.directory.ldap
             && let Err(m) = halyard_directory::ldap::LdapDirectory::new(l.clone())

@@ -76,6 +76,25 @@ pub enum CtlCmd {
     },
     /// What an address is according to the node's directory (embedded or LDAP).
     Resolve { address: String },
+    /// Move a group's mastership (and floating address) to another node: a graceful
+    /// switchover by default (drain, release, transfer; prints the measured unavailability
+    /// window), or `--force` for a master that does not answer (the target waits out the old
+    /// master's lease, then stands for election, which succeeds only if a quorum agrees).
+    Failover {
+        #[arg(long)]
+        group: String,
+        /// Node to move to (default: the preferred master, else the most caught-up member).
+        #[arg(long)]
+        to: Option<u64>,
+        #[arg(long)]
+        force: bool,
+        /// How long SMTP transactions in progress may take to finish (default: the
+        /// master's `[fencing] drain_ms`).
+        #[arg(long)]
+        drain_ms: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The mail queue of the resource groups (list, show, retry, delete, bounce).
     Queue {
         #[command(subcommand)]
@@ -115,6 +134,9 @@ pub enum MembersCmd {
 struct StatusOut {
     queried_node: u64,
     groups: Vec<GroupStatus>,
+    /// Per group: floating address, holder and lease left, as the holder (else the queried
+    /// node) reports it.
+    fencing: std::collections::BTreeMap<String, halyard_fencing::FenceStatus>,
 }
 
 async fn connect(args: &CtlArgs) -> Result<Admin> {
@@ -185,6 +207,86 @@ pub async fn run(args: CtlArgs) -> Result<()> {
             }
         }
         CtlCmd::Resolve { address } => ctl_dir::resolve_cmd(&admin, address).await?,
+        CtlCmd::Failover {
+            group,
+            to,
+            force,
+            drain_ms,
+            json,
+        } => failover_cmd(&admin, group, *to, *force, *drain_ms, *json).await?,
+    }
+    Ok(())
+}
+
+async fn failover_cmd(
+    admin: &Admin,
+    group: &str,
+    to: Option<u64>,
+    force: bool,
+    drain_ms: Option<u64>,
+    json: bool,
+) -> Result<()> {
+    use crate::failover::Action;
+    if force {
+        // The target stands for election itself; the master is not asked.
+        let st = admin.status().await?;
+        let g = st
+            .groups
+            .iter()
+            .find(|g| g.name == group)
+            .with_context(|| format!("no group {group:?} on node {}", st.node_id))?;
+        let target = to.unwrap_or(st.node_id);
+        let addr = if target == st.node_id {
+            st.addr.clone()
+        } else {
+            g.members
+                .iter()
+                .find(|m| m.id == target)
+                .map(|m| m.addr.clone())
+                .with_context(|| format!("node {target} is not a member of {group}"))?
+        };
+        let t = admin.reconnect(&addr).await?;
+        let v = t
+            .act(&Action::Elect {
+                group: group.to_string(),
+                wait_lease: true,
+            })
+            .await?;
+        if json {
+            println!("{v}");
+        } else {
+            println!(
+                "{group}: node {target} took over by forced election in term {} (waited {:.0} ms for the old master's lease)",
+                v["term"],
+                v["waited_for_lease_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
+        return Ok(());
+    }
+    let leader = admin.leader_of(group).await?;
+    let v = leader
+        .act(&Action::Failover {
+            group: group.to_string(),
+            to,
+            drain_ms,
+        })
+        .await?;
+    if json {
+        println!("{v}");
+    } else {
+        let r: crate::failover::FailoverReport = serde_json::from_value(v)?;
+        println!(
+            "{}: node {} -> node {} (term {}){}: unavailable for {:.1} ms (of which {:.1} ms draining transactions)",
+            r.group,
+            r.from,
+            r.to,
+            r.term,
+            r.address
+                .map(|a| format!(", address {a}"))
+                .unwrap_or_default(),
+            r.window_ms,
+            r.drain_ms
+        );
     }
     Ok(())
 }
@@ -194,17 +296,19 @@ pub async fn run(args: CtlArgs) -> Result<()> {
 async fn cluster_status(admin: &Admin) -> Result<StatusOut> {
     let local = admin.status().await?;
     let mut groups = Vec::new();
+    let mut fencing = local.fencing.clone();
     for g in &local.groups {
         let from_leader = match g.leader {
             Some(l) if l != local.node_id => {
                 let addr = g.members.iter().find(|m| m.id == l).map(|m| m.addr.clone());
                 match addr {
                     Some(a) => match admin.reconnect(&a).await {
-                        Ok(c) => c
-                            .status()
-                            .await
-                            .ok()
-                            .and_then(|s| s.groups.into_iter().find(|x| x.name == g.name)),
+                        Ok(c) => c.status().await.ok().and_then(|s| {
+                            if let Some(f) = s.fencing.get(&g.name) {
+                                fencing.insert(g.name.clone(), f.clone());
+                            }
+                            s.groups.into_iter().find(|x| x.name == g.name)
+                        }),
                         Err(_) => None,
                     },
                     None => None,
@@ -217,6 +321,7 @@ async fn cluster_status(admin: &Admin) -> Result<StatusOut> {
     Ok(StatusOut {
         queried_node: local.node_id,
         groups,
+        fencing,
     })
 }
 
@@ -276,6 +381,44 @@ fn print_table(s: &StatusOut) {
                 g.term,
                 g.commit_index,
                 opt(&g.applied_index)
+            );
+        }
+    }
+    if !s.fencing.is_empty() {
+        println!();
+        println!(
+            "{:<12} {:<20} {:<10} {:>10} {:<24}",
+            "GROUP", "ADDRESS", "HOLDER", "LEASE-LEFT", "RECORDED (term/node)"
+        );
+        for (name, f) in &s.fencing {
+            let holder = f
+                .holding
+                .map(|t| format!("node {}", t.node))
+                .unwrap_or_else(|| "-".into());
+            let recorded = f
+                .recorded
+                .as_ref()
+                .map(|r| {
+                    format!(
+                        "{}{}",
+                        r.token,
+                        if r.released_at_ms.is_some() {
+                            " released"
+                        } else {
+                            ""
+                        }
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<12} {:<20} {:<10} {:>10} {:<24}",
+                name,
+                f.address.clone().unwrap_or_else(|| "(none)".into()),
+                holder,
+                f.lease_left_ms
+                    .map(|m| format!("{m} ms"))
+                    .unwrap_or_else(|| "-".into()),
+                recorded
             );
         }
     }

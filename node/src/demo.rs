@@ -38,6 +38,7 @@ pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
                 "127.0.0.1:{}",
                 DEMO_POP3_PORT as u64 + 1000 * (i - 1)
             )),
+            witness: false,
         })
         .collect();
     (1..=nodes)
@@ -55,6 +56,10 @@ pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
                 name: "rg1".into(),
                 members: (1..=nodes).collect(),
                 partitions: vec!["primary".into()],
+                address: None,
+                preferred: None,
+                leaders: None,
+                failback: true,
             }],
             raft: RaftConfig::default(),
             directory: Default::default(),
@@ -74,6 +79,7 @@ pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
                 default_group: Some("rg1".into()),
                 ..Default::default()
             },
+            fencing: Default::default(),
         })
         .collect()
 }

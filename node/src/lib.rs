@@ -17,6 +17,8 @@ pub mod ctl;
 pub mod ctl_dir;
 pub mod ctl_queue;
 pub mod demo;
+pub mod failover;
+pub mod floating;
 pub mod forward;
 pub mod local_cluster;
 pub mod network;

@@ -86,6 +86,7 @@ impl LocalCluster {
                 addr: format!("127.0.0.1:{}", spec.base_port as u64 + i - 1),
                 imap: shifted_access(&spec.access, *i).imap_listen,
                 pop3: shifted_access(&spec.access, *i).pop3_listen,
+                witness: false,
             })
             .collect();
         let mut configs = Vec::new();
@@ -112,12 +113,17 @@ impl LocalCluster {
                         name: g.clone(),
                         members: ids.clone(),
                         partitions: vec!["primary".into()],
+                        address: None,
+                        preferred: None,
+                        leaders: None,
+                        failback: true,
                     })
                     .collect(),
                 raft: spec.raft.clone(),
                 directory: spec.directory.clone(),
                 access: shifted_access(&spec.access, *id),
                 mta: shifted_mta(&spec.mta, *id),
+                fencing: Default::default(),
             };
             std::fs::write(dir.join(format!("node-{id}.toml")), toml::to_string(&cfg)?)?;
             configs.push(cfg);

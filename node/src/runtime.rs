@@ -34,6 +34,9 @@ pub struct NodeStatus {
     pub node_id: u64,
     pub addr: String,
     pub groups: Vec<GroupStatus>,
+    /// Floating address, holder and lease of each group this node may lead.
+    #[serde(default)]
+    pub fencing: BTreeMap<String, halyard_fencing::FenceStatus>,
     /// WAL syncs of the shared Raft log since start.
     pub log_syncs: u64,
     /// Log entries made durable by those syncs.
@@ -49,6 +52,15 @@ pub struct NodeShared {
     pub directory: Arc<dyn Directory>,
     /// "ldap" or "embedded".
     pub directory_kind: &'static str,
+    /// Fencing controllers of the resource groups this node may lead.
+    pub fences: HashMap<String, halyard_fencing::Controller>,
+    /// When each group last received an AppendEntries from a leader (for a forced
+    /// failover, which must not start an election while the master may still hold a lease).
+    pub last_heard: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// The node's configuration (topology: witnesses, preferred masters, who may lead).
+    pub config: NodeConfig,
+    /// Cluster TLS material, for admin calls to other nodes.
+    pub tls: Option<TlsMaterial>,
 }
 
 impl NodeShared {
@@ -66,6 +78,11 @@ impl NodeShared {
             node_id: self.node_id,
             addr: self.addr.clone(),
             groups,
+            fencing: self
+                .fences
+                .iter()
+                .map(|(n, c)| (n.clone(), c.status()))
+                .collect(),
             log_syncs: self.log_db.stats.syncs.load(Ordering::Relaxed),
             log_entries_synced: self.log_db.stats.entries_synced.load(Ordering::Relaxed),
         }
@@ -81,6 +98,9 @@ pub struct Node {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     access: Option<halyard_access::AccessServer>,
     mta: Option<halyard_mta::MtaServer>,
+    /// Stops the fencing controllers, floating listeners and failback watchers.
+    fence_stop: watch::Sender<bool>,
+    fence_tasks: Vec<JoinHandle<()>>,
     _lock: std::fs::File,
 }
 
@@ -226,6 +246,44 @@ impl Node {
             }
             groups.insert(name, group);
         }
+        // Who may lead: witnesses never, and in each group only its `leaders`.
+        for (name, g) in &groups {
+            if !cfg.may_lead(name, cfg.node_id) {
+                g.raft().runtime_config().elect(false);
+                tracing::info!(group = %name, node = cfg.node_id, "this node votes in the group but never stands for election");
+            }
+        }
+        let (fence_stop, fence_stop_rx) = watch::channel(false);
+        let mut fence_tasks = Vec::new();
+        let mut fences = HashMap::new();
+        for gc in &cfg.groups {
+            if !cfg.may_lead(&gc.name, cfg.node_id) {
+                continue;
+            }
+            let spec = match &gc.address {
+                Some(a) => Some(halyard_fencing::AddressSpec {
+                    interface: cfg.fencing.interface.clone().unwrap_or_default(),
+                    cidr: a.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+                    announce_count: cfg.fencing.announce_count,
+                    announce_gap: std::time::Duration::from_millis(cfg.fencing.announce_gap_ms),
+                }),
+                None => None,
+            };
+            let holder = halyard_fencing::Holder::new(&gc.name, spec)
+                .with_context(|| format!("group {}: starting the lease watchdog", gc.name))?;
+            let (c, t) = halyard_fencing::Controller::start(
+                groups[&gc.name].clone(),
+                holder,
+                halyard_fencing::FenceConfig {
+                    lease: std::time::Duration::from_millis(cfg.lease_ms()),
+                    hook: cfg.fencing.hook.clone(),
+                    hook_timeout: std::time::Duration::from_millis(cfg.fencing.hook_timeout_ms),
+                },
+                fence_stop_rx.clone(),
+            );
+            fences.insert(gc.name.clone(), c);
+            fence_tasks.push(t);
+        }
         let (directory, directory_kind): (Arc<dyn Directory>, _) = match &cfg.directory.ldap {
             Some(l) => (
                 Arc::new(LdapDirectory::new(l.clone()).map_err(|m| anyhow::anyhow!(m))?),
@@ -243,6 +301,10 @@ impl Node {
             log_db,
             directory,
             directory_kind,
+            fences,
+            last_heard: Default::default(),
+            config: cfg.clone(),
+            tls: tls.clone(),
         });
 
         let (stop, mut stop_rx) = watch::channel(false);
@@ -310,6 +372,32 @@ impl Node {
         )
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
+        for gc in &cfg.groups {
+            let (Some(addr), Some(c)) = (&gc.address, shared.fences.get(&gc.name)) else {
+                continue;
+            };
+            let cidr: halyard_fencing::Cidr =
+                addr.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let f = crate::floating::Floating {
+                controller: c.clone(),
+                ip: std::net::IpAddr::V4(cidr.addr),
+                mta: Some(mta.binder.clone()),
+                access: Some(access.binder.clone()),
+                drain: std::time::Duration::from_millis(cfg.fencing.drain_ms),
+            };
+            fence_tasks.push(tokio::spawn(f.run(fence_stop_rx.clone())));
+        }
+        for gc in &cfg.groups {
+            if gc.preferred == Some(cfg.node_id) && gc.failback {
+                fence_tasks.push(tokio::spawn(crate::failover::failback(
+                    shared.clone(),
+                    gc.name.clone(),
+                    tls.clone(),
+                    std::time::Duration::from_millis(cfg.fencing.failback_after_ms),
+                    fence_stop_rx.clone(),
+                )));
+            }
+        }
         tracing::info!(node = cfg.node_id, listen = %listen, groups = shared.groups.len(), tls = tls.is_some(), directory = directory_kind, "node started");
         Ok(Node {
             shared,
@@ -318,12 +406,29 @@ impl Node {
             server,
             access: Some(access),
             mta: Some(mta),
+            fence_stop,
+            fence_tasks,
             _lock: lock,
         })
     }
 
     /// Stops the groups (which stop replicating and voting) and then the server.
     pub async fn shutdown(mut self) {
+        // Floating addresses first: release them (and close their listeners, draining SMTP
+        // transactions) while the group can still record the release.
+        let _ = self.fence_stop.send(true);
+        let tasks = std::mem::take(&mut self.fence_tasks);
+        let drain = std::time::Duration::from_millis(self.shared.config.fencing.drain_ms)
+            + std::time::Duration::from_secs(2);
+        if tokio::time::timeout(drain, futures::future::join_all(tasks))
+            .await
+            .is_err()
+        {
+            tracing::warn!("fencing tasks still running at shutdown");
+        }
+        for c in self.shared.fences.values() {
+            c.holder().close();
+        }
         if let Some(m) = self.mta.take() {
             m.shutdown().await;
         }
@@ -363,6 +468,13 @@ impl pb::raft_server::Raft for RaftRpc {
         let req = req.into_inner();
         let g = self.node.group(&req.group)?;
         let r = g.raft().append_entries(decode(&req.payload)?).await;
+        if matches!(&r, Ok(x) if x.is_success()) {
+            self.node
+                .last_heard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(req.group.clone(), std::time::Instant::now());
+        }
         reply(req.group, &r)
     }
 
@@ -372,7 +484,13 @@ impl pb::raft_server::Raft for RaftRpc {
     ) -> Result<Response<pb::GroupPayload>, Status> {
         let req = req.into_inner();
         let g = self.node.group(&req.group)?;
-        let r = g.raft().vote(decode(&req.payload)?).await;
+        let vote: halyard_raft_store::openraft::raft::VoteRequest<u64> = decode(&req.payload)?;
+        // A holder that could grant this vote gives its address up first (see
+        // halyard-fencing: a leader's own vote is not protected by Raft's follower lease).
+        if let Some(c) = self.node.fences.get(&req.group) {
+            c.before_vote(vote.vote.leader_id().term);
+        }
+        let r = g.raft().vote(vote).await;
         reply(req.group, &r)
     }
 
