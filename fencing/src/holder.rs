@@ -37,6 +37,8 @@ struct State {
 struct Inner {
     group: String,
     spec: Option<AddressSpec>,
+    /// Told about every acquisition and release, to clean up after a crash.
+    guard: Option<Arc<crate::guard::Guard>>,
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -50,10 +52,15 @@ pub struct Holder {
 impl Holder {
     /// Starts the watchdog. With `spec = None` the holder tracks the lease only (address-less
     /// mode: services are gated, nothing is added to an interface).
-    pub fn new(group: &str, spec: Option<AddressSpec>) -> std::io::Result<Holder> {
+    pub fn new(
+        group: &str,
+        spec: Option<AddressSpec>,
+        guard: Option<Arc<crate::guard::Guard>>,
+    ) -> std::io::Result<Holder> {
         let inner = Arc::new(Inner {
             group: group.to_string(),
             spec,
+            guard,
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
         });
@@ -79,6 +86,9 @@ impl Holder {
             return Err(std::io::Error::other("lease already expired"));
         }
         if let Some(spec) = &self.inner.spec {
+            if let Some(g) = &self.inner.guard {
+                g.hold(&spec.interface, spec.cidr);
+            }
             crate::netlink::add_address(&spec.interface, spec.cidr)?;
             if let Err(e) = crate::arp::announce(
                 &spec.interface,
@@ -121,6 +131,9 @@ impl Holder {
             && was
         {
             crate::netlink::del_address(&spec.interface, spec.cidr)?;
+            if let Some(g) = &self.inner.guard {
+                g.release(&spec.interface, spec.cidr);
+            }
         }
         Ok(())
     }
@@ -171,10 +184,17 @@ fn watchdog(inner: &Inner) {
                     st.held = false;
                     st.deadline = None;
                     st.expiries += 1;
-                    if let Some(spec) = &inner.spec
-                        && let Err(e) = crate::netlink::del_address(&spec.interface, spec.cidr)
-                    {
-                        tracing::error!(group = %inner.group, error = %e, "lease expired but the address could not be removed");
+                    if let Some(spec) = &inner.spec {
+                        match crate::netlink::del_address(&spec.interface, spec.cidr) {
+                            Ok(()) => {
+                                if let Some(g) = &inner.guard {
+                                    g.release(&spec.interface, spec.cidr);
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(group = %inner.group, error = %e, "lease expired but the address could not be removed");
+                            }
+                        }
                     }
                     tracing::warn!(group = %inner.group, late_us = now.duration_since(d).as_micros() as u64, "lease expired: address released by the watchdog");
                     continue;
@@ -198,7 +218,7 @@ mod tests {
 
     #[test]
     fn lease_runs_out_without_extension_and_not_with_it() {
-        let h = Holder::new("t", None).unwrap();
+        let h = Holder::new("t", None, None).unwrap();
         assert!(!h.is_held());
         h.acquire(Instant::now() + Duration::from_millis(150))
             .unwrap();

@@ -43,9 +43,11 @@
 
 pub mod arp;
 pub mod controller;
+pub mod guard;
 pub mod holder;
 pub mod netlink;
 
 pub use controller::{Controller, FenceConfig, FenceStatus};
+pub use guard::Guard;
 pub use holder::{AddressSpec, Holder};
 pub use netlink::Cidr;

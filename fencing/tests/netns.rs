@@ -54,6 +54,7 @@ fn the_watchdog_removes_the_address_when_the_lease_runs_out() {
                 announce_count: 0,
                 announce_gap: Duration::from_millis(10),
             }),
+            None,
         )
         .unwrap();
         // lo has no ARP; the failed announcement is logged, not fatal.

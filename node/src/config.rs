@@ -559,16 +559,6 @@ impl NodeConfig {
                 }
             }
         }
-        let lease = self.lease_ms();
-        if lease <= self.raft.heartbeat_ms || lease >= self.raft.election_timeout_max_ms {
-            return e(
-                "fencing.lease_ms",
-                format!(
-                    "{lease} must be above raft.heartbeat_ms and below raft.election_timeout_max_ms ({})",
-                    self.raft.election_timeout_max_ms
-                ),
-            );
-        }
         if self.fencing.announce_count > 20 {
             return e("fencing.announce_count", "at most 20".into());
         }
@@ -627,6 +617,16 @@ impl NodeConfig {
         }
         if r.max_payload_entries == 0 {
             return e("raft.max_payload_entries", "must be greater than 0".into());
+        }
+        let lease = self.lease_ms();
+        if lease <= self.raft.heartbeat_ms || lease >= self.raft.election_timeout_max_ms {
+            return e(
+                "fencing.lease_ms",
+                format!(
+                    "{lease} must be above raft.heartbeat_ms and below raft.election_timeout_max_ms ({})",
+                    self.raft.election_timeout_max_ms
+                ),
+            );
         }
         Ok(())
     }

@@ -212,6 +212,11 @@ pub const DEMO_PASSWORD: &str = "demo-password";
 /// path as `halyard ctl domain add` / `user add`, unless an earlier run did.
 async fn ensure_demo_user(addr: &str) -> Result<String> {
     let admin = Admin::connect(addr, None).await?;
+    ensure_demo_user_via(&admin).await
+}
+
+/// [`ensure_demo_user`] through an admin connection already made.
+pub async fn ensure_demo_user_via(admin: &Admin) -> Result<String> {
     let v = admin
         .leader_of_wait(META_GROUP, Duration::from_secs(20))
         .await?

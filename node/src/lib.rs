@@ -12,6 +12,7 @@ pub mod bench;
 pub mod bench_access;
 pub mod bench_smtp;
 pub mod client;
+pub mod cluster_cmd;
 pub mod config;
 pub mod ctl;
 pub mod ctl_dir;

@@ -57,6 +57,11 @@ enum Cmd {
     },
     /// Inspect and operate a running cluster.
     Ctl(ctl::CtlArgs),
+    /// Internal: the helper a node starts to remove its floating addresses if it dies.
+    #[command(hide = true)]
+    FenceGuard,
+    /// A local cluster in network namespaces (root): up, down, status, kill, start, probe.
+    Cluster(halyard_node::cluster_cmd::ClusterArgs),
     /// Generate a cluster CA and node certificates for mutual TLS.
     Certs {
         #[arg(long)]
@@ -79,6 +84,7 @@ fn init_logging(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -96,6 +102,14 @@ async fn serve(config: PathBuf, print_config: bool) -> Result<()> {
 
 fn main() {
     let cli = Cli::parse();
+    if let Cmd::FenceGuard = cli.cmd {
+        // No runtime, no logging set-up: a loop over standard input.
+        if let Err(e) = halyard_fencing::guard::run_guard() {
+            eprintln!("halyard fence-guard: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let default_log = match &cli.cmd {
         Cmd::Serve { .. } => "info,openraft=warn",
         // openraft logs peers that stop first as errors while the demo shuts down; RUST_LOG
@@ -122,6 +136,8 @@ fn main() {
             } => serve(config, print_config).await,
             Cmd::Demo { data_dir, nodes } => demo::run(data_dir, nodes).await,
             Cmd::Ctl(args) => ctl::run(args).await,
+            Cmd::Cluster(args) => halyard_node::cluster_cmd::main(args).await,
+            Cmd::FenceGuard => Ok(()),
             Cmd::Certs { out, nodes } => {
                 let ids = ctl::parse_ids(&nodes)?;
                 tls::generate(&out, &ids)?;

@@ -256,6 +256,33 @@ impl Node {
         let (fence_stop, fence_stop_rx) = watch::channel(false);
         let mut fence_tasks = Vec::new();
         let mut fences = HashMap::new();
+        let mine_with_address: Vec<&crate::config::GroupConfig> = cfg
+            .groups
+            .iter()
+            .filter(|g| g.address.is_some() && cfg.may_lead(&g.name, cfg.node_id))
+            .collect();
+        let guard = if mine_with_address.is_empty() {
+            None
+        } else {
+            // Nothing is held at start: an address left configured by a previous run of this
+            // node (its guard killed too) goes now.
+            let iface = cfg.fencing.interface.clone().unwrap_or_default();
+            for g in &mine_with_address {
+                let cidr: halyard_fencing::Cidr = g
+                    .address
+                    .as_deref()
+                    .unwrap_or_default()
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!(e))?;
+                halyard_fencing::netlink::del_address(&iface, cidr).with_context(|| {
+                    format!("fencing.interface {iface}: removing a stale {cidr}")
+                })?;
+            }
+            let exe = std::env::current_exe().context("locating the halyard binary")?;
+            Some(Arc::new(
+                halyard_fencing::Guard::spawn(&exe).context("starting the address guard")?,
+            ))
+        };
         for gc in &cfg.groups {
             if !cfg.may_lead(&gc.name, cfg.node_id) {
                 continue;
@@ -269,7 +296,7 @@ impl Node {
                 }),
                 None => None,
             };
-            let holder = halyard_fencing::Holder::new(&gc.name, spec)
+            let holder = halyard_fencing::Holder::new(&gc.name, spec, guard.clone())
                 .with_context(|| format!("group {}: starting the lease watchdog", gc.name))?;
             let (c, t) = halyard_fencing::Controller::start(
                 groups[&gc.name].clone(),
