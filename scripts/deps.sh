@@ -10,7 +10,7 @@ BUILD_PKGS=(libclang-dev clang g++ make pkg-config)
 # Postfix provides smtp-sink (a relay target) and smtp-source (the benchmark client); its own
 # daemon is left unconfigured and stopped. dnsmasq serves MX records on loopback.
 TEST_PKGS=(iproute2 procps slapd ldap-utils python3 isync fetchmail swaks libnet-ssleay-perl
-  libio-socket-ssl-perl postfix dnsmasq-base)
+  libio-socket-ssl-perl postfix dnsmasq-base nftables)
 
 want=("${BUILD_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then

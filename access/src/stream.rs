@@ -37,13 +37,13 @@ impl Stream {
     }
 
     /// Ends the conversation politely: sends what is buffered, half-closes, then reads and
-    /// discards what the client still sends (at most 1 s and 256 KiB). Closing a socket with
+    /// discards what the client still sends (at most 250 ms and 256 KiB). Closing a socket with
     /// unread input makes the kernel answer with a reset, and a reset destroys the replies
     /// still in flight to the client — a pipelining client would lose the `250` of a message
     /// that was committed just before the server hung up on later junk.
     pub async fn linger_close(&mut self) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(250);
         if tokio::time::timeout_at(deadline, async {
             let _ = self.flush().await;
             let _ = self.shutdown().await;

@@ -489,7 +489,7 @@ fn start_node(st: &ClusterState, n: &NodeState) -> Result<()> {
         .stderr(log)
         .env(
             "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=off".into()),
         )
         .process_group(0);
     let child = cmd.spawn().context("starting a node")?;

@@ -189,6 +189,8 @@ async fn switchover(
             && h.released_at_ms.is_none()
         {
             let window = t0.elapsed();
+            // Acquiring again is no longer a race: this node would have to win an election.
+            fence.resume();
             let term = h.token.term;
             tracing::info!(
                 group,
@@ -250,6 +252,10 @@ async fn elect(node: &Arc<NodeShared>, group: &str, wait_lease: bool) -> Result<
         }
     }
     let waited = t0.elapsed();
+    // Asked to lead: a pause left by an earlier switchover away from this node ends here.
+    if let Some(f) = node.fences.get(group) {
+        f.resume();
+    }
     let mut m = g.raft().metrics();
     for attempt in 0..5 {
         if m.borrow().state == ServerState::Leader {

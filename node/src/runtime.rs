@@ -237,7 +237,9 @@ impl Node {
             let group = Group::open(&name, cfg.node_id, &tuning, &log_db, &dir, network)
                 .await
                 .with_context(|| format!("opening group {name}"))?;
-            if members.contains(&cfg.node_id) {
+            // openraft's initialize also starts an election: only members that may lead
+            // the group initialise it (the others receive the membership from the leader).
+            if members.contains(&cfg.node_id) && cfg.may_lead(&name, cfg.node_id) {
                 let m = members
                     .iter()
                     .map(|id| (*id, BasicNode::new(addr_of[id].clone())))

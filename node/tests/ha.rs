@@ -1,0 +1,462 @@
+//! Failover drills on `halyard cluster up` testbeds: every node a real `halyard serve`
+//! process in its own network namespace, floating addresses moved by netlink and gratuitous
+//! ARP, an ARP probe in a client namespace asking every 10 ms who answers for the address
+//! (two answers in one round = two holders = failure), mail sent and read back through the
+//! floating address with real clients (smtp-source, Python's imaplib).
+//!
+//! Needs root (namespaces). Each test has its own name prefix; the testbed is torn down even
+//! when the test fails (its logs are printed first).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::run_client;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+const RG1: &str = "198.18.0.100";
+const RG2: &str = "198.18.0.101";
+
+fn halyard() -> &'static str {
+    env!("CARGO_BIN_EXE_halyard")
+}
+
+struct Bed {
+    prefix: String,
+    dir: PathBuf,
+}
+
+impl Bed {
+    fn up(tag: &str, args: &[&str]) -> Bed {
+        let prefix = format!("h{tag}{:04x}", std::process::id() & 0xffff);
+        let dir = PathBuf::from("/run/halyard").join(&prefix);
+        let bed = Bed { prefix, dir };
+        let out = bed.cluster(&[&["up"], args].concat());
+        assert!(out.0, "cluster up: {}", out.1);
+        eprintln!("{}", out.1);
+        bed
+    }
+
+    fn cluster(&self, args: &[&str]) -> (bool, String) {
+        let o = Command::new(halyard())
+            .arg("cluster")
+            .args(args)
+            .args(["--prefix", &self.prefix])
+            .output()
+            .expect("halyard cluster");
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+
+    fn kill(&self, node: u64) {
+        let (ok, out) = self.cluster(&["kill", &node.to_string()]);
+        assert!(ok, "kill {node}: {out}");
+    }
+
+    fn start(&self, node: u64) {
+        let (ok, out) = self.cluster(&["start", &node.to_string()]);
+        assert!(ok, "start {node}: {out}");
+    }
+
+    fn ctl(&self, node: u64, args: &[&str]) -> (bool, String) {
+        let o = Command::new(halyard())
+            .arg("ctl")
+            .arg("--config")
+            .arg(self.dir.join(format!("node-{node}.toml")))
+            .args(args)
+            .output()
+            .expect("halyard ctl");
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+
+    fn probe(&self, address: &str, secs: f64) -> Child {
+        Command::new(halyard())
+            .args([
+                "cluster",
+                "probe",
+                "--prefix",
+                &self.prefix,
+                "--address",
+                address,
+            ])
+            .args(["--secs", &secs.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("probe")
+    }
+
+    /// Two holders in any 10 ms round fail the test; returns the report.
+    fn probe_clean(&self, p: Child) -> serde_json::Value {
+        let out = p.wait_with_output().expect("probe");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("probe output: {e}: {:?}", out));
+        eprintln!(
+            "probe: {} rounds, {} with two holders, longest silence {:.0} ms, holders {}",
+            v["rounds"],
+            v["overlaps"],
+            v["longest_silence_ms"].as_f64().unwrap_or(0.0),
+            v["changes"]
+        );
+        assert_eq!(v["overlaps"], 0, "two nodes answered for the address: {v}");
+        assert!(
+            v["rounds"].as_u64().unwrap_or(0) > 50,
+            "the probe hardly ran: {v}"
+        );
+        v
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for i in 1..=4 {
+                let log = self.dir.join(format!("node-{i}.log"));
+                if let Ok(text) = std::fs::read_to_string(&log) {
+                    let tail: Vec<&str> = text.lines().rev().take(25).collect();
+                    eprintln!("--- {} (last lines)", log.display());
+                    for l in tail.iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+        }
+        let (ok, out) = self.cluster(&["down"]);
+        if !ok {
+            eprintln!("cluster down: {out}");
+        }
+    }
+}
+
+/// The node whose banner answers on `ip`:25, if any does within 300 ms.
+fn banner(ip: &str) -> Option<u64> {
+    let addr = format!("{ip}:25").parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    let mut buf = [0u8; 200];
+    let n = s.read(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let rest = text.strip_prefix("220 node")?;
+    rest.split('.').next()?.parse().ok()
+}
+
+/// Waits (bounded) until `ip` answers with a banner of a node `ok` accepts.
+fn wait_banner(ip: &str, max: Duration, ok: impl Fn(u64) -> bool) -> (u64, Duration) {
+    let t = Instant::now();
+    while t.elapsed() < max {
+        if let Some(n) = banner(ip)
+            && ok(n)
+        {
+            return (n, t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!(
+        "{ip} did not answer as expected within {max:?} (last: {:?})",
+        banner(ip)
+    );
+}
+
+/// One message through SMTP; the queue id from `250 … queued as`, or the failure.
+fn smtp_send(ip: &str, subject: &str) -> Result<String, String> {
+    let addr = format!("{ip}:25").parse().map_err(|e| format!("{e}"))?;
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut w = s.try_clone().map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s);
+    let mut reply = || -> Result<String, String> {
+        loop {
+            let mut l = String::new();
+            if r.read_line(&mut l).map_err(|e| e.to_string())? == 0 {
+                return Err("connection closed".into());
+            }
+            if l.len() < 4 || l.as_bytes()[3] != b'-' {
+                return Ok(l.trim_end().to_string());
+            }
+        }
+    };
+    let expect = |got: String, code: &str| {
+        if got.starts_with(code) {
+            Ok(got)
+        } else {
+            Err(got)
+        }
+    };
+    expect(reply()?, "220")?;
+    for (cmd, code) in [
+        ("EHLO drill.test", "250"),
+        ("MAIL FROM:<drill@drill.test>", "250"),
+        ("RCPT TO:<demo@demo.test>", "250"),
+        ("DATA", "354"),
+    ] {
+        w.write_all(format!("{cmd}\r\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        expect(reply()?, code)?;
+    }
+    w.write_all(format!("Subject: {subject}\r\n\r\n{subject}\r\n.\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let done = expect(reply()?, "250")?;
+    let _ = w.write_all(b"QUIT\r\n");
+    done.rsplit(' ')
+        .next()
+        .map(str::to_string)
+        .ok_or(done.clone())
+}
+
+/// Sends until acknowledged (a failover in progress answers 421/451 or not at all), bounded.
+fn send_retrying(ip: &str, subject: &str) -> String {
+    let t = Instant::now();
+    loop {
+        match smtp_send(ip, subject) {
+            Ok(id) => return id,
+            Err(e) if t.elapsed() > Duration::from_secs(20) => panic!("{subject}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn check_mailbox(ip: &str, acked: &[String]) {
+    run_client(
+        "ha_mailbox.py",
+        &[
+            ("IMAP_HOST", ip.to_string()),
+            ("USER", "demo".into()),
+            ("PASSWORD", "demo-password".into()),
+            ("WANT_IDS", acked.join(",")),
+        ],
+    );
+}
+
+/// kill -9 of the master: another node answers SMTP on the same address (time printed), the
+/// probe never sees two holders, mail acknowledged before and after is there exactly once,
+/// and the preferred master gets the group back when it returns.
+#[test]
+fn kill_9_of_the_master_moves_the_address() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::up("k", &["--nodes", "3"]);
+    // Node 1 is rg1's preferred master: after start-up the group settles there.
+    wait_banner(RG1, Duration::from_secs(30), |n| n == 1);
+    let (ok, status) = bed.ctl(2, &["status"]);
+    assert!(
+        ok && status.contains("198.18.0.100/24") && status.contains("node 1"),
+        "{status}"
+    );
+    let mut acked: Vec<String> = (0..10)
+        .map(|i| send_retrying(RG1, &format!("before {i}")))
+        .collect();
+    let probe = bed.probe(RG1, 4.0);
+    std::thread::sleep(Duration::from_millis(300));
+    bed.kill(1);
+    let (new, took) = wait_banner(RG1, Duration::from_secs(10), |n| n != 1);
+    eprintln!("kill -9 of node 1: node {new} answered SMTP on {RG1} after {took:?}");
+    acked.extend((0..10).map(|i| send_retrying(RG1, &format!("after {i}"))));
+    bed.probe_clean(probe);
+    check_mailbox(RG1, &acked);
+    // Node 1 returns, catches up and takes its group back (failback), without two holders.
+    let probe = bed.probe(RG1, 12.0);
+    bed.start(1);
+    let (_, back) = wait_banner(RG1, Duration::from_secs(30), |n| n == 1);
+    eprintln!("failback to node 1 after {back:?}");
+    bed.probe_clean(probe);
+    acked.push(send_retrying(RG1, "after failback"));
+    check_mailbox(RG1, &acked);
+}
+
+/// A master cut off from the majority releases its address (watchdog, within its lease);
+/// the majority's new master takes it; healing does not produce two holders.
+#[test]
+fn a_partitioned_master_lets_go_and_healing_makes_no_second_holder() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::up("p", &["--nodes", "3"]);
+    wait_banner(RG1, Duration::from_secs(30), |n| n == 1);
+    let mut acked = vec![send_retrying(RG1, "before partition")];
+    let ns = format!("{}-n1", bed.prefix);
+    let nft = |rules: &str| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(rules.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("nft");
+        assert!(o.status.success(), "nft: {o:?}");
+    };
+    let probe = bed.probe(RG1, 8.0);
+    std::thread::sleep(Duration::from_millis(300));
+    // Node 1 can still talk to clients, not to the other nodes.
+    nft(
+        "table inet part {\n chain i { type filter hook input priority 0; ip saddr { 198.18.0.2, 198.18.0.3 } drop; }\n chain o { type filter hook output priority 0; ip daddr { 198.18.0.2, 198.18.0.3 } drop; }\n}\n",
+    );
+    let t = Instant::now();
+    let has_addr = || {
+        let o = Command::new("ip")
+            .args(["-n", &ns, "-4", "addr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&o.stdout).contains(RG1)
+    };
+    while has_addr() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let released = t.elapsed();
+    assert!(
+        !has_addr(),
+        "the cut-off master still holds {RG1} after {released:?}"
+    );
+    eprintln!("cut-off master released {RG1} {released:?} after the partition");
+    let (new, took) = wait_banner(RG1, Duration::from_secs(10), |n| n != 1);
+    eprintln!("node {new} answered on {RG1} {took:?} after the partition");
+    acked.push(send_retrying(RG1, "during partition"));
+    nft("delete table inet part\n");
+    std::thread::sleep(Duration::from_secs(2));
+    acked.push(send_retrying(RG1, "after healing"));
+    bed.probe_clean(probe);
+    check_mailbox(RG1, &acked);
+}
+
+/// `ctl failover` back and forth while smtp-source sends: every message that got a 250 is in
+/// the mailbox exactly once; the measured unavailability window is printed.
+#[test]
+fn switchover_under_smtp_source_loses_and_duplicates_nothing() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::up("s", &["--nodes", "3"]);
+    wait_banner(RG1, Duration::from_secs(30), |n| n == 1);
+    let probe = bed.probe(RG1, 6.0);
+    // smtp-source gives up at the first 421 (what a switchover says to sessions between
+    // commands), so it runs again and again, as a client would retry, until the drill ends.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = done.clone();
+    let load = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        let mut runs = 0;
+        while runs < 200 && (!d.load(std::sync::atomic::Ordering::Relaxed) || runs < 2) {
+            runs += 1;
+            let out = Command::new("smtp-source")
+                .args([
+                    "-v",
+                    "-s",
+                    "4",
+                    "-m",
+                    "40",
+                    "-l",
+                    "2000",
+                    "-f",
+                    "load@drill.test",
+                ])
+                .args(["-t", "demo@demo.test", &format!("{RG1}:25")])
+                .output()
+                .expect("smtp-source");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            acked.extend(
+                text.lines()
+                    .filter_map(|l| l.split("250 2.0.0 OK queued as ").nth(1))
+                    .map(|s| s.trim().to_string()),
+            );
+        }
+        (runs, acked)
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    for to in ["2", "1"] {
+        let (ok, out) = bed.ctl(3, &["failover", "--group", "rg1", "--to", to]);
+        assert!(ok, "failover to {to}: {out}");
+        eprint!("{out}");
+        assert!(out.contains("unavailable for"), "{out}");
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (runs, acked) = load.join().expect("load");
+    eprintln!(
+        "smtp-source: {} messages acknowledged over {runs} runs",
+        acked.len()
+    );
+    assert!(acked.len() > 100, "too little got through: {}", acked.len());
+    bed.probe_clean(probe);
+    check_mailbox(RG1, &acked);
+}
+
+/// Symmetric: two groups preferring different nodes; one node dies and the survivor serves
+/// both; it returns, catches up, and its group fails back. A witness keeps the quorum.
+#[test]
+fn symmetric_survivor_serves_both_and_the_group_fails_back() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::up(
+        "y",
+        &["--nodes", "2", "--topology", "symmetric", "--witness"],
+    );
+    wait_banner(RG1, Duration::from_secs(30), |n| n == 1);
+    wait_banner(RG2, Duration::from_secs(30), |n| n == 2);
+    bed.kill(2);
+    let (_, took) = wait_banner(RG2, Duration::from_secs(10), |n| n == 1);
+    eprintln!("rg2 on node 1 {took:?} after node 2 died");
+    assert_eq!(banner(RG1), Some(1));
+    let a = send_retrying(RG2, "rg2 on the survivor");
+    bed.start(2);
+    let (_, back) = wait_banner(RG2, Duration::from_secs(30), |n| n == 2);
+    eprintln!("rg2 failed back to node 2 {back:?} after it restarted");
+    assert_eq!(banner(RG1), Some(1));
+    assert!(!a.is_empty());
+}
+
+/// N+1: node 3 is the spare of rg1 (node 1) and rg2 (node 2); when node 1 dies the spare
+/// takes exactly rg1.
+#[test]
+fn n_plus_1_spare_takes_exactly_the_failed_group() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::up("n", &["--nodes", "3", "--topology", "n+1"]);
+    wait_banner(RG1, Duration::from_secs(30), |n| n == 1);
+    wait_banner(RG2, Duration::from_secs(30), |n| n == 2);
+    bed.kill(1);
+    let (who, took) = wait_banner(RG1, Duration::from_secs(10), |n| n != 1);
+    eprintln!("rg1 on node {who} {took:?} after node 1 died");
+    assert_eq!(who, 3, "the spare must take rg1");
+    assert_eq!(banner(RG2), Some(2), "rg2 must stay on node 2");
+}
+
+/// Two data nodes and a witness: either data node may die and the group is served; the
+/// witness never answers for the address.
+#[test]
+fn witness_keeps_two_data_nodes_serving_and_never_holds() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::up("w", &["--nodes", "2", "--witness"]);
+    wait_banner(RG1, Duration::from_secs(30), |n| n == 1);
+    let probe = bed.probe(RG1, 15.0);
+    let mut acked = vec![send_retrying(RG1, "start")];
+    bed.kill(1);
+    wait_banner(RG1, Duration::from_secs(10), |n| n == 2);
+    acked.push(send_retrying(RG1, "node 1 dead"));
+    bed.start(1);
+    wait_banner(RG1, Duration::from_secs(30), |n| n == 1);
+    bed.kill(2);
+    std::thread::sleep(Duration::from_secs(1));
+    acked.push(send_retrying(RG1, "node 2 dead"));
+    assert_eq!(banner(RG1), Some(1));
+    let v = bed.probe_clean(probe);
+    assert!(
+        !v["changes"].to_string().contains("node 3"),
+        "the witness answered for the address: {v}"
+    );
+    check_mailbox(RG1, &acked);
+}
