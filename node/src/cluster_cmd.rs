@@ -57,6 +57,12 @@ pub enum Topology {
     NPlusOne,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DrillKind {
+    Kill,
+    Switchover,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
     /// Create the namespaces, write configurations and start the nodes.
@@ -94,6 +100,16 @@ pub enum ClusterCmd {
     },
     /// (Re)start a node's process.
     Start { node: u64 },
+    /// Failover drills on the running cluster, as a benchmark: `count` times kill -9 of
+    /// rg1's master (then restart it and let it take the group back), or a graceful `ctl
+    /// failover` back and forth; prints p50 / p99 / max of the time to service on the
+    /// address, as a client on the host sees it (SMTP banners every 2 ms).
+    Drill {
+        #[arg(long, value_enum)]
+        kind: DrillKind,
+        #[arg(long, default_value_t = 50)]
+        count: u32,
+    },
     /// From the client namespace, ask every `interval_ms` who answers ARP for `address`, for
     /// `secs`; print a summary (JSON) with the holders seen and any instant at which two
     /// answered.
@@ -211,6 +227,10 @@ pub async fn main(args: ClusterArgs) -> Result<()> {
             start_node(&st, n)?;
             println!("node {node} started");
             Ok(())
+        }
+        ClusterCmd::Drill { kind, count } => {
+            let st = load(&dir)?;
+            drill(&st, kind, count).await
         }
         ClusterCmd::Probe {
             address,
@@ -762,4 +782,156 @@ pub fn probe(
     })
     .join()
     .map_err(|_| anyhow::anyhow!("probe thread panicked"))?
+}
+
+/// The node whose SMTP banner answers on `ip`:25 within `wait`.
+fn banner_of(ip: std::net::Ipv4Addr, wait: Duration) -> Option<u64> {
+    use std::io::Read;
+    let addr = std::net::SocketAddr::from((ip, 25));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, wait).ok()?;
+    s.set_read_timeout(Some(wait)).ok()?;
+    let mut buf = [0u8; 128];
+    let n = s.read(&mut buf).ok()?;
+    let t = String::from_utf8_lossy(&buf[..n]);
+    t.strip_prefix("220 node")?.split('.').next()?.parse().ok()
+}
+
+/// Polls banners every 2 ms until a node other than `old` answers (bounded by `max`):
+/// (that node, when it first answered, when `old` last answered).
+fn watch_for_new(
+    ip: std::net::Ipv4Addr,
+    old: u64,
+    start: Instant,
+    max: Duration,
+) -> Option<(u64, Duration, Option<Duration>)> {
+    let mut last_old = None;
+    while start.elapsed() < max {
+        // A short connect timeout: a SYN sent to the old master's MAC just before the
+        // address moved is lost, and waiting long for it would be counted as downtime.
+        match banner_of(ip, Duration::from_millis(20)) {
+            Some(n) if n != old => return Some((n, start.elapsed(), last_old)),
+            Some(_) => last_old = Some(start.elapsed()),
+            None => {}
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn drill(st: &ClusterState, kind: DrillKind, count: u32) -> Result<()> {
+    let (group, cidr) = st.groups.first().context("no group")?.clone();
+    let ip: std::net::Ipv4Addr = cidr.split('/').next().unwrap_or("").parse()?;
+    let preferred = 1u64;
+    let mut times = Vec::new();
+    let mut reported = Vec::new();
+    for i in 0..count {
+        // Start every drill from a settled cluster: the preferred master holding the group.
+        let t = Instant::now();
+        let holder = loop {
+            let b = tokio::task::spawn_blocking(move || banner_of(ip, Duration::from_millis(300)))
+                .await?;
+            if let Some(h) = b
+                && (h == preferred || kind == DrillKind::Switchover)
+            {
+                break h;
+            }
+            if t.elapsed() > Duration::from_secs(60) {
+                bail!("drill {i}: the group did not settle on node {preferred} (last: {b:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        match kind {
+            DrillKind::Kill => {
+                signal_node(st, holder, "KILL")?;
+                let start = Instant::now();
+                let r = tokio::task::spawn_blocking(move || {
+                    watch_for_new(ip, holder, start, Duration::from_secs(20))
+                })
+                .await?
+                .with_context(|| format!("drill {i}: nobody took over"))?;
+                times.push(r.1.as_secs_f64() * 1e3);
+                eprintln!(
+                    "kill drill {i}: node {holder} -> node {} in {:.0} ms",
+                    r.0,
+                    r.1.as_secs_f64() * 1e3
+                );
+                let n = st.nodes.iter().find(|n| n.id == holder).context("node")?;
+                start_node(st, n)?;
+            }
+            DrillKind::Switchover => {
+                // Operators do not switch over back to back: a master elected moments ago is
+                // still inside the voters' lease, and the next election would wait for it.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let to = st
+                    .nodes
+                    .iter()
+                    .find(|n| n.id != holder && !n.witness)
+                    .context("no other data node")?
+                    .id;
+                let admin = admin_of(st, holder).await?;
+                let start = Instant::now();
+                let watcher = tokio::task::spawn_blocking(move || {
+                    watch_for_new(ip, holder, start, Duration::from_secs(20))
+                });
+                let v = admin
+                    .act(&crate::failover::Action::Failover {
+                        group: group.clone(),
+                        to: Some(to),
+                        drain_ms: None,
+                    })
+                    .await
+                    .with_context(|| format!("drill {i}"))?;
+                let r = watcher
+                    .await?
+                    .with_context(|| format!("drill {i}: nobody took over"))?;
+                // What a client saw: from the last banner of the old master to the first of
+                // the new one.
+                let gap = r.1 - r.2.unwrap_or_default();
+                times.push(gap.as_secs_f64() * 1e3);
+                reported.push(v["window_ms"].as_f64().unwrap_or(f64::NAN));
+                eprintln!(
+                    "switchover drill {i}: node {holder} -> node {}: client saw {:.1} ms, node reported {:.1} ms",
+                    r.0,
+                    gap.as_secs_f64() * 1e3,
+                    v["window_ms"].as_f64().unwrap_or(f64::NAN)
+                );
+            }
+        }
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let what = match kind {
+        DrillKind::Kill => "kill -9 of the master -> first banner of the new master",
+        DrillKind::Switchover => {
+            "graceful switchover: last banner of the old -> first of the new master"
+        }
+    };
+    println!("| drill | n | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {what} | {} | {:.0} | {:.0} | {:.0} |",
+        sorted.len(),
+        percentile(&sorted, 0.5),
+        percentile(&sorted, 0.99),
+        sorted.last().copied().unwrap_or(f64::NAN)
+    );
+    if !reported.is_empty() {
+        reported.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "| switchover window reported by the old master (listeners closed -> new master's acquisition applied) | {} | {:.1} | {:.1} | {:.1} |",
+            reported.len(),
+            percentile(&reported, 0.5),
+            percentile(&reported, 0.99),
+            reported.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+    Ok(())
 }

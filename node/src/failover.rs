@@ -257,7 +257,10 @@ async fn elect(node: &Arc<NodeShared>, group: &str, wait_lease: bool) -> Result<
         f.resume();
     }
     let mut m = g.raft().metrics();
-    for attempt in 0..5 {
+    // A vote is refused while the voters' lease of the current leader runs (openraft: until
+    // election_timeout_max after they last heard it, or after it was elected): stand again
+    // every 150 ms, for at most about 2 s.
+    for _ in 0..14 {
         if m.borrow().state == ServerState::Leader {
             break;
         }
@@ -266,7 +269,7 @@ async fn elect(node: &Arc<NodeShared>, group: &str, wait_lease: bool) -> Result<
             .elect()
             .await
             .map_err(|e| anyhow!("election: {e}"))?;
-        let until = tokio::time::Instant::now() + Duration::from_millis(400 + 200 * attempt);
+        let until = tokio::time::Instant::now() + Duration::from_millis(150);
         while m.borrow().state != ServerState::Leader {
             if tokio::time::timeout_at(until, m.changed()).await.is_err() {
                 break;
