@@ -27,6 +27,7 @@ pub mod pop3;
 pub mod proxy;
 pub mod store;
 pub mod stream;
+pub mod supervise;
 pub mod tls;
 
 use std::collections::HashMap;

@@ -456,6 +456,65 @@ async fn run_hook(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_fence_hook_decides_and_sees_the_tokens() {
+        let d = std::env::temp_dir().join(format!("halyard-hook-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let out = d.join("env");
+        let hook = d.join("hook.sh");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\necho \"$HALYARD_GROUP $HALYARD_TOKEN $HALYARD_PREVIOUS $HALYARD_ADDRESS\" > {}\n[ \"$HALYARD_TOKEN\" != 9/9 ]\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let prev = HolderRecord {
+            token: FenceToken { term: 4, node: 2 },
+            address: None,
+            acquired_at_ms: 0,
+            released_at_ms: None,
+            release_reason: None,
+        };
+        let t = Duration::from_secs(5);
+        run_hook(
+            &hook,
+            t,
+            "rg1",
+            Some("198.18.0.100/24"),
+            FenceToken { term: 5, node: 1 },
+            Some(&prev),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap().trim(),
+            "rg1 5/1 4/2 198.18.0.100/24"
+        );
+        let e = run_hook(&hook, t, "rg1", None, FenceToken { term: 9, node: 9 }, None)
+            .await
+            .unwrap_err();
+        assert!(e.contains("exited"), "{e}");
+        let slow = d.join("slow.sh");
+        std::fs::write(&slow, "#!/bin/sh\nsleep 5\n").unwrap();
+        std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = run_hook(
+            &slow,
+            Duration::from_millis(200),
+            "rg1",
+            None,
+            FenceToken { term: 1, node: 1 },
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("did not finish"), "{e}");
+        std::fs::remove_dir_all(&d).ok();
+    }
+
     #[test]
     fn lease_deadline_counts_from_the_acknowledgement() {
         let lease = Duration::from_millis(300);

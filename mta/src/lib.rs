@@ -182,7 +182,7 @@ impl MtaServer {
             if name == "meta" {
                 continue;
             }
-            tasks.push(tokio::spawn(jobs::run(
+            let (name, group, node_id, directory, relay, cfg, stop) = (
                 name.clone(),
                 group.clone(),
                 shared.backend.node_id,
@@ -190,7 +190,25 @@ impl MtaServer {
                 relay.clone(),
                 cfg.clone(),
                 stop_rx.clone(),
-            )));
+            );
+            tasks.push(tokio::spawn(async move {
+                halyard_access::supervise::supervise(
+                    format!("job controller of {name}"),
+                    stop.clone(),
+                    move || {
+                        jobs::run(
+                            name.clone(),
+                            group.clone(),
+                            node_id,
+                            directory.clone(),
+                            relay.clone(),
+                            cfg.clone(),
+                            stop.clone(),
+                        )
+                    },
+                )
+                .await;
+            }));
         }
         tracing::info!(smtp = ?cfg.smtp_listen, submission = ?cfg.submission_listen, "MTA started");
         Ok(MtaServer {

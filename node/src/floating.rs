@@ -9,6 +9,7 @@ use std::time::Duration;
 use halyard_fencing::Controller;
 use tokio::sync::watch;
 
+#[derive(Clone)]
 pub struct Floating {
     pub controller: Controller,
     pub ip: IpAddr,

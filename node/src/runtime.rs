@@ -414,17 +414,44 @@ impl Node {
                 access: Some(access.binder.clone()),
                 drain: std::time::Duration::from_millis(cfg.fencing.drain_ms),
             };
-            fence_tasks.push(tokio::spawn(f.run(fence_stop_rx.clone())));
+            let stop = fence_stop_rx.clone();
+            fence_tasks.push(tokio::spawn(async move {
+                halyard_access::supervise::supervise(
+                    format!(
+                        "floating-address listeners of {}",
+                        f.controller.group().name()
+                    ),
+                    stop.clone(),
+                    move || f.clone().run(stop.clone()),
+                )
+                .await;
+            }));
         }
         for gc in &cfg.groups {
             if gc.preferred == Some(cfg.node_id) && gc.failback {
-                fence_tasks.push(tokio::spawn(crate::failover::failback(
+                let (node, name, tls, after, stop) = (
                     shared.clone(),
                     gc.name.clone(),
                     tls.clone(),
                     std::time::Duration::from_millis(cfg.fencing.failback_after_ms),
                     fence_stop_rx.clone(),
-                )));
+                );
+                fence_tasks.push(tokio::spawn(async move {
+                    halyard_access::supervise::supervise(
+                        format!("failback watcher of {name}"),
+                        stop.clone(),
+                        move || {
+                            crate::failover::failback(
+                                node.clone(),
+                                name.clone(),
+                                tls.clone(),
+                                after,
+                                stop.clone(),
+                            )
+                        },
+                    )
+                    .await;
+                }));
             }
         }
         tracing::info!(node = cfg.node_id, listen = %listen, groups = shared.groups.len(), tls = tls.is_some(), directory = directory_kind, "node started");
