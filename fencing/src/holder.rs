@@ -32,6 +32,8 @@ struct State {
     /// Times the watchdog removed the address because the lease ran out.
     expiries: u64,
     quit: bool,
+    /// The last deadline the guard was told about.
+    guard_told: Option<Instant>,
 }
 
 struct Inner {
@@ -87,7 +89,11 @@ impl Holder {
         }
         if let Some(spec) = &self.inner.spec {
             if let Some(g) = &self.inner.guard {
-                g.hold(&spec.interface, spec.cidr);
+                g.hold(
+                    &spec.interface,
+                    spec.cidr,
+                    deadline.saturating_duration_since(Instant::now()),
+                );
             }
             crate::netlink::add_address(&spec.interface, spec.cidr)?;
             if let Err(e) = crate::arp::announce(
@@ -103,6 +109,7 @@ impl Holder {
         }
         st.held = true;
         st.deadline = Some(deadline);
+        st.guard_told = Some(deadline);
         self.inner.cv.notify_all();
         Ok(())
     }
@@ -117,6 +124,20 @@ impl Holder {
         if st.deadline.is_none_or(|d| deadline > d) {
             st.deadline = Some(deadline);
             self.inner.cv.notify_all();
+            // The guard enforces the lease too (see crate::guard); tell it at most every
+            // 20 ms of progress, not at every metrics report.
+            if let (Some(g), Some(spec)) = (&self.inner.guard, &self.inner.spec)
+                && st
+                    .guard_told
+                    .is_none_or(|t| deadline >= t + Duration::from_millis(20))
+            {
+                st.guard_told = Some(deadline);
+                g.hold(
+                    &spec.interface,
+                    spec.cidr,
+                    deadline.saturating_duration_since(Instant::now()),
+                );
+            }
         }
         true
     }

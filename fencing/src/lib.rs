@@ -33,10 +33,13 @@
 //! - a switchover (`halyard ctl failover`) has the old master remove the address and commit a
 //!   `Fence::Release` before the new master is asked to stand for election.
 //!
-//! What software alone cannot do: a holder frozen by SIGSTOP (or a hung kernel) keeps the
-//! address configured, and its kernel keeps answering ARP for it. Sites that need a guarantee
-//! against that configure a fence hook (power fencing, a switch port shutdown): a program the
-//! new master runs before every acquisition, which may refuse it.
+//! An address outlives the process that added it, so [`guard`] — a helper process with a
+//! pipe from the node — removes it when the node dies (end-of-file) and when the lease the
+//! node last reported runs out (a node frozen by SIGSTOP). What software alone cannot do:
+//! a frozen guard too, or a hung kernel, keeps the address configured and answering ARP.
+//! Sites that need a guarantee against that configure a fence hook (power fencing, a switch
+//! port shutdown): a program the new master runs before every acquisition, which may refuse
+//! it.
 //!
 //! Every acquisition and explicit release is a replicated entry, so `halyard ctl status`
 //! shows the history of holders.

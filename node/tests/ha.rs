@@ -460,3 +460,28 @@ fn witness_keeps_two_data_nodes_serving_and_never_holds() {
     );
     check_mailbox(RG1, &acked);
 }
+
+/// A master frozen by SIGSTOP cannot remove its address itself; its address guard (a
+/// separate process) does when the lease runs out, so the probe never sees two holders, and
+/// the master resumed later does not take the address back behind the new master's back.
+#[test]
+fn a_paused_master_loses_its_address_without_two_holders() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::up("z", &["--nodes", "3"]);
+    wait_banner(RG1, Duration::from_secs(30), |n| n == 1);
+    let mut acked = vec![send_retrying(RG1, "before pause")];
+    let probe = bed.probe(RG1, 6.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = bed.cluster(&["kill", "1", "--signal", "STOP"]);
+    assert!(ok, "{out}");
+    let (new, took) = wait_banner(RG1, Duration::from_secs(10), |n| n != 1);
+    eprintln!("SIGSTOP of node 1: node {new} answered on {RG1} after {took:?}");
+    acked.push(send_retrying(RG1, "during pause"));
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, out) = bed.cluster(&["kill", "1", "--signal", "CONT"]);
+    assert!(ok, "{out}");
+    std::thread::sleep(Duration::from_secs(1));
+    acked.push(send_retrying(RG1, "after pause"));
+    bed.probe_clean(probe);
+    check_mailbox(RG1, &acked);
+}
