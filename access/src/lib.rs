@@ -113,28 +113,7 @@ async fn accept_loop(
     }
 }
 
-/// Listeners of this node's IMAP/POP3 ports on one more address (a resource group's
-/// floating address while this node holds it), stopped on their own.
-pub struct ListenerSet {
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    sessions: Arc<stream::Sessions>,
-    pub bound: Vec<SocketAddr>,
-}
-
-impl ListenerSet {
-    /// Stops accepting; sessions still open after `grace` are ended (IMAP sessions on
-    /// mailboxes of a group this node no longer serves have already said `* BYE`).
-    pub async fn stop(self, grace: std::time::Duration) -> usize {
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        self.sessions
-            .drain(tokio::time::Instant::now() + grace)
-            .await
-    }
-}
+pub use stream::ListenerSet;
 
 /// Binds listeners on other addresses for a running [`AccessServer`].
 #[derive(Clone)]
@@ -146,44 +125,40 @@ impl Binder {
     /// Binds every configured IMAP/POP3 listener's port on `ip`.
     pub async fn bind_on(&self, ip: std::net::IpAddr) -> anyhow::Result<ListenerSet> {
         use anyhow::Context;
-        let cfg = &self.shared.cfg;
-        let (stop, stop_rx) = watch::channel(false);
-        let sessions = Arc::new(stream::Sessions::default());
-        let mut tasks = Vec::new();
-        let mut bound = Vec::new();
-        for (key, addr, proto, implicit) in [
-            ("access.imap_listen", &cfg.imap_listen, Proto::Imap, false),
-            ("access.imaps_listen", &cfg.imaps_listen, Proto::Imap, true),
-            ("access.pop3_listen", &cfg.pop3_listen, Proto::Pop3, false),
-            ("access.pop3s_listen", &cfg.pop3s_listen, Proto::Pop3, true),
-        ] {
+        let (mut set, stop_rx) = ListenerSet::new();
+        for (key, addr, proto, implicit) in listeners(&self.shared.cfg) {
             let Some(addr) = addr else { continue };
             let port: SocketAddr = addr.parse().with_context(|| format!("{key} {addr}"))?;
             let at = SocketAddr::new(ip, port.port());
             let l = match TcpListener::bind(at).await {
                 Ok(l) => l,
                 Err(e) => {
-                    let _ = stop.send(true);
+                    set.stop(std::time::Duration::ZERO).await;
                     return Err(e).with_context(|| format!("{key} on {at}: cannot bind"));
                 }
             };
-            bound.push(at);
-            tasks.push(tokio::spawn(accept_loop(
+            let task = tokio::spawn(accept_loop(
                 proto,
                 l,
                 self.shared.clone(),
                 implicit,
                 stop_rx.clone(),
-                Some(sessions.clone()),
-            )));
+                Some(set.sessions()),
+            ));
+            set.add(at, task);
         }
-        Ok(ListenerSet {
-            stop,
-            tasks,
-            sessions,
-            bound,
-        })
+        Ok(set)
     }
+}
+
+/// The configured listeners: (config key, address, protocol, implicit TLS).
+fn listeners(cfg: &AccessConfig) -> [(&'static str, &Option<String>, Proto, bool); 4] {
+    [
+        ("access.imap_listen", &cfg.imap_listen, Proto::Imap, false),
+        ("access.imaps_listen", &cfg.imaps_listen, Proto::Imap, true),
+        ("access.pop3_listen", &cfg.pop3_listen, Proto::Pop3, false),
+        ("access.pop3s_listen", &cfg.pop3s_listen, Proto::Pop3, true),
+    ]
 }
 
 /// Where the multiplexor sends a session: the master's address for `proto`, or why not.
@@ -229,12 +204,7 @@ impl AccessServer {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut bound = HashMap::new();
-        for (key, addr, proto, implicit) in [
-            ("access.imap_listen", &cfg.imap_listen, Proto::Imap, false),
-            ("access.imaps_listen", &cfg.imaps_listen, Proto::Imap, true),
-            ("access.pop3_listen", &cfg.pop3_listen, Proto::Pop3, false),
-            ("access.pop3s_listen", &cfg.pop3s_listen, Proto::Pop3, true),
-        ] {
+        for (key, addr, proto, implicit) in listeners(&cfg) {
             let Some(addr) = addr else { continue };
             let l = TcpListener::bind(addr)
                 .await

@@ -187,3 +187,56 @@ impl Sessions {
         n
     }
 }
+
+/// Listeners opened on one more address (a resource group's floating address while this
+/// node holds it), with their sessions, stopped on their own.
+pub struct ListenerSet {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    sessions: std::sync::Arc<Sessions>,
+    pub bound: Vec<std::net::SocketAddr>,
+}
+
+impl ListenerSet {
+    /// An empty set; its `stop_signal` goes to the accept loops and sessions it gets.
+    pub fn new() -> (ListenerSet, tokio::sync::watch::Receiver<bool>) {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        (
+            ListenerSet {
+                stop,
+                tasks: Vec::new(),
+                sessions: std::sync::Arc::new(Sessions::default()),
+                bound: Vec::new(),
+            },
+            rx,
+        )
+    }
+
+    /// Where accept loops register the sessions they start.
+    pub fn sessions(&self) -> std::sync::Arc<Sessions> {
+        self.sessions.clone()
+    }
+
+    pub fn add(&mut self, at: std::net::SocketAddr, accept_loop: tokio::task::JoinHandle<()>) {
+        self.bound.push(at);
+        self.tasks.push(accept_loop);
+    }
+
+    /// Stops accepting at once; the sessions (told through the stop signal: SMTP answers 421
+    /// between commands, a transaction in progress may finish) get until `drain`, then what
+    /// is left is ended. Returns how many sessions had to be ended.
+    pub async fn stop(self, drain: std::time::Duration) -> usize {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.sessions
+            .drain(tokio::time::Instant::now() + drain)
+            .await
+    }
+
+    /// Sessions still open.
+    pub fn live(&self) -> usize {
+        self.sessions.live()
+    }
+}

@@ -352,34 +352,7 @@ async fn accept_loop(
     }
 }
 
-/// Listeners of this node's SMTP ports on one more address (a resource group's floating
-/// address while this node holds it), stopped on their own.
-pub struct ListenerSet {
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    sessions: Arc<halyard_access::stream::Sessions>,
-    pub bound: Vec<SocketAddr>,
-}
-
-impl ListenerSet {
-    /// Stops accepting at once; sessions waiting for a command get 421, a transaction in
-    /// progress may finish within `drain`; what is left then is ended. Returns how many
-    /// sessions had to be ended.
-    pub async fn stop(self, drain: std::time::Duration) -> usize {
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        self.sessions
-            .drain(tokio::time::Instant::now() + drain)
-            .await
-    }
-
-    /// Sessions still open.
-    pub fn live(&self) -> usize {
-        self.sessions.live()
-    }
-}
+pub use halyard_access::stream::ListenerSet;
 
 /// Binds listeners on other addresses for a running [`MtaServer`].
 #[derive(Clone)]
@@ -390,12 +363,8 @@ pub struct Binder {
 impl Binder {
     /// Binds every configured SMTP/submission/LMTP listener's port on `ip`.
     pub async fn bind_on(&self, ip: std::net::IpAddr) -> Result<ListenerSet, String> {
-        let cfg = &self.shared.cfg;
-        let (stop, stop_rx) = watch::channel(false);
-        let sessions = Arc::new(halyard_access::stream::Sessions::default());
-        let mut tasks = Vec::new();
-        let mut bound = Vec::new();
-        for (key, addr, kind, implicit) in listeners(cfg) {
+        let (mut set, stop_rx) = ListenerSet::new();
+        for (key, addr, kind, implicit) in listeners(&self.shared.cfg) {
             let Some(addr) = addr else { continue };
             let port: SocketAddr = addr
                 .parse()
@@ -404,26 +373,21 @@ impl Binder {
             let l = match TcpListener::bind(at).await {
                 Ok(l) => l,
                 Err(e) => {
-                    let _ = stop.send(true);
+                    set.stop(std::time::Duration::ZERO).await;
                     return Err(format!("{key} on {at}: cannot bind: {e}"));
                 }
             };
-            bound.push(at);
-            tasks.push(tokio::spawn(accept_loop(
+            let task = tokio::spawn(accept_loop(
                 l,
                 self.shared.clone(),
                 kind,
                 implicit,
                 stop_rx.clone(),
-                Some(sessions.clone()),
-            )));
+                Some(set.sessions()),
+            ));
+            set.add(at, task);
         }
-        Ok(ListenerSet {
-            stop,
-            tasks,
-            sessions,
-            bound,
-        })
+        Ok(set)
     }
 }
 
