@@ -334,7 +334,11 @@ impl Controller {
             if let Err(e) = self.s.holder.release() {
                 tracing::error!(group = %name, term, error = %e, "removing the floating address failed");
             }
-            tracing::warn!(group = %name, term, reason, "stopped holding the group's address");
+            if matches!(reason, "switchover" | "node stopping") {
+                tracing::info!(group = %name, term, reason, "stopped holding the group's address");
+            } else {
+                tracing::warn!(group = %name, term, reason, "stopped holding the group's address");
+            }
             if reason == "node stopping" {
                 // Leave a trace in the log that this holder let go on purpose (best effort:
                 // a stopping node may have no quorum).
