@@ -152,9 +152,13 @@ pub struct NodeState {
 pub const NET: &str = "198.18.0";
 
 fn state_dir(args: &ClusterArgs) -> PathBuf {
-    args.dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/run/halyard").join(&args.prefix))
+    dir_of(&args.prefix, args.dir.as_deref())
+}
+
+/// The state directory of the cluster with this prefix.
+pub fn dir_of(prefix: &str, dir: Option<&Path>) -> PathBuf {
+    dir.map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/run/halyard").join(prefix))
 }
 
 fn run(cmd: &[&str]) -> Result<String> {
@@ -522,7 +526,7 @@ fn pid_file(st: &ClusterState, id: u64) -> PathBuf {
     st.dir.join(format!("node-{id}.pid"))
 }
 
-fn pid_of(st: &ClusterState, id: u64) -> Option<i32> {
+pub fn pid_of(st: &ClusterState, id: u64) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(pid_file(st, id))
         .ok()?
         .trim()
@@ -605,7 +609,7 @@ pub fn down(prefix: &str, dir: &Path, keep: bool) -> Result<()> {
     Ok(())
 }
 
-async fn admin_of(st: &ClusterState, id: u64) -> Result<crate::client::Admin> {
+pub async fn admin_of(st: &ClusterState, id: u64) -> Result<crate::client::Admin> {
     let n = st
         .nodes
         .iter()

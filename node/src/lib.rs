@@ -11,6 +11,7 @@ pub mod admin;
 pub mod bench;
 pub mod bench_access;
 pub mod bench_smtp;
+pub mod chaos_cmd;
 pub mod client;
 pub mod cluster_cmd;
 pub mod config;

@@ -60,6 +60,9 @@ enum Cmd {
     /// Internal: the helper a node starts to remove its floating addresses if it dies.
     #[command(hide = true)]
     FenceGuard,
+    /// One fault on a running `halyard cluster up` testbed: partition, bridge, one-way,
+    /// loss, kill, pause, resume; `heal` undoes them.
+    Chaos(halyard_node::chaos_cmd::ChaosArgs),
     /// A local cluster in network namespaces (root): up, down, status, kill, start, probe.
     Cluster(halyard_node::cluster_cmd::ClusterArgs),
     /// Generate a cluster CA and node certificates for mutual TLS.
@@ -138,6 +141,7 @@ fn main() {
             Cmd::Ctl(args) => ctl::run(args).await,
             Cmd::Cluster(args) => halyard_node::cluster_cmd::main(args).await,
             Cmd::FenceGuard => Ok(()),
+            Cmd::Chaos(args) => halyard_node::chaos_cmd::main(args).await,
             Cmd::Certs { out, nodes } => {
                 let ids = ctl::parse_ids(&nodes)?;
                 tls::generate(&out, &ids)?;

@@ -485,3 +485,68 @@ fn a_paused_master_loses_its_address_without_two_holders() {
     bed.probe_clean(probe);
     check_mailbox(RG1, &acked);
 }
+
+/// Whether a TCP connection from namespace `ns` to `ip`:7700 (the node's cluster port)
+/// succeeds within a second.
+fn reaches(ns: &str, ip: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", "1", "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/{ip}/7700"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `halyard chaos`: partitions cut exactly the node pairs across components (clients still
+/// reach everyone), one-way loss cuts one direction, and `heal` restores everything.
+#[test]
+fn chaos_nemeses_cut_what_they_say_and_heal_restores() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::up("c", &["--nodes", "3"]);
+    let ns = |i: u64| format!("{}-n{i}", bed.prefix);
+    let client = format!("{}-c1", bed.prefix);
+    let chaos = |args: &[&str]| {
+        let o = Command::new(halyard())
+            .arg("chaos")
+            .args(args)
+            .args(["--prefix", &bed.prefix])
+            .output()
+            .expect("halyard chaos");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "chaos {args:?}: {text}");
+        eprint!("{text}");
+    };
+    let all = |want: &dyn Fn(u64, u64) -> bool| {
+        for a in 1..=3u64 {
+            for b in 1..=3u64 {
+                if a != b {
+                    assert_eq!(
+                        reaches(&ns(a), &format!("198.18.0.{b}")),
+                        want(a, b),
+                        "{a} -> {b}"
+                    );
+                }
+            }
+            assert!(reaches(&client, &format!("198.18.0.{a}")), "client -> {a}");
+        }
+    };
+    all(&|_, _| true);
+    chaos(&["partition", "--components", "1/2,3"]);
+    all(&|a, b| (a == 1) == (b == 1));
+    // A TCP connection needs both directions: a one-way cut shows from both ends.
+    chaos(&["one-way", "--from", "2", "--to", "3"]);
+    assert!(
+        reaches(&ns(1), "198.18.0.2"),
+        "the one-way fault replaces the partition"
+    );
+    assert!(!reaches(&ns(2), "198.18.0.3"));
+    chaos(&["heal"]);
+    all(&|_, _| true);
+    chaos(&["pause", "--node", "2"]);
+    chaos(&["heal"]);
+    let (ok, out) = bed.ctl(1, &["status"]);
+    assert!(ok, "{out}");
+}

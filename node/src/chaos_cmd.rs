@@ -1,0 +1,181 @@
+//! `halyard chaos` — one fault at a time on a running `halyard cluster up` testbed, for
+//! drills by hand (the Jepsen harness drives the same nemeses from `halyard-chaos`).
+//!
+//! ```text
+//! halyard chaos partition --halves            # random halves of the data nodes
+//! halyard chaos partition --isolate-master    # rg1's master alone
+//! halyard chaos partition --components 1,2/3  # explicit components
+//! halyard chaos bridge --node 2               # 1 | 2 | 3, with 2 seeing both sides
+//! halyard chaos one-way --from 1 --to 2
+//! halyard chaos loss --node 1 --percent 30
+//! halyard chaos kill|pause|resume --node 1
+//! halyard chaos heal                          # undo every network fault, resume paused nodes
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use halyard_chaos::{Fault, Target};
+
+use crate::cluster_cmd::{ClusterState, dir_of, load, pid_of};
+
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// The testbed's prefix (as given to `halyard cluster up`).
+    #[arg(long, global = true, default_value = "hy")]
+    pub prefix: String,
+    #[arg(long, global = true)]
+    pub dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: ChaosCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChaosCmd {
+    /// Split the cluster network (clients and the host still reach every node).
+    Partition {
+        #[arg(long)]
+        halves: bool,
+        /// Cut the current master of `--group` off from every other node.
+        #[arg(long)]
+        isolate_master: bool,
+        #[arg(long, default_value = "rg1")]
+        group: String,
+        /// Components as `1,2/3`: nodes separated by `,`, components by `/`.
+        #[arg(long)]
+        components: Option<String>,
+    },
+    /// Two halves that cannot talk, and `node` talking to both.
+    Bridge {
+        #[arg(long)]
+        node: u64,
+    },
+    /// Packets from one node to another are lost.
+    OneWay {
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
+    },
+    /// A share of the packets between a node and the others is lost.
+    Loss {
+        #[arg(long)]
+        node: u64,
+        #[arg(long)]
+        percent: u8,
+    },
+    Kill {
+        #[arg(long)]
+        node: u64,
+    },
+    Pause {
+        #[arg(long)]
+        node: u64,
+    },
+    Resume {
+        #[arg(long)]
+        node: u64,
+    },
+    /// Undo every network fault and resume every paused node.
+    Heal,
+}
+
+pub fn targets(st: &ClusterState) -> Vec<Target> {
+    st.nodes
+        .iter()
+        .map(|n| Target {
+            id: n.id,
+            ns: n.ns.clone(),
+            ip: n.ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            pid: pid_of(st, n.id),
+        })
+        .collect()
+}
+
+fn components(s: &str) -> Result<Vec<Vec<u64>>> {
+    s.split('/')
+        .map(|c| {
+            c.split(',')
+                .map(|n| {
+                    n.trim()
+                        .parse::<u64>()
+                        .with_context(|| format!("node id {n:?}"))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A random split of `ids` into two non-empty halves.
+fn halves(ids: &[u64]) -> Vec<Vec<u64>> {
+    let mut v = ids.to_vec();
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let cut = v.len() / 2;
+    vec![v[..cut].to_vec(), v[cut..].to_vec()]
+}
+
+pub async fn main(args: ChaosArgs) -> Result<()> {
+    let st = load(&dir_of(&args.prefix, args.dir.as_deref()))?;
+    let t = targets(&st);
+    let data: Vec<u64> = st.nodes.iter().map(|n| n.id).collect();
+    let fault = match args.cmd {
+        ChaosCmd::Heal => {
+            halyard_chaos::heal(&t).map_err(|e| anyhow!(e))?;
+            println!("healed: no nemesis rules left, every node resumed");
+            return Ok(());
+        }
+        ChaosCmd::Partition {
+            halves: h,
+            isolate_master,
+            group,
+            components: c,
+        } => match (h, isolate_master, c) {
+            (true, false, None) => Fault::Partition(halves(&data)),
+            (false, true, None) => {
+                let mut master = None;
+                for n in &st.nodes {
+                    if let Ok(a) = crate::cluster_cmd::admin_of(&st, n.id).await
+                        && let Ok(s) = a.status().await
+                        && let Some(tok) = s.fencing.get(&group).and_then(|f| f.holding)
+                    {
+                        master = Some(tok.node);
+                    }
+                }
+                let m = master.with_context(|| format!("{group} has no master now"))?;
+                Fault::Partition(vec![
+                    vec![m],
+                    data.iter().copied().filter(|x| *x != m).collect(),
+                ])
+            }
+            (false, false, Some(c)) => Fault::Partition(components(&c)?),
+            _ => bail!("partition: give exactly one of --halves, --isolate-master, --components"),
+        },
+        ChaosCmd::Bridge { node } => {
+            let rest: Vec<u64> = data.iter().copied().filter(|x| *x != node).collect();
+            let cut = rest.len() / 2;
+            Fault::Bridge {
+                bridge: node,
+                left: rest[..cut].to_vec(),
+                right: rest[cut..].to_vec(),
+            }
+        }
+        ChaosCmd::OneWay { from, to } => Fault::OneWay { from, to },
+        ChaosCmd::Loss { node, percent } => Fault::Loss { node, percent },
+        ChaosCmd::Kill { node } => Fault::Kill(node),
+        ChaosCmd::Pause { node } => Fault::Pause(node),
+        ChaosCmd::Resume { node } => Fault::Resume(node),
+    };
+    halyard_chaos::apply(&t, &fault).map_err(|e| anyhow!(e))?;
+    println!("applied: {fault}");
+    Ok(())
+}
