@@ -1,5 +1,14 @@
-//! # halyard-jepsen — correctness harness (to be built; issue "Jepsen-style harness")
+//! # halyard-jepsen — the correctness harness (being built)
 //!
-//! Will own workloads (SMTP deliveries, IMAP APPEND/FETCH/STORE), histories
-//! (invoke/ok/fail/info), checkers (lost, duplicated, order, UID, linearizability, address
-//! holders) and reports.
+//! Built the way Jepsen is: clients record every operation as an invocation and its
+//! completion (`ok` / `fail` / `info`) in a [`history`]; checkers judge the history.
+//!
+//! Here so far: histories (JSON lines, invocation/completion pairing) and the checkers for
+//! SMTP delivery as a set with multiplicities (lost, duplicated, unexpected,
+//! failed-but-delivered, with the smallest excerpt that shows the first anomaly) and for a
+//! single address holder. Workloads, the run/campaign commands, the IMAP list-append and flag
+//! register checkers and reports are the rest of the issue "Jepsen-style harness and chaos
+//! nemeses".
+
+pub mod checker;
+pub mod history;
