@@ -497,7 +497,7 @@ fn up(
     }
 }
 
-fn start_node(st: &ClusterState, n: &NodeState) -> Result<()> {
+pub fn start_node(st: &ClusterState, n: &NodeState) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new()
         .create(true)

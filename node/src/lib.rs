@@ -22,6 +22,7 @@ pub mod demo;
 pub mod failover;
 pub mod floating;
 pub mod forward;
+pub mod jepsen_cmd;
 pub mod local_cluster;
 pub mod network;
 pub mod runtime;

@@ -63,6 +63,8 @@ enum Cmd {
     /// One fault on a running `halyard cluster up` testbed: partition, bridge, one-way,
     /// loss, kill, pause, resume; `heal` undoes them.
     Chaos(halyard_node::chaos_cmd::ChaosArgs),
+    /// A Jepsen-style run on a `halyard cluster up` testbed: workload + nemesis + checker.
+    Jepsen(halyard_node::jepsen_cmd::JepsenArgs),
     /// A local cluster in network namespaces (root): up, down, status, kill, start, probe.
     Cluster(halyard_node::cluster_cmd::ClusterArgs),
     /// Generate a cluster CA and node certificates for mutual TLS.
@@ -142,6 +144,7 @@ fn main() {
             Cmd::Cluster(args) => halyard_node::cluster_cmd::main(args).await,
             Cmd::FenceGuard => Ok(()),
             Cmd::Chaos(args) => halyard_node::chaos_cmd::main(args).await,
+            Cmd::Jepsen(args) => halyard_node::jepsen_cmd::main(args).await,
             Cmd::Certs { out, nodes } => {
                 let ids = ctl::parse_ids(&nodes)?;
                 tls::generate(&out, &ids)?;
