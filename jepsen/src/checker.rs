@@ -112,17 +112,21 @@ pub fn set(ops: &[Op]) -> SetResult {
         .or(r.failed_but_delivered.first())
         .cloned();
     if let Some(tok) = first_bad {
+        // The token's own operations, and the final read reduced to how often it saw it.
+        let seen = counts.get(tok.as_str()).copied().unwrap_or(0);
         r.excerpt = ops
             .iter()
-            .filter(|o| {
-                o.value.as_str() == Some(tok.as_str())
-                    || (o.f == "read" && o.kind == OpType::Ok)
-                    || ps.iter().any(|(i, d)| {
-                        i.value.as_str() == Some(tok.as_str())
-                            && d.is_some_and(|d| d.index == o.index)
-                    })
+            .filter_map(|o| {
+                if o.value.as_str() == Some(tok.as_str()) {
+                    Some(o.clone())
+                } else if o.f == "read" && o.kind == OpType::Ok {
+                    let mut o = o.clone();
+                    o.value = serde_json::json!({ "token": tok, "times_read": seen });
+                    Some(o)
+                } else {
+                    None
+                }
             })
-            .cloned()
             .collect();
     }
     r

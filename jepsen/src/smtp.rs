@@ -212,14 +212,27 @@ pub fn run(cfg: &SmtpRun) -> Vec<Op> {
     });
     let smtp = SocketAddr::from((cfg.address, 25));
     let stop = Arc::new(AtomicBool::new(false));
+    // Tokens carry the run's id: the mailbox may hold earlier runs' mail, which this run's
+    // read leaves out.
+    let run_id = format!(
+        "r{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
     let mut clients = Vec::new();
     for p in 0..cfg.clients {
-        let (rec, stop, to) = (rec.clone(), stop.clone(), cfg.recipient.clone());
+        let (rec, stop, to, run_id) = (
+            rec.clone(),
+            stop.clone(),
+            cfg.recipient.clone(),
+            run_id.clone(),
+        );
         clients.push(std::thread::spawn(move || {
             let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) && seq < 1_000_000 {
                 seq += 1;
-                let token = format!("t{p}-{seq}");
+                let token = format!("{run_id}-t{p}-{seq}");
                 rec.record(p, OpType::Invoke, "send", json!(token), None);
                 match send(smtp, &to, &token) {
                     Outcome::Ok => rec.record(p, OpType::Ok, "send", json!(token), None),
@@ -312,7 +325,12 @@ pub fn run(cfg: &SmtpRun) -> Vec<Op> {
     let mut last = String::new();
     let mut previous: Option<usize> = None;
     loop {
-        match read_subjects(imap, &cfg.login, &cfg.password) {
+        let mine = |s: Vec<String>| -> Vec<String> {
+            s.into_iter()
+                .filter(|t| t.starts_with(&format!("{run_id}-")))
+                .collect()
+        };
+        match read_subjects(imap, &cfg.login, &cfg.password).map(mine) {
             // Deliveries of the last messages may still be in flight: read until two reads
             // a second apart agree.
             Ok(s) if previous == Some(s.len()) => {
