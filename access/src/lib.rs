@@ -124,30 +124,24 @@ pub struct Binder {
 impl Binder {
     /// Binds every configured IMAP/POP3 listener's port on `ip`.
     pub async fn bind_on(&self, ip: std::net::IpAddr) -> anyhow::Result<ListenerSet> {
-        use anyhow::Context;
-        let (mut set, stop_rx) = ListenerSet::new();
-        for (key, addr, proto, implicit) in listeners(&self.shared.cfg) {
-            let Some(addr) = addr else { continue };
-            let port: SocketAddr = addr.parse().with_context(|| format!("{key} {addr}"))?;
-            let at = SocketAddr::new(ip, port.port());
-            let l = match TcpListener::bind(at).await {
-                Ok(l) => l,
-                Err(e) => {
-                    set.stop(std::time::Duration::ZERO).await;
-                    return Err(e).with_context(|| format!("{key} on {at}: cannot bind"));
-                }
-            };
-            let task = tokio::spawn(accept_loop(
-                proto,
-                l,
-                self.shared.clone(),
-                implicit,
-                stop_rx.clone(),
-                Some(set.sessions()),
-            ));
-            set.add(at, task);
-        }
-        Ok(set)
+        let shared = self.shared.clone();
+        ListenerSet::bind_all(
+            ip,
+            listeners(&self.shared.cfg)
+                .map(|(key, addr, proto, implicit)| (key, addr.clone(), (proto, implicit))),
+            |l, (proto, implicit), stop, sessions| {
+                tokio::spawn(accept_loop(
+                    proto,
+                    l,
+                    shared.clone(),
+                    implicit,
+                    stop,
+                    Some(sessions),
+                ))
+            },
+        )
+        .await
+        .map_err(anyhow::Error::msg)
     }
 }
 

@@ -198,8 +198,8 @@ pub struct ListenerSet {
 }
 
 impl ListenerSet {
-    /// An empty set; its `stop_signal` goes to the accept loops and sessions it gets.
-    pub fn new() -> (ListenerSet, tokio::sync::watch::Receiver<bool>) {
+    /// An empty set, and the stop signal its accept loops and sessions get.
+    fn new() -> (ListenerSet, tokio::sync::watch::Receiver<bool>) {
         let (stop, rx) = tokio::sync::watch::channel(false);
         (
             ListenerSet {
@@ -212,14 +212,42 @@ impl ListenerSet {
         )
     }
 
-    /// Where accept loops register the sessions they start.
-    pub fn sessions(&self) -> std::sync::Arc<Sessions> {
-        self.sessions.clone()
-    }
-
-    pub fn add(&mut self, at: std::net::SocketAddr, accept_loop: tokio::task::JoinHandle<()>) {
-        self.bound.push(at);
-        self.tasks.push(accept_loop);
+    /// Binds the port of each configured listener (`(config key, "IP:port", what)`, `None`
+    /// = not configured) on `ip` and starts `serve(listener, what, stop, sessions)` on it. A
+    /// port that cannot be bound closes what was opened and is the error.
+    pub async fn bind_all<K>(
+        ip: std::net::IpAddr,
+        listeners: impl IntoIterator<Item = (&'static str, Option<String>, K)>,
+        mut serve: impl FnMut(
+            tokio::net::TcpListener,
+            K,
+            tokio::sync::watch::Receiver<bool>,
+            std::sync::Arc<Sessions>,
+        ) -> tokio::task::JoinHandle<()>,
+    ) -> Result<ListenerSet, String> {
+        let (mut set, stop_rx) = ListenerSet::new();
+        for (key, addr, what) in listeners {
+            let Some(addr) = addr else { continue };
+            let at = match addr.parse::<std::net::SocketAddr>() {
+                Ok(a) => std::net::SocketAddr::new(ip, a.port()),
+                Err(_) => {
+                    set.stop(std::time::Duration::ZERO).await;
+                    return Err(format!("{key} {addr}: not IP:port"));
+                }
+            };
+            match tokio::net::TcpListener::bind(at).await {
+                Ok(l) => {
+                    let task = serve(l, what, stop_rx.clone(), set.sessions.clone());
+                    set.bound.push(at);
+                    set.tasks.push(task);
+                }
+                Err(e) => {
+                    set.stop(std::time::Duration::ZERO).await;
+                    return Err(format!("{key} on {at}: cannot bind: {e}"));
+                }
+            }
+        }
+        Ok(set)
     }
 
     /// Stops accepting at once; the sessions (told through the stop signal: SMTP answers 421

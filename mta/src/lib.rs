@@ -363,31 +363,23 @@ pub struct Binder {
 impl Binder {
     /// Binds every configured SMTP/submission/LMTP listener's port on `ip`.
     pub async fn bind_on(&self, ip: std::net::IpAddr) -> Result<ListenerSet, String> {
-        let (mut set, stop_rx) = ListenerSet::new();
-        for (key, addr, kind, implicit) in listeners(&self.shared.cfg) {
-            let Some(addr) = addr else { continue };
-            let port: SocketAddr = addr
-                .parse()
-                .map_err(|_| format!("{key} {addr}: not IP:port"))?;
-            let at = SocketAddr::new(ip, port.port());
-            let l = match TcpListener::bind(at).await {
-                Ok(l) => l,
-                Err(e) => {
-                    set.stop(std::time::Duration::ZERO).await;
-                    return Err(format!("{key} on {at}: cannot bind: {e}"));
-                }
-            };
-            let task = tokio::spawn(accept_loop(
-                l,
-                self.shared.clone(),
-                kind,
-                implicit,
-                stop_rx.clone(),
-                Some(set.sessions()),
-            ));
-            set.add(at, task);
-        }
-        Ok(set)
+        let shared = self.shared.clone();
+        ListenerSet::bind_all(
+            ip,
+            listeners(&self.shared.cfg)
+                .map(|(key, addr, kind, implicit)| (key, addr.clone(), (kind, implicit))),
+            |l, (kind, implicit), stop, sessions| {
+                tokio::spawn(accept_loop(
+                    l,
+                    shared.clone(),
+                    kind,
+                    implicit,
+                    stop,
+                    Some(sessions),
+                ))
+            },
+        )
+        .await
     }
 }
 

@@ -22,6 +22,15 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const RG1: &str = "198.18.0.100";
 const RG2: &str = "198.18.0.101";
 
+/// A finished command's standard output and error, as text.
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 fn halyard() -> &'static str {
     env!("CARGO_BIN_EXE_halyard")
 }
@@ -49,14 +58,7 @@ impl Bed {
             .args(["--prefix", &self.prefix])
             .output()
             .expect("halyard cluster");
-        (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        )
+        (o.status.success(), text(&o))
     }
 
     fn kill(&self, node: u64) {
@@ -77,14 +79,7 @@ impl Bed {
             .args(args)
             .output()
             .expect("halyard ctl");
-        (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        )
+        (o.status.success(), text(&o))
     }
 
     fn probe(&self, address: &str, secs: f64) -> Child {
@@ -365,11 +360,7 @@ fn switchover_under_smtp_source_loses_and_duplicates_nothing() {
                 .args(["-t", "demo@demo.test", &format!("{RG1}:25")])
                 .output()
                 .expect("smtp-source");
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let text = text(&out);
             acked.extend(
                 text.lines()
                     .filter_map(|l| l.split("250 2.0.0 OK queued as ").nth(1))
@@ -511,11 +502,7 @@ fn chaos_nemeses_cut_what_they_say_and_heal_restores() {
             .args(["--prefix", &bed.prefix])
             .output()
             .expect("halyard chaos");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let text = text(&o);
         assert!(o.status.success(), "chaos {args:?}: {text}");
         eprint!("{text}");
     };
@@ -574,11 +561,7 @@ fn jepsen_smtp_run_under_kill_is_valid() {
         .arg(&out)
         .output()
         .expect("halyard jepsen");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = text(&o);
     eprintln!("{text}");
     assert!(o.status.success(), "{text}");
     assert!(
