@@ -698,6 +698,47 @@ members = [1]
             ),
             (GOOD.replace("plaintext = true", ""), "cluster.tls"),
             (GOOD.replace("[[groups]]", "bogus = 1\n[[groups]]"), "line"),
+            // Floating addresses and topology.
+            (
+                GOOD.replace("members = [1]", "members = [1]\naddress = \"fd00::1/64\""),
+                "groups[0].address",
+            ),
+            (
+                GOOD.replace(
+                    "members = [1]",
+                    "members = [1]\naddress = \"198.18.0.100/24\"",
+                ),
+                "fencing.interface",
+            ),
+            (
+                GOOD.replace("members = [1]", "members = [1]\npreferred = 2"),
+                "groups[0].preferred",
+            ),
+            (
+                GOOD.replace("members = [1]", "members = [1]\nleaders = [3]"),
+                "groups[0].leaders",
+            ),
+            (
+                GOOD.replace(
+                    "addr = \"127.0.0.1:7700\"",
+                    "addr = \"127.0.0.1:7700\"\nwitness = true",
+                ),
+                "groups[0].members",
+            ),
+            (
+                format!(
+                    "{}\n[mta]\nsmtp_listen = \"0.0.0.0:25\"\n[fencing]\ninterface = \"eth0\"\n",
+                    GOOD.replace(
+                        "members = [1]",
+                        "members = [1]\naddress = \"198.18.0.100/24\""
+                    )
+                ),
+                "mta.smtp_listen",
+            ),
+            (
+                format!("{GOOD}\n[fencing]\nlease_ms = 900\n"),
+                "fencing.lease_ms",
+            ),
         ];
         for (text, key) in cases {
             let p = write(d.path(), &text);
