@@ -11,6 +11,8 @@
 //! need a userspace proxy between nodes); nor are clock faults (libfaketime) and membership
 //! changes — see the issue "Jepsen-style harness and chaos nemeses".
 
+pub mod nfqueue;
+
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
