@@ -3,18 +3,25 @@
 //! Nemeses for clusters started by `halyard cluster up` (each node in its own network
 //! namespace): network partitions of several shapes and probabilistic loss with nftables
 //! rules inside the node namespaces (traffic between nodes only: clients and the host leg keep
-//! reaching every node, as in a real split of the cluster network), and process faults
-//! (kill -9, SIGSTOP/SIGCONT) by pid. [`heal`] undoes every network fault and resumes every
-//! paused node; it is idempotent, so a harness calls it on every exit path.
+//! reaching every node, as in a real split of the cluster network); delay and reordering of a
+//! node's cluster traffic through NFQUEUE and a userspace delayer ([`delay`], as this kernel has
+//! no `tc netem`); wall-clock skew and strobe through libfaketime ([`clock`]); and process
+//! faults (kill -9, SIGSTOP/SIGCONT) by pid. [`heal`] undoes every network and clock fault and
+//! resumes every paused node; it is idempotent, so a harness calls it on every exit path.
 //!
-//! `tc netem` is not available in this kernel, so delay and reordering are not here yet (they
-//! need a userspace proxy between nodes); nor are clock faults (libfaketime) and membership
-//! changes — see the issue "Jepsen-style harness and chaos nemeses".
+//! Delay and clock faults need helper processes that outlive the call that applies them
+//! ([`helper`]): they are `halyard` subcommands (`chaos-delayd`, `chaos-strobed`), started from
+//! the running binary, with pid files in [`Target::state_dir`]. Membership changes are not
+//! here yet — see the issue "Jepsen-style harness and chaos nemeses".
 
+pub mod clock;
+pub mod delay;
+pub mod helper;
 pub mod nfqueue;
 
 use std::io::Write;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 /// Name of the nftables table the nemeses own in each node namespace.
@@ -30,6 +37,22 @@ pub struct Target {
     pub ip: Ipv4Addr,
     /// Its process, when running.
     pub pid: Option<i32>,
+    /// The testbed's state directory: where the node's clock file (`clock-n<id>`, see
+    /// [`clock::file`]) is, and where helper processes keep their pid files and logs. `None`
+    /// means no clock faults, and helper files under `/run/halyard-chaos/<ns>`.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for Target {
+    fn default() -> Target {
+        Target {
+            id: 0,
+            ns: String::new(),
+            ip: Ipv4Addr::UNSPECIFIED,
+            pid: None,
+            state_dir: None,
+        }
+    }
 }
 
 /// A fault.
@@ -55,6 +78,27 @@ pub enum Fault {
         node: u64,
         percent: u8,
     },
+    /// Packets between `node` and the other nodes wait `ms ± jitter_ms` (drawn per packet, so
+    /// a jitter above the gap between packets reorders them), in both directions. Stacks with
+    /// the other network faults; one delay per node (a second replaces the first).
+    Delay {
+        node: u64,
+        ms: u64,
+        jitter_ms: u64,
+    },
+    /// `node`'s wall clock (`CLOCK_REALTIME` only) is off by `offset_ms`.
+    ClockSkew {
+        node: u64,
+        offset_ms: i64,
+    },
+    /// `node`'s wall clock flips between `+delta_ms` and true every `period_ms`, for
+    /// `duration_ms` (then it is true again).
+    ClockStrobe {
+        node: u64,
+        delta_ms: i64,
+        period_ms: u64,
+        duration_ms: u64,
+    },
     Kill(u64),
     Pause(u64),
     Resume(u64),
@@ -71,6 +115,23 @@ impl std::fmt::Display for Fault {
             } => write!(f, "bridge {left:?} <- {bridge} -> {right:?}"),
             Fault::OneWay { from, to } => write!(f, "one-way loss {from} -> {to}"),
             Fault::Loss { node, percent } => write!(f, "{percent}% loss at node {node}"),
+            Fault::Delay {
+                node,
+                ms,
+                jitter_ms,
+            } => write!(f, "delay {ms}±{jitter_ms} ms at node {node}"),
+            Fault::ClockSkew { node, offset_ms } => {
+                write!(f, "clock of node {node} off by {offset_ms} ms")
+            }
+            Fault::ClockStrobe {
+                node,
+                delta_ms,
+                period_ms,
+                duration_ms,
+            } => write!(
+                f,
+                "clock of node {node} strobing by {delta_ms} ms every {period_ms} ms for {duration_ms} ms"
+            ),
             Fault::Kill(n) => write!(f, "kill -9 node {n}"),
             Fault::Pause(n) => write!(f, "SIGSTOP node {n}"),
             Fault::Resume(n) => write!(f, "SIGCONT node {n}"),
@@ -157,7 +218,12 @@ pub fn rules(targets: &[Target], fault: &Fault) -> Result<Vec<(u64, Rules)>, Str
                 .1
                 .loss = Some((*percent, others));
         }
-        Fault::Kill(_) | Fault::Pause(_) | Fault::Resume(_) => {}
+        Fault::Delay { .. }
+        | Fault::ClockSkew { .. }
+        | Fault::ClockStrobe { .. }
+        | Fault::Kill(_)
+        | Fault::Pause(_)
+        | Fault::Resume(_) => {}
     }
     Ok(out)
 }
@@ -235,8 +301,9 @@ fn signal(t: &Target, sig: i32) -> Result<(), String> {
     Ok(())
 }
 
-/// Applies a fault. Network faults replace the nemesis rules in every node namespace (one
-/// network fault at a time; combine shapes with [`Fault::Partition`]'s components).
+/// Applies a fault. Partition, bridge, one-way and loss replace the nftables rules in every
+/// node namespace (one of them at a time; combine shapes with [`Fault::Partition`]'s
+/// components); a delay or clock fault comes on top of them, one of each kind per node.
 pub fn apply(targets: &[Target], fault: &Fault) -> Result<(), String> {
     let by_id = |id: u64| {
         targets
@@ -248,7 +315,34 @@ pub fn apply(targets: &[Target], fault: &Fault) -> Result<(), String> {
         Fault::Kill(n) => signal(by_id(*n)?, libc::SIGKILL),
         Fault::Pause(n) => signal(by_id(*n)?, libc::SIGSTOP),
         Fault::Resume(n) => signal(by_id(*n)?, libc::SIGCONT),
-        _ => {
+        Fault::Delay {
+            node,
+            ms,
+            jitter_ms,
+        } => {
+            let t = by_id(*node)?;
+            let peers: Vec<Ipv4Addr> = targets
+                .iter()
+                .filter(|o| o.id != *node)
+                .map(|o| o.ip)
+                .collect();
+            delay::start(
+                t,
+                &peers,
+                delay::DelaySpec {
+                    ms: *ms,
+                    jitter_ms: *jitter_ms,
+                },
+            )
+        }
+        Fault::ClockSkew { node, offset_ms } => clock::skew(by_id(*node)?, *offset_ms),
+        Fault::ClockStrobe {
+            node,
+            delta_ms,
+            period_ms,
+            duration_ms,
+        } => clock::start_strobe(by_id(*node)?, *delta_ms, *period_ms, *duration_ms),
+        Fault::Partition(_) | Fault::Bridge { .. } | Fault::OneWay { .. } | Fault::Loss { .. } => {
             for (id, r) in rules(targets, fault)? {
                 nft(&by_id(id)?.ns, &script(&r))?;
             }
@@ -257,9 +351,10 @@ pub fn apply(targets: &[Target], fault: &Fault) -> Result<(), String> {
     }
 }
 
-/// Undoes every fault that can be undone: removes the nemesis tables from every namespace
-/// and resumes every paused node (killed nodes are restarted by the testbed, not here).
-/// Idempotent; reports the first error after trying everything.
+/// Undoes every fault that can be undone: removes the nemesis tables and delay rules from
+/// every namespace, ends the delayers and strobes, puts every clock back, and resumes every
+/// paused node (killed nodes are restarted by the testbed, not here). Idempotent; reports the
+/// first error after trying everything.
 pub fn heal(targets: &[Target]) -> Result<(), String> {
     let mut first = None;
     for t in targets {
@@ -267,6 +362,12 @@ pub fn heal(targets: &[Target]) -> Result<(), String> {
             &t.ns,
             &format!("table inet {TABLE}\ndelete table inet {TABLE}\n"),
         ) {
+            first.get_or_insert(e);
+        }
+        if let Err(e) = delay::stop(t) {
+            first.get_or_insert(e);
+        }
+        if let Err(e) = clock::stop(t) {
             first.get_or_insert(e);
         }
         if let Some(pid) = t.pid {
@@ -289,7 +390,7 @@ mod tests {
                 id: i,
                 ns: format!("t-n{i}"),
                 ip: Ipv4Addr::new(198, 18, 0, i as u8),
-                pid: None,
+                ..Target::default()
             })
             .collect()
     }

@@ -9,8 +9,19 @@
 //! halyard chaos one-way --from 1 --to 2
 //! halyard chaos loss --node 1 --percent 30
 //! halyard chaos kill|pause|resume --node 1
-//! halyard chaos heal                          # undo every network fault, resume paused nodes
+//! halyard chaos delay --node 1 --ms 100 [--jitter 50]     # node 1's cluster traffic waits
+//! halyard chaos clock --node 1 --offset-ms -30000         # node 1's wall clock 30 s behind
+//! halyard chaos strobe --node 1 --delta-ms 5000 --period-ms 1000 --duration-ms 60000
+//! halyard chaos heal                          # undo every fault, resume paused nodes
 //! ```
+//!
+//! `delay` and `strobe` leave a helper process running after this command exits (the packet
+//! delayer `halyard chaos-delayd` inside the node's namespace, the clock strober `halyard
+//! chaos-strobed`), with pid and log files `chaos-delay-n<id>.*` / `chaos-strobe-n<id>.*` in
+//! the testbed's state directory; `heal` ends them (a strobe also ends by itself after
+//! `--duration-ms`, a delayer after an hour). Clock faults need the nodes started under
+//! libfaketime, which `halyard cluster up` does when libfaketime is installed; only their wall
+//! clock moves (see `halyard_chaos::clock`).
 
 use std::path::PathBuf;
 
@@ -77,8 +88,89 @@ pub enum ChaosCmd {
         #[arg(long)]
         node: u64,
     },
-    /// Undo every network fault and resume every paused node.
+    /// Packets between a node and the other nodes wait `ms ± jitter` (reordered when the
+    /// jitter exceeds the gap between packets), both ways.
+    Delay {
+        #[arg(long)]
+        node: u64,
+        #[arg(long)]
+        ms: u64,
+        #[arg(long, default_value_t = 0)]
+        jitter: u64,
+    },
+    /// A node's wall clock jumps by an offset (negative: behind).
+    Clock {
+        #[arg(long)]
+        node: u64,
+        #[arg(long, allow_hyphen_values = true)]
+        offset_ms: i64,
+    },
+    /// A node's wall clock flips between +delta and true every period, for a duration.
+    Strobe {
+        #[arg(long)]
+        node: u64,
+        #[arg(long, allow_hyphen_values = true)]
+        delta_ms: i64,
+        #[arg(long)]
+        period_ms: u64,
+        #[arg(long)]
+        duration_ms: u64,
+    },
+    /// Undo every fault (network, delay, clock) and resume every paused node.
     Heal,
+}
+
+/// `halyard chaos-delayd` (hidden): the packet delayer `chaos delay` starts inside a node's
+/// namespace.
+#[derive(Debug, Args)]
+pub struct DelaydArgs {
+    /// The NFQUEUE number the node's rules send packets to.
+    #[arg(long, default_value_t = halyard_chaos::delay::QUEUE)]
+    pub queue: u16,
+    #[arg(long)]
+    pub ms: u64,
+    #[arg(long, default_value_t = 0)]
+    pub jitter: u64,
+    /// Packets held at once, at most (more pass undelayed).
+    #[arg(long, default_value_t = halyard_chaos::delay::DEFAULT_MAX_QUEUE)]
+    pub max_queue: u32,
+    /// Give up after this long if nobody heals.
+    #[arg(long, default_value_t = halyard_chaos::delay::DEFAULT_MAX_SECS)]
+    pub max_secs: u64,
+}
+
+/// `halyard chaos-strobed` (hidden): the clock strober `chaos strobe` starts.
+#[derive(Debug, Args)]
+pub struct StrobedArgs {
+    /// The node's libfaketime offset file.
+    #[arg(long)]
+    pub file: PathBuf,
+    #[arg(long, allow_hyphen_values = true)]
+    pub delta_ms: i64,
+    #[arg(long)]
+    pub period_ms: u64,
+    #[arg(long)]
+    pub duration_ms: u64,
+}
+
+/// Runs the delayer until SIGTERM; its summary goes to standard error (the helper's log).
+pub fn delayd(a: &DelaydArgs) -> Result<()> {
+    let spec = halyard_chaos::delay::DelaySpec {
+        ms: a.ms,
+        jitter_ms: a.jitter,
+    };
+    let st = halyard_chaos::delay::daemon(a.queue, spec, a.max_queue, a.max_secs)
+        .map_err(|e| anyhow!(e))?;
+    eprintln!("chaos-delayd: {}±{} ms: {st:?}", a.ms, a.jitter);
+    Ok(())
+}
+
+/// Runs a strobe to its end or SIGTERM.
+pub fn strobed(a: &StrobedArgs) -> Result<()> {
+    let flips = halyard_chaos::clock::daemon(&a.file, a.delta_ms, a.period_ms, a.duration_ms)
+        .map_err(|e| anyhow!(e))?;
+    eprintln!("chaos-strobed: {} flips of {} ms", flips, a.delta_ms);
+    Ok(())
 }
 
 pub fn targets(st: &ClusterState) -> Vec<Target> {
@@ -89,6 +181,7 @@ pub fn targets(st: &ClusterState) -> Vec<Target> {
             ns: n.ns.clone(),
             ip: n.ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
             pid: pid_of(st, n.id),
+            state_dir: Some(st.dir.clone()),
         })
         .collect()
 }
@@ -131,7 +224,7 @@ pub async fn main(args: ChaosArgs) -> Result<()> {
     let fault = match args.cmd {
         ChaosCmd::Heal => {
             halyard_chaos::heal(&t).map_err(|e| anyhow!(e))?;
-            println!("healed: no nemesis rules left, every node resumed");
+            println!("healed: no nemesis rules or delayers left, clocks true, every node resumed");
             return Ok(());
         }
         ChaosCmd::Partition {
@@ -171,6 +264,23 @@ pub async fn main(args: ChaosArgs) -> Result<()> {
         }
         ChaosCmd::OneWay { from, to } => Fault::OneWay { from, to },
         ChaosCmd::Loss { node, percent } => Fault::Loss { node, percent },
+        ChaosCmd::Delay { node, ms, jitter } => Fault::Delay {
+            node,
+            ms,
+            jitter_ms: jitter,
+        },
+        ChaosCmd::Clock { node, offset_ms } => Fault::ClockSkew { node, offset_ms },
+        ChaosCmd::Strobe {
+            node,
+            delta_ms,
+            period_ms,
+            duration_ms,
+        } => Fault::ClockStrobe {
+            node,
+            delta_ms,
+            period_ms,
+            duration_ms,
+        },
         ChaosCmd::Kill { node } => Fault::Kill(node),
         ChaosCmd::Pause { node } => Fault::Pause(node),
         ChaosCmd::Resume { node } => Fault::Resume(node),

@@ -60,8 +60,14 @@ enum Cmd {
     /// Internal: the helper a node starts to remove its floating addresses if it dies.
     #[command(hide = true)]
     FenceGuard,
+    /// Internal: the packet delayer `halyard chaos delay` runs in a node's namespace.
+    #[command(hide = true)]
+    ChaosDelayd(halyard_node::chaos_cmd::DelaydArgs),
+    /// Internal: the clock strober `halyard chaos strobe` runs.
+    #[command(hide = true)]
+    ChaosStrobed(halyard_node::chaos_cmd::StrobedArgs),
     /// One fault on a running `halyard cluster up` testbed: partition, bridge, one-way,
-    /// loss, kill, pause, resume; `heal` undoes them.
+    /// loss, delay, clock, strobe, kill, pause, resume; `heal` undoes them.
     Chaos(halyard_node::chaos_cmd::ChaosArgs),
     /// A Jepsen-style run on a `halyard cluster up` testbed: workload + nemesis + checker.
     Jepsen(halyard_node::jepsen_cmd::JepsenArgs),
@@ -115,6 +121,19 @@ fn main() {
         }
         return;
     }
+    // Chaos helpers: no runtime either, and nothing to log but their summary.
+    let helper = match &cli.cmd {
+        Cmd::ChaosDelayd(a) => Some(halyard_node::chaos_cmd::delayd(a)),
+        Cmd::ChaosStrobed(a) => Some(halyard_node::chaos_cmd::strobed(a)),
+        _ => None,
+    };
+    if let Some(r) = helper {
+        if let Err(e) = r {
+            eprintln!("halyard: error: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let default_log = match &cli.cmd {
         Cmd::Serve { .. } => "info,openraft=warn",
         // openraft logs peers that stop first as errors while the demo shuts down; RUST_LOG
@@ -142,7 +161,7 @@ fn main() {
             Cmd::Demo { data_dir, nodes } => demo::run(data_dir, nodes).await,
             Cmd::Ctl(args) => ctl::run(args).await,
             Cmd::Cluster(args) => halyard_node::cluster_cmd::main(args).await,
-            Cmd::FenceGuard => Ok(()),
+            Cmd::FenceGuard | Cmd::ChaosDelayd(_) | Cmd::ChaosStrobed(_) => Ok(()),
             Cmd::Chaos(args) => halyard_node::chaos_cmd::main(args).await,
             Cmd::Jepsen(args) => halyard_node::jepsen_cmd::main(args).await,
             Cmd::Certs { out, nodes } => {
