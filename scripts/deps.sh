@@ -9,8 +9,9 @@ BUILD_PKGS=(libclang-dev clang g++ make pkg-config)
 # swaks as an SMTP client).
 # Postfix provides smtp-sink (a relay target) and smtp-source (the benchmark client); its own
 # daemon is left unconfigured and stopped. dnsmasq serves MX records on loopback.
+# Chaos: iptables (NFQUEUE rules of the delay nemesis), faketime/libfaketime (clock nemeses).
 TEST_PKGS=(iproute2 procps slapd ldap-utils python3 isync fetchmail swaks libnet-ssleay-perl
-  libio-socket-ssl-perl postfix dnsmasq-base nftables)
+  libio-socket-ssl-perl postfix dnsmasq-base nftables iptables faketime libfaketime)
 
 want=("${BUILD_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then

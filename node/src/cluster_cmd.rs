@@ -516,6 +516,10 @@ pub fn start_node(st: &ClusterState, n: &NodeState) -> Result<()> {
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=off".into()),
         )
         .process_group(0);
+    // Under libfaketime when it is installed, so `halyard chaos clock|strobe` can move this
+    // node's wall clock (monotonic time stays true; see halyard_chaos::clock).
+    let clock = halyard_chaos::clock::node_env(&st.dir, n.id).map_err(|e| anyhow::anyhow!(e))?;
+    cmd.envs(clock.into_iter().flatten());
     let child = cmd.spawn().context("starting a node")?;
     // `ip netns exec` execs the command: this pid is the node's.
     std::fs::write(pid_file(st, n.id), child.id().to_string())?;
