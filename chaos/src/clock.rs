@@ -3,8 +3,9 @@
 //!
 //! The testbed (`halyard cluster up` / `start`) starts every node with [`node_env`]:
 //! `LD_PRELOAD` of libfaketime (the thread-safe `libfaketimeMT.so.1` when present), its offset
-//! read from a file of the node's own ([`file`], `<state dir>/clock-n<id>`, created as `+0`),
-//! re-read at most every [`CACHE_SECS`] second, and `FAKETIME_DONT_FAKE_MONOTONIC=1`: only
+//! read from a file of the node's own ([`file`], `<state dir>/clock-n<id>`, created as `+0`)
+//! and re-read each time the real second changes (`FAKETIME_CACHE_DURATION` [`CACHE_SECS`]),
+//! and `FAKETIME_DONT_FAKE_MONOTONIC=1`: only
 //! `CLOCK_REALTIME` (`SystemTime`, `chrono::Utc::now`, message dates, log timestamps, the
 //! audit times of fencing records) is skewed. `CLOCK_MONOTONIC` — `Instant`, what Raft timers,
 //! leases and the lease watchdog run on — stays true: a skewed node must still be safe, and
@@ -12,8 +13,13 @@
 //!
 //! The file holds one libfaketime offset, `+S.mmm` / `-S.mmm` seconds (see the libfaketime
 //! README, "Using offsets for relative dates"); [`write_offset`] replaces it atomically so a
-//! node never reads it half-written. Because libfaketime caches the file for a second, a
-//! strobe faster than that is sampled: the node sees one of the two offsets each second.
+//! node never reads it half-written. A new offset takes effect within a second; a strobe
+//! faster than that is sampled, the node seeing one of its two offsets each second.
+//!
+//! libfaketime also keeps a semaphore and shared memory per process in `/dev/shm`, removed
+//! only when that process exits normally; a node killed with -9 leaves them, and a later
+//! process given the same pid would die at start. [`node_env`] sweeps the stale ones first
+//! ([`sweep_stale_shm`]).
 //!
 //! A strobe runs in a helper process (`halyard chaos-strobed`, see [`crate::helper`]) that
 //! flips the file every `period_ms` for `duration_ms` and then writes `+0`; [`stop`] (part of
@@ -26,8 +32,10 @@ use std::time::{Duration, Instant};
 use crate::Target;
 use crate::helper;
 
-/// Seconds libfaketime keeps the offset before reading the file again.
-pub const CACHE_SECS: u64 = 1;
+/// `FAKETIME_CACHE_DURATION`: libfaketime reads the file again once more than this many whole
+/// seconds have passed since it last did, so 0 is "each new second" (1 would be every other
+/// second; `FAKETIME_NO_CACHE` would read the file on every wall-clock call, ten times slower).
+pub const CACHE_SECS: u64 = 0;
 
 /// The hidden subcommand that runs a strobe.
 pub const SUBCOMMAND: &str = "chaos-strobed";
@@ -64,6 +72,7 @@ pub fn node_env(state_dir: &Path, id: u64) -> Result<Option<Vec<(String, String)
     let Some(lib) = library() else {
         return Ok(None);
     };
+    sweep_stale_shm();
     let f = file(state_dir, id);
     if !f.exists() {
         write_offset(&f, 0)?;
@@ -74,6 +83,30 @@ pub fn node_env(state_dir: &Path, id: u64) -> Result<Option<Vec<(String, String)
         ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
         ("FAKETIME_CACHE_DURATION".into(), CACHE_SECS.to_string()),
     ]))
+}
+
+/// Removes libfaketime's per-process files (`/dev/shm/faketime_shm_<pid>`,
+/// `/dev/shm/sem.faketime_sem_<pid>`) of processes that no longer exist; how many.
+pub fn sweep_stale_shm() -> usize {
+    let Ok(rd) = std::fs::read_dir("/dev/shm") else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in rd.flatten().take(100_000) {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let pid = name
+            .strip_prefix("faketime_shm_")
+            .or_else(|| name.strip_prefix("sem.faketime_sem_"))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// libfaketime's spelling of an offset of `ms` milliseconds: `+0`, `+1.500`, `-0.250`.
@@ -284,6 +317,19 @@ mod tests {
         assert_eq!(flips, 0);
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "+0\n");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stale_shared_memory_of_dead_processes_is_swept() {
+        // A pid above pid_max's ceiling (2^22) cannot be alive.
+        let dead = "/dev/shm/faketime_shm_4194999";
+        let mine = format!("/dev/shm/sem.faketime_sem_{}", std::process::id());
+        std::fs::write(dead, b"").unwrap();
+        std::fs::write(&mine, b"").unwrap();
+        sweep_stale_shm();
+        assert!(!Path::new(dead).exists());
+        assert!(Path::new(&mine).exists());
+        std::fs::remove_file(&mine).unwrap();
     }
 
     /// The file format and environment really move `date`'s clock (skipped without
