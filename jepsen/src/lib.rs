@@ -13,4 +13,5 @@
 
 pub mod checker;
 pub mod history;
+pub mod linearizable;
 pub mod smtp;
