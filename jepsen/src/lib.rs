@@ -14,4 +14,5 @@
 pub mod checker;
 pub mod history;
 pub mod linearizable;
+pub mod report;
 pub mod smtp;
