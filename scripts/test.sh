@@ -6,5 +6,10 @@ cd "$(dirname "$0")/.."
 ./scripts/deps.sh --test
 # A target directory outside the clone lets a warm machine reuse the RocksDB build (~15 min).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/halyard-target}"
+# The deliberately broken build (SMTP 250 before commit) that the Jepsen test must catch:
+# only halyard-mta and halyard-node are built again with the feature (RocksDB is shared).
+cargo build --locked --workspace --features halyard-node/jepsen-broken-ack
+cp "$CARGO_TARGET_DIR/debug/halyard" "$CARGO_TARGET_DIR/debug/halyard-broken-ack"
+export HALYARD_BROKEN_BINARY="$CARGO_TARGET_DIR/debug/halyard-broken-ack"
 # One cargo invocation builds and tests with one feature set, so RocksDB is built once.
 cargo test --locked --workspace --all-targets "$@"

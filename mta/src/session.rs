@@ -1076,7 +1076,20 @@ impl Session {
             // Not the master: the master proposes it for us, and says when it is committed.
             let proposed = match (group.leader_elsewhere(), &self.shared.backend.forward) {
                 (Some(addr), Some(forward)) => forward.propose(addr, group_name.clone(), cmd).await,
+                #[cfg(not(feature = "jepsen-broken-ack"))]
                 _ => group.propose(cmd).await,
+                // The deliberately broken build the Jepsen harness must catch: the 250 goes
+                // out before the entry is committed (never enable this feature elsewhere).
+                #[cfg(feature = "jepsen-broken-ack")]
+                _ => {
+                    let g = group.clone();
+                    tokio::spawn(async move {
+                        let _ = g.propose(cmd).await;
+                    });
+                    Ok(Reply::Enqueued {
+                        queue_id: id.clone(),
+                    })
+                }
             };
             match proposed {
                 Ok(Reply::Enqueued { .. }) => {
