@@ -140,6 +140,19 @@ impl Recorder {
         value: serde_json::Value,
         error: Option<String>,
     ) {
+        self.record_at(process, kind, f, value, error, None)
+    }
+
+    /// As [`Recorder::record`], naming the node that served the operation.
+    pub fn record_at(
+        &self,
+        process: u64,
+        kind: OpType,
+        f: &str,
+        value: serde_json::Value,
+        error: Option<String>,
+        node: Option<u64>,
+    ) {
         let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
         ops.push(Op {
             index: self.index.fetch_add(1, Ordering::SeqCst),
@@ -151,7 +164,7 @@ impl Recorder {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64),
             mono_ns: self.start.elapsed().as_nanos() as u64,
-            node: None,
+            node,
             error,
         });
     }

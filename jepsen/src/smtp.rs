@@ -21,7 +21,14 @@ enum Outcome {
     Info(String),
 }
 
-fn send(addr: SocketAddr, to: &str, token: &str) -> Outcome {
+/// Sends one token; also returns the node that answered (from its banner, `220 node<N>.…`).
+fn send(addr: SocketAddr, to: &str, token: &str) -> (Outcome, Option<u64>) {
+    let mut node = None;
+    let o = send_inner(addr, to, token, &mut node);
+    (o, node)
+}
+
+fn send_inner(addr: SocketAddr, to: &str, token: &str, node: &mut Option<u64>) -> Outcome {
     let s = match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
         Ok(s) => s,
         Err(e) => return Outcome::Fail(format!("connect: {e}")),
@@ -45,7 +52,12 @@ fn send(addr: SocketAddr, to: &str, token: &str) -> Outcome {
     };
     // Before the data is complete nothing can be queued: any failure is a `fail`.
     match reply() {
-        Ok(l) if l.starts_with("220") => {}
+        Ok(l) if l.starts_with("220") => {
+            *node = l
+                .strip_prefix("220 node")
+                .and_then(|r| r.split('.').next())
+                .and_then(|n| n.parse().ok());
+        }
         Ok(l) => return Outcome::Fail(l),
         Err(e) => return Outcome::Fail(e),
     }
@@ -156,14 +168,15 @@ impl Workload for Smtp {
         let smtp = SocketAddr::from((bed.address, 25));
         let token = format!("{}-t{p}-{seq}", self.run_id);
         rec.record(p, OpType::Invoke, "send", json!(token), None);
-        match send(smtp, &bed.recipient, &token) {
-            Outcome::Ok => rec.record(p, OpType::Ok, "send", json!(token), None),
+        let (outcome, node) = send(smtp, &bed.recipient, &token);
+        match outcome {
+            Outcome::Ok => rec.record_at(p, OpType::Ok, "send", json!(token), None, node),
             Outcome::Fail(e) => {
-                rec.record(p, OpType::Fail, "send", json!(token), Some(e));
+                rec.record_at(p, OpType::Fail, "send", json!(token), Some(e), node);
                 std::thread::sleep(Duration::from_millis(50));
             }
             Outcome::Info(e) => {
-                rec.record(p, OpType::Info, "send", json!(token), Some(e));
+                rec.record_at(p, OpType::Info, "send", json!(token), Some(e), node);
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
