@@ -22,21 +22,19 @@
 //! largest UID read.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::history::{Op, OpType, pairs};
-use crate::imap::{AppendError, Imap, Response, Status, number_after};
+use crate::imap::{AppendError, Imap, Pool, Response, Status, number_after};
 use crate::runner::{Recorder, Rng, Testbed, Workload};
 
 pub struct Append {
     pub run_id: String,
     pub keys: u64,
-    conns: Mutex<HashMap<u64, Imap>>,
+    conns: Pool,
 }
 
 impl Append {
@@ -44,7 +42,7 @@ impl Append {
         Append {
             run_id: run_id.to_string(),
             keys: keys.max(1),
-            conns: Mutex::new(HashMap::new()),
+            conns: Pool::default(),
         }
     }
 
@@ -53,26 +51,11 @@ impl Append {
     }
 
     fn conn(&self, bed: &Testbed, p: u64) -> Result<Imap, String> {
-        if let Some(c) = self
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&p)
-        {
-            return Ok(c);
-        }
-        Imap::login(
-            SocketAddr::from((bed.address, 143)),
-            &bed.login,
-            &bed.password,
-        )
+        self.conns.take(p, bed, |_| Ok(()))
     }
 
     fn keep(&self, p: u64, c: Imap) {
-        self.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(p, c);
+        self.conns.put(p, c);
     }
 }
 

@@ -151,6 +151,40 @@ impl Imap {
     }
 }
 
+/// One connection per client process, kept between operations; a connection that failed is
+/// not put back, so the next operation logs in again.
+#[derive(Default)]
+pub struct Pool(std::sync::Mutex<std::collections::HashMap<u64, Imap>>);
+
+impl Pool {
+    /// Process `p`'s connection, or a new one logged in to the testbed's address (`fresh`
+    /// prepares it, e.g. with a SELECT).
+    pub fn take(
+        &self,
+        p: u64,
+        bed: &crate::runner::Testbed,
+        fresh: impl FnOnce(&mut Imap) -> Result<(), String>,
+    ) -> Result<Imap, String> {
+        if let Some(c) = self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&p) {
+            return Ok(c);
+        }
+        let mut c = Imap::login(
+            SocketAddr::from((bed.address, 143)),
+            &bed.login,
+            &bed.password,
+        )?;
+        fresh(&mut c)?;
+        Ok(c)
+    }
+
+    pub fn put(&self, p: u64, c: Imap) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p, c);
+    }
+}
+
 #[derive(Debug)]
 pub enum AppendError {
     /// Nothing was sent: the message cannot have been stored.

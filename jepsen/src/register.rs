@@ -10,7 +10,6 @@
 //! - `read`: invoke `{"key": K, "value": null}`; ok `{"key": K, "value": [keywords]}` (only
 //!   this workload's keywords `$j1`…`$j5`; system flags are left out).
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -19,7 +18,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::history::OpType;
-use crate::imap::{Imap, Status, list_after, quote};
+use crate::imap::{Imap, Pool, Status, list_after, quote};
 use crate::runner::{Recorder, Rng, Testbed, Workload};
 
 /// The keywords values are made of (5 keywords: 32 distinct register values).
@@ -29,7 +28,7 @@ pub struct Register {
     pub run_id: String,
     pub keys: u64,
     uids: Mutex<Vec<u64>>,
-    conns: Mutex<HashMap<u64, Imap>>,
+    conns: Pool,
 }
 
 impl Register {
@@ -38,7 +37,7 @@ impl Register {
             run_id: run_id.to_string(),
             keys: keys.max(1),
             uids: Mutex::new(Vec::new()),
-            conns: Mutex::new(HashMap::new()),
+            conns: Pool::default(),
         }
     }
 
@@ -47,24 +46,14 @@ impl Register {
     }
 
     fn conn(&self, bed: &Testbed, p: u64) -> Result<Imap, String> {
-        if let Some(c) = self
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&p)
-        {
-            return Ok(c);
-        }
-        let mut c = Imap::login(
-            SocketAddr::from((bed.address, 143)),
-            &bed.login,
-            &bed.password,
-        )?;
-        let r = c.command(&format!("SELECT {}", quote(&self.mailbox())))?;
-        match r.status {
-            Status::Ok(_) => Ok(c),
-            s => Err(format!("SELECT: {s:?}")),
-        }
+        let mailbox = self.mailbox();
+        self.conns.take(p, bed, |c| {
+            let r = c.command(&format!("SELECT {}", quote(&mailbox)))?;
+            match r.status {
+                Status::Ok(_) => Ok(()),
+                s => Err(format!("SELECT: {s:?}")),
+            }
+        })
     }
 }
 
@@ -213,10 +202,7 @@ impl Workload for Register {
             }
         };
         if keep {
-            self.conns
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(p, c);
+            self.conns.put(p, c);
         } else {
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -242,10 +228,7 @@ impl Workload for Register {
                         .iter()
                         .find_map(|l| list_after(l, "FLAGS"))
                         .ok_or("no FLAGS")?;
-                    self.conns
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(p, c);
+                    self.conns.put(p, c);
                     Ok(l)
                 });
                 match r {
