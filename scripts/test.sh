@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 # A target directory outside the clone lets a warm machine reuse the RocksDB build (~15 min).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/halyard-target}"
 # The deliberately broken build (SMTP 250 before commit) that the Jepsen test must catch:
-# only halyard-mta and halyard-node are built again with the feature (RocksDB is shared).
-cargo build --locked --workspace --features halyard-node/jepsen-broken-ack
+# only halyard-mta and halyard-node are built again with the feature. It is a `cargo test`
+# build (of the HA test, which needs the binary) so that dependencies get the same features as
+# the test build below and RocksDB is built once; a plain `cargo build` would build them again.
+cargo test --locked --workspace --test ha --no-run --features halyard-node/jepsen-broken-ack
 cp "$CARGO_TARGET_DIR/debug/halyard" "$CARGO_TARGET_DIR/debug/halyard-broken-ack"
 export HALYARD_BROKEN_BINARY="$CARGO_TARGET_DIR/debug/halyard-broken-ack"
 # One cargo invocation builds and tests with one feature set, so RocksDB is built once.

@@ -133,14 +133,7 @@ pub async fn main(args: JepsenArgs) -> Result<()> {
             if ws.is_empty() || ns.is_empty() {
                 bail!("a campaign needs at least one workload and one nemesis");
             }
-            // Every (workload, nemesis) pair once, ordered so that consecutive runs change
-            // both: run k has workload k mod W and nemesis (k div W + k mod W) mod N.
-            let plan: Vec<(String, Nemesis)> = (0..ws.len() * ns.len())
-                .map(|k| {
-                    let w = k % ws.len();
-                    (ws[w].clone(), ns[(k / ws.len() + w) % ns.len()])
-                })
-                .collect();
+            let plan = plan(&ws, &ns);
             let count = runs.unwrap_or(plan.len()).min(100_000);
             let out = out.unwrap_or_else(|| dir.join(format!("campaign-{}", now_s())));
             std::fs::create_dir_all(&out)?;
@@ -182,6 +175,18 @@ pub async fn main(args: JepsenArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Every (workload, nemesis) pair once, ordered so that consecutive runs change both and the
+/// first N runs see every nemesis: run k has nemesis k mod N and workload
+/// (k div N + k mod N) mod W.
+fn plan(ws: &[String], ns: &[Nemesis]) -> Vec<(String, Nemesis)> {
+    (0..ws.len() * ns.len())
+        .map(|k| {
+            let n = k % ns.len();
+            (ws[(k / ns.len() + n) % ws.len()].clone(), ns[n])
+        })
+        .collect()
 }
 
 fn now_s() -> u64 {
@@ -602,4 +607,26 @@ fn table(rows: &[Value]) -> String {
         ));
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_campaign_plan_has_every_pair_once_and_starts_with_every_nemesis() {
+        let ws: Vec<String> = ["smtp", "append", "register"].map(String::from).to_vec();
+        for n in 1..=Nemesis::ALL.len() {
+            let ns = &Nemesis::ALL[..n];
+            let p = plan(&ws, ns);
+            assert_eq!(p.len(), ws.len() * n);
+            let pairs: std::collections::HashSet<_> = p.iter().cloned().collect();
+            assert_eq!(pairs.len(), p.len(), "a pair twice with {n} nemeses");
+            let first: std::collections::HashSet<_> = p[..n].iter().map(|x| x.1).collect();
+            assert_eq!(first.len(), n);
+        }
+        let p = plan(&ws, &Nemesis::ALL[..5]);
+        let w: Vec<&str> = p[..5].iter().map(|x| x.0.as_str()).collect();
+        assert_eq!(w, ["smtp", "append", "register", "smtp", "append"]);
+    }
 }
