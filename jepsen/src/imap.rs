@@ -38,6 +38,7 @@ impl Imap {
             .map_err(|e| e.to_string())?;
         s.set_write_timeout(Some(Duration::from_secs(5)))
             .map_err(|e| e.to_string())?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
         let w = s.try_clone().map_err(|e| e.to_string())?;
         let mut c = Imap {
             r: BufReader::new(s),
@@ -143,9 +144,13 @@ impl Imap {
                 cont.trim_end()
             )));
         }
+        // One write: the message and its CRLF as two small segments would wait for the
+        // server's delayed ACK (Nagle), ~40 ms an APPEND.
+        let mut buf = Vec::with_capacity(message.len() + 2);
+        buf.extend_from_slice(message);
+        buf.extend_from_slice(b"\r\n");
         self.w
-            .write_all(message)
-            .and_then(|_| self.w.write_all(b"\r\n"))
+            .write_all(&buf)
             .map_err(|e| AppendError::Unknown(e.to_string()))?;
         self.collect(&tag).map_err(AppendError::Unknown)
     }

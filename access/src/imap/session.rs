@@ -1150,6 +1150,17 @@ impl Session {
             }
         };
         let uids: Vec<u32> = msgs.iter().map(|m| m.uid).collect();
+        // The mailbox record was read before the index: a message appended in between is in
+        // `msgs` but not yet in the record's UIDNEXT / HIGHESTMODSEQ. Never announce a UIDNEXT
+        // at or below a UID we report (RFC 9051 §2.3.1.1), nor a HIGHESTMODSEQ below a
+        // message's (found by the Jepsen list-append workload under a membership change).
+        let uidnext = mb
+            .uidnext
+            .max(uids.last().map_or(0, |u| u.saturating_add(1)));
+        let highestmodseq = msgs
+            .iter()
+            .map(|m| m.modseq)
+            .fold(mb.highestmodseq, u64::max);
         let first_unseen = msgs
             .iter()
             .position(|m| !m.flags.iter().any(|f| f == "\\Seen"))
@@ -1194,10 +1205,10 @@ impl Session {
         out.extend(status(
             Kind::Ok,
             None,
-            Some(Code::UidNext(nz(mb.uidnext))),
+            Some(Code::UidNext(nz(uidnext))),
             "predicted next UID",
         ));
-        if let Some(m) = NonZeroU64::new(mb.highestmodseq) {
+        if let Some(m) = NonZeroU64::new(highestmodseq) {
             out.extend(status(
                 Kind::Ok,
                 None,
