@@ -147,23 +147,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// A history from (process, type, f, value) tuples.
-    fn h(ops: &[(u64, OpType, &str, serde_json::Value)]) -> Vec<Op> {
-        ops.iter()
-            .enumerate()
-            .map(|(i, (p, k, f, v))| Op {
-                index: i as u64,
-                process: *p,
-                kind: *k,
-                f: f.to_string(),
-                value: v.clone(),
-                time_ms: 0,
-                mono_ns: i as u64,
-                node: None,
-                error: None,
-            })
-            .collect()
-    }
+    use crate::history::from_tuples as h;
 
     use OpType::*;
 

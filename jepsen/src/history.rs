@@ -90,3 +90,23 @@ pub fn pairs(ops: &[Op]) -> Result<Vec<(&Op, Option<&Op>)>, String> {
     }
     Ok(out)
 }
+
+/// A history from (process, type, f, value) tuples, in that order, for tests: positions
+/// 0, 1, …, monotonic times 1 µs apart.
+#[cfg(test)]
+pub(crate) fn from_tuples(ops: &[(u64, OpType, &str, serde_json::Value)]) -> Vec<Op> {
+    ops.iter()
+        .enumerate()
+        .map(|(i, (p, k, f, v))| Op {
+            index: i as u64,
+            process: *p,
+            kind: *k,
+            f: f.to_string(),
+            value: v.clone(),
+            time_ms: 0,
+            mono_ns: i as u64 * 1_000,
+            node: None,
+            error: None,
+        })
+        .collect()
+}

@@ -1097,23 +1097,7 @@ mod tests {
 
     use OpType::*;
 
-    /// A history from (process, type, f, value) tuples, in that order.
-    fn h(ops: &[(u64, OpType, &str, Value)]) -> Vec<Op> {
-        ops.iter()
-            .enumerate()
-            .map(|(i, (p, k, f, v))| Op {
-                index: i as u64,
-                process: *p,
-                kind: *k,
-                f: f.to_string(),
-                value: v.clone(),
-                time_ms: 0,
-                mono_ns: i as u64 * 1_000,
-                node: None,
-                error: None,
-            })
-            .collect()
-    }
+    use crate::history::from_tuples as h;
 
     fn w(key: &str, flags: &[&str]) -> Value {
         json!({ "key": key, "value": flags })
