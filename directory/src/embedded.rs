@@ -29,6 +29,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use halyard_raft_store::SmShared;
 use halyard_raft_store::directory::{
     DirAddress, DirDomain, DirReader, DirStatus, DirUser, canonical_address, canonical_domain,
+    effective_quota,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -99,10 +100,8 @@ pub fn user_record(u: &DirUser, d: Option<&DirDomain>) -> UserRecord {
         forwarding: u.forwarding.clone(),
         delivery_options: u.delivery_options.clone(),
         status: status(u.status),
-        quota_bytes: u.quota_bytes.or(d.and_then(|d| d.default_quota_bytes)),
-        quota_messages: u
-            .quota_messages
-            .or(d.and_then(|d| d.default_quota_messages)),
+        quota_bytes: effective_quota(u.quota_bytes, d.and_then(|d| d.default_quota_bytes)),
+        quota_messages: effective_quota(u.quota_messages, d.and_then(|d| d.default_quota_messages)),
         mail_host: u
             .mail_host
             .clone()

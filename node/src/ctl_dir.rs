@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use halyard_directory::embedded::hash_password;
 use halyard_raft_store::directory::{
-    DirAddress, DirCommand, DirDomain, DirStatus, DirUser, UserPatch, canonical_address,
+    DirAddress, DirCommand, DirDomain, DirStatus, DirUser, NO_LIMIT, UserPatch, canonical_address,
     canonical_domain,
 };
 use halyard_raft_store::{Command, Reply};
@@ -71,6 +71,37 @@ impl std::str::FromStr for Count {
     }
 }
 
+/// A user's quota override: a size, `none` (unlimited, whatever the domain's default) or
+/// `default` (no override: the domain's). `None` inside is "the domain's".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserSize(pub Option<u64>);
+
+impl std::str::FromStr for UserSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<UserSize, String> {
+        if s.trim().eq_ignore_ascii_case("default") {
+            return Ok(UserSize(None));
+        }
+        let Size(v) = s.parse()?;
+        Ok(UserSize(Some(v.unwrap_or(NO_LIMIT))))
+    }
+}
+
+/// A user's message-count override: a number, `none` (unlimited) or `default`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserCount(pub Option<u64>);
+
+impl std::str::FromStr for UserCount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<UserCount, String> {
+        if s.trim().eq_ignore_ascii_case("default") {
+            return Ok(UserCount(None));
+        }
+        let Count(v) = s.parse()?;
+        Ok(UserCount(Some(v.unwrap_or(NO_LIMIT))))
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct DomainOpts {
     /// Another name of the domain (repeatable); mail to user@alias goes to user@domain.
@@ -114,11 +145,13 @@ pub enum DomainCmd {
 
 #[derive(Debug, Args, Clone)]
 pub struct UserOpts {
-    /// Quota override (e.g. 5G; `none` for unlimited); default: the domain's.
+    /// Quota override (e.g. 5G; `none` for unlimited; `default` for the domain's, which is
+    /// what a user without an override gets).
     #[arg(long)]
-    pub quota: Option<Size>,
+    pub quota: Option<UserSize>,
+    /// Message-count override (a number, `none` or `default`).
     #[arg(long)]
-    pub quota_messages: Option<Count>,
+    pub quota_messages: Option<UserCount>,
     /// Forward mail to this address (repeatable).
     #[arg(long = "forward")]
     pub forward: Vec<String>,
@@ -715,5 +748,12 @@ mod tests {
         assert!("99999999999T".parse::<Size>().is_err());
         assert_eq!("none".parse::<Count>(), Ok(Count(None)));
         assert!("-1".parse::<Count>().is_err());
+        // A user's override: unlimited is explicit, `default` clears it.
+        assert_eq!("none".parse::<UserSize>(), Ok(UserSize(Some(NO_LIMIT))));
+        assert_eq!("default".parse::<UserSize>(), Ok(UserSize(None)));
+        assert_eq!("5G".parse::<UserSize>(), Ok(UserSize(Some(5 << 30))));
+        assert_eq!("none".parse::<UserCount>(), Ok(UserCount(Some(NO_LIMIT))));
+        assert_eq!("default".parse::<UserCount>(), Ok(UserCount(None)));
+        assert!("lots".parse::<UserSize>().is_err());
     }
 }

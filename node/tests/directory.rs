@@ -152,6 +152,45 @@ async fn embedded_directory_is_replicated_and_survives_meta_leader_kill() {
         5u64 << 30,
         "{r}"
     );
+    // A user's override can be "unlimited" whatever the domain's default, and `default`
+    // gives the domain's back.
+    let quota_of = |node: u64, who: &str| -> serde_json::Value {
+        let r = ctl_ok(&c, node, &["resolve", who], "");
+        let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+        v["resolution"]["User"]["user"]["quota_bytes"].clone()
+    };
+    let eventually = |node: u64, who: &str, want: serde_json::Value| {
+        let mut got = serde_json::Value::Null;
+        for _ in 0..100 {
+            got = quota_of(node, who);
+            if got == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("{who} on node {node}: quota {got}, want {want}");
+    };
+    ctl_ok(
+        &c,
+        1,
+        &["user", "set", "bob@example.org", "--quota", "none"],
+        "",
+    );
+    eventually(3, "bob@example.org", serde_json::Value::Null);
+    ctl_ok(
+        &c,
+        1,
+        &["user", "set", "bob@example.org", "--quota", "default"],
+        "",
+    );
+    eventually(3, "bob@example.org", serde_json::json!(1u64 << 30));
+    ctl_ok(
+        &c,
+        1,
+        &["user", "set", "bob@example.org", "--quota", "5G"],
+        "",
+    );
+    eventually(3, "bob@example.org", serde_json::json!(5u64 << 30));
 
     // kill -9 of the meta leader: the others elect a new one, keep authenticating, and take
     // changes.

@@ -23,6 +23,20 @@ use crate::apply::{Cf, KvRead, Txn, decode, encode};
 use crate::error::StoreError;
 use crate::model::{ApplyError, Event, Reply};
 
+/// A user's quota override meaning "unlimited", whatever the domain's default (a user
+/// without an override, `None`, gets the domain's).
+pub const NO_LIMIT: u64 = u64::MAX;
+
+/// The quota that applies to a user: its override (where [`NO_LIMIT`] is unlimited), else
+/// the domain's default (`None`: unlimited).
+pub fn effective_quota(own: Option<u64>, domain_default: Option<u64>) -> Option<u64> {
+    match own {
+        Some(NO_LIMIT) => None,
+        Some(limit) => Some(limit),
+        None => domain_default,
+    }
+}
+
 /// A hosted domain of the embedded directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirDomain {
@@ -54,7 +68,8 @@ pub struct DirUser {
     /// Argon2id PHC string.
     pub password_hash: String,
     pub status: DirStatus,
-    /// Overrides of the domain's default quota.
+    /// Overrides of the domain's default quota: `None` takes the domain's, [`NO_LIMIT`]
+    /// means unlimited whatever the domain's default.
     pub quota_bytes: Option<u64>,
     pub quota_messages: Option<u64>,
     /// Where mail is forwarded (`mailForwardingAddress`).
