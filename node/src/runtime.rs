@@ -515,23 +515,59 @@ fn reply<T: Serialize>(group: String, v: &T) -> Result<Response<pb::GroupPayload
     Ok(Response::new(pb::GroupPayload { group, payload }))
 }
 
+/// One AppendEntries: hands it to the group's Raft and records when the leader was last
+/// heard from (for forced failovers).
+async fn append_one(
+    node: &NodeShared,
+    req: pb::GroupPayload,
+) -> Result<Response<pb::GroupPayload>, Status> {
+    let g = node.group(&req.group)?;
+    let r = g.raft().append_entries(decode(&req.payload)?).await;
+    if matches!(&r, Ok(x) if x.is_success()) {
+        node.last_heard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(req.group.clone(), std::time::Instant::now());
+    }
+    reply(req.group, &r)
+}
+
+type AnswerStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<pb::GroupPayload, Status>> + Send + 'static>,
+>;
+
 #[tonic::async_trait]
 impl pb::raft_server::Raft for RaftRpc {
     async fn append_entries(
         &self,
         req: Request<pb::GroupPayload>,
     ) -> Result<Response<pb::GroupPayload>, Status> {
-        let req = req.into_inner();
-        let g = self.node.group(&req.group)?;
-        let r = g.raft().append_entries(decode(&req.payload)?).await;
-        if matches!(&r, Ok(x) if x.is_success()) {
-            self.node
-                .last_heard
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(req.group.clone(), std::time::Instant::now());
-        }
-        reply(req.group, &r)
+        append_one(&self.node, req.into_inner()).await
+    }
+
+    type AppendStreamStream = AnswerStream;
+
+    /// AppendEntries requests of one stream, answered one by one in order; an error ends
+    /// the stream (the leader then opens a new one).
+    async fn append_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::GroupPayload>>,
+    ) -> Result<Response<AnswerStream>, Status> {
+        let mut inbound = req.into_inner();
+        let node = self.node.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            while let Ok(Some(req)) = inbound.message().await {
+                let answer = append_one(&node, req).await.map(Response::into_inner);
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn vote(
