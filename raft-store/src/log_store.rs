@@ -146,6 +146,7 @@ impl LogDb {
         opts.set_enable_blob_gc(false);
         opts.set_max_total_wal_size(256 << 20);
         opts.set_write_buffer_size(64 << 20);
+        background_at_low_priority(&mut opts);
         let db = Arc::new(DB::open(&opts, path)?);
         let (tx, rx) = mpsc::channel::<SyncJob>();
         let stats = Arc::new(LogStats::default());
@@ -189,6 +190,19 @@ impl Drop for LogDb {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// RocksDB's compaction threads run at the lowest CPU priority (nice 19): compaction only
+/// reorganises table files, and must not take the CPU from the threads on the path to a
+/// `250` (sessions, Raft, apply, the WAL syncer); it still gets every idle cycle. Flushes
+/// keep the normal priority: a flush starved under load would fill the memtables and stall
+/// writes. The setting is on RocksDB's process-wide default environment, shared by every
+/// database of the process.
+pub(crate) fn background_at_low_priority(opts: &mut Options) {
+    if let Ok(mut env) = rocksdb::Env::new() {
+        env.lower_thread_pool_cpu_priority();
+        opts.set_env(&env);
     }
 }
 

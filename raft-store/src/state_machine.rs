@@ -71,6 +71,7 @@ fn open_db(path: &Path) -> Result<DB, StoreError> {
     // Applies skip the WAL (the Raft log is the durable record), so column families must be
     // flushed together to stay mutually consistent after a crash.
     opts.set_atomic_flush(true);
+    crate::log_store::background_at_low_priority(&mut opts);
     let cfs = Cf::ALL
         .iter()
         .map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(*cf)));
