@@ -644,7 +644,8 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             };
             // Store-channel recipients are delivered in this same entry (one commit per
             // accepted message instead of two); one that cannot be (quota) stays pending for
-            // the job controller, with the reason.
+            // the job controller, with the reason. `deliver_into` refuses before it writes
+            // anything, so a refusal leaves the transaction and the entry as they were.
             let mut entry = entry;
             for idx in 0..entry.recipients.len() {
                 if entry.recipients[idx].spec.channel != "store" {
@@ -659,30 +660,19 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
                     uidvalidity_if_created: (*received_at_ms / 1000).clamp(1, u32::MAX as i64)
                         as u32,
                 };
-                let (overlay, events, outcome) = {
-                    let mut inner = Txn::new(&*t);
-                    let mut trial = entry.clone();
-                    let outcome = deliver_into(&mut inner, &mut trial, idx, &target)?;
-                    if outcome.is_ok() {
-                        entry = trial;
-                    }
-                    (inner.overlay, inner.events, outcome)
-                };
-                match outcome {
-                    Ok(_) => {
-                        t.overlay.extend(overlay);
-                        t.events.extend(events);
-                    }
-                    Err(e) => {
-                        let r = &mut entry.recipients[idx];
-                        r.attempts += 1;
-                        r.last_error = Some(format!("4.2.2 {e}"));
-                    }
+                if let Err(e) = deliver_into(t, &mut entry, idx, &target)? {
+                    let r = &mut entry.recipients[idx];
+                    r.attempts += 1;
+                    r.last_error = Some(format!("4.2.2 {e}"));
                 }
             }
-            t.events.push(Event::Enqueued {
-                queue_id: queue_id.clone(),
-            });
+            // The job controller hears of entries that stay queued; one delivered whole in
+            // this entry (the usual case for local mail) leaves nothing for it to look up.
+            if !finished(&entry) {
+                t.events.push(Event::Enqueued {
+                    queue_id: queue_id.clone(),
+                });
+            }
             save_or_retire(t, entry)?;
             Ok(Ok(Reply::Enqueued {
                 queue_id: queue_id.clone(),
@@ -1737,13 +1727,16 @@ fn read_body<R: KvRead>(t: &Txn<'_, R>, body: &BodyRef) -> Result<Vec<u8>, Store
         .ok_or_else(|| StoreError::Invariant(format!("body {} missing", body.sha256)))
 }
 
-fn save_or_retire<R: KvRead>(t: &mut Txn<'_, R>, entry: QueueEntry) -> Result<(), StoreError> {
-    // An entry stays until every recipient is final and every report it owes is queued.
-    if entry
+/// An entry stays queued until every recipient is final and every report it owes is queued.
+fn finished(entry: &QueueEntry) -> bool {
+    entry
         .recipients
         .iter()
         .all(|r| r.state.is_final() && !r.needs_dsn(&entry.mail_from))
-    {
+}
+
+fn save_or_retire<R: KvRead>(t: &mut Txn<'_, R>, entry: QueueEntry) -> Result<(), StoreError> {
+    if finished(&entry) {
         retire(t, &entry)
     } else {
         t.put_ser(Cf::Queue, entry.queue_id.as_bytes().to_vec(), &entry)?;
@@ -1756,11 +1749,19 @@ fn save_or_retire<R: KvRead>(t: &mut Txn<'_, R>, entry: QueueEntry) -> Result<()
 
 /// Removes a queue entry, its body reference and its dedupe records. Dedupe records are only
 /// needed while the entry exists: `Deliver` for a missing entry is refused, never re-applied.
+/// A dedupe record exists only for a recipient a `Deliver` (or an `Enqueue` delivering to the
+/// store) marked delivered, under that recipient's key, so those keys are deleted directly
+/// rather than found by a scan (a RocksDB iterator per retired message on every node).
 fn retire<R: KvRead>(t: &mut Txn<'_, R>, entry: &QueueEntry) -> Result<(), StoreError> {
     t.delete(Cf::Queue, entry.queue_id.as_bytes().to_vec());
     drop_body_ref(t, &entry.body)?;
-    for (k, _) in t.scan(Cf::Deliveries, &keys::deliveries_of(&entry.queue_id))? {
-        t.delete(Cf::Deliveries, k);
+    for r in &entry.recipients {
+        if matches!(r.state, RecipientState::Delivered { .. }) {
+            t.delete(
+                Cf::Deliveries,
+                keys::delivery(&entry.queue_id, &r.spec.address),
+            );
+        }
     }
     t.events.push(Event::QueueRemoved {
         queue_id: entry.queue_id.clone(),
