@@ -122,8 +122,14 @@ impl Holder {
             return false;
         }
         if st.deadline.is_none_or(|d| deadline > d) {
+            // No wake-up for the watchdog: a later deadline only means that, when it wakes
+            // at the earlier one, it goes back to sleep until this one. Waking it here cost
+            // two context switches per commit (extend runs at every metrics report).
+            let was_unset = st.deadline.is_none();
             st.deadline = Some(deadline);
-            self.inner.cv.notify_all();
+            if was_unset {
+                self.inner.cv.notify_all();
+            }
             // The guard enforces the lease too (see crate::guard); tell it at most every
             // 20 ms of progress, not at every metrics report.
             if let (Some(g), Some(spec)) = (&self.inner.guard, &self.inner.spec)
