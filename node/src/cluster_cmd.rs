@@ -499,6 +499,7 @@ fn up(
 
 pub fn start_node(st: &ClusterState, n: &NodeState) -> Result<()> {
     use std::os::unix::process::CommandExt;
+    wait_data_dir_free(st, n.id, Duration::from_secs(15));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -524,6 +525,25 @@ pub fn start_node(st: &ClusterState, n: &NodeState) -> Result<()> {
     // `ip netns exec` execs the command: this pid is the node's.
     std::fs::write(pid_file(st, n.id), child.id().to_string())?;
     Ok(())
+}
+
+/// Waits (at most `limit`) until no process holds node `id`'s data directory. A node killed
+/// a moment ago may still be exiting — a thread finishing a write keeps its files, and so
+/// the directory's lock, open — after its pid has stopped looking like a halyard process
+/// (`pid_of`), and a node started then would be refused the directory.
+fn wait_data_dir_free(st: &ClusterState, id: u64, limit: Duration) {
+    let lock = st.dir.join(format!("node-{id}")).join("LOCK");
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        let Ok(f) = std::fs::OpenOptions::new().write(true).open(&lock) else {
+            return; // never started
+        };
+        if f.try_lock().is_ok() {
+            let _ = f.unlock();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn pid_file(st: &ClusterState, id: u64) -> PathBuf {
