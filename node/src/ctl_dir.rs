@@ -79,11 +79,7 @@ pub struct UserSize(pub Option<u64>);
 impl std::str::FromStr for UserSize {
     type Err = String;
     fn from_str(s: &str) -> Result<UserSize, String> {
-        if s.trim().eq_ignore_ascii_case("default") {
-            return Ok(UserSize(None));
-        }
-        let Size(v) = s.parse()?;
-        Ok(UserSize(Some(v.unwrap_or(NO_LIMIT))))
+        user_override(s, |s| s.parse::<Size>().map(|v| v.0)).map(UserSize)
     }
 }
 
@@ -94,12 +90,20 @@ pub struct UserCount(pub Option<u64>);
 impl std::str::FromStr for UserCount {
     type Err = String;
     fn from_str(s: &str) -> Result<UserCount, String> {
-        if s.trim().eq_ignore_ascii_case("default") {
-            return Ok(UserCount(None));
-        }
-        let Count(v) = s.parse()?;
-        Ok(UserCount(Some(v.unwrap_or(NO_LIMIT))))
+        user_override(s, |s| s.parse::<Count>().map(|v| v.0)).map(UserCount)
     }
+}
+
+/// `default` (no override), else what `parse` makes of `s`, its `None` (the word `none`)
+/// becoming [`NO_LIMIT`].
+fn user_override(
+    s: &str,
+    parse: impl Fn(&str) -> Result<Option<u64>, String>,
+) -> Result<Option<u64>, String> {
+    if s.trim().eq_ignore_ascii_case("default") {
+        return Ok(None);
+    }
+    Ok(Some(parse(s)?.unwrap_or(NO_LIMIT)))
 }
 
 #[derive(Debug, Args, Clone)]
