@@ -105,6 +105,35 @@ fn discard_old_format(data_dir: &std::path::Path) {
     }
 }
 
+/// A demo's data directory is for one cluster size: a 1-node demo over a 3-node demo's data
+/// would find its group's other voters missing and never commit (mail would wait for a
+/// quorum forever), and a larger demo over a smaller one's data would start nodes that the
+/// old cluster never admitted. Refuses with what to do instead; deletes nothing.
+fn check_node_count(data_dir: &std::path::Path, nodes: u64) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return Ok(());
+    };
+    let had = entries
+        .flatten()
+        .filter(|e| e.path().join("FORMAT").exists())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("node-")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max();
+    match had {
+        Some(had) if had != nodes => bail!(
+            "{} holds the data of a {had}-node demo; run `halyard demo --nodes {had}` to \
+             continue it, give another --data-dir, or remove that directory to start afresh",
+            data_dir.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Node `i`'s address for a service whose node-1 port is `base`: +1000 per node.
 fn demo_addr(base: u16, i: u64) -> String {
     format!("127.0.0.1:{}", base as u64 + 1000 * (i - 1))
@@ -116,6 +145,7 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
     }
     let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join("halyard-demo"));
     discard_old_format(&data_dir);
+    check_node_count(&data_dir, nodes)?;
     let configs = demo_configs(&data_dir, nodes);
     for c in &configs {
         c.validate()

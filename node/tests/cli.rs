@@ -306,6 +306,20 @@ fn demo_runs_reports_status_and_stops_cleanly_on_ctrl_c() {
     let status = demo.0.wait().unwrap();
     assert!(status.success(), "demo exit {status:?}");
     assert!(rest.contains("stopped cleanly"), "{rest}");
+
+    // The same data directory with another cluster size: a clear refusal (a 1-node demo
+    // over 3 nodes' data would wait for a quorum forever), and the data is left alone.
+    let o = halyard()
+        .args(["demo", "--data-dir", d.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("3-node demo") && err.contains("--nodes 3"),
+        "{err}"
+    );
+    assert!(d.path().join("node-3").join("FORMAT").exists());
 }
 
 /// Sends each line to a local mail port and reads until a line starting with `until` (or
