@@ -202,11 +202,6 @@ pub mod keys {
         k.extend_from_slice(recipient.as_bytes());
         k
     }
-    pub fn deliveries_of(queue_id: &str) -> Vec<u8> {
-        let mut k = queue_id.as_bytes().to_vec();
-        k.push(0);
-        k
-    }
     fn joined(parts: &[&str]) -> Vec<u8> {
         let mut k = Vec::new();
         for p in parts {
