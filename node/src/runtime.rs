@@ -354,7 +354,10 @@ impl Node {
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // tonic ignores the builder's tcp_nodelay for a listener handed to it: set it here, or
+        // a follower's small AppendEntries answers can wait behind Nagle for an ACK.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(
             builder
                 .add_service(raft_svc)
