@@ -25,7 +25,6 @@ pub mod log_store;
 pub mod mime;
 pub mod model;
 pub mod read;
-pub mod snapshot_data;
 pub mod state_machine;
 pub mod types;
 

@@ -5,9 +5,8 @@
 //! ```text
 //! sm/CURRENT          name of the live generation, replaced atomically (write, fsync, rename)
 //! sm/gen-00000001/    a RocksDB database with the column families of crate::apply
-//! snapshots/<id>.ckpt/ the current snapshot, if built here: a RocksDB checkpoint
-//! snapshots/<id>.snap  the current snapshot, if received from a leader: a packed checkpoint
-//! snapshots/<id>.meta  its openraft SnapshotMeta (JSON)
+//! snapshots/<id>.snap the current snapshot: a packed RocksDB checkpoint
+//! snapshots/<id>.meta its openraft SnapshotMeta (JSON)
 //! ```
 //!
 //! **Apply** turns a batch of committed entries into one RocksDB write (data and
@@ -16,14 +15,10 @@
 //! consistent prefix ending at some `last_applied`, and openraft re-applies the log from there
 //! up to the saved committed id. This halves what each replica writes per message.
 //!
-//! **Snapshots** are RocksDB checkpoints (hard links, so building one costs a memtable flush
-//! whatever the size of the store). One is never copied here: openraft streams it to a lagging
-//! or new member in chunks as one packed file, which [`crate::snapshot_data::PackedView`]
-//! produces on demand from the checkpoint's files. (Until 2026-11-23 each snapshot was packed
-//! into a file when built: a full copy of the store, with an fsync, every `snapshot_every`
-//! entries on every node.) All memtables are flushed before the checkpoint, so the persisted
-//! state is always at least as new as the newest snapshot and log purging never outruns
-//! durable state.
+//! **Snapshots** are RocksDB checkpoints (hard links, so building one costs almost nothing),
+//! packed into a single file that openraft streams to a lagging or new member in chunks. All
+//! memtables are flushed before the checkpoint, so the persisted state is always at least as
+//! new as the newest snapshot and log purging never outruns durable state.
 //!
 //! **Installing** a snapshot unpacks it into a fresh generation directory, fsyncs it, and only
 //! then switches `CURRENT`. A crash mid-install leaves the old generation live and the partial
@@ -48,18 +43,9 @@ use tokio::sync::broadcast;
 use crate::apply::{Cf, KvRead, Txn, apply_command, decode, encode, keys};
 use crate::error::StoreError;
 use crate::model::{Change, Event, Reply};
-use crate::snapshot_data::{PackedView, SnapshotData};
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
-
-/// Where a snapshot's data lives.
-enum SnapshotAt {
-    /// A packed file (received from a leader).
-    Packed(PathBuf),
-    /// A checkpoint directory (built here).
-    Checkpoint(PathBuf),
-}
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"HLYSNAP1";
 /// Capacity of a group's change feed; a subscriber that falls further behind gets `Lagged`
@@ -444,21 +430,47 @@ fn remove_other_snapshots(dir: &Path, keep_id: &str) -> Result<(), StoreError> {
         let name = e.file_name().to_string_lossy().to_string();
         let id = name
             .strip_suffix(".snap")
-            .or_else(|| name.strip_suffix(".meta"))
-            .or_else(|| name.strip_suffix(".ckpt"));
+            .or_else(|| name.strip_suffix(".meta"));
         if id.is_some_and(|id| id != keep_id) {
-            if e.path().is_dir() {
-                std::fs::remove_dir_all(e.path())?;
-            } else {
-                std::fs::remove_file(e.path())?;
-            }
+            std::fs::remove_file(e.path())?;
         }
     }
     Ok(())
 }
 
-/// The packed form (what [`PackedView`] produces from a checkpoint directory): magic, then
-/// (name len u32, name, size u64, bytes) per file, then a zero name length.
+/// Packs a checkpoint directory into one file: magic, then (name len u32, name, size u64,
+/// bytes) per file, then a zero name length.
+fn pack(dir: &Path, out: &Path) -> Result<(), StoreError> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out)?);
+    w.write_all(SNAPSHOT_MAGIC)?;
+    for name in names {
+        let path = dir.join(&name);
+        if !path.is_file() {
+            continue;
+        }
+        let name = name.to_string_lossy().to_string();
+        let size = path.metadata()?.len();
+        w.write_all(&(name.len() as u32).to_be_bytes())?;
+        w.write_all(name.as_bytes())?;
+        w.write_all(&size.to_be_bytes())?;
+        let copied = std::io::copy(&mut std::fs::File::open(&path)?.take(size), &mut w)?;
+        if copied != size {
+            return Err(StoreError::Io(format!(
+                "{} changed while packing",
+                path.display()
+            )));
+        }
+    }
+    w.write_all(&0u32.to_be_bytes())?;
+    let f = w.into_inner().map_err(|e| StoreError::Io(e.to_string()))?;
+    f.sync_all()?;
+    Ok(())
+}
+
 fn unpack(packed: &Path, dir: &Path) -> Result<(), StoreError> {
     std::fs::create_dir_all(dir)?;
     let mut r = std::io::BufReader::new(std::fs::File::open(packed)?);
@@ -507,7 +519,7 @@ pub struct SnapshotBuilder {
 
 static SNAPSHOT_SEQ: AtomicU64 = AtomicU64::new(0);
 
-fn build_snapshot_blocking(shared: &SmShared) -> Result<(SnapshotMeta, SnapshotAt), StoreError> {
+fn build_snapshot_blocking(shared: &SmShared) -> Result<(SnapshotMeta, PathBuf), StoreError> {
     let db = shared.db();
     // Everything applied so far reaches disk before we claim it in a snapshot (and before
     // openraft purges the log up to it).
@@ -532,56 +544,45 @@ fn build_snapshot_blocking(shared: &SmShared) -> Result<(SnapshotMeta, SnapshotA
         last_membership: membership,
         snapshot_id: snapshot_id.clone(),
     };
-    // The checkpoint's files are synced by RocksDB; its name and the metadata (written last:
-    // a snapshot without metadata does not exist) are made durable here.
-    fsync_dir(&ckpt)?;
-    let path = snap_dir.join(format!("{snapshot_id}.ckpt"));
-    std::fs::rename(&ckpt, &path)?;
-    fsync_dir(&snap_dir)?;
+    let tmp = snap_dir.join(format!("{snapshot_id}.snap.tmp"));
+    pack(&ckpt, &tmp)?;
+    let path = snap_dir.join(format!("{snapshot_id}.snap"));
+    std::fs::rename(&tmp, &path)?;
     write_atomic(
         &snap_dir.join(format!("{snapshot_id}.meta")),
         &serde_json::to_vec(&meta).map_err(|e| StoreError::Codec(e.to_string()))?,
     )?;
+    std::fs::remove_dir_all(&ckpt)?;
     remove_other_snapshots(&snap_dir, &snapshot_id)?;
-    tracing::info!(group = %shared.group, snapshot = %snapshot_id, "built snapshot");
-    Ok((meta, SnapshotAt::Checkpoint(path)))
+    tracing::info!(group = %shared.group, snapshot = %snapshot_id, bytes = path.metadata().map(|m| m.len()).unwrap_or(0), "built snapshot");
+    Ok((meta, path))
 }
 
 fn current_snapshot_blocking(
     shared: &SmShared,
-) -> Result<Option<(SnapshotMeta, SnapshotAt)>, StoreError> {
+) -> Result<Option<(SnapshotMeta, PathBuf)>, StoreError> {
     let dir = shared.snapshots_dir();
     for e in std::fs::read_dir(&dir)? {
         let e = e?;
         let name = e.file_name().to_string_lossy().to_string();
         if let Some(id) = name.strip_suffix(".meta") {
             let snap = dir.join(format!("{id}.snap"));
-            let ckpt = dir.join(format!("{id}.ckpt"));
-            let at = if snap.is_file() {
-                SnapshotAt::Packed(snap)
-            } else if ckpt.is_dir() {
-                SnapshotAt::Checkpoint(ckpt)
-            } else {
+            if !snap.exists() {
                 continue;
-            };
+            }
             let meta: SnapshotMeta = serde_json::from_slice(&std::fs::read(e.path())?)
                 .map_err(|e| StoreError::Codec(e.to_string()))?;
-            return Ok(Some((meta, at)));
+            return Ok(Some((meta, snap)));
         }
     }
     Ok(None)
 }
 
-async fn open_snapshot(meta: SnapshotMeta, at: SnapshotAt) -> Result<Snapshot, StoreError> {
-    let data = match at {
-        SnapshotAt::Packed(path) => SnapshotData::File(tokio::fs::File::open(&path).await?),
-        SnapshotAt::Checkpoint(dir) => SnapshotData::Packed(
-            blocking(move || Ok(PackedView::open(&dir, SNAPSHOT_MAGIC)?)).await?,
-        ),
-    };
+async fn open_snapshot(meta: SnapshotMeta, path: PathBuf) -> Result<Snapshot, StoreError> {
+    let f = tokio::fs::File::open(&path).await?;
     Ok(Snapshot {
         meta,
-        snapshot: Box::new(data),
+        snapshot: Box::new(f),
     })
 }
 
@@ -596,10 +597,10 @@ async fn blocking<T: Send + 'static>(
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let shared = self.shared.clone();
-        let (meta, at) = blocking(move || build_snapshot_blocking(&shared))
+        let (meta, path) = blocking(move || build_snapshot_blocking(&shared))
             .await
             .map_err(|e| e.snapshot(ErrorVerb::Write))?;
-        open_snapshot(meta, at)
+        open_snapshot(meta, path)
             .await
             .map_err(|e| e.snapshot(ErrorVerb::Read))
     }
@@ -628,7 +629,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         let path = self.shared.incoming_path();
         if let Some(old) = self.receiving.take() {
             let _ = tokio::fs::remove_file(old).await;
@@ -637,35 +638,29 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| StoreError::from(e).snapshot(ErrorVerb::Write))?;
         self.receiving = Some(path);
-        Ok(Box::new(SnapshotData::File(f)))
+        Ok(Box::new(f))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<SnapshotData>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         use std::os::unix::fs::MetadataExt;
         use tokio::io::AsyncSeekExt;
         let err = |e: StoreError| e.snapshot(ErrorVerb::Write);
         let mut snapshot = snapshot;
+        snapshot.sync_all().await.map_err(|e| err(e.into()))?;
         let received = self.receiving.take();
         // Usually the handle is the file we created in `begin_receiving_snapshot`; if openraft
-        // (or a test) handed us another file or a snapshot built elsewhere, copy its contents
-        // into our snapshot directory.
-        let handle_meta = match &*snapshot {
-            SnapshotData::File(f) => {
-                f.sync_all().await.map_err(|e| err(e.into()))?;
-                Some(f.metadata().await.map_err(|e| err(e.into()))?)
-            }
-            SnapshotData::Packed(_) => None,
-        };
-        let ours = match (&received, &handle_meta) {
-            (Some(p), Some(h)) => match tokio::fs::metadata(p).await {
-                Ok(m) => m.ino() == h.ino() && m.dev() == h.dev(),
+        // (or a test) handed us another file, copy its contents into our snapshot directory.
+        let handle_meta = snapshot.metadata().await.map_err(|e| err(e.into()))?;
+        let ours = match &received {
+            Some(p) => match tokio::fs::metadata(p).await {
+                Ok(m) => m.ino() == handle_meta.ino() && m.dev() == handle_meta.dev(),
                 Err(_) => false,
             },
-            _ => false,
+            None => false,
         };
         let path = if ours {
             received.expect("checked above")
@@ -700,8 +695,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| e.snapshot(ErrorVerb::Read))?;
         match found {
-            Some((meta, at)) => Ok(Some(
-                open_snapshot(meta, at)
+            Some((meta, path)) => Ok(Some(
+                open_snapshot(meta, path)
                     .await
                     .map_err(|e| e.snapshot(ErrorVerb::Read))?,
             )),
@@ -714,19 +709,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    /// All of a checkpoint directory's packed form, read through [`PackedView`].
-    fn packed_bytes(dir: &Path) -> Vec<u8> {
-        use tokio::io::AsyncReadExt;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let mut view = PackedView::open(dir, SNAPSHOT_MAGIC).unwrap();
-        let mut out = Vec::new();
-        rt.block_on(view.read_to_end(&mut out)).unwrap();
-        assert_eq!(out.len() as u64, view.len());
-        out
-    }
 
     fn packed(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
@@ -743,13 +725,9 @@ mod tests {
         std::fs::write(src.join("a.sst"), b"alpha").unwrap();
         std::fs::write(src.join("CURRENT"), b"MANIFEST-1\n").unwrap();
         let out = d.path().join("x.snap");
-        std::fs::write(&out, packed_bytes(&src)).unwrap();
+        pack(&src, &out).unwrap();
         unpack(&out, &d.path().join("dst")).unwrap();
         assert_eq!(std::fs::read(d.path().join("dst/a.sst")).unwrap(), b"alpha");
-        assert_eq!(
-            std::fs::read(d.path().join("dst/CURRENT")).unwrap(),
-            b"MANIFEST-1\n"
-        );
 
         // A file name that would escape the target directory is refused.
         let mut evil = SNAPSHOT_MAGIC.to_vec();
@@ -762,73 +740,6 @@ mod tests {
         let (dir, p) = packed(&evil);
         assert!(unpack(&p, &dir.path().join("dst")).is_err());
         assert!(!dir.path().join("escape").exists());
-    }
-
-    /// A checkpoint read as packed, from any offset and in any chunk size (openraft seeks to
-    /// each chunk's offset), gives the bytes of the packed format, and unpacks to the same
-    /// files; files larger than one blocking read are read in several.
-    #[test]
-    fn packed_view_reads_like_a_packed_file_from_any_offset() {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        let d = tempfile::tempdir().unwrap();
-        let src = d.path().join("src");
-        std::fs::create_dir_all(&src).unwrap();
-        let big: Vec<u8> = (0..(5u32 << 19)).map(|i| (i % 251) as u8).collect();
-        std::fs::write(src.join("000012.blob"), &big).unwrap();
-        std::fs::write(src.join("000007.sst"), b"seven").unwrap();
-        std::fs::write(src.join("LOCK"), b"").unwrap();
-        let mut want = SNAPSHOT_MAGIC.to_vec();
-        for (name, bytes) in [
-            ("000007.sst", &b"seven"[..]),
-            ("000012.blob", &big[..]),
-            ("LOCK", &b""[..]),
-        ] {
-            want.extend_from_slice(&(name.len() as u32).to_be_bytes());
-            want.extend_from_slice(name.as_bytes());
-            want.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
-            want.extend_from_slice(bytes);
-        }
-        want.extend_from_slice(&0u32.to_be_bytes());
-        assert_eq!(packed_bytes(&src), want);
-
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut view = SnapshotData::Packed(PackedView::open(&src, SNAPSHOT_MAGIC).unwrap());
-            let end = view.seek(std::io::SeekFrom::End(0)).await.unwrap();
-            assert_eq!(end, want.len() as u64);
-            for (offset, chunk) in [
-                (0u64, 7usize),
-                (5, 100),
-                (30, 1 << 20),
-                (1000, 3 << 20),
-                (end - 3, 64),
-            ] {
-                view.seek(std::io::SeekFrom::Start(offset)).await.unwrap();
-                let mut got = Vec::new();
-                (&mut view)
-                    .take(chunk as u64)
-                    .read_to_end(&mut got)
-                    .await
-                    .unwrap();
-                let to = (offset as usize + chunk).min(want.len());
-                assert_eq!(
-                    got,
-                    &want[offset as usize..to],
-                    "offset {offset} chunk {chunk}"
-                );
-            }
-        });
-        let out = d.path().join("x.snap");
-        std::fs::write(&out, &want).unwrap();
-        unpack(&out, &d.path().join("dst")).unwrap();
-        assert_eq!(
-            std::fs::read(d.path().join("dst/000012.blob")).unwrap(),
-            big
-        );
-        assert_eq!(std::fs::read(d.path().join("dst/LOCK")).unwrap(), b"");
     }
 
     proptest! {

@@ -6,15 +6,15 @@ pub type NodeId = u64;
 
 openraft::declare_raft_types!(
     /// Halyard's Raft types: commands and replies of [`crate::model`], `u64` node ids,
-    /// [`openraft::BasicNode`] carrying the node's cluster address, and snapshots read as one
-    /// packed file (see [`crate::snapshot_data`]).
+    /// [`openraft::BasicNode`] carrying the node's cluster address, and snapshots as files
+    /// (a packed RocksDB checkpoint, see [`crate::state_machine`]).
     pub TypeConfig:
         D = Command,
         R = Reply,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = crate::snapshot_data::SnapshotData,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
