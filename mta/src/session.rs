@@ -66,6 +66,8 @@ pub(crate) struct Session {
     line_since: Option<tokio::time::Instant>,
     /// Reading commands (not data, not a SASL exchange).
     in_command_loop: bool,
+    /// The client said QUIT (and was answered).
+    quit: bool,
     tx: Transaction,
 }
 
@@ -126,6 +128,7 @@ impl Session {
             errors: 0,
             line_since: None,
             in_command_loop: false,
+            quit: false,
             tx: Transaction::default(),
         }
     }
@@ -201,7 +204,11 @@ impl Session {
     /// Ends the connection after [`Session::run`], without a reset that would destroy the
     /// last replies (see `Stream::linger_close`).
     pub(crate) async fn close(&mut self) {
-        self.stream.linger_close().await;
+        if self.quit && self.buf.is_empty() {
+            self.stream.close_after_quit().await;
+        } else {
+            self.stream.linger_close().await;
+        }
     }
 
     pub(crate) async fn run(&mut self) -> std::io::Result<()> {
@@ -367,6 +374,7 @@ impl Session {
             Request::Noop { .. } => self.reply(250, "2.0.0 OK"),
             Request::Quit => {
                 self.reply(221, "2.0.0 bye");
+                self.quit = true;
                 return Ok(false);
             }
             Request::Vrfy { .. } | Request::Expn { .. } => {
