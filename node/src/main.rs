@@ -26,7 +26,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// several MiB, above glibc's mmap threshold, so every memtable (one per 64 MiB of log and per
 /// state-machine flush) was mapped fresh and faulted in page by page, then unmapped after its
 /// flush — about 9 page faults per 10 KB message on a 3-node box. Serving from the heap and
-/// keeping up to 256 MiB of freed heap halves that (measured 9.0 → 4.0 faults per message);
+/// keeping up to 256 MiB of freed heap halves that (measured 9–10.7 → 4.4–4.9 per message);
 /// the cost is that much memory kept by an idle node after a burst.
 fn keep_native_heap() {
     // SAFETY: mallopt only sets allocator parameters (it takes the allocator's own lock).
