@@ -11,7 +11,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::network::RaftNetworkFactory;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::error::{ProposeError, StoreError};
 use crate::log_store::{LogDb, LogStore};
@@ -127,19 +127,6 @@ type Pending = (Command, oneshot::Sender<Result<Reply, ProposeError>>);
 pub const MAX_BATCH_COMMANDS: usize = 512;
 /// Most (approximate) bytes in one batched log entry; a larger single command goes alone.
 pub const MAX_BATCH_BYTES: usize = 8 << 20;
-/// Batched entries in flight at once. One: proposals that arrive while a batch is being
-/// committed wait for it and then go together in the next. A second batch in flight would
-/// only overlap the leader's own append with the first batch's replication (openraft 0.9
-/// sends a peer one AppendEntries at a time, so it could not be replicated any sooner), at
-/// the price of twice as many log entries, fsyncs, AppendEntries round trips and thread
-/// wake-ups per message. Measured side by side under `smtp-source` (10 sessions, 3-node
-/// release demo, 2026-12-06): one batch in flight took 6.0 instead of 8.5 context switches
-/// and 0.57-0.60 instead of 0.67 ms of CPU per message, and accepted 2,211 / 2,387 instead of
-/// 2,133 / 2,153 msg/s (connection reused); with a new connection per message 7.9 instead
-/// of 10.7 context switches and 5-16 % less CPU per message. (Before the `TCP_NODELAY` fix
-/// the machine was latency-bound and the two did equally well.)
-const MAX_BATCHES_IN_FLIGHT: usize = 1;
-
 /// The proposal batcher: group commit above openraft.
 ///
 /// openraft 0.9's leader appends (and so fsyncs) each client write separately and waits for
@@ -148,8 +135,19 @@ const MAX_BATCHES_IN_FLIGHT: usize = 1;
 /// committed and proposes them as one [`Command::Batch`] entry: one append, one fsync per
 /// node, one replication round for all of them. Each caller still gets its reply only after
 /// the entry is committed on a majority and applied.
+///
+/// One batch is in flight at a time: proposals that arrive while a batch is being committed
+/// wait for it and then go together in the next. A second batch in flight would only
+/// overlap the leader's own append with the first batch's replication (openraft 0.9 sends a
+/// peer one AppendEntries at a time, so it could not be replicated any sooner), at the price
+/// of twice as many log entries, fsyncs, AppendEntries round trips and thread wake-ups per
+/// message. Measured side by side under `smtp-source` (10 sessions, 3-node release demo,
+/// 2026-12-06): one batch in flight took 6.0 instead of 8.5 context switches and 0.57-0.60
+/// instead of 0.67 ms of CPU per message, and accepted 2,211 / 2,387 instead of 2,133 /
+/// 2,153 msg/s (connection reused); with a new connection per message 7.9 instead of 10.7
+/// context switches and 5-16 % less CPU per message. (Before the `TCP_NODELAY` fix the
+/// machine was latency-bound and the two did equally well.)
 async fn batcher(raft: Raft, group: String, mut rx: mpsc::Receiver<Pending>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     let mut carry: Option<Pending> = None;
     loop {
         let first = match carry.take() {
@@ -159,10 +157,7 @@ async fn batcher(raft: Raft, group: String, mut rx: mpsc::Receiver<Pending>) {
                 None => return,
             },
         };
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        // Everything that queued while we waited for a slot joins this batch.
+        // Everything that queued while the previous batch was committed joins this one.
         let mut bytes = first.0.approx_size();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_COMMANDS {
@@ -179,11 +174,7 @@ async fn batcher(raft: Raft, group: String, mut rx: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let (raft, group) = (raft.clone(), group.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            submit(&raft, &group, batch).await;
-        });
+        submit(&raft, &group, batch).await;
     }
 }
 
