@@ -104,9 +104,8 @@ pub struct Node {
     _lock: std::fs::File,
 }
 
-/// Version of the on-disk data (Raft log entries and state machine records are bincode:
-/// a change to a command or record type changes it). Written in `data_dir/FORMAT`.
-pub const DATA_FORMAT: u32 = 3;
+/// Version of the on-disk data, decided by raft-store's types (see there).
+pub use halyard_raft_store::DATA_FORMAT;
 
 /// Refuses a data directory written in another format (a directory holding data but no
 /// FORMAT file predates versioning: format 1), with an error that says what to do; an
@@ -372,7 +371,7 @@ impl Node {
             halyard_access::Backend {
                 groups: shared.groups.clone(),
                 directory: shared.directory.clone(),
-                default_group: cfg.access.default_group.clone(),
+                default_group: cfg.default_group.clone(),
                 node_id: cfg.node_id,
                 peers: cfg
                     .cluster
@@ -397,6 +396,7 @@ impl Node {
                 groups: shared.groups.clone(),
                 directory: shared.directory.clone(),
                 node_id: cfg.node_id,
+                default_group: cfg.default_group.clone(),
                 forward: Some(std::sync::Arc::new(crate::forward::LeaderForward::new(
                     tls.clone(),
                 ))),
@@ -413,13 +413,13 @@ impl Node {
             let f = crate::floating::Floating {
                 controller: c.clone(),
                 ip: std::net::IpAddr::V4(cidr.addr),
-                mta: Some(mta.binder.clone()),
-                access: Some(access.binder.clone()),
+                mta: Some(mta.service.clone()),
+                access: Some(access.service.clone()),
                 drain: std::time::Duration::from_millis(cfg.fencing.drain_ms),
             };
             let stop = fence_stop_rx.clone();
             fence_tasks.push(tokio::spawn(async move {
-                halyard_access::supervise::supervise(
+                halyard_net::supervise::supervise(
                     format!(
                         "floating-address listeners of {}",
                         f.controller.group().name()
@@ -440,7 +440,7 @@ impl Node {
                     fence_stop_rx.clone(),
                 );
                 fence_tasks.push(tokio::spawn(async move {
-                    halyard_access::supervise::supervise(
+                    halyard_net::supervise::supervise(
                         format!("failback watcher of {name}"),
                         stop.clone(),
                         move || {
@@ -597,5 +597,21 @@ impl pb::raft_server::Raft for RaftRpc {
         let g = self.node.group(&req.group)?;
         let r = g.raft().install_snapshot(decode(&req.payload)?).await;
         reply(req.group, &r)
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

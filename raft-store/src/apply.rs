@@ -955,7 +955,7 @@ fn create_mailbox<R: KvRead>(
         subscribed: true,
         acl: BTreeMap::new(),
         partition: if partition.is_empty() {
-            "primary".into()
+            PRIMARY_PARTITION.into()
         } else {
             partition.to_string()
         },
@@ -1492,9 +1492,26 @@ fn insert_message<R: KvRead>(
         .uidnext
         .checked_add(1)
         .ok_or_else(|| StoreError::Invariant("UID space exhausted".into()))?;
-    mb.highestmodseq += 1;
-    mb.exists += 1;
-    mb.bytes += size;
+    // UIDs only grow and a (UIDVALIDITY, UID) pair is never reused: the slot at `uidnext`
+    // must be empty, or UIDNEXT went backwards.
+    if uid == 0 || t.get(Cf::Messages, &keys::message(mb.id, uid))?.is_some() {
+        return Err(StoreError::Invariant(format!(
+            "mailbox {} of {user}: UID {uid} is already taken (UIDNEXT went backwards)",
+            mb.name
+        )));
+    }
+    mb.highestmodseq = mb
+        .highestmodseq
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Invariant("MODSEQ space exhausted".into()))?;
+    mb.exists = mb
+        .exists
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Invariant("message count overflows".into()))?;
+    mb.bytes = mb
+        .bytes
+        .checked_add(size)
+        .ok_or_else(|| StoreError::Invariant("mailbox size overflows".into()))?;
     let rec = MessageRecord {
         uid,
         modseq: mb.highestmodseq,
@@ -1525,8 +1542,14 @@ fn remove_message<R: KvRead>(
 ) -> Result<(), StoreError> {
     t.delete(Cf::Messages, key);
     drop_body_ref(t, &m.body)?;
-    mb.exists = mb.exists.saturating_sub(1);
-    mb.bytes = mb.bytes.saturating_sub(m.size);
+    let underflow = || {
+        StoreError::Invariant(format!(
+            "mailbox {} of {user}: counters underflow removing UID {}",
+            mb.name, m.uid
+        ))
+    };
+    mb.exists = mb.exists.checked_sub(1).ok_or_else(underflow)?;
+    mb.bytes = mb.bytes.checked_sub(m.size).ok_or_else(underflow)?;
     adjust_quota(t, user, -(m.size as i128), -1)
 }
 
@@ -1557,8 +1580,17 @@ fn adjust_quota<R: KvRead>(
     messages: i128,
 ) -> Result<(), StoreError> {
     let mut q: QuotaRecord = t.get_de(Cf::Quota, user.as_bytes())?.unwrap_or_default();
-    q.used_bytes = (q.used_bytes as i128 + bytes).max(0) as u64;
-    q.used_messages = (q.used_messages as i128 + messages).max(0) as u64;
+    // Usage is the sum of the user's message sizes: going below zero means a message was
+    // uncounted or removed twice — a bug to stop on, never a value to clamp.
+    let apply = |used: u64, delta: i128, what: &str| {
+        u64::try_from(used as i128 + delta).map_err(|_| {
+            StoreError::Invariant(format!(
+                "quota of {user}: {what} usage {used} cannot change by {delta}"
+            ))
+        })
+    };
+    q.used_bytes = apply(q.used_bytes, bytes, "byte")?;
+    q.used_messages = apply(q.used_messages, messages, "message")?;
     t.put_ser(Cf::Quota, user.as_bytes().to_vec(), &q)
 }
 

@@ -37,3 +37,10 @@ pub use types::{NodeId, TypeConfig};
 
 /// Re-exported so callers can name openraft's RPC types without depending on openraft.
 pub use openraft;
+
+/// Version of the on-disk data: Raft log entries and state machine records are bincode of
+/// the types in [`model`] and [`directory`], so a change to one of them (a field, a variant,
+/// their order) changes it. A node writes it in `data_dir/FORMAT` and refuses a directory of
+/// another format. `tests/golden_encoding.rs` pins the bytes of every command and record:
+/// it fails on an encoding change until this is raised and the golden file re-blessed.
+pub const DATA_FORMAT: u32 = 3;

@@ -22,6 +22,17 @@ pub const HIERARCHY_DELIMITER: char = '/';
 /// The mailbox every user has and that local delivery targets by default.
 pub const INBOX: &str = "INBOX";
 
+/// The store partition of a resource group. A group's store is one RocksDB database, so it
+/// has one partition; the name is kept in mailbox records and body references (and so in the
+/// data format) for the day a group spreads its bodies over several disks.
+pub const PRIMARY_PARTITION: &str = "primary";
+
+/// [`QueueEntry::priority`] of mail accepted from clients (SMTP, submission, LMTP).
+pub const PRIORITY_MAIL: i32 = 0;
+/// [`QueueEntry::priority`] of delivery status notifications: they run after the mail that
+/// was waiting, so a burst of bounces does not delay first deliveries.
+pub const PRIORITY_NOTIFICATION: i32 = 10;
+
 /// How a STORE changes a message's flags (RFC 3501 §6.4.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FlagAction {
@@ -129,7 +140,8 @@ pub struct QueueEntry {
     pub received_at_ms: i64,
     /// Unix milliseconds after which pending recipients are given up on.
     pub expires_at_ms: i64,
-    /// Lower runs first.
+    /// Lower runs first: [`PRIORITY_MAIL`], [`PRIORITY_NOTIFICATION`]. Among due
+    /// recipients of equal priority, first attempts run before retries, then the oldest.
     pub priority: i32,
     pub meta: Option<MessageMeta>,
 }
