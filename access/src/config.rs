@@ -52,13 +52,17 @@ pub struct AccessConfig {
     /// Refuse LOGIN/AUTHENTICATE/USER before TLS (advertises LOGINDISABLED).
     #[serde(default)]
     pub require_tls_for_login: bool,
-    /// Resource group holding the mailboxes of users whose directory entry names none.
-    #[serde(default)]
-    pub default_group: Option<String>,
     #[serde(default = "d_max_connections")]
     pub max_connections: usize,
     #[serde(default = "d_max_per_ip")]
     pub max_connections_per_ip: usize,
+    /// New IMAP/POP3 connections from one address per minute at most (0: no limit).
+    #[serde(default)]
+    pub max_connection_rate_per_ip: u32,
+    /// Which client addresses may connect, as `"allow CIDR"` / `"deny CIDR"` rules; the first
+    /// rule that matches decides, no match allows. Refused clients get `* BYE` / `-ERR`.
+    #[serde(default)]
+    pub client_access: Vec<String>,
     /// Longest command line (without literals).
     #[serde(default = "d_max_line")]
     pub max_line_bytes: usize,
@@ -87,9 +91,10 @@ impl Default for AccessConfig {
             tls_cert: None,
             tls_key: None,
             require_tls_for_login: false,
-            default_group: None,
             max_connections: d_max_connections(),
             max_connections_per_ip: d_max_per_ip(),
+            max_connection_rate_per_ip: 0,
+            client_access: vec![],
             max_line_bytes: d_max_line(),
             max_literal_bytes: d_max_literal(),
             autologout_secs: d_autologout(),
@@ -132,6 +137,9 @@ impl AccessConfig {
                 "access.require_tls_for_login".into(),
                 "needs tls_cert and tls_key".into(),
             ));
+        }
+        if let Err(e) = halyard_net::admission::parse_rules(&self.client_access) {
+            return Err(("access.client_access".into(), e));
         }
         if self.max_line_bytes < 1024 {
             return Err((

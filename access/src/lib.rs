@@ -2,7 +2,7 @@
 //!
 //! Sessions authenticate through the [`halyard_directory::Directory`] (LDAP or the embedded
 //! directory), find the user's resource group (the directory's `mailHost`, else
-//! `access.default_group`), and serve it from this node when it leads that group. Every write
+//! the node's `default_group`), and serve it from this node when it leads that group. Every write
 //! (APPEND, STORE, EXPUNGE, COPY, MOVE, CREATE, RENAME, DELETE, SUBSCRIBE) is a Raft proposal:
 //! the tagged OK, APPENDUID and COPYUID are sent only after the entry is committed on a majority
 //! and applied. SELECT and EXAMINE confirm leadership with a quorum (`ensure_linearizable`)
@@ -26,17 +26,15 @@ pub mod mutf7;
 pub mod pop3;
 pub mod proxy;
 pub mod store;
-pub mod stream;
-pub mod supervise;
-pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use halyard_directory::Directory;
+use halyard_net::{Accepted, Admission, Listener, ListenerSet, Protocol, Refused, ServeFuture};
 use halyard_raft_store::Group;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -47,7 +45,8 @@ pub struct Backend {
     /// Groups this node runs, by name.
     pub groups: HashMap<String, Group>,
     pub directory: Arc<dyn Directory>,
-    /// Group of users whose directory entry names none.
+    /// Group of users whose directory entry names none (the node's `default_group`, the
+    /// same the MTA delivers into).
     pub default_group: Option<String>,
     pub node_id: u64,
     /// Where the other nodes serve IMAP and POP3, for the multiplexor.
@@ -63,8 +62,10 @@ pub struct PeerAccess {
 
 /// The running listeners; [`AccessServer::shutdown`] stops them.
 pub struct AccessServer {
-    /// Binds the same listeners on other addresses (floating addresses).
-    pub binder: Binder,
+    /// The IMAP and POP3 listeners as one service, to bind them on other addresses
+    /// (floating addresses) too.
+    pub service: halyard_net::Service,
+    listeners: ListenerSet,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Bound addresses (useful when a port 0 was configured).
@@ -76,82 +77,56 @@ pub struct AccessServer {
 pub struct Shared {
     pub backend: Backend,
     pub cfg: AccessConfig,
-    pub tls: Option<tls::Tls>,
+    pub tls: Option<halyard_net::Tls>,
+    /// Failed-login throttling (connection admission is the network layer's).
     pub limits: limits::Limits,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Proto {
-    Imap,
-    Pop3,
+/// IMAP4rev1 on an admitted connection.
+struct Imap(Arc<Shared>);
+
+impl Protocol for Imap {
+    fn name(&self) -> &'static str {
+        "imap"
+    }
+    fn refusal(&self, why: Refused, _peer: SocketAddr) -> Vec<u8> {
+        format!("* BYE {}\r\n", why.reason()).into_bytes()
+    }
+    fn serve(&self, conn: Accepted) -> ServeFuture {
+        Box::pin(imap::serve(conn, self.0.clone()))
+    }
 }
 
-/// Accepts connections until `stop`; each is served in its own task.
-async fn accept_loop(
-    proto: Proto,
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    implicit_tls: bool,
-    mut stop: watch::Receiver<bool>,
-    sessions: Option<Arc<stream::Sessions>>,
-) {
-    let what = match proto {
-        Proto::Imap => "imap",
-        Proto::Pop3 => "pop3",
+/// POP3 on an admitted connection.
+struct Pop3(Arc<Shared>);
+
+impl Protocol for Pop3 {
+    fn name(&self) -> &'static str {
+        "pop3"
+    }
+    fn refusal(&self, why: Refused, _peer: SocketAddr) -> Vec<u8> {
+        format!("-ERR [SYS/TEMP] {}\r\n", why.reason()).into_bytes()
+    }
+    fn serve(&self, conn: Accepted) -> ServeFuture {
+        Box::pin(pop3::serve(conn, self.0.clone()))
+    }
+}
+
+/// The configured listeners: IMAP and POP3, each plain (STARTTLS/STLS) and implicit TLS.
+fn listeners(cfg: &AccessConfig, shared: &Arc<Shared>) -> Vec<Listener> {
+    let imap: Arc<dyn Protocol> = Arc::new(Imap(shared.clone()));
+    let pop3: Arc<dyn Protocol> = Arc::new(Pop3(shared.clone()));
+    let l = |key, addr: &Option<String>, implicit_tls, protocol: &Arc<dyn Protocol>| Listener {
+        key,
+        addr: addr.clone(),
+        implicit_tls,
+        protocol: protocol.clone(),
     };
-    while let Some((tcp, peer)) = stream::next_connection(&listener, &mut stop, what).await {
-        let shared = shared.clone();
-        let task = tokio::spawn(async move {
-            match proto {
-                Proto::Imap => imap::serve(tcp, peer, shared, implicit_tls).await,
-                Proto::Pop3 => pop3::serve(tcp, peer, shared, implicit_tls).await,
-            }
-        });
-        if let Some(s) = &sessions {
-            s.add(task.abort_handle());
-        }
-    }
-}
-
-pub use stream::ListenerSet;
-
-/// Binds listeners on other addresses for a running [`AccessServer`].
-#[derive(Clone)]
-pub struct Binder {
-    shared: Arc<Shared>,
-}
-
-impl Binder {
-    /// Binds every configured IMAP/POP3 listener's port on `ip`.
-    pub async fn bind_on(&self, ip: std::net::IpAddr) -> anyhow::Result<ListenerSet> {
-        let shared = self.shared.clone();
-        ListenerSet::bind_all(
-            ip,
-            listeners(&self.shared.cfg)
-                .map(|(key, addr, proto, implicit)| (key, addr.clone(), (proto, implicit))),
-            |l, (proto, implicit), stop, sessions| {
-                tokio::spawn(accept_loop(
-                    proto,
-                    l,
-                    shared.clone(),
-                    implicit,
-                    stop,
-                    Some(sessions),
-                ))
-            },
-        )
-        .await
-        .map_err(anyhow::Error::msg)
-    }
-}
-
-/// The configured listeners: (config key, address, protocol, implicit TLS).
-fn listeners(cfg: &AccessConfig) -> [(&'static str, &Option<String>, Proto, bool); 4] {
-    [
-        ("access.imap_listen", &cfg.imap_listen, Proto::Imap, false),
-        ("access.imaps_listen", &cfg.imaps_listen, Proto::Imap, true),
-        ("access.pop3_listen", &cfg.pop3_listen, Proto::Pop3, false),
-        ("access.pop3s_listen", &cfg.pop3s_listen, Proto::Pop3, true),
+    vec![
+        l("access.imap_listen", &cfg.imap_listen, false, &imap),
+        l("access.imaps_listen", &cfg.imaps_listen, true, &imap),
+        l("access.pop3_listen", &cfg.pop3_listen, false, &pop3),
+        l("access.pop3s_listen", &cfg.pop3s_listen, true, &pop3),
     ]
 }
 
@@ -182,54 +157,52 @@ impl AccessServer {
     /// Binds every configured listener (failing early and clearly on a port in use) and
     /// starts accepting.
     pub async fn start(cfg: AccessConfig, backend: Backend) -> anyhow::Result<AccessServer> {
-        use anyhow::Context;
         cfg.validate()
             .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(c), Some(k)) => Some(tls::Tls::load("access", c, k)?),
+            (Some(c), Some(k)) => Some(halyard_net::Tls::load("access", c, k)?),
             _ => None,
         };
         let shared = Arc::new(Shared {
             limits: limits::Limits::new(&cfg),
             backend,
             cfg: cfg.clone(),
-            tls,
+            tls: tls.clone(),
         });
+        let admission = Admission::new(halyard_net::Limits {
+            max_connections: cfg.max_connections,
+            max_connections_per_ip: cfg.max_connections_per_ip,
+            max_connection_rate_per_ip: cfg.max_connection_rate_per_ip,
+            rules: halyard_net::admission::parse_rules(&cfg.client_access)
+                .map_err(|e| anyhow::anyhow!("access.client_access: {e}"))?,
+        });
+        let service = halyard_net::Service::new(
+            "access",
+            listeners(&cfg, &shared),
+            admission,
+            tls,
+            Duration::from_secs(cfg.write_timeout_secs),
+        );
+        let listeners = service.start().await.map_err(anyhow::Error::msg)?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        let mut bound = HashMap::new();
-        for (key, addr, proto, implicit) in listeners(&cfg) {
-            let Some(addr) = addr else { continue };
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("{key} {addr}: cannot bind"))?;
-            bound.insert(key, l.local_addr()?);
-            tasks.push(tokio::spawn(accept_loop(
-                proto,
-                l,
-                shared.clone(),
-                implicit,
-                stop_rx.clone(),
-                None,
-            )));
-        }
         if let Some(t) = &shared.tls {
             tasks.push(tokio::spawn(t.clone().reload_on_sighup(stop_rx.clone())));
         }
         tracing::info!(imap = ?cfg.imap_listen, imaps = ?cfg.imaps_listen, pop3 = ?cfg.pop3_listen, pop3s = ?cfg.pop3s_listen, "message access started");
         Ok(AccessServer {
-            binder: Binder {
-                shared: shared.clone(),
-            },
+            imap_addr: listeners.addr("access.imap_listen"),
+            imaps_addr: listeners.addr("access.imaps_listen"),
+            service,
+            listeners,
             stop,
             tasks,
-            imap_addr: bound.get("access.imap_listen").copied(),
-            imaps_addr: bound.get("access.imaps_listen").copied(),
         })
     }
 
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        self.listeners.stop(Duration::ZERO).await;
         for t in self.tasks {
             let _ = t.await;
         }

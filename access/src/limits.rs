@@ -1,9 +1,10 @@
-//! Connection limits (total and per client address) and failed-login throttling (per client
-//! address and per login), shared by the IMAP and POP3 listeners.
+//! Failed-login throttling (per client address and per login), shared by the IMAP and POP3
+//! listeners. Connection admission (caps, rates, allow/deny) is the network layer's
+//! (`halyard_net::admission`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::AccessConfig;
@@ -14,69 +15,16 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(600);
 const MAX_TRACKED: usize = 100_000;
 
 pub struct Limits {
-    max_total: usize,
-    max_per_ip: usize,
     max_failures: u32,
-    conns: Arc<Mutex<Conns>>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
-}
-
-#[derive(Default)]
-struct Conns {
-    total: usize,
-    per_ip: HashMap<IpAddr, usize>,
-}
-
-/// Held for the life of a connection.
-pub struct ConnGuard {
-    conns: Arc<Mutex<Conns>>,
-    ip: IpAddr,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        let mut c = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        c.total -= 1;
-        if let Some(n) = c.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.per_ip.remove(&self.ip);
-            }
-        }
-    }
 }
 
 impl Limits {
     pub fn new(cfg: &AccessConfig) -> Limits {
         Limits {
-            max_total: cfg.max_connections,
-            max_per_ip: cfg.max_connections_per_ip,
             max_failures: cfg.max_login_failures,
-            conns: Arc::new(Mutex::new(Conns::default())),
             failures: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Admits a connection from `ip`, or says why not.
-    pub fn admit(&self, ip: IpAddr) -> Result<ConnGuard, &'static str> {
-        let mut c = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        if c.total >= self.max_total {
-            return Err("too many connections to this server");
-        }
-        let n = c.per_ip.entry(ip).or_insert(0);
-        if *n >= self.max_per_ip {
-            return Err("too many connections from your address");
-        }
-        *n += 1;
-        c.total += 1;
-        Ok(ConnGuard {
-            conns: self.conns.clone(),
-            ip,
-        })
-    }
-
-    pub fn connections(&self) -> usize {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner()).total
     }
 
     fn count(&self, key: &str) -> u32 {

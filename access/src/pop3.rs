@@ -13,17 +13,15 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use halyard_directory::DirectoryError;
 use halyard_raft_store::{Command as StoreCommand, MessageRecord};
-use tokio::net::TcpStream;
 
 use crate::Shared;
-use crate::imap::conn::{Conn, Stream};
+use crate::imap::conn::Conn;
 use crate::store::{Account, StoreFail};
 
 /// Longest POP3 command line (RFC 2449 allows 255 octets; SASL responses can be longer).
@@ -52,24 +50,11 @@ impl Drop for MaildropLock {
     }
 }
 
-pub(crate) async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, implicit: bool) {
+/// Serves one admitted connection (TLS already up on an implicit-TLS port).
+pub(crate) async fn serve(accepted: halyard_net::Accepted, shared: Arc<Shared>) {
     let write_timeout = Duration::from_secs(shared.cfg.write_timeout_secs);
-    let mut conn = Conn::new(Stream::Plain(tcp), peer, write_timeout);
-    let _guard = match shared.limits.admit(peer.ip()) {
-        Ok(g) => g,
-        Err(why) => {
-            let _ = conn
-                .write(format!("-ERR [SYS/TEMP] {why}\r\n").as_bytes())
-                .await;
-            return;
-        }
-    };
-    if implicit {
-        let Some(tls) = &shared.tls else { return };
-        if conn.start_tls(tls.acceptor()).await.is_err() {
-            return;
-        }
-    }
+    let peer = accepted.peer;
+    let conn = Conn::new(accepted.stream, peer, write_timeout);
     let mut s = Pop3 {
         shared,
         conn,

@@ -28,8 +28,6 @@ pub struct MtaConfig {
     /// Error replies (4xx/5xx) allowed per connection before it is closed with 421
     /// (Postfix's smtpd_hard_error_limit).
     pub max_errors: u32,
-    /// Resource group for queue entries whose recipients have no group of their own.
-    pub default_group: Option<String>,
     /// Largest message accepted (SIZE), in bytes.
     pub max_message_bytes: u64,
     /// Most recipients in one transaction (452 4.5.3 after that).
@@ -99,7 +97,6 @@ impl Default for MtaConfig {
             require_tls_for_auth: true,
             max_auth_failures: 3,
             max_errors: 50,
-            default_group: None,
             max_message_bytes: 50 << 20,
             max_recipients: 1000,
             max_line_bytes: 4096,
@@ -127,87 +124,19 @@ impl Default for MtaConfig {
     }
 }
 
-/// An IP network in CIDR notation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Network {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Network {
-    pub fn parse(s: &str) -> Result<Network, String> {
-        let (a, p) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not an address or CIDR network"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?}: prefix length must be 0-{max}"))?,
-            None => max,
-        };
-        Ok(Network { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
-}
+/// IP networks and `client_access` rules are the network layer's.
+pub use halyard_net::admission::{AccessRule, Network};
 
 impl MtaConfig {
-    /// `client_access` parsed: (allowed, network) in order.
-    pub fn access_rules(&self) -> Result<Vec<(bool, Network)>, (String, String)> {
-        self.client_access
-            .iter()
-            .map(|rule| {
-                let bad = |why: String| ("mta.client_access".to_string(), why);
-                let (verb, net) = rule.trim().split_once(char::is_whitespace).ok_or_else(|| {
-                    bad(format!(
-                        "{rule:?}: expected \"allow CIDR\" or \"deny CIDR\""
-                    ))
-                })?;
-                let allow = match verb.to_ascii_lowercase().as_str() {
-                    "allow" => true,
-                    "deny" => false,
-                    _ => return Err(bad(format!("{rule:?}: the action is allow or deny"))),
-                };
-                Ok((allow, Network::parse(net.trim()).map_err(bad)?))
-            })
-            .collect()
+    /// `client_access` parsed, in order.
+    pub fn access_rules(&self) -> Result<Vec<AccessRule>, (String, String)> {
+        halyard_net::admission::parse_rules(&self.client_access)
+            .map_err(|e| ("mta.client_access".to_string(), e))
     }
 
     /// Whether `ip` may connect under `rules` (first match decides; none: allowed).
-    pub fn admits(rules: &[(bool, Network)], ip: IpAddr) -> bool {
-        rules
-            .iter()
-            .find(|(_, n)| n.contains(ip))
-            .is_none_or(|(allow, _)| *allow)
+    pub fn admits(rules: &[AccessRule], ip: IpAddr) -> bool {
+        halyard_net::admission::rules_admit(rules, ip)
     }
 
     /// Checks the configuration; `(key, problem)` on the first error.

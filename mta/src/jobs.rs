@@ -184,7 +184,8 @@ fn schedule(
             }
         }
     }
-    due.sort_by_key(|(e, _)| (e.priority, e.received_at_ms));
+    // Priority, then first attempts before retries, then the oldest first.
+    due.sort_by_key(|(e, i)| (e.priority, e.recipients[*i].attempts > 0, e.received_at_ms));
     for (e, i) in due {
         if in_flight.len() >= MAX_IN_FLIGHT {
             deferred.push(e.queue_id.clone());
@@ -551,7 +552,7 @@ async fn report(
             body: body.into(),
             received_at_ms: now,
             expires_at_ms: now + (e.expires_at_ms - e.received_at_ms).max(86_400_000),
-            priority: e.priority,
+            priority: halyard_raft_store::PRIORITY_NOTIFICATION,
             meta: Some(meta),
         }),
         delay,

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use halyard_directory::{Directory, UserRecord};
+use halyard_net::{Accepted, Listener, ListenerSet, Protocol, Refused, ServeFuture};
 use halyard_raft_store::Group;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -51,6 +51,9 @@ pub struct Backend {
     pub groups: HashMap<String, Group>,
     pub directory: Arc<dyn Directory>,
     pub node_id: u64,
+    /// Group of users whose directory entry names none, and of relayed mail's queue
+    /// entries (the node's `default_group`, the same IMAP and POP3 read from).
+    pub default_group: Option<String>,
     /// Hands a proposal to a group's leader when this node is not it, so that SMTP, LMTP and
     /// submission are served by every member (see [`Forward`]); `None`: such mail gets 451.
     pub forward: Option<Arc<dyn Forward>>,
@@ -78,15 +81,9 @@ pub(crate) struct Shared {
     pub backend: Backend,
     pub cfg: MtaConfig,
     pub trusted: Vec<config::Network>,
-    /// `client_access` rules.
-    pub access: Vec<(bool, config::Network)>,
-    pub tls: Option<halyard_access::tls::Tls>,
+    pub tls: Option<halyard_net::Tls>,
     /// The relay channel; its resolver also serves DNSBL and sender-domain checks.
     pub relay: Arc<relay::Relay>,
-    conns: std::sync::Mutex<(usize, HashMap<std::net::IpAddr, usize>)>,
-    /// Recent connection times per client address (connection rate limit).
-    rates:
-        std::sync::Mutex<HashMap<std::net::IpAddr, std::collections::VecDeque<std::time::Instant>>>,
     /// Sessions alive, for the drain at shutdown.
     pub(crate) live: std::sync::atomic::AtomicUsize,
     counter: AtomicU64,
@@ -106,7 +103,7 @@ impl Shared {
 pub(crate) fn group_of(shared: &Shared, user: &UserRecord) -> Option<String> {
     halyard_raft_store::home_group(
         user.mail_host.as_deref(),
-        shared.cfg.default_group.as_deref(),
+        shared.backend.default_group.as_deref(),
         shared.backend.groups.keys(),
     )
 }
@@ -116,15 +113,17 @@ pub(crate) fn group_of(shared: &Shared, user: &UserRecord) -> Option<String> {
 pub(crate) fn relay_group(shared: &Shared) -> Option<String> {
     halyard_raft_store::home_group(
         None,
-        shared.cfg.default_group.as_deref(),
+        shared.backend.default_group.as_deref(),
         shared.backend.groups.keys(),
     )
 }
 
 /// The running listeners and job controllers; [`MtaServer::shutdown`] stops them.
 pub struct MtaServer {
-    /// Binds the same listeners on other addresses (floating addresses).
-    pub binder: Binder,
+    /// The SMTP, submission and LMTP listeners as one service, to bind them on other
+    /// addresses (floating addresses) too.
+    pub service: halyard_net::Service,
+    listeners: ListenerSet,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -140,7 +139,7 @@ impl MtaServer {
         let trusted = cfg.validate().map_err(|(k, m)| format!("{k}: {m}"))?;
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(c), Some(k)) => {
-                Some(halyard_access::tls::Tls::load("mta", c, k).map_err(|e| format!("{e:#}"))?)
+                Some(halyard_net::Tls::load("mta", c, k).map_err(|e| format!("{e:#}"))?)
             }
             _ => None,
         };
@@ -150,31 +149,26 @@ impl MtaServer {
             backend,
             cfg: cfg.clone(),
             trusted,
-            access: cfg.access_rules().map_err(|(k, m)| format!("{k}: {m}"))?,
-            tls,
+            tls: tls.clone(),
             relay: relay.clone(),
-            conns: Default::default(),
-            rates: Default::default(),
             live: Default::default(),
             counter: AtomicU64::new(0),
         });
+        let admission = halyard_net::Admission::new(halyard_net::Limits {
+            max_connections: cfg.max_connections,
+            max_connections_per_ip: cfg.max_connections_per_ip,
+            max_connection_rate_per_ip: cfg.max_connection_rate_per_ip,
+            rules: cfg.access_rules().map_err(|(k, m)| format!("{k}: {m}"))?,
+        });
+        let service = halyard_net::Service::new(
+            "mta",
+            listeners(&cfg, &shared),
+            admission,
+            tls,
+            std::time::Duration::from_secs(cfg.command_timeout_secs),
+        );
+        let listeners = service.start().await?;
         let mut tasks = Vec::new();
-        let mut bound = HashMap::new();
-        for (key, addr, kind, implicit) in listeners(&cfg) {
-            let Some(addr) = addr else { continue };
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("{key} {addr}: cannot bind: {e}"))?;
-            bound.insert(key, l.local_addr().map_err(|e| e.to_string())?);
-            tasks.push(tokio::spawn(accept_loop(
-                l,
-                shared.clone(),
-                kind,
-                implicit,
-                stop_rx.clone(),
-                None,
-            )));
-        }
         if let Some(t) = &shared.tls {
             tasks.push(tokio::spawn(t.clone().reload_on_sighup(stop_rx.clone())));
         }
@@ -192,7 +186,7 @@ impl MtaServer {
                 stop_rx.clone(),
             );
             tasks.push(tokio::spawn(async move {
-                halyard_access::supervise::supervise(
+                halyard_net::supervise::supervise(
                     format!("job controller of {name}"),
                     stop.clone(),
                     move || {
@@ -212,15 +206,14 @@ impl MtaServer {
         }
         tracing::info!(smtp = ?cfg.smtp_listen, submission = ?cfg.submission_listen, "MTA started");
         Ok(MtaServer {
-            binder: Binder {
-                shared: shared.clone(),
-            },
+            smtp_addr: listeners.addr("mta.smtp_listen"),
+            submission_addr: listeners.addr("mta.submission_listen"),
+            submissions_addr: listeners.addr("mta.submissions_listen"),
+            service,
+            listeners,
             stop,
             tasks,
             shared: shared.clone(),
-            smtp_addr: bound.get("mta.smtp_listen").copied(),
-            submission_addr: bound.get("mta.submission_listen").copied(),
-            submissions_addr: bound.get("mta.submissions_listen").copied(),
         })
     }
 
@@ -228,6 +221,7 @@ impl MtaServer {
     /// the transaction in progress (sessions waiting for a command get 421 at once).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        self.listeners.stop(std::time::Duration::ZERO).await;
         for t in self.tasks {
             let _ = t.await;
         }
@@ -247,154 +241,72 @@ impl MtaServer {
     }
 }
 
-/// Admits a connection under the total and per-address limits; the guard releases it.
-fn admit(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Result<ConnGuard, &'static str> {
-    let rate = shared.cfg.max_connection_rate_per_ip;
-    if rate > 0 {
-        let now = std::time::Instant::now();
-        let mut r = shared.rates.lock().unwrap_or_else(|e| e.into_inner());
-        if r.len() > 100_000 {
-            // Bounded memory under a flood of addresses: forget the history.
-            r.clear();
-        }
-        let times = r.entry(ip).or_default();
-        while times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > std::time::Duration::from_secs(60))
-        {
-            times.pop_front();
-        }
-        if times.len() >= rate as usize {
-            return Err("421 4.7.0 too many connections from your address, slow down\r\n");
-        }
-        times.push_back(now);
-    }
-    let mut c = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
-    if c.0 >= shared.cfg.max_connections {
-        return Err("421 4.7.0 too many connections, try again later\r\n");
-    }
-    let n = c.1.entry(ip).or_insert(0);
-    if *n >= shared.cfg.max_connections_per_ip {
-        return Err("421 4.7.0 too many connections from your address\r\n");
-    }
-    *n += 1;
-    c.0 += 1;
-    Ok(ConnGuard {
-        shared: shared.clone(),
-        ip,
-    })
-}
-
-struct ConnGuard {
-    shared: Arc<Shared>,
-    ip: std::net::IpAddr,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        let mut c = self.shared.conns.lock().unwrap_or_else(|e| e.into_inner());
-        c.0 -= 1;
-        if let Some(n) = c.1.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.1.remove(&self.ip);
-            }
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
+/// SMTP, submission or LMTP on an admitted connection.
+struct Smtp {
     shared: Arc<Shared>,
     kind: Kind,
-    implicit_tls: bool,
-    mut stop: watch::Receiver<bool>,
-    sessions: Option<Arc<halyard_access::stream::Sessions>>,
-) {
-    use tokio::io::AsyncWriteExt;
-    while let Some((mut tcp, peer)) =
-        halyard_access::stream::next_connection(&listener, &mut stop, "smtp").await
-    {
-        let shared = shared.clone();
-        let session_stop = stop.clone();
-        let task = tokio::spawn(async move {
-            let guard = match admit(&shared, peer.ip()) {
-                Ok(g) => g,
-                Err(msg) => {
-                    let _ = tcp.write_all(msg.as_bytes()).await;
-                    return;
-                }
-            };
-            let mut stream = halyard_access::stream::Stream::Plain(tcp);
-            if implicit_tls {
-                let Some(tls) = shared.tls.clone() else {
-                    return;
-                };
-                let t = std::time::Duration::from_secs(shared.cfg.command_timeout_secs);
-                match tokio::time::timeout(t, stream.start_tls(tls.acceptor())).await {
-                    Ok(Ok(())) => {}
-                    _ => return,
-                }
+}
+
+impl Protocol for Smtp {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::Smtp => "smtp",
+            Kind::Submission => "submission",
+            Kind::Lmtp => "lmtp",
+        }
+    }
+
+    fn refusal(&self, why: Refused, peer: SocketAddr) -> Vec<u8> {
+        match why {
+            Refused::Denied => {
+                tracing::info!(peer = %peer, "client refused: client_access");
+                format!("554 5.7.1 [{}] is not allowed to connect\r\n", peer.ip()).into_bytes()
             }
+            Refused::Rate => {
+                b"421 4.7.0 too many connections from your address, slow down\r\n".to_vec()
+            }
+            Refused::Total => b"421 4.7.0 too many connections, try again later\r\n".to_vec(),
+            Refused::PerIp => b"421 4.7.0 too many connections from your address\r\n".to_vec(),
+        }
+    }
+
+    fn serve(&self, conn: Accepted) -> ServeFuture {
+        let (shared, kind) = (self.shared.clone(), self.kind);
+        Box::pin(async move {
             shared.live.fetch_add(1, Ordering::Relaxed);
             let live = shared.clone();
-            let mut s = session::Session::new(shared, stream, peer, kind, session_stop);
+            let peer = conn.peer;
+            let mut s = session::Session::new(shared, conn.stream, peer, kind, conn.stop);
             if let Err(e) = s.run().await {
                 tracing::debug!(peer = %peer, error = %e, "SMTP session ended");
             }
             s.close().await;
             live.live.fetch_sub(1, Ordering::Relaxed);
-            drop(guard);
-        });
-        if let Some(s) = &sessions {
-            s.add(task.abort_handle());
-        }
-    }
-}
-
-pub use halyard_access::stream::ListenerSet;
-
-/// Binds listeners on other addresses for a running [`MtaServer`].
-#[derive(Clone)]
-pub struct Binder {
-    shared: Arc<Shared>,
-}
-
-impl Binder {
-    /// Binds every configured SMTP/submission/LMTP listener's port on `ip`.
-    pub async fn bind_on(&self, ip: std::net::IpAddr) -> Result<ListenerSet, String> {
-        let shared = self.shared.clone();
-        ListenerSet::bind_all(
-            ip,
-            listeners(&self.shared.cfg)
-                .map(|(key, addr, kind, implicit)| (key, addr.clone(), (kind, implicit))),
-            |l, (kind, implicit), stop, sessions| {
-                tokio::spawn(accept_loop(
-                    l,
-                    shared.clone(),
-                    kind,
-                    implicit,
-                    stop,
-                    Some(sessions),
-                ))
-            },
-        )
-        .await
+        })
     }
 }
 
 /// The configured listeners: (config key, address, protocol, implicit TLS).
-fn listeners(cfg: &MtaConfig) -> [(&'static str, &Option<String>, Kind, bool); 4] {
-    [
-        ("mta.smtp_listen", &cfg.smtp_listen, Kind::Smtp, false),
-        (
+fn listeners(cfg: &MtaConfig, shared: &Arc<Shared>) -> Vec<Listener> {
+    let l = |key, addr: &Option<String>, kind, implicit_tls| Listener {
+        key,
+        addr: addr.clone(),
+        implicit_tls,
+        protocol: Arc::new(Smtp {
+            shared: shared.clone(),
+            kind,
+        }),
+    };
+    vec![
+        l("mta.smtp_listen", &cfg.smtp_listen, Kind::Smtp, false),
+        l(
             "mta.submission_listen",
             &cfg.submission_listen,
             Kind::Submission,
             false,
         ),
-        ("mta.lmtp_listen", &cfg.lmtp_listen, Kind::Lmtp, false),
-        (
+        l("mta.lmtp_listen", &cfg.lmtp_listen, Kind::Lmtp, false),
+        l(
             "mta.submissions_listen",
             &cfg.submissions_listen,
             Kind::Submission,

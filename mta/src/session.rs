@@ -22,8 +22,8 @@ use smtp_proto::Request;
 use smtp_proto::request::receiver::DataReceiver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{Kind, MtaConfig, Shared};
-use halyard_access::stream::Stream;
+use crate::{Kind, Shared};
+use halyard_net::Stream;
 
 /// Where the session is in a mail transaction.
 #[derive(Default)]
@@ -212,14 +212,6 @@ impl Session {
     }
 
     pub(crate) async fn run(&mut self) -> std::io::Result<()> {
-        if !MtaConfig::admits(&self.shared.access, self.peer.ip()) {
-            tracing::info!(peer = %self.peer, "client refused: client_access");
-            self.reply(
-                554,
-                &format!("5.7.1 [{}] is not allowed to connect", self.peer.ip()),
-            );
-            return self.flush().await;
-        }
         if self.kind == Kind::Lmtp && !self.trusted {
             self.reply(421, "4.7.0 LMTP is for trusted hosts only");
             return self.flush().await;
@@ -1074,11 +1066,11 @@ impl Session {
                 mail_from: tx.from.clone().unwrap_or_default(),
                 params: tx.params.clone(),
                 recipients,
-                partition: "primary".into(),
+                partition: halyard_raft_store::PRIMARY_PARTITION.into(),
                 body: message.clone(),
                 received_at_ms: received_ms,
                 expires_at_ms: expires,
-                priority: 0,
+                priority: halyard_raft_store::PRIORITY_MAIL,
                 meta: Some(meta.clone()),
             };
             // Not the master: the master proposes it for us, and says when it is committed.

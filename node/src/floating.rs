@@ -7,14 +7,15 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use halyard_fencing::Controller;
+use halyard_net::ListenerSet;
 use tokio::sync::watch;
 
 #[derive(Clone)]
 pub struct Floating {
     pub controller: Controller,
     pub ip: IpAddr,
-    pub mta: Option<halyard_mta::Binder>,
-    pub access: Option<halyard_access::Binder>,
+    pub mta: Option<halyard_net::Service>,
+    pub access: Option<halyard_net::Service>,
     pub drain: Duration,
 }
 
@@ -24,10 +25,7 @@ impl Floating {
         let group = self.controller.group().clone();
         let name = group.name().to_string();
         let mut serving = group.serving();
-        let mut open: Option<(
-            Option<halyard_mta::ListenerSet>,
-            Option<halyard_access::ListenerSet>,
-        )> = None;
+        let mut open: Option<(Option<ListenerSet>, Option<ListenerSet>)> = None;
         let mut failures = 0u32;
         loop {
             let token = *serving.borrow_and_update();
@@ -84,15 +82,7 @@ impl Floating {
         }
     }
 
-    async fn open(
-        &self,
-    ) -> Result<
-        (
-            Option<halyard_mta::ListenerSet>,
-            Option<halyard_access::ListenerSet>,
-        ),
-        String,
-    > {
+    async fn open(&self) -> Result<(Option<ListenerSet>, Option<ListenerSet>), String> {
         let mta = match &self.mta {
             Some(b) => Some(b.bind_on(self.ip).await?),
             None => None,

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
-pub use crate::stream::Stream;
+pub use halyard_net::Stream;
 
 pub struct Conn {
     pub stream: Stream,

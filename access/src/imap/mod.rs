@@ -17,40 +17,21 @@ use imap_codec::imap_types::command::Command;
 use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::response::{Code, Response, Status};
 use imap_codec::{CommandCodec, ResponseCodec};
-use tokio::net::TcpStream;
 
 use crate::Shared;
-use conn::{Conn, Stream};
+use conn::Conn;
 
 pub use session::capabilities;
 
-/// Accepts connections until `stop`; each gets its own task.
-pub(crate) async fn serve(
-    tcp: TcpStream,
-    peer: std::net::SocketAddr,
-    shared: Arc<Shared>,
-    implicit: bool,
-) {
+/// Serves one admitted connection (TLS already up on an implicit-TLS port).
+pub(crate) async fn serve(accepted: halyard_net::Accepted, shared: Arc<Shared>) {
     let write_timeout = Duration::from_secs(shared.cfg.write_timeout_secs);
-    let mut conn = Conn::new(Stream::Plain(tcp), peer, write_timeout);
-    let guard = match shared.limits.admit(peer.ip()) {
-        Ok(g) => g,
-        Err(why) => {
-            let _ = conn.write(format!("* BYE {why}\r\n").as_bytes()).await;
-            return;
-        }
-    };
-    if implicit {
-        let Some(tls) = &shared.tls else { return };
-        if conn.start_tls(tls.acceptor()).await.is_err() {
-            return;
-        }
-    }
+    let peer = accepted.peer;
+    let conn = Conn::new(accepted.stream, peer, write_timeout);
     let mut s = session::Session::new(shared, conn);
     if let Err(e) = s.run().await {
         tracing::debug!(peer = %peer, error = %e, "IMAP session ended");
     }
-    drop(guard);
 }
 
 /// Serialises one response.
