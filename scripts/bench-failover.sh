@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Failover benchmark (root): a 3-node `halyard cluster up` testbed in network namespaces,
+# Failover benchmark (root): a 3-node `halyard-lab cluster up` testbed in network namespaces,
 # then COUNT kill -9 drills of rg1's master (each: kill, wait for the first SMTP banner of
 # the new master on the floating address, restart the killed node, let the preferred master
 # take the group back) and COUNT graceful `ctl failover` drills back and forth. Prints p50 /
@@ -16,9 +16,9 @@ COUNT=${COUNT:-50}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/halyard-target}
 # The release build, as the SMTP benchmark (the first run builds it: ~25 minutes on 2 cores).
 cargo build --release --locked --workspace
-BIN=$CARGO_TARGET_DIR/release/halyard
+LAB=$CARGO_TARGET_DIR/release/halyard-lab
 PREFIX=hb$(printf '%04x' $(( $$ & 0xffff )))
-trap '"$BIN" cluster down --prefix "$PREFIX" >/dev/null 2>&1 || true' EXIT
-"$BIN" cluster up --prefix "$PREFIX" --nodes 3 >/dev/null
-"$BIN" cluster drill --prefix "$PREFIX" --kind kill --count "$COUNT" 2>/dev/null
-"$BIN" cluster drill --prefix "$PREFIX" --kind switchover --count "$COUNT" 2>/dev/null | tail -n +3
+trap '"$LAB" cluster down --prefix "$PREFIX" >/dev/null 2>&1 || true' EXIT
+"$LAB" cluster up --prefix "$PREFIX" --nodes 3 >/dev/null
+"$LAB" cluster drill --prefix "$PREFIX" --kind kill --count "$COUNT" 2>/dev/null
+"$LAB" cluster drill --prefix "$PREFIX" --kind switchover --count "$COUNT" 2>/dev/null | tail -n +3

@@ -9,7 +9,7 @@
 #
 #   ROUNDS=5 ./scripts/bench-smtp.sh   # smtp-source rounds (default 3)
 #
-# Prints `halyard bench-smtp`'s table (messages/s, p50/p99 time from end of data to 250,
+# Prints `halyard-lab bench-smtp`'s table (messages/s, p50/p99 time from end of data to 250,
 # ratio), then ROUNDS alternating rounds of Postfix's own smtp-source against each server,
 # with a new connection per message (smtp-source's default) and with -d (connection
 # reused), and their medians, then checks that every message was delivered. Leaves nothing running.
@@ -24,6 +24,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/halyard-target}
 # first run builds it, RocksDB included: about 25 minutes on 2 cores, then it is cached.
 cargo build --release --locked --workspace
 BIN=$CARGO_TARGET_DIR/release/halyard
+LAB=$CARGO_TARGET_DIR/release/halyard-lab
 RUN=$(mktemp -d /tmp/halyard-bench-smtp.XXXXXX)
 chmod 755 "$RUN"   # Postfix's daemons run as user postfix
 PF=$RUN/postfix
@@ -98,8 +99,8 @@ grep -q "Demo user" "$RUN/demo.log" || { cat "$RUN/demo.log"; echo "halyard demo
 "$BIN" ctl user set demo@demo.test --quota none >/dev/null
 LEADER=$(sed -n 's/.*group rg1 *leader: node \([0-9]*\).*/\1/p' "$RUN/demo.log" | head -1)
 HPORT=$((2525 + 1000 * (${LEADER:-1} - 1)))
-echo "== halyard bench-smtp (kept-alive sessions, pipelined MAIL/RCPT/DATA; master: node ${LEADER:-1}) =="
-"$BIN" bench-smtp --sessions "$SESSIONS" --messages "$MESSAGES" --size 10240 \
+echo "== halyard-lab bench-smtp (kept-alive sessions, pipelined MAIL/RCPT/DATA; master: node ${LEADER:-1}) =="
+"$LAB" bench-smtp --sessions "$SESSIONS" --messages "$MESSAGES" --size 10240 \
   --target halyard=127.0.0.1:$HPORT --rcpt halyard=demo@demo.test \
   --target postfix=127.0.0.1:2625 --rcpt postfix=bench@bench.test
 

@@ -1,7 +1,7 @@
 //! Clock nemeses through libfaketime: a node's wall clock jumps by an offset
 //! ([`crate::Fault::ClockSkew`]) or flips between two offsets ([`crate::Fault::ClockStrobe`]).
 //!
-//! The testbed (`halyard cluster up` / `start`) starts every node with [`node_env`]:
+//! The testbed (`halyard-lab cluster up` / `start`) starts every node with [`node_env`]:
 //! `LD_PRELOAD` of libfaketime (the thread-safe `libfaketimeMT.so.1` when present), its offset
 //! read from a file of the node's own ([`file`], `<state dir>/clock-n<id>`, created as `+0`)
 //! and re-read each time the real second changes (`FAKETIME_CACHE_DURATION` [`CACHE_SECS`]),
@@ -21,7 +21,7 @@
 //! process given the same pid would die at start. [`node_env`] sweeps the stale ones first
 //! ([`sweep_stale_shm`]).
 //!
-//! A strobe runs in a helper process (`halyard chaos-strobed`, see [`crate::helper`]) that
+//! A strobe runs in a helper process (`halyard-lab chaos-strobed`, see [`crate::helper`]) that
 //! flips the file every `period_ms` for `duration_ms` and then writes `+0`; [`stop`] (part of
 //! [`crate::heal`]) ends it and writes `+0`.
 
@@ -195,7 +195,7 @@ pub fn strobe(
     r.map(|()| flips)
 }
 
-/// The body of `halyard chaos-strobed`.
+/// The body of `halyard-lab chaos-strobed`.
 pub fn daemon(path: &Path, delta_ms: i64, period_ms: u64, duration_ms: u64) -> Result<u64, String> {
     helper::catch_stop_signals();
     strobe(

@@ -5,7 +5,7 @@
 //! This kernel has no `tc netem`, so the delay is done in userspace: in the node's namespace,
 //! iptables rules (iptables-nft, table `ip filter`) in a chain of our own, [`CHAIN`], send the
 //! node's cluster traffic — INPUT from and OUTPUT to the other nodes' addresses — to NFQUEUE
-//! [`QUEUE`] with `--queue-bypass`, and a delayer process (`halyard chaos-delayd`, started by
+//! [`QUEUE`] with `--queue-bypass`, and a delayer process (`halyard-lab chaos-delayd`, started by
 //! [`start`] inside the namespace) holds each packet in a timer heap and accepts it when its
 //! time comes ([`run`]). Clients and the host leg are not delayed.
 //!
@@ -173,7 +173,7 @@ pub fn run(
     Ok(st)
 }
 
-/// The body of `halyard chaos-delayd`: binds `queue` in the current namespace, says `ready`,
+/// The body of `halyard-lab chaos-delayd`: binds `queue` in the current namespace, says `ready`,
 /// delays until SIGTERM / SIGINT or `max_secs`.
 pub fn daemon(
     queue: u16,

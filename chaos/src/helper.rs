@@ -1,6 +1,6 @@
 //! Background helper processes of the nemeses that outlive the call that applied them: the
-//! packet delayer (`halyard chaos-delayd`, inside a node's namespace) and the clock strober
-//! (`halyard chaos-strobed`). `halyard chaos` applies a fault and exits, and a Jepsen run
+//! packet delayer (`halyard-lab chaos-delayd`, inside a node's namespace) and the clock strober
+//! (`halyard-lab chaos-strobed`). `halyard-lab chaos` applies a fault and exits, and a Jepsen run
 //! applies and heals many, so the helper is a process of its own, in a process group of its own
 //! (a Ctrl-C at the terminal does not reach it), whose pid is kept in a file next to the
 //! testbed's state.

@@ -1,6 +1,6 @@
 //! # halyard-chaos — fault injection on a namespace testbed
 //!
-//! Nemeses for clusters started by `halyard cluster up` (each node in its own network
+//! Nemeses for clusters started by `halyard-lab cluster up` (each node in its own network
 //! namespace): network partitions of several shapes and probabilistic loss with nftables
 //! rules inside the node namespaces (traffic between nodes only: clients and the host leg keep
 //! reaching every node, as in a real split of the cluster network); delay and reordering of a

@@ -18,7 +18,7 @@
 //! - [`report`]: an HTML timeline and SVG latency/throughput plots with nemesis intervals
 //!   shaded.
 //!
-//! `halyard jepsen run|campaign` (crate `halyard-node`) runs them on a `halyard cluster up`
+//! `halyard-lab jepsen run|campaign` (crate `halyard-node`) runs them on a `halyard-lab cluster up`
 //! testbed.
 
 pub mod append;

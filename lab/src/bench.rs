@@ -1,4 +1,4 @@
-//! `halyard bench` — commit throughput and latency of a local 3-node cluster.
+//! `halyard-lab bench` — commit throughput and latency of a local 3-node cluster.
 //!
 //! Starts `--nodes` real `halyard serve` processes on 127.0.0.1 (mutual TLS unless
 //! `--plaintext`), waits for the leader of the `bench` group, then runs `--proposers`
@@ -18,8 +18,8 @@ use bytes::Bytes;
 use clap::Args;
 use halyard_raft_store::{Command, Reply};
 
-use crate::config::RaftConfig;
-use crate::local_cluster::{ClusterSpec, LocalCluster};
+use halyard_node::config::RaftConfig;
+use halyard_node::local_cluster::{ClusterSpec, LocalCluster};
 
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
@@ -68,7 +68,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         bail!("--nodes, --proposers and --seconds must be > 0");
     }
     let tmp = tempdir_path(&args)?;
-    let binary = std::env::current_exe()?;
+    let binary = crate::halyard_binary()?;
     let spec = ClusterSpec {
         mta: Default::default(),
         nodes: args.nodes,
@@ -180,7 +180,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
     println!();
     println!(
-        "halyard bench: {} nodes, {} proposers, {} B proposals, {} s measured, {}",
+        "halyard-lab bench: {} nodes, {} proposers, {} B proposals, {} s measured, {}",
         args.nodes,
         args.proposers,
         args.size,

@@ -1,4 +1,4 @@
-//! `halyard bench-access` — IMAP benchmarks against real `halyard serve` processes:
+//! `halyard-lab bench-access` — IMAP benchmarks against real `halyard serve` processes:
 //!
 //! - `--idle N`: N authenticated IMAP sessions held open on one node (client side spread over
 //!   127.0.0.2–127.0.0.9 source addresses); reports the server's resident memory per session.
@@ -20,8 +20,8 @@ use halyard_raft_store::directory::{DirCommand, DirDomain, DirUser};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::config::{META_GROUP, RaftConfig};
-use crate::local_cluster::{ClusterSpec, LocalCluster};
+use halyard_node::config::{META_GROUP, RaftConfig};
+use halyard_node::local_cluster::{ClusterSpec, LocalCluster};
 
 #[derive(Debug, Args, Clone)]
 pub struct BenchAccessArgs {
@@ -185,7 +185,6 @@ fn spec(args: &BenchAccessArgs, nodes: u64) -> ClusterSpec {
         directory: Default::default(),
         access: halyard_access::AccessConfig {
             imap_listen: Some(format!("127.0.0.1:{IMAP_PORT}")),
-            default_group: Some("rg1".into()),
             max_connections: 1_000_000,
             max_connections_per_ip: 1_000_000,
             ..Default::default()
@@ -203,7 +202,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 pub async fn run(args: BenchAccessArgs) -> Result<()> {
     let tmp = std::env::temp_dir().join(format!("halyard-bench-access-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    let binary = std::env::current_exe()?;
+    let binary = crate::halyard_binary()?;
     let result = match args.idle {
         Some(n) => idle(&args, n, &binary, &tmp).await,
         None => throughput(&args, &binary, &tmp).await,

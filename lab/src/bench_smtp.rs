@@ -1,4 +1,4 @@
-//! `halyard bench-smtp` — SMTP acceptance throughput and time-to-250, for any server.
+//! `halyard-lab bench-smtp` — SMTP acceptance throughput and time-to-250, for any server.
 //!
 //! Opens `--sessions` connections to each `--target` and sends `--messages` messages of
 //! `--size` bytes in all (MAIL/RCPT/DATA per message on a kept-alive connection), timing each

@@ -1,26 +1,26 @@
-//! `halyard chaos` — one fault at a time on a running `halyard cluster up` testbed, for
+//! `halyard-lab chaos` — one fault at a time on a running `halyard-lab cluster up` testbed, for
 //! drills by hand (the Jepsen harness drives the same nemeses from `halyard-chaos`).
 //!
 //! ```text
-//! halyard chaos partition --halves            # random halves of the data nodes
-//! halyard chaos partition --isolate-master    # rg1's master alone
-//! halyard chaos partition --components 1,2/3  # explicit components
-//! halyard chaos bridge --node 2               # 1 | 2 | 3, with 2 seeing both sides
-//! halyard chaos one-way --from 1 --to 2
-//! halyard chaos loss --node 1 --percent 30
-//! halyard chaos kill|pause|resume --node 1
-//! halyard chaos delay --node 1 --ms 100 [--jitter 50]     # node 1's cluster traffic waits
-//! halyard chaos clock --node 1 --offset-ms -30000         # node 1's wall clock 30 s behind
-//! halyard chaos strobe --node 1 --delta-ms 5000 --period-ms 1000 --duration-ms 60000
-//! halyard chaos heal                          # undo every fault, resume paused nodes
+//! halyard-lab chaos partition --halves            # random halves of the data nodes
+//! halyard-lab chaos partition --isolate-master    # rg1's master alone
+//! halyard-lab chaos partition --components 1,2/3  # explicit components
+//! halyard-lab chaos bridge --node 2               # 1 | 2 | 3, with 2 seeing both sides
+//! halyard-lab chaos one-way --from 1 --to 2
+//! halyard-lab chaos loss --node 1 --percent 30
+//! halyard-lab chaos kill|pause|resume --node 1
+//! halyard-lab chaos delay --node 1 --ms 100 [--jitter 50]     # node 1's cluster traffic waits
+//! halyard-lab chaos clock --node 1 --offset-ms -30000         # node 1's wall clock 30 s behind
+//! halyard-lab chaos strobe --node 1 --delta-ms 5000 --period-ms 1000 --duration-ms 60000
+//! halyard-lab chaos heal                          # undo every fault, resume paused nodes
 //! ```
 //!
 //! `delay` and `strobe` leave a helper process running after this command exits (the packet
-//! delayer `halyard chaos-delayd` inside the node's namespace, the clock strober `halyard
+//! delayer `halyard-lab chaos-delayd` inside the node's namespace, the clock strober `halyard
 //! chaos-strobed`), with pid and log files `chaos-delay-n<id>.*` / `chaos-strobe-n<id>.*` in
 //! the testbed's state directory; `heal` ends them (a strobe also ends by itself after
 //! `--duration-ms`, a delayer after an hour). Clock faults need the nodes started under
-//! libfaketime, which `halyard cluster up` does when libfaketime is installed; only their wall
+//! libfaketime, which `halyard-lab cluster up` does when libfaketime is installed; only their wall
 //! clock moves (see `halyard_chaos::clock`).
 
 use std::path::PathBuf;
@@ -33,7 +33,7 @@ use crate::cluster_cmd::{ClusterState, dir_of, load, pid_of};
 
 #[derive(Debug, Args)]
 pub struct ChaosArgs {
-    /// The testbed's prefix (as given to `halyard cluster up`).
+    /// The testbed's prefix (as given to `halyard-lab cluster up`).
     #[arg(long, global = true, default_value = "hy")]
     pub prefix: String,
     #[arg(long, global = true)]
@@ -120,7 +120,7 @@ pub enum ChaosCmd {
     Heal,
 }
 
-/// `halyard chaos-delayd` (hidden): the packet delayer `chaos delay` starts inside a node's
+/// `halyard-lab chaos-delayd` (hidden): the packet delayer `chaos delay` starts inside a node's
 /// namespace.
 #[derive(Debug, Args)]
 pub struct DelaydArgs {
@@ -139,7 +139,7 @@ pub struct DelaydArgs {
     pub max_secs: u64,
 }
 
-/// `halyard chaos-strobed` (hidden): the clock strober `chaos strobe` starts.
+/// `halyard-lab chaos-strobed` (hidden): the clock strober `chaos strobe` starts.
 #[derive(Debug, Args)]
 pub struct StrobedArgs {
     /// The node's libfaketime offset file.

@@ -1,4 +1,4 @@
-//! `halyard cluster up|down|status|kill|start|probe` — a local cluster in network
+//! `halyard-lab cluster up|down|status|kill|start|probe` — a local cluster in network
 //! namespaces (root only), the testbed of the HA tests and of chaos/Jepsen runs.
 //!
 //! ```text
@@ -31,7 +31,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{
+use halyard_node::config::{
     ClusterConfig, FencingConfig, GroupConfig, NodeConfig, PeerConfig, RaftConfig, TlsConfig,
 };
 
@@ -74,7 +74,7 @@ pub enum ClusterCmd {
         topology: Topology,
         #[arg(long)]
         witness: bool,
-        /// The halyard binary the nodes run (default: this one).
+        /// The halyard binary the nodes run (default: `halyard` next to this program).
         #[arg(long)]
         binary: Option<PathBuf>,
         /// Wait at most this long for every group to have a holder.
@@ -200,7 +200,7 @@ pub async fn main(args: ClusterArgs) -> Result<()> {
         } => {
             let binary = match binary {
                 Some(b) => b,
-                None => std::env::current_exe()?,
+                None => crate::halyard_binary()?,
             };
             let st = up(&args.prefix, &dir, nodes, topology, witness, &binary)?;
             let ok = wait_for_holders(&st, Duration::from_secs(wait_secs)).await;
@@ -258,7 +258,7 @@ pub fn load(dir: &Path) -> Result<ClusterState> {
     let p = dir.join("cluster.json");
     let text = std::fs::read_to_string(&p).with_context(|| {
         format!(
-            "{}: no cluster here (run `halyard cluster up`)",
+            "{}: no cluster here (run `halyard-lab cluster up`)",
             p.display()
         )
     })?;
@@ -322,7 +322,7 @@ fn up(
     }
     if dir.join("cluster.json").exists() {
         bail!(
-            "a cluster with prefix {prefix} is already up ({}); `halyard cluster down --prefix {prefix}` first",
+            "a cluster with prefix {prefix} is already up ({}); `halyard-lab cluster down --prefix {prefix}` first",
             dir.display()
         );
     }
@@ -382,7 +382,7 @@ fn up(
         run(&["ip", "link", "set", &host_leg, "up"])?;
         let ids: Vec<u64> = (1..=total).collect();
         let certs = dir.join("certs");
-        crate::tls::generate(&certs, &ids)?;
+        halyard_node::tls::generate(&certs, &ids)?;
         let mut node_states = Vec::new();
         for id in &ids {
             let ns = format!("{prefix}-n{id}");
@@ -416,7 +416,6 @@ fn up(
                 .map(|(name, addr, members, preferred, leaders)| GroupConfig {
                     name: name.clone(),
                     members: members.clone(),
-                    partitions: vec!["primary".into()],
                     address: Some(addr.clone()),
                     preferred: Some(*preferred),
                     leaders: leaders.clone(),
@@ -427,6 +426,7 @@ fn up(
             let cfg = NodeConfig {
                 node_id: n.id,
                 data_dir: dir.join(format!("node-{}", n.id)),
+                default_group: groups.first().map(|g| g.0.clone()),
                 cluster: ClusterConfig {
                     listen: format!("{}:7700", n.ip),
                     advertise: None,
@@ -451,14 +451,12 @@ fn up(
                 access: halyard_access::AccessConfig {
                     imap_listen: serves.then(|| format!("{}:143", n.ip)),
                     pop3_listen: serves.then(|| format!("{}:110", n.ip)),
-                    default_group: groups.first().map(|g| g.0.clone()),
                     ..Default::default()
                 },
                 mta: halyard_mta::MtaConfig {
                     hostname: format!("node{}.cluster.test", n.id),
                     smtp_listen: serves.then(|| format!("{}:25", n.ip)),
                     submission_listen: serves.then(|| format!("{}:587", n.ip)),
-                    default_group: groups.first().map(|g| g.0.clone()),
                     ..Default::default()
                 },
                 fencing: FencingConfig {
@@ -517,7 +515,7 @@ pub fn start_node(st: &ClusterState, n: &NodeState) -> Result<()> {
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=off".into()),
         )
         .process_group(0);
-    // Under libfaketime when it is installed, so `halyard chaos clock|strobe` can move this
+    // Under libfaketime when it is installed, so `halyard-lab chaos clock|strobe` can move this
     // node's wall clock (monotonic time stays true; see halyard_chaos::clock).
     let clock = halyard_chaos::clock::node_env(&st.dir, n.id).map_err(|e| anyhow::anyhow!(e))?;
     cmd.envs(clock.into_iter().flatten());
@@ -633,15 +631,15 @@ pub fn down(prefix: &str, dir: &Path, keep: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn admin_of(st: &ClusterState, id: u64) -> Result<crate::client::Admin> {
+pub async fn admin_of(st: &ClusterState, id: u64) -> Result<halyard_node::client::Admin> {
     let n = st
         .nodes
         .iter()
         .find(|n| n.id == id)
         .context("no such node")?;
     let cfg = NodeConfig::load(&n.config)?;
-    let tls = crate::tls::TlsMaterial::load(cfg.cluster.tls.as_ref().context("tls")?)?;
-    crate::client::Admin::connect(&format!("{}:7700", n.ip), Some(tls)).await
+    let tls = halyard_node::tls::TlsMaterial::load(cfg.cluster.tls.as_ref().context("tls")?)?;
+    halyard_node::client::Admin::connect(&format!("{}:7700", n.ip), Some(tls)).await
 }
 
 /// Waits until every group has a holder, then creates the demo user; false on timeout.
@@ -676,7 +674,7 @@ async fn wait_for_holders(st: &ClusterState, wait: Duration) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let a = admin_of(st, 1).await?;
-    crate::demo::ensure_demo_user_via(&a).await?;
+    halyard_node::demo::ensure_demo_user_via(&a).await?;
     Ok(())
 }
 
@@ -714,7 +712,7 @@ async fn print_state(st: &ClusterState) {
     }
     println!(
         "  try: swaks --server {NET}.100 --to {} ; halyard ctl --config {} status",
-        crate::demo::DEMO_ADDRESS,
+        halyard_node::demo::DEMO_ADDRESS,
         st.nodes[0].config.display()
     );
 }
@@ -910,7 +908,7 @@ async fn drill(st: &ClusterState, kind: DrillKind, count: u32) -> Result<()> {
                     watch_for_new(ip, holder, start, Duration::from_secs(20))
                 });
                 let v = admin
-                    .act(&crate::failover::Action::Failover {
+                    .act(&halyard_node::failover::Action::Failover {
                         group: group.clone(),
                         to: Some(to),
                         drain_ms: None,

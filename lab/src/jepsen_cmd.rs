@@ -1,4 +1,4 @@
-//! `halyard jepsen run|campaign` — Jepsen-style runs on a `halyard cluster up` testbed: a
+//! `halyard-lab jepsen run|campaign` — Jepsen-style runs on a `halyard-lab cluster up` testbed: a
 //! workload through rg1's floating address while a nemesis injects faults, an ARP probe from
 //! the client namespace watching for two holders of the address, then the checkers' verdict.
 //!
@@ -8,8 +8,8 @@
 //! through workloads × nemeses and prints a table; both exit non-zero on any anomaly.
 //!
 //! ```text
-//! halyard jepsen run --workload smtp|append|register --nemesis kill --time 60
-//! halyard jepsen campaign --runs 26 --time 60      # every nemesis × workload, cycled
+//! halyard-lab jepsen run --workload smtp|append|register --nemesis kill --time 60
+//! halyard-lab jepsen campaign --runs 26 --time 60      # every nemesis × workload, cycled
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -289,9 +289,9 @@ fn testbed(st: &ClusterState) -> Result<Testbed> {
     let (g1, g2) = (group.clone(), group);
     Ok(Testbed {
         address: address(st)?,
-        recipient: crate::demo::DEMO_ADDRESS.into(),
+        recipient: halyard_node::demo::DEMO_ADDRESS.into(),
         login: "demo".into(),
-        password: crate::demo::DEMO_PASSWORD.into(),
+        password: halyard_node::demo::DEMO_PASSWORD.into(),
         targets: Box::new(move || crate::chaos_cmd::targets(&st1)),
         restart: Box::new(move |id| {
             if let Some(n) = st2.nodes.iter().find(|n| n.id == id)

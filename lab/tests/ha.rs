@@ -1,4 +1,4 @@
-//! Failover drills on `halyard cluster up` testbeds: every node a real `halyard serve`
+//! Failover drills on `halyard-lab cluster up` testbeds: every node a real `halyard serve`
 //! process in its own network namespace, floating addresses moved by netlink and gratuitous
 //! ARP, an ARP probe in a client namespace asking every 10 ms who answers for the address
 //! (two answers in one round = two holders = failure), mail sent and read back through the
@@ -7,15 +7,11 @@
 //! Needs root (namespaces). Each test has its own name prefix; the testbed is torn down even
 //! when the test fails (its logs are printed first).
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use support::run_client;
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -31,8 +27,44 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
-fn halyard() -> &'static str {
-    env!("CARGO_BIN_EXE_halyard")
+/// The lab binary (testbed, nemeses, Jepsen runner).
+fn lab() -> &'static str {
+    env!("CARGO_BIN_EXE_halyard-lab")
+}
+
+/// The daemon binary the testbed runs and `ctl` is, next to the lab binary. Cargo builds it
+/// in the same `cargo test --workspace` run (scripts/test.sh); alone, `cargo test -p
+/// halyard-lab` does not, hence the check.
+fn halyard() -> PathBuf {
+    let p = std::path::Path::new(lab()).with_file_name("halyard");
+    assert!(
+        p.exists(),
+        "{} is missing: run the workspace's tests (`cargo test --workspace`) so that the \
+         halyard binary is built with halyard-lab",
+        p.display()
+    );
+    p
+}
+
+/// Runs a client script of node/tests/clients (the clients every cluster test shares) with
+/// these environment variables; fails the test with its output.
+fn run_client(name: &str, env: &[(&str, String)]) {
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let mut cmd = Command::new("python3");
+    cmd.arg(dir.join("../node/tests/clients").join(name));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name} failed:\n{text}");
+    eprintln!("{text}");
 }
 
 struct Bed {
@@ -52,12 +84,12 @@ impl Bed {
     }
 
     fn cluster(&self, args: &[&str]) -> (bool, String) {
-        let o = Command::new(halyard())
+        let o = Command::new(lab())
             .arg("cluster")
             .args(args)
             .args(["--prefix", &self.prefix])
             .output()
-            .expect("halyard cluster");
+            .expect("halyard-lab cluster");
         (o.status.success(), text(&o))
     }
 
@@ -83,7 +115,7 @@ impl Bed {
     }
 
     fn probe(&self, address: &str, secs: f64) -> Child {
-        Command::new(halyard())
+        Command::new(lab())
             .args([
                 "cluster",
                 "probe",
@@ -487,7 +519,7 @@ fn reaches(ns: &str, ip: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// `halyard chaos`: partitions cut exactly the node pairs across components (clients still
+/// `halyard-lab chaos`: partitions cut exactly the node pairs across components (clients still
 /// reach everyone), one-way loss cuts one direction, and `heal` restores everything.
 #[test]
 fn chaos_nemeses_cut_what_they_say_and_heal_restores() {
@@ -496,12 +528,12 @@ fn chaos_nemeses_cut_what_they_say_and_heal_restores() {
     let ns = |i: u64| format!("{}-n{i}", bed.prefix);
     let client = format!("{}-c1", bed.prefix);
     let chaos = |args: &[&str]| {
-        let o = Command::new(halyard())
+        let o = Command::new(lab())
             .arg("chaos")
             .args(args)
             .args(["--prefix", &bed.prefix])
             .output()
-            .expect("halyard chaos");
+            .expect("halyard-lab chaos");
         let text = text(&o);
         assert!(o.status.success(), "chaos {args:?}: {text}");
         eprint!("{text}");
@@ -538,7 +570,7 @@ fn chaos_nemeses_cut_what_they_say_and_heal_restores() {
     assert!(ok, "{out}");
 }
 
-/// A short Jepsen campaign (`halyard jepsen campaign`, the one CI runs): each workload
+/// A short Jepsen campaign (`halyard-lab jepsen campaign`, the one CI runs): each workload
 /// (SMTP token delivery, IMAP list-append, IMAP flag registers) under a different nemesis,
 /// ~20 s each; any anomaly (lost, duplicated, order/UID, not linearizable, two address
 /// holders) fails it. Then the deliberately broken build (`--features jepsen-broken-ack`:
@@ -550,7 +582,7 @@ fn jepsen_campaign_is_valid_and_the_broken_build_is_caught() {
     wait_banner(RG1, Duration::from_secs(30), |n| n == 1);
     let secs = std::env::var("HALYARD_JEPSEN_SECS").unwrap_or_else(|_| "20".into());
     let out = bed.dir.join("campaign");
-    let o = Command::new(halyard())
+    let o = Command::new(lab())
         .args(["jepsen", "--prefix", &bed.prefix, "campaign"])
         .args(["--nemeses", "kill,isolate-master,pause,delay,membership"])
         .args([
@@ -566,7 +598,7 @@ fn jepsen_campaign_is_valid_and_the_broken_build_is_caught() {
         .arg("--out")
         .arg(&out)
         .output()
-        .expect("halyard jepsen campaign");
+        .expect("halyard-lab jepsen campaign");
     let log = text(&o);
     eprintln!("{log}");
     assert!(o.status.success(), "{log}");
@@ -597,7 +629,7 @@ fn jepsen_campaign_is_valid_and_the_broken_build_is_caught() {
         "HALYARD_BROKEN_BINARY: the build with --features jepsen-broken-ack (scripts/test.sh builds it)",
     );
     let out = bed.dir.join("broken");
-    let o = Command::new(halyard())
+    let o = Command::new(lab())
         .args([
             "jepsen",
             "--prefix",
@@ -617,7 +649,7 @@ fn jepsen_campaign_is_valid_and_the_broken_build_is_caught() {
         .args(["--clients", "6", "--binary", &broken, "--out"])
         .arg(&out)
         .output()
-        .expect("halyard jepsen run");
+        .expect("halyard-lab jepsen run");
     let text = text(&o);
     eprintln!("{text}");
     assert!(!o.status.success(), "the broken build passed: {text}");

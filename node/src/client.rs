@@ -1,4 +1,4 @@
-//! A client of a node's admin API, used by `halyard ctl`, `halyard bench` and the cluster
+//! A client of a node's admin API, used by `halyard ctl`, `halyard-lab bench` and the cluster
 //! tests.
 
 use std::time::Duration;

@@ -12,6 +12,7 @@
 //! ```toml
 //! node_id = 1
 //! data_dir = "/var/lib/halyard"
+//! default_group = "rg1"            # mailboxes of users whose directory entry names no group
 //!
 //! [cluster]
 //! listen = "0.0.0.0:7700"          # gRPC between nodes and for `halyard ctl`
@@ -26,7 +27,6 @@
 //! [[groups]]                       # resource groups this node runs
 //! name = "rg1"
 //! members = [1, 2, 3]              # initial voters; a node not listed joins later as learner
-//! partitions = ["primary"]
 //!
 //! [raft]
 //! heartbeat_ms = 100
@@ -52,6 +52,12 @@ pub struct NodeConfig {
     pub node_id: u64,
     /// Where the Raft log, state machines and snapshots live.
     pub data_dir: PathBuf,
+    /// The resource group holding the mailboxes of users whose directory entry names none
+    /// (`mailHost`), and the queue entries of relayed mail. One setting for the MTA (which
+    /// delivers there) and IMAP/POP3 (which read there), so the two cannot disagree; unset,
+    /// a node that runs exactly one resource group uses that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_group: Option<String>,
     pub cluster: ClusterConfig,
     /// Resource groups this node runs (as initial member or as a joiner).
     #[serde(default)]
@@ -202,9 +208,6 @@ pub struct GroupConfig {
     pub name: String,
     /// Initial voters. A node in this list creates the group on first start.
     pub members: Vec<u64>,
-    /// Store partitions of this group.
-    #[serde(default = "default_partitions")]
-    pub partitions: Vec<String>,
     /// The floating address (`198.18.0.100/24`) its master holds; none: address-less mode
     /// (clients use the nodes' own addresses and the multiplexor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -224,10 +227,6 @@ pub struct GroupConfig {
 
 fn yes() -> bool {
     true
-}
-
-fn default_partitions() -> Vec<String> {
-    vec!["primary".to_string()]
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -286,6 +285,35 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// A key that older configurations had and this one does not, with what to do about it
+/// (clearer than toml's "unknown field").
+fn retired_key(text: &str) -> Option<(String, String)> {
+    let v: toml::Value = toml::from_str(text).ok()?;
+    for section in ["mta", "access"] {
+        if v.get(section)
+            .and_then(|s| s.get("default_group"))
+            .is_some()
+        {
+            return Some((
+                format!("{section}.default_group"),
+                "moved: set the top-level `default_group` instead (one setting for the MTA and \
+                 IMAP/POP3)"
+                    .into(),
+            ));
+        }
+    }
+    let groups = v.get("groups").and_then(|g| g.as_array());
+    for (i, g) in groups.into_iter().flatten().enumerate() {
+        if g.get("partitions").is_some() {
+            return Some((
+                format!("groups[{i}].partitions"),
+                "removed: a resource group's store is one partition; delete this key".into(),
+            ));
+        }
+    }
+    None
+}
+
 impl NodeConfig {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
@@ -297,6 +325,9 @@ impl NodeConfig {
         };
         let text =
             std::fs::read_to_string(path).map_err(|e| err("-", format!("cannot read: {e}")))?;
+        if let Some((key, message)) = retired_key(&text) {
+            return Err(err(&key, message));
+        }
         let mut cfg: NodeConfig = toml::from_str(&text).map_err(|e| {
             // toml's message names the key (or the line) and what was expected.
             let msg = e.message().to_string();
@@ -460,12 +491,6 @@ impl NodeConfig {
                     );
                 }
             }
-            if g.partitions.is_empty() || g.partitions.iter().any(|p| !valid_group_name(p)) {
-                return e(
-                    &format!("{key}.partitions"),
-                    "names of 1-64 of a-z, 0-9 and '-'; at least one".into(),
-                );
-            }
         }
         let mut addresses = BTreeSet::new();
         for (i, g) in self.groups.iter().enumerate() {
@@ -574,19 +599,11 @@ impl NodeConfig {
         if let Err((k, m)) = self.mta.validate() {
             return e(&k, m);
         }
-        if let Some(g) = &self.mta.default_group
+        if let Some(g) = &self.default_group
             && !self.groups.iter().any(|x| &x.name == g)
         {
             return e(
-                "mta.default_group",
-                format!("{g:?} is not one of this node's groups"),
-            );
-        }
-        if let Some(g) = &self.access.default_group
-            && !self.groups.iter().any(|x| &x.name == g)
-        {
-            return e(
-                "access.default_group",
+                "default_group",
                 format!("{g:?} is not one of this node's groups"),
             );
         }
@@ -675,7 +692,7 @@ members = [1]
         let d = tempfile::tempdir().unwrap();
         let c = NodeConfig::load(&write(d.path(), GOOD)).unwrap();
         assert_eq!(c.data_dir, d.path().join("data"));
-        assert_eq!(c.groups[0].partitions, vec!["primary"]);
+        assert_eq!(c.default_group, None);
         assert_eq!(c.raft.heartbeat_ms, 100);
     }
 
@@ -698,6 +715,26 @@ members = [1]
             ),
             (GOOD.replace("plaintext = true", ""), "cluster.tls"),
             (GOOD.replace("[[groups]]", "bogus = 1\n[[groups]]"), "line"),
+            // One routing key for the MTA and access; partitions are gone.
+            (
+                GOOD.replace(
+                    "data_dir = \"data\"",
+                    "data_dir = \"data\"\ndefault_group = \"rg9\"",
+                ),
+                "default_group",
+            ),
+            (
+                format!("{GOOD}[mta]\ndefault_group = \"rg1\"\n"),
+                "mta.default_group",
+            ),
+            (
+                format!("{GOOD}[access]\ndefault_group = \"rg1\"\n"),
+                "access.default_group",
+            ),
+            (
+                GOOD.replace("members = [1]", "members = [1]\npartitions = [\"primary\"]"),
+                "groups[0].partitions",
+            ),
             // Floating addresses and topology.
             (
                 GOOD.replace("members = [1]", "members = [1]\naddress = \"fd00::1/64\""),

@@ -45,6 +45,7 @@ pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
         .map(|i| NodeConfig {
             node_id: i,
             data_dir: data_dir.join(format!("node-{i}")),
+            default_group: Some("rg1".into()),
             cluster: ClusterConfig {
                 listen: peers[(i - 1) as usize].addr.clone(),
                 advertise: None,
@@ -55,7 +56,6 @@ pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
             groups: vec![GroupConfig {
                 name: "rg1".into(),
                 members: (1..=nodes).collect(),
-                partitions: vec!["primary".into()],
                 address: None,
                 preferred: None,
                 leaders: None,
@@ -69,14 +69,12 @@ pub fn demo_configs(data_dir: &std::path::Path, nodes: u64) -> Vec<NodeConfig> {
                     "127.0.0.1:{}",
                     DEMO_POP3_PORT as u64 + 1000 * (i - 1)
                 )),
-                default_group: Some("rg1".into()),
                 ..Default::default()
             },
             mta: halyard_mta::MtaConfig {
                 hostname: format!("node{i}.demo.test"),
                 smtp_listen: Some(demo_addr(DEMO_SMTP_PORT, i)),
                 submission_listen: Some(demo_addr(DEMO_SUBMISSION_PORT, i)),
-                default_group: Some("rg1".into()),
                 ..Default::default()
             },
             fencing: Default::default(),
@@ -223,7 +221,7 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
     println!("  Inspect:  halyard ctl --node 127.0.0.1:{DEMO_BASE_PORT} status");
     println!("            halyard ctl --node 127.0.0.1:{DEMO_BASE_PORT} user list");
     println!("  Stop:     Ctrl-C");
-    wait_for_signal().await;
+    crate::runtime::wait_for_signal().await;
     // stdout may be gone by now (a closed pipe): never panic on printing while stopping.
     use std::io::Write;
     let _ = writeln!(std::io::stdout(), "stopping...");
@@ -288,21 +286,5 @@ fn expect_done(r: Reply) -> Result<()> {
     match r {
         Reply::Done => Ok(()),
         other => bail!("{other:?}"),
-    }
-}
-
-/// Waits for SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

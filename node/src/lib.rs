@@ -1,19 +1,23 @@
 //! # halyard-node — the `halyard` binary's library
 //!
+//! The daemon and its operator's tools; the testbed, nemeses, Jepsen runner and benchmarks
+//! live in `halyard-lab`, which uses this library but is not linked into `halyard`.
+//!
+//! # Layout
 //! - [`config`] — `node.toml`, validated at start;
-//! - [`runtime`] — a running node: groups, Raft RPC server;
+//! - [`runtime`] — a running node: groups, Raft RPC server, message access and the MTA,
+//!   fencing controllers; shutdown on a signal;
 //! - [`network`] — Raft RPCs to peers over tonic gRPC (mutual TLS);
-//! - [`admin`] / [`client`] — the admin API and its client (`halyard ctl`, bench, tests);
-//! - [`ctl`], [`demo`], [`bench`] — subcommands;
+//! - [`admin`] / [`client`] — the admin API and its client (`halyard ctl`, benches, tests);
+//! - [`forward`] — proposals handed to a group's leader by the other members;
+//! - [`floating`] — a group's listeners on its floating address while this node holds it;
+//! - [`failover`] — switchover, forced failover and failback;
+//! - [`ctl`], [`ctl_dir`], [`ctl_queue`] — `halyard ctl` and its subcommands;
+//! - [`demo`] — `halyard demo`; [`local_cluster`] — nodes as local processes (tests, benches);
 //! - [`tls`] — cluster CA and certificates.
 
 pub mod admin;
-pub mod bench;
-pub mod bench_access;
-pub mod bench_smtp;
-pub mod chaos_cmd;
 pub mod client;
-pub mod cluster_cmd;
 pub mod config;
 pub mod ctl;
 pub mod ctl_dir;
@@ -22,7 +26,6 @@ pub mod demo;
 pub mod failover;
 pub mod floating;
 pub mod forward;
-pub mod jepsen_cmd;
 pub mod local_cluster;
 pub mod network;
 pub mod runtime;

@@ -99,6 +99,7 @@ impl LocalCluster {
             let cfg = NodeConfig {
                 node_id: *id,
                 data_dir: dir.join(format!("node-{id}")),
+                default_group: spec.groups.first().cloned(),
                 cluster: ClusterConfig {
                     listen: peers[(*id - 1) as usize].addr.clone(),
                     advertise: None,
@@ -112,7 +113,6 @@ impl LocalCluster {
                     .map(|g| GroupConfig {
                         name: g.clone(),
                         members: ids.clone(),
-                        partitions: vec!["primary".into()],
                         address: None,
                         preferred: None,
                         leaders: None,

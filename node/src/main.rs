@@ -8,8 +8,8 @@
 //!     halyard ctl ... members add|promote|remove --group G --id N [--addr HOST:PORT]
 //!     halyard ctl ... snapshot --group G
 //!     halyard certs --out DIR --nodes 1,2,3
-//!     halyard bench [--nodes 3] [--proposers 64] [--seconds 20] [--size 10240]
-//!     halyard bench-access [--idle N | --nodes 3 --clients 16 --seconds 10 --size 10240]
+//!     halyard-lab bench [--nodes 3] [--proposers 64] [--seconds 20] [--size 10240]
+//!     halyard-lab bench-access [--idle N | --nodes 3 --clients 16 --seconds 10 --size 10240]
 //!
 //! DIAGNOSTICS
 //!     Errors are one line on stderr, `halyard: error: ...`, and the exit status is 1.
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 /// mimalloc instead of glibc's allocator: under SMTP load glibc handed large buffers (log
 /// batches, RPC frames) back to the kernel and faulted them in again, zeroed, a tenth of the
-/// CPU; see README "Performance".
+/// CPU; see docs/benchmarks.md.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -39,7 +39,7 @@ fn keep_native_heap() {
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use halyard_node::config::NodeConfig;
-use halyard_node::{bench, bench_access, bench_smtp, ctl, demo, runtime, tls};
+use halyard_node::{ctl, demo, runtime, tls};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,19 +74,6 @@ enum Cmd {
     /// Internal: the helper a node starts to remove its floating addresses if it dies.
     #[command(hide = true)]
     FenceGuard,
-    /// Internal: the packet delayer `halyard chaos delay` runs in a node's namespace.
-    #[command(hide = true)]
-    ChaosDelayd(halyard_node::chaos_cmd::DelaydArgs),
-    /// Internal: the clock strober `halyard chaos strobe` runs.
-    #[command(hide = true)]
-    ChaosStrobed(halyard_node::chaos_cmd::StrobedArgs),
-    /// One fault on a running `halyard cluster up` testbed: partition, bridge, one-way,
-    /// loss, delay, clock, strobe, kill, pause, resume; `heal` undoes them.
-    Chaos(halyard_node::chaos_cmd::ChaosArgs),
-    /// A Jepsen-style run on a `halyard cluster up` testbed: workload + nemesis + checker.
-    Jepsen(halyard_node::jepsen_cmd::JepsenArgs),
-    /// A local cluster in network namespaces (root): up, down, status, kill, start, probe.
-    Cluster(halyard_node::cluster_cmd::ClusterArgs),
     /// Generate a cluster CA and node certificates for mutual TLS.
     Certs {
         #[arg(long)]
@@ -95,12 +82,6 @@ enum Cmd {
         #[arg(long)]
         nodes: String,
     },
-    /// Measure commit throughput and latency of a local cluster.
-    Bench(bench::BenchArgs),
-    /// Measure IMAP: idle sessions' memory (--idle N) or APPEND/FETCH throughput.
-    BenchAccess(bench_access::BenchAccessArgs),
-    /// Measure SMTP acceptance (messages/s, time to 250) of one or more servers side by side.
-    BenchSmtp(bench_smtp::BenchSmtpArgs),
 }
 
 fn init_logging(default: &str) {
@@ -120,7 +101,7 @@ async fn serve(config: PathBuf, print_config: bool) -> Result<()> {
         return Ok(());
     }
     let node = runtime::Node::start(&cfg).await?;
-    demo::wait_for_signal().await;
+    runtime::wait_for_signal().await;
     node.shutdown().await;
     Ok(())
 }
@@ -131,19 +112,6 @@ fn main() {
         // No runtime, no logging set-up: a loop over standard input.
         if let Err(e) = halyard_fencing::guard::run_guard() {
             eprintln!("halyard fence-guard: {e}");
-            std::process::exit(1);
-        }
-        return;
-    }
-    // Chaos helpers: no runtime either, and nothing to log but their summary.
-    let helper = match &cli.cmd {
-        Cmd::ChaosDelayd(a) => Some(halyard_node::chaos_cmd::delayd(a)),
-        Cmd::ChaosStrobed(a) => Some(halyard_node::chaos_cmd::strobed(a)),
-        _ => None,
-    };
-    if let Some(r) = helper {
-        if let Err(e) = r {
-            eprintln!("halyard: error: {e:#}");
             std::process::exit(1);
         }
         return;
@@ -177,10 +145,7 @@ fn main() {
             } => serve(config, print_config).await,
             Cmd::Demo { data_dir, nodes } => demo::run(data_dir, nodes).await,
             Cmd::Ctl(args) => ctl::run(args).await,
-            Cmd::Cluster(args) => halyard_node::cluster_cmd::main(args).await,
-            Cmd::FenceGuard | Cmd::ChaosDelayd(_) | Cmd::ChaosStrobed(_) => Ok(()),
-            Cmd::Chaos(args) => halyard_node::chaos_cmd::main(args).await,
-            Cmd::Jepsen(args) => halyard_node::jepsen_cmd::main(args).await,
+            Cmd::FenceGuard => Ok(()),
             Cmd::Certs { out, nodes } => {
                 let ids = ctl::parse_ids(&nodes)?;
                 tls::generate(&out, &ids)?;
@@ -190,9 +155,6 @@ fn main() {
                 );
                 Ok(())
             }
-            Cmd::Bench(args) => bench::run(args).await,
-            Cmd::BenchAccess(args) => bench_access::run(args).await,
-            Cmd::BenchSmtp(args) => bench_smtp::run(args).await,
         }
     });
     if let Err(e) = result {

@@ -31,7 +31,6 @@ fn spec(nodes: u64, base_port: u16, imap: u16, pop3: u16) -> ClusterSpec {
         access: halyard_access::AccessConfig {
             imap_listen: Some(format!("127.0.0.1:{imap}")),
             pop3_listen: Some(format!("127.0.0.1:{pop3}")),
-            default_group: Some("rg1".into()),
             max_literal_bytes: 16 << 20,
             write_timeout_secs: 5,
             ..Default::default()

@@ -23,14 +23,12 @@ fn spec(nodes: u64, base_port: u16, imap: u16, smtp: u16, submission: u16) -> Cl
         directory: Default::default(),
         access: halyard_access::AccessConfig {
             imap_listen: Some(format!("127.0.0.1:{imap}")),
-            default_group: Some("rg1".into()),
             ..Default::default()
         },
         mta: halyard_mta::MtaConfig {
             hostname: "mx.example.org".into(),
             smtp_listen: Some(format!("127.0.0.1:{smtp}")),
             submission_listen: Some(format!("127.0.0.1:{submission}")),
-            default_group: Some("rg1".into()),
             // Loopback is not trusted here: relaying must be refused.
             trusted_networks: vec![],
             max_recipients: 100,
