@@ -1,6 +1,15 @@
-//! One IMAP session: states (not authenticated, authenticated, selected), every command,
-//! and the session's view of the selected mailbox (sequence numbers ↔ UIDs, flags), kept in
-//! step with other sessions through the group's change feed.
+//! One IMAP session: its states (not authenticated, authenticated, selected), the session's
+//! view of the selected mailbox (sequence numbers ↔ UIDs, flags), kept in step with other
+//! sessions through the group's change feed, the read loop, and the dispatch tables that hand
+//! each command to the file of its family.
+//!
+//! # Layout
+//!
+//! - `op/general.rs`: CAPABILITY, NOOP/CHECK, LOGOUT, ID, ENABLE.
+//! - `op/auth.rs`: STARTTLS, LOGIN, AUTHENTICATE, and relaying the session to the master.
+//! - `fetch.rs`, `search.rs`, `sharing.rs`: FETCH, SEARCH and the RFC 4314 ACL commands.
+//!
+//! The other commands are still handled in this file.
 
 use std::collections::HashMap;
 use std::io;
@@ -8,19 +17,17 @@ use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use bounded_static::IntoBoundedStatic;
-use halyard_directory::DirectoryError;
 use halyard_raft_store::acl::Rights;
 use halyard_raft_store::{
     ApplyError, Change, Command as StoreCommand, Event, FlagAction, MailboxRecord, MessageRecord,
     Reply,
 };
+use imap_codec::IdleDoneCodec;
 use imap_codec::decode::Decoder;
-use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
+use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::command::{Command, CommandBody};
-use imap_codec::imap_types::core::{AString, Atom, IString, NString, QuotedChar, Tag, Vec1};
-use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+use imap_codec::imap_types::core::{AString, Atom, IString, QuotedChar, Tag, Vec1};
 use imap_codec::imap_types::extensions::namespace::Namespace;
 use imap_codec::imap_types::extensions::quota::{QuotaGet, Resource};
 use imap_codec::imap_types::extensions::uidplus::{UidElement, UidSet};
@@ -31,7 +38,6 @@ use imap_codec::imap_types::response::{
 };
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
-use imap_codec::{AuthenticateDataCodec, IdleDoneCodec};
 use tokio::sync::broadcast;
 
 use super::conn::Conn;
@@ -158,14 +164,15 @@ pub struct Session {
     pub(crate) sel: Option<Selected>,
     pub(crate) condstore: bool,
     literal_end: usize,
-    feed: Option<broadcast::Receiver<Arc<Change>>>,
+    pub(crate) feed: Option<broadcast::Receiver<Arc<Change>>>,
     /// The session was relayed to the master and is over.
-    relayed: bool,
+    pub(crate) relayed: bool,
 }
 
-type Res = io::Result<bool>;
+/// What a command handler returns: false when the session is over.
+pub(crate) type Res = io::Result<bool>;
 
-fn nz(n: u32) -> NonZeroU32 {
+pub(crate) fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
@@ -189,7 +196,7 @@ pub(crate) fn wire_mailbox(name: &str) -> Mailbox<'static> {
     Mailbox::try_from(mutf7::encode(name)).unwrap_or(Mailbox::Inbox)
 }
 
-fn flag_strings(flags: &[Flag<'_>]) -> Vec<String> {
+pub(crate) fn flag_strings(flags: &[Flag<'_>]) -> Vec<String> {
     flags.iter().map(|f| f.to_string()).collect()
 }
 
@@ -255,12 +262,12 @@ impl Session {
         self.conn.write(bytes).await
     }
 
-    async fn send_data(&mut self, d: Data<'_>) -> io::Result<()> {
+    pub(crate) async fn send_data(&mut self, d: Data<'_>) -> io::Result<()> {
         let b = encode(&Response::Data(d));
         self.send(&b).await
     }
 
-    fn caps(&self) -> Vec<Capability<'static>> {
+    pub(crate) fn caps(&self) -> Vec<Capability<'static>> {
         capabilities(&self.shared, self.conn.is_tls(), self.account.is_some())
     }
 
@@ -323,7 +330,7 @@ impl Session {
 
     /// Reads more input; false at end of stream, autologout, or when this node stops being
     /// the master of the session's mailboxes (the client reconnects to the new master).
-    async fn read(&mut self, autologout: Duration) -> io::Result<bool> {
+    pub(crate) async fn read(&mut self, autologout: Duration) -> io::Result<bool> {
         let node = self.shared.backend.node_id;
         let lost = async {
             match &self.account {
@@ -395,54 +402,17 @@ impl Session {
         }
     }
 
-    /// Handles one command; false when the session is over.
+    /// Handles one command; false when the session is over. Commands of any state and those
+    /// that log in are dispatched here, the rest by `handle_authenticated`.
     async fn handle(&mut self, cmd: Command<'static>) -> Res {
         let tag = cmd.tag.clone();
         let authed = self.account.is_some();
         match cmd.body {
-            CommandBody::Capability => {
-                let caps = Vec1::try_from(self.caps()).map_err(|_| io::Error::other("caps"))?;
-                self.send_data(Data::Capability(caps)).await?;
-                self.ok(&tag, None, "CAPABILITY completed").await?;
-            }
-            CommandBody::Noop | CommandBody::Check => {
-                self.sync(true).await?;
-                self.ok(&tag, None, "done").await?;
-            }
-            CommandBody::Logout => {
-                self.send(&bye("logging out")).await?;
-                self.ok(&tag, None, "LOGOUT completed").await?;
-                return Ok(false);
-            }
-            CommandBody::Id { .. } => {
-                let params = vec![
-                    (
-                        IString::try_from("name").unwrap(),
-                        NString::try_from("Halyard").unwrap(),
-                    ),
-                    (
-                        IString::try_from("version").unwrap(),
-                        NString::try_from(env!("CARGO_PKG_VERSION")).unwrap(),
-                    ),
-                ];
-                self.send_data(Data::Id {
-                    parameters: Some(params),
-                })
-                .await?;
-                self.ok(&tag, None, "ID completed").await?;
-            }
-            CommandBody::StartTLS if !authed => {
-                let Some(tls) = self.shared.tls.clone() else {
-                    self.bad(&tag, "STARTTLS is not offered here").await?;
-                    return Ok(true);
-                };
-                if self.conn.is_tls() {
-                    self.bad(&tag, "TLS is already active").await?;
-                    return Ok(true);
-                }
-                self.ok(&tag, None, "begin TLS negotiation now").await?;
-                self.conn.start_tls(tls.acceptor()).await?;
-            }
+            CommandBody::Capability => self.capability(&tag).await?,
+            CommandBody::Noop | CommandBody::Check => self.noop(&tag).await?,
+            CommandBody::Logout => return self.logout(&tag).await,
+            CommandBody::Id { .. } => self.id(&tag).await?,
+            CommandBody::StartTLS if !authed => self.starttls(&tag).await?,
             CommandBody::Login { username, password } if !authed => {
                 let login = String::from_utf8_lossy(username.as_ref()).into_owned();
                 let pw = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
@@ -471,231 +441,6 @@ impl Session {
             body => return self.handle_authenticated(tag, body).await,
         }
         Ok(true)
-    }
-
-    async fn login(&mut self, tag: &Tag<'_>, login: &str, password: &str) -> io::Result<()> {
-        if self.shared.cfg.require_tls_for_login && !self.conn.is_tls() {
-            let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
-                b"PRIVACYREQUIRED".as_slice(),
-            ));
-            return self.no(tag, Some(code), "use STARTTLS first").await;
-        }
-        let ip = self.conn.peer.ip();
-        if !self.shared.limits.login_allowed(ip, login) {
-            let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
-                b"UNAVAILABLE".as_slice(),
-            ));
-            return self
-                .no(tag, Some(code), "too many failed logins; try again later")
-                .await;
-        }
-        let unavailable = || {
-            Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
-                b"UNAVAILABLE".as_slice(),
-            ))
-        };
-        match self
-            .shared
-            .backend
-            .directory
-            .authenticate(login, password)
-            .await
-        {
-            Ok(Some(p)) => match crate::store::account(&self.shared, p).await {
-                Ok(acct) if acct.master() != Some(self.shared.backend.node_id) => {
-                    self.shared.limits.login_succeeded(login);
-                    self.relay(tag, &acct, login, password).await
-                }
-                Ok(acct) => {
-                    self.shared.limits.login_succeeded(login);
-                    tracing::info!(user = %acct.user, group = acct.group.name(), peer = %self.conn.peer, "IMAP login");
-                    self.ensure_inbox_and_quota(&acct).await;
-                    self.account = Some(acct);
-                    let caps = Vec1::try_from(self.caps()).map_err(|_| io::Error::other("caps"))?;
-                    self.ok(tag, Some(Code::Capability(caps)), "logged in")
-                        .await
-                }
-                Err(e) => self.no(tag, Some(unavailable()), &e).await,
-            },
-            Ok(None) => {
-                let delay = self.shared.limits.login_failed(ip, login);
-                tokio::time::sleep(delay).await;
-                let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
-                    b"AUTHENTICATIONFAILED".as_slice(),
-                ));
-                self.no(tag, Some(code), "wrong login or password").await
-            }
-            Err(DirectoryError::Unavailable(e)) => {
-                self.no(
-                    tag,
-                    Some(unavailable()),
-                    &format!("directory unavailable: {e}"),
-                )
-                .await
-            }
-        }
-    }
-
-    /// The multiplexor: this node is not the master of the user's group; log in on the
-    /// master and relay the rest of the session to it.
-    async fn relay(
-        &mut self,
-        tag: &Tag<'_>,
-        acct: &Account,
-        login: &str,
-        password: &str,
-    ) -> io::Result<()> {
-        let unavailable = || {
-            Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
-                b"UNAVAILABLE".as_slice(),
-            ))
-        };
-        let (master, addr) = match crate::master_address(&self.shared, acct, false) {
-            Ok(x) => x,
-            Err(e) => return self.no(tag, Some(unavailable()), &e).await,
-        };
-        match crate::proxy::imap_upstream(&addr, login, password).await {
-            Ok(up) => {
-                tracing::info!(user = %acct.user, master, peer = %self.conn.peer, "IMAP session relayed to the master");
-                let caps = Vec1::try_from(capabilities(&self.shared, true, true))
-                    .map_err(|_| io::Error::other("caps"))?;
-                self.ok(
-                    tag,
-                    Some(Code::Capability(caps)),
-                    &format!("logged in (via node {})", self.shared.backend.node_id),
-                )
-                .await?;
-                self.relayed = true;
-                crate::proxy::relay(&mut self.conn, up).await
-            }
-            Err(e) => self.no(tag, Some(unavailable()), &e).await,
-        }
-    }
-
-    /// Every user has an INBOX; the store enforces the directory's quota.
-    async fn ensure_inbox_and_quota(&self, acct: &Account) {
-        let r = acct.reader();
-        if let Ok(None) = r.mailbox(&acct.user, "INBOX") {
-            let _ = acct
-                .propose(StoreCommand::CreateMailbox {
-                    user: acct.user.clone(),
-                    name: "INBOX".into(),
-                    uidvalidity: now_uidvalidity(),
-                    partition: "primary".into(),
-                    special_use: None,
-                })
-                .await;
-        }
-        if let Ok(q) = r.quota(&acct.user)
-            && (q.limit_bytes != acct.record.quota_bytes
-                || q.limit_messages != acct.record.quota_messages)
-        {
-            let _ = acct
-                .propose(StoreCommand::SetQuota {
-                    user: acct.user.clone(),
-                    limit_bytes: acct.record.quota_bytes,
-                    limit_messages: acct.record.quota_messages,
-                })
-                .await;
-        }
-    }
-
-    async fn authenticate(
-        &mut self,
-        tag: &Tag<'_>,
-        mechanism: AuthMechanism<'_>,
-        initial: Option<Vec<u8>>,
-    ) -> io::Result<()> {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        match mechanism {
-            AuthMechanism::Plain => {
-                let data = match initial {
-                    Some(d) => d,
-                    None => match self.sasl_step(b"").await? {
-                        Some(d) => d,
-                        None => return self.bad(tag, "authentication cancelled").await,
-                    },
-                };
-                // authzid NUL authcid NUL password
-                let parts: Vec<&[u8]> = data.split(|b| *b == 0).collect();
-                if parts.len() != 3 {
-                    return self.bad(tag, "malformed PLAIN response").await;
-                }
-                let (authz, authc, pw) = (parts[0], parts[1], parts[2]);
-                if !authz.is_empty() && authz != authc {
-                    return self
-                        .no(tag, None, "acting as another user is not allowed")
-                        .await;
-                }
-                let login = String::from_utf8_lossy(authc).into_owned();
-                let pw = String::from_utf8_lossy(pw).into_owned();
-                self.login(tag, &login, &pw).await
-            }
-            AuthMechanism::Login => {
-                let user = match initial {
-                    Some(d) => d,
-                    None => match self
-                        .sasl_step(&b64.encode("Username:").into_bytes())
-                        .await?
-                    {
-                        Some(d) => d,
-                        None => return self.bad(tag, "authentication cancelled").await,
-                    },
-                };
-                let pw = match self
-                    .sasl_step(&b64.encode("Password:").into_bytes())
-                    .await?
-                {
-                    Some(d) => d,
-                    None => return self.bad(tag, "authentication cancelled").await,
-                };
-                let login = String::from_utf8_lossy(&user).into_owned();
-                let pw = String::from_utf8_lossy(&pw).into_owned();
-                self.login(tag, &login, &pw).await
-            }
-            other => {
-                self.no(tag, None, &format!("mechanism {other} is not supported"))
-                    .await
-            }
-        }
-    }
-
-    /// One SASL round: sends a challenge, returns the decoded answer (None: cancelled).
-    async fn sasl_step(&mut self, challenge_b64: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        let mut line = b"+ ".to_vec();
-        line.extend_from_slice(challenge_b64);
-        line.extend_from_slice(b"\r\n");
-        self.send(&line).await?;
-        let autologout = Duration::from_secs(60);
-        loop {
-            match AuthenticateDataCodec::default().decode_static(&self.conn.buf) {
-                Ok((rest, data)) => {
-                    let used = self.conn.buf.len() - rest.len();
-                    let _ = self.conn.buf.split_to(used);
-                    return Ok(match data {
-                        AuthenticateData::Continue(d) => Some(d.declassify().to_vec()),
-                        AuthenticateData::Cancel => None,
-                    });
-                }
-                Err(imap_codec::decode::AuthenticateDataDecodeError::Incomplete) => {
-                    if self.conn.buf.len() > self.shared.cfg.max_line_bytes {
-                        return Err(io::Error::other("SASL line too long"));
-                    }
-                    if !self.read(autologout).await? {
-                        return Err(io::Error::other("closed during SASL"));
-                    }
-                }
-                Err(_) => {
-                    let end = self.conn.buf.windows(2).position(|w| w == b"\r\n");
-                    if let Some(e) = end {
-                        let _ = self.conn.buf.split_to(e + 2);
-                    } else {
-                        self.conn.buf.clear();
-                    }
-                    return Ok(None);
-                }
-            }
-        }
     }
 
     pub(crate) fn acct(&self) -> &Account {
@@ -759,20 +504,7 @@ impl Session {
         }
         let subscribing = matches!(body, CommandBody::Subscribe { .. });
         match body {
-            CommandBody::Enable { capabilities } => {
-                let mut enabled = Vec::new();
-                for c in capabilities.as_ref() {
-                    if matches!(c, CapabilityEnable::CondStore) {
-                        self.condstore = true;
-                        enabled.push(CapabilityEnable::CondStore);
-                    }
-                }
-                self.send_data(Data::Enabled {
-                    capabilities: enabled,
-                })
-                .await?;
-                self.ok(&tag, None, "ENABLE completed").await?;
-            }
+            CommandBody::Enable { capabilities } => self.enable(&tag, capabilities).await?,
             CommandBody::Namespace => {
                 let ns = |prefix: String| {
                     Namespace::new(
@@ -1065,7 +797,9 @@ impl Session {
         Ok(true)
     }
 
-    async fn done(
+    /// The tagged answer to a command whose work is one proposal: after a sync, OK with
+    /// `text`, or why it failed.
+    pub(crate) async fn done(
         &mut self,
         tag: &Tag<'_>,
         r: Result<Reply, StoreFail>,
@@ -1998,7 +1732,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// A UIDVALIDITY proposal: seconds since the epoch (apply keeps it strictly increasing).
-fn now_uidvalidity() -> u32 {
+pub(crate) fn now_uidvalidity() -> u32 {
     (now_ms() / 1000).clamp(1, u32::MAX as i64) as u32
 }
 
