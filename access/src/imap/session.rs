@@ -7,6 +7,8 @@
 //!
 //! - `op/general.rs`: CAPABILITY, NOOP/CHECK, LOGOUT, ID, ENABLE.
 //! - `op/auth.rs`: STARTTLS, LOGIN, AUTHENTICATE, and relaying the session to the master.
+//! - `op/select.rs`: SELECT/EXAMINE, UNSELECT, CLOSE; syncing the selected mailbox's view.
+//! - `op/idle.rs`: IDLE.
 //! - `fetch.rs`, `search.rs`, `sharing.rs`: FETCH, SEARCH and the RFC 4314 ACL commands.
 //!
 //! The other commands are still handled in this file.
@@ -20,22 +22,17 @@ use std::time::Duration;
 use bounded_static::IntoBoundedStatic;
 use halyard_raft_store::acl::Rights;
 use halyard_raft_store::{
-    ApplyError, Change, Command as StoreCommand, Event, FlagAction, MailboxRecord, MessageRecord,
-    Reply,
+    ApplyError, Change, Command as StoreCommand, FlagAction, MailboxRecord, Reply,
 };
-use imap_codec::IdleDoneCodec;
-use imap_codec::decode::Decoder;
 use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::{AString, Atom, IString, QuotedChar, Tag, Vec1};
 use imap_codec::imap_types::extensions::namespace::Namespace;
 use imap_codec::imap_types::extensions::quota::{QuotaGet, Resource};
 use imap_codec::imap_types::extensions::uidplus::{UidElement, UidSet};
-use imap_codec::imap_types::flag::{Flag, FlagNameAttribute, FlagPerm, StoreResponse, StoreType};
+use imap_codec::imap_types::flag::{Flag, FlagNameAttribute, StoreResponse, StoreType};
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
-use imap_codec::imap_types::response::{
-    Capability, Code, CommandContinuationRequest, Data, Response,
-};
+use imap_codec::imap_types::response::{Capability, Code, Data, Response};
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
 use tokio::sync::broadcast;
@@ -481,6 +478,22 @@ impl Session {
         acct.propose(cmd).await
     }
 
+    /// The owner and name of the mailbox a command names; when it names none, answers BAD
+    /// with the reason and gives None.
+    pub(crate) async fn target(
+        &mut self,
+        tag: &Tag<'_>,
+        mailbox: &Mailbox<'_>,
+    ) -> io::Result<Option<Target>> {
+        match mailbox_name(mailbox).and_then(|n| split_target(&self.acct().user, n)) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) => {
+                self.bad(tag, &e).await?;
+                Ok(None)
+            }
+        }
+    }
+
     async fn handle_authenticated(&mut self, tag: Tag<'static>, body: CommandBody<'static>) -> Res {
         let user = self.acct().user.clone();
         macro_rules! name {
@@ -520,14 +533,8 @@ impl Session {
                 .await?;
                 self.ok(&tag, None, "NAMESPACE completed").await?;
             }
-            CommandBody::Select { mailbox, .. } => {
-                let n = name!(mailbox);
-                self.select(&tag, n, false).await?;
-            }
-            CommandBody::Examine { mailbox, .. } => {
-                let n = name!(mailbox);
-                self.select(&tag, n, true).await?;
-            }
+            CommandBody::Select { mailbox, .. } => self.select(&tag, &mailbox, false).await?,
+            CommandBody::Examine { mailbox, .. } => self.select(&tag, &mailbox, true).await?,
             CommandBody::Create { mailbox } => {
                 let n = name!(mailbox);
                 if n.owner == user && n.name == OTHER_USERS {
@@ -711,27 +718,11 @@ impl Session {
             }
             CommandBody::Unselect => {
                 need_selected!();
-                self.sel = None;
-                self.feed = None;
-                self.ok(&tag, None, "UNSELECT completed").await?;
+                self.unselect(&tag).await?;
             }
             CommandBody::Close => {
                 need_selected!();
-                let sel = self.sel.take().expect("selected");
-                self.feed = None;
-                if !sel.read_only && sel.rights.has('e') {
-                    let _ = self
-                        .propose_on(
-                            &sel.owner,
-                            StoreCommand::Expunge {
-                                user: sel.owner.clone(),
-                                mailbox: sel.name,
-                                uids: None,
-                            },
-                        )
-                        .await;
-                }
-                self.ok(&tag, None, "CLOSE completed").await?;
+                self.close(&tag).await?;
             }
             CommandBody::Expunge => {
                 need_selected!();
@@ -842,322 +833,6 @@ impl Session {
     pub(crate) fn rights_on(&self, owner: &str, mb: &MailboxRecord) -> Option<Rights> {
         let r = halyard_raft_store::acl::effective(owner, &self.acct().user, &mb.acl);
         (r.has('l') || r.has('r')).then_some(r)
-    }
-
-    async fn select(&mut self, tag: &Tag<'_>, target: Target, read_only: bool) -> io::Result<()> {
-        self.sel = None;
-        self.feed = Some(self.acct().group.subscribe());
-        let reader = match self.acct().linearizable().await {
-            Ok(r) => r,
-            Err(f) => return self.fail(tag, f).await,
-        };
-        let Target { owner, name } = target;
-        let found = match reader.mailbox(&owner, &name) {
-            Ok(Some(mb)) => self.rights_on(&owner, &mb).map(|r| (mb, r)),
-            Ok(None) => None,
-            Err(e) => {
-                self.feed = None;
-                return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
-            }
-        };
-        let Some((mb, rights)) = found else {
-            self.feed = None;
-            return self.no(tag, None, &format!("no mailbox {name}")).await;
-        };
-        if !rights.has('r') {
-            self.feed = None;
-            return self
-                .no(tag, Some(noperm()), "SELECT needs the \"r\" right")
-                .await;
-        }
-        // Without any right to change it, the mailbox opens read-only (RFC 4314 §4).
-        let read_only = read_only || !"swite".chars().any(|c| rights.has(c));
-        let msgs: Vec<MessageRecord> = match reader.messages(&owner, &name) {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                self.feed = None;
-                return self.no(tag, None, &format!("no mailbox {name}")).await;
-            }
-            Err(e) => {
-                self.feed = None;
-                return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
-            }
-        };
-        let uids: Vec<u32> = msgs.iter().map(|m| m.uid).collect();
-        // The mailbox record was read before the index: a message appended in between is in
-        // `msgs` but not yet in the record's UIDNEXT / HIGHESTMODSEQ. Never announce a UIDNEXT
-        // at or below a UID we report (RFC 9051 §2.3.1.1), nor a HIGHESTMODSEQ below a
-        // message's (found by the Jepsen list-append workload under a membership change).
-        let uidnext = mb
-            .uidnext
-            .max(uids.last().map_or(0, |u| u.saturating_add(1)));
-        let highestmodseq = msgs
-            .iter()
-            .map(|m| m.modseq)
-            .fold(mb.highestmodseq, u64::max);
-        let first_unseen = msgs
-            .iter()
-            .position(|m| !m.flags.iter().any(|f| f == "\\Seen"))
-            .map(|p| p as u32 + 1);
-        let flags = msgs
-            .iter()
-            .map(|m| (m.uid, (m.modseq, m.flags.clone())))
-            .collect();
-        let mut out = Vec::new();
-        let sys = [
-            Flag::Answered,
-            Flag::Flagged,
-            Flag::Deleted,
-            Flag::Seen,
-            Flag::Draft,
-        ];
-        out.extend(encode(&Response::Data(Data::Flags(sys.to_vec()))));
-        let mut perm: Vec<FlagPerm> = sys.iter().cloned().map(FlagPerm::Flag).collect();
-        perm.push(FlagPerm::Asterisk);
-        out.extend(status(
-            Kind::Ok,
-            None,
-            Some(Code::PermanentFlags(perm)),
-            "flags permitted",
-        ));
-        out.extend(encode(&Response::Data(Data::Exists(uids.len() as u32))));
-        out.extend(encode(&Response::Data(Data::Recent(0))));
-        if let Some(u) = first_unseen {
-            out.extend(status(
-                Kind::Ok,
-                None,
-                Some(Code::Unseen(nz(u))),
-                "first unseen",
-            ));
-        }
-        out.extend(status(
-            Kind::Ok,
-            None,
-            Some(Code::UidValidity(nz(mb.uidvalidity))),
-            "UIDs valid",
-        ));
-        out.extend(status(
-            Kind::Ok,
-            None,
-            Some(Code::UidNext(nz(uidnext))),
-            "predicted next UID",
-        ));
-        if let Some(m) = NonZeroU64::new(highestmodseq) {
-            out.extend(status(
-                Kind::Ok,
-                None,
-                Some(Code::HighestModSeq(m)),
-                "highest",
-            ));
-        }
-        self.send(&out).await?;
-        self.sel = Some(Selected {
-            owner,
-            name,
-            read_only,
-            rights,
-            acl_changed: false,
-            uids,
-            flags,
-            dirty: false,
-            added: Default::default(),
-            changed: HashMap::new(),
-            expunged: Default::default(),
-        });
-        let (code, text) = if read_only {
-            (Code::ReadOnly, "EXAMINE completed")
-        } else {
-            (Code::ReadWrite, "SELECT completed")
-        };
-        self.ok(tag, Some(code), text).await
-    }
-
-    /// Reports other sessions' changes to the selected mailbox: EXPUNGE (when allowed),
-    /// EXISTS and FETCH FLAGS. Changes come from the change feed's events (new UIDs, flags with
-    /// their MODSEQ, expunged UIDs), so a sync costs what changed, not the mailbox size; only a
-    /// lagging feed, a rename/delete of the mailbox or an installed snapshot make it re-read
-    /// the whole index.
-    pub(crate) async fn sync(&mut self, allow_expunge: bool) -> io::Result<()> {
-        let Some(sel) = &mut self.sel else {
-            return Ok(());
-        };
-        let user = sel.owner.clone();
-        if let Some(feed) = &mut self.feed {
-            loop {
-                match feed.try_recv() {
-                    Ok(c) => note_event(sel, &c.event),
-                    Err(broadcast::error::TryRecvError::Lagged(_)) => sel.dirty = true,
-                    Err(_) => break,
-                }
-            }
-        }
-        let Some(acct) = &self.account else {
-            return Ok(());
-        };
-        if sel.acl_changed {
-            sel.acl_changed = false;
-            if let Ok(Some(mb)) = acct.reader().mailbox(&user, &sel.name) {
-                sel.rights = halyard_raft_store::acl::effective(&user, &acct.user, &mb.acl);
-            }
-        }
-        if sel.dirty {
-            // Start over from the index: every difference becomes a pending change.
-            let msgs = match acct.reader().messages(&user, &sel.name) {
-                Ok(Some(m)) => m,
-                Ok(None) => Vec::new(),
-                Err(_) => return Ok(()),
-            };
-            let present: HashMap<u32, &MessageRecord> = msgs.iter().map(|m| (m.uid, m)).collect();
-            for u in &sel.uids {
-                match present.get(u) {
-                    None => {
-                        sel.expunged.insert(*u);
-                    }
-                    Some(m) => {
-                        sel.changed.insert(*u, (m.modseq, m.flags.clone()));
-                    }
-                }
-            }
-            let last = sel.uids.last().copied().unwrap_or(0);
-            for m in &msgs {
-                if m.uid > last {
-                    sel.added.insert(m.uid, Some((m.modseq, m.flags.clone())));
-                }
-            }
-            sel.dirty = false;
-        }
-        let mut out = Vec::new();
-        if allow_expunge && !sel.expunged.is_empty() {
-            // Highest sequence number first, so each number is right when sent.
-            let mut seq = sel.uids.len();
-            while seq > 0 {
-                let uid = sel.uids[seq - 1];
-                if sel.expunged.remove(&uid) {
-                    sel.uids.remove(seq - 1);
-                    sel.flags.remove(&uid);
-                    sel.changed.remove(&uid);
-                    out.extend(encode(&Response::Data(Data::Expunge(nz(seq as u32)))));
-                }
-                seq -= 1;
-            }
-            sel.expunged.clear();
-        }
-        if !sel.added.is_empty() {
-            let last = sel.uids.last().copied().unwrap_or(0);
-            let added = std::mem::take(&mut sel.added);
-            let need: Vec<u32> = added
-                .iter()
-                .filter(|(u, f)| **u > last && f.is_none())
-                .map(|(u, _)| *u)
-                .collect();
-            let fetched: HashMap<u32, (u64, Vec<String>)> = if need.is_empty() {
-                HashMap::new()
-            } else {
-                match acct.reader().messages_by_uid(&user, &sel.name, &need) {
-                    Ok(Some(v)) => v
-                        .into_iter()
-                        .map(|m| (m.uid, (m.modseq, m.flags)))
-                        .collect(),
-                    _ => HashMap::new(),
-                }
-            };
-            let before = sel.uids.len();
-            for (u, f) in added {
-                if u <= last || sel.expunged.remove(&u) {
-                    continue;
-                }
-                // Expunged before it was ever announced: never mention it.
-                let Some(state) = f.or_else(|| fetched.get(&u).cloned()) else {
-                    continue;
-                };
-                sel.uids.push(u);
-                sel.flags.insert(u, state);
-                sel.changed.remove(&u);
-            }
-            if sel.uids.len() != before {
-                out.extend(encode(&Response::Data(Data::Exists(sel.uids.len() as u32))));
-            }
-        }
-        if !sel.changed.is_empty() {
-            let changed = std::mem::take(&mut sel.changed);
-            for (i, uid) in sel.uids.iter().enumerate() {
-                let Some((modseq, flags)) = changed.get(uid) else {
-                    continue;
-                };
-                let Some(known) = sel.flags.get_mut(uid) else {
-                    continue;
-                };
-                if known.0 >= *modseq {
-                    continue;
-                }
-                *known = (*modseq, flags.clone());
-                let mut items = vec![
-                    imap_codec::imap_types::fetch::MessageDataItem::Flags(
-                        flags_of(flags)
-                            .into_iter()
-                            .map(imap_codec::imap_types::flag::FlagFetch::Flag)
-                            .collect(),
-                    ),
-                    imap_codec::imap_types::fetch::MessageDataItem::Uid(nz(*uid)),
-                ];
-                if self.condstore
-                    && let Some(ms) = NonZeroU64::new(*modseq)
-                {
-                    items.push(imap_codec::imap_types::fetch::MessageDataItem::ModSeq(ms));
-                }
-                if let Ok(items) = Vec1::try_from(items) {
-                    out.extend(encode(&Response::Data(Data::Fetch {
-                        seq: nz(i as u32 + 1),
-                        items,
-                    })));
-                }
-            }
-        }
-        if !out.is_empty() {
-            self.send(&out).await?;
-        }
-        Ok(())
-    }
-
-    /// (sequence number, uid) of the messages a set names, in order.
-    pub(crate) fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<(u32, u32)> {
-        let Some(sel) = &self.sel else { return vec![] };
-        let Some(&max_uid) = sel.uids.last() else {
-            return vec![];
-        };
-        if uid {
-            let mut wanted: Vec<u32> = set.iter(nz(max_uid)).map(|u| u.get()).collect();
-            wanted.sort_unstable();
-            wanted.dedup();
-            let mut out = Vec::new();
-            for w in wanted {
-                if let Ok(i) = sel.uids.binary_search(&w) {
-                    out.push((i as u32 + 1, w));
-                }
-            }
-            out
-        } else {
-            let n = sel.uids.len() as u32;
-            let mut seqs: Vec<u32> = set
-                .iter(nz(n))
-                .map(|s| s.get())
-                .filter(|s| *s <= n)
-                .collect();
-            seqs.sort_unstable();
-            seqs.dedup();
-            seqs.into_iter()
-                .map(|s| (s, sel.uids[s as usize - 1]))
-                .collect()
-        }
-    }
-
-    /// Whether every sequence number of a non-UID set exists.
-    pub(crate) fn seqs_valid(&self, set: &SequenceSet) -> bool {
-        let n = self.sel.as_ref().map_or(0, |s| s.uids.len() as u32);
-        if n == 0 {
-            return false;
-        }
-        set.iter(nz(n)).all(|s| s.get() <= n)
     }
 
     async fn expunge(&mut self, tag: &Tag<'_>, uids: Option<Vec<u32>>) -> io::Result<()> {
@@ -1589,131 +1264,6 @@ impl Session {
         })
         .await?;
         self.ok(tag, None, "STATUS completed").await
-    }
-
-    /// IDLE: pushes changes as they are applied until the client says DONE.
-    async fn idle(&mut self, tag: &Tag<'_>) -> Res {
-        if self.feed.is_none() {
-            self.feed = Some(self.acct().group.subscribe());
-        }
-        let cont = encode(&Response::CommandContinuationRequest(
-            CommandContinuationRequest::basic(None, "idling")
-                .map_err(|_| io::Error::other("cont"))?,
-        ));
-        self.send(&cont).await?;
-        self.sync(true).await?;
-        let autologout = Duration::from_secs(self.shared.cfg.autologout_secs);
-        let deadline = tokio::time::Instant::now() + autologout;
-        let group = self.acct().group.clone();
-        let node = self.shared.backend.node_id;
-        loop {
-            match IdleDoneCodec::default().decode(&self.conn.buf[..]) {
-                Ok((rest, _)) => {
-                    let used = self.conn.buf.len() - rest.len();
-                    let _ = self.conn.buf.split_to(used);
-                    self.ok(tag, None, "IDLE terminated").await?;
-                    return Ok(true);
-                }
-                Err(imap_codec::decode::IdleDoneDecodeError::Incomplete) => {}
-                Err(_) => {
-                    self.conn.buf.clear();
-                    self.bad(tag, "expected DONE").await?;
-                    return Ok(true);
-                }
-            }
-            if self.conn.buf.len() > 64 {
-                self.bad(tag, "expected DONE").await?;
-                return Ok(false);
-            }
-            self.conn.release_idle_buffer();
-            let feed = self.feed.as_mut().expect("feed");
-            tokio::select! {
-                r = self.conn.read_more() => {
-                    if r? == 0 {
-                        return Ok(false);
-                    }
-                }
-                ev = feed.recv() => {
-                    match ev {
-                        Ok(c) => {
-                            if let Some(sel) = &mut self.sel {
-                                note_event(sel, &c.event);
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            if let Some(sel) = &mut self.sel { sel.dirty = true; }
-                        }
-                        Err(broadcast::error::RecvError::Closed) => {
-                            self.send(&bye("this server is shutting down")).await?;
-                            return Ok(false);
-                        }
-                    }
-                    self.sync(true).await?;
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    self.send(&bye("autologout: idle for too long")).await?;
-                    return Ok(false);
-                }
-                _ = crate::store::lost_mastership(&group, node) => {
-                    self.send(&bye("the master of your mailboxes moved; please reconnect")).await?;
-                    return Ok(false);
-                }
-            }
-        }
-    }
-}
-
-/// Records what a change means for the selected mailbox.
-fn note_event(sel: &mut Selected, e: &Event) {
-    let user = sel.owner.as_str();
-    let mine = |u: &str, m: &str| u == user && m == sel.name;
-    match e {
-        Event::MessageAdded {
-            user: u,
-            mailbox,
-            uid,
-            ..
-        } if mine(u, mailbox) => {
-            sel.added.entry(*uid).or_insert(None);
-        }
-        Event::FlagsChanged {
-            user: u,
-            mailbox,
-            uid,
-            modseq,
-            flags,
-        } if mine(u, mailbox) => {
-            if let Some(Some(state)) = sel.added.get_mut(uid) {
-                *state = (*modseq, flags.clone());
-            } else if !sel.added.contains_key(uid) {
-                sel.changed.insert(*uid, (*modseq, flags.clone()));
-            } else {
-                sel.added.insert(*uid, Some((*modseq, flags.clone())));
-            }
-        }
-        Event::Expunged {
-            user: u,
-            mailbox,
-            uids,
-            ..
-        } if mine(u, mailbox) => {
-            for x in uids {
-                sel.changed.remove(x);
-                sel.expunged.insert(*x);
-            }
-        }
-        Event::MailboxDeleted { user: u, mailbox } if mine(u, mailbox) => sel.dirty = true,
-        Event::MailboxRenamed { user: u, from, to }
-            if u == user && (*from == sel.name || *to == sel.name) =>
-        {
-            sel.dirty = true
-        }
-        Event::AclChanged { user: u, mailbox } if mine(u, mailbox) => sel.acl_changed = true,
-        Event::SnapshotInstalled => {
-            sel.dirty = true;
-            sel.acl_changed = true;
-        }
-        _ => {}
     }
 }
 

@@ -4,3 +4,5 @@
 
 mod auth;
 mod general;
+mod idle;
+mod select;
