@@ -8,6 +8,7 @@
 //! - `op/general.rs`: CAPABILITY, NOOP/CHECK, LOGOUT, ID, ENABLE.
 //! - `op/auth.rs`: STARTTLS, LOGIN, AUTHENTICATE, and relaying the session to the master.
 //! - `op/select.rs`: SELECT/EXAMINE, UNSELECT, CLOSE; syncing the selected mailbox's view.
+//! - `op/mailbox.rs`: NAMESPACE, CREATE, DELETE, RENAME, (UN)SUBSCRIBE, LIST/LSUB, STATUS.
 //! - `op/idle.rs`: IDLE.
 //! - `fetch.rs`, `search.rs`, `sharing.rs`: FETCH, SEARCH and the RFC 4314 ACL commands.
 //!
@@ -26,15 +27,13 @@ use halyard_raft_store::{
 };
 use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::command::{Command, CommandBody};
-use imap_codec::imap_types::core::{AString, Atom, IString, QuotedChar, Tag, Vec1};
-use imap_codec::imap_types::extensions::namespace::Namespace;
+use imap_codec::imap_types::core::{AString, Atom, Tag, Vec1};
 use imap_codec::imap_types::extensions::quota::{QuotaGet, Resource};
 use imap_codec::imap_types::extensions::uidplus::{UidElement, UidSet};
-use imap_codec::imap_types::flag::{Flag, FlagNameAttribute, StoreResponse, StoreType};
-use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
+use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
+use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::response::{Capability, Code, Data, Response};
 use imap_codec::imap_types::sequence::SequenceSet;
-use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
 use tokio::sync::broadcast;
 
 use super::conn::Conn;
@@ -121,14 +120,6 @@ pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capa
         atom("SPECIAL-USE"),
     ]);
     caps
-}
-
-/// One name LIST/LSUB may show.
-pub(crate) struct ListEntry {
-    pub name: String,
-    pub selectable: bool,
-    pub subscribed: bool,
-    pub special_use: Option<String>,
 }
 
 /// The session's picture of the selected mailbox.
@@ -222,23 +213,6 @@ fn uid_set(uids: &[u32]) -> Option<UidSet> {
         i += 1;
     }
     Vec1::try_from(els).ok().map(UidSet)
-}
-
-/// Wildcard match of LIST patterns: `*` matches anything, `%` anything but the delimiter.
-pub(crate) fn list_match(pattern: &str, name: &str) -> bool {
-    fn m(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| m(&p[1..], &n[i..])),
-            Some('%') => (0..=n.len())
-                .take_while(|&i| i == 0 || n[i - 1] != DELIMITER)
-                .any(|i| m(&p[1..], &n[i..])),
-            Some(c) => n.first() == Some(c) && m(&p[1..], &n[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    m(&p, &n)
 }
 
 impl Session {
@@ -515,103 +489,16 @@ impl Session {
                 }
             };
         }
-        let subscribing = matches!(body, CommandBody::Subscribe { .. });
         match body {
             CommandBody::Enable { capabilities } => self.enable(&tag, capabilities).await?,
-            CommandBody::Namespace => {
-                let ns = |prefix: String| {
-                    Namespace::new(
-                        IString::try_from(prefix).unwrap(),
-                        Some(QuotedChar::try_from(DELIMITER).unwrap()),
-                    )
-                };
-                self.send_data(Data::Namespace {
-                    personal: vec![ns(String::new())],
-                    other: vec![ns(format!("{OTHER_USERS}{DELIMITER}"))],
-                    shared: vec![],
-                })
-                .await?;
-                self.ok(&tag, None, "NAMESPACE completed").await?;
-            }
+            CommandBody::Namespace => self.namespace(&tag).await?,
             CommandBody::Select { mailbox, .. } => self.select(&tag, &mailbox, false).await?,
             CommandBody::Examine { mailbox, .. } => self.select(&tag, &mailbox, true).await?,
-            CommandBody::Create { mailbox } => {
-                let n = name!(mailbox);
-                if n.owner == user && n.name == OTHER_USERS {
-                    self.no(&tag, None, "that name is the other users' namespace")
-                        .await?;
-                    return Ok(true);
-                }
-                let special = special_use_for(&n.name);
-                let r = self
-                    .propose_on(
-                        &n.owner,
-                        StoreCommand::CreateMailbox {
-                            user: n.owner.clone(),
-                            name: n.name,
-                            uidvalidity: now_uidvalidity(),
-                            partition: "primary".into(),
-                            special_use: special,
-                        },
-                    )
-                    .await;
-                self.done(&tag, r, "CREATE completed").await?;
-            }
-            CommandBody::Delete { mailbox } => {
-                let n = name!(mailbox);
-                if n.name == "INBOX" {
-                    self.no(&tag, None, "INBOX cannot be deleted").await?;
-                    return Ok(true);
-                }
-                let r = self
-                    .propose_on(
-                        &n.owner,
-                        StoreCommand::DeleteMailbox {
-                            user: n.owner.clone(),
-                            name: n.name,
-                        },
-                    )
-                    .await;
-                self.done(&tag, r, "DELETE completed").await?;
-            }
-            CommandBody::Rename { from, to } => {
-                let (f, t) = (name!(from), name!(to));
-                if f.owner != t.owner {
-                    self.no(&tag, None, "RENAME cannot move a mailbox to another user")
-                        .await?;
-                    return Ok(true);
-                }
-                let r = self
-                    .propose_on(
-                        &f.owner,
-                        StoreCommand::RenameMailbox {
-                            user: f.owner.clone(),
-                            from: f.name,
-                            to: t.name,
-                        },
-                    )
-                    .await;
-                self.done(&tag, r, "RENAME completed").await?;
-            }
-            CommandBody::Subscribe { mailbox } | CommandBody::Unsubscribe { mailbox } => {
-                let n = name!(mailbox);
-                let r = self
-                    .propose_on(
-                        &n.owner,
-                        StoreCommand::Subscribe {
-                            user: n.owner.clone(),
-                            name: n.name,
-                            subscribed: subscribing,
-                        },
-                    )
-                    .await;
-                let text = if subscribing {
-                    "SUBSCRIBE completed"
-                } else {
-                    "UNSUBSCRIBE completed"
-                };
-                self.done(&tag, r, text).await?;
-            }
+            CommandBody::Create { mailbox } => self.create(&tag, &mailbox).await?,
+            CommandBody::Delete { mailbox } => self.delete(&tag, &mailbox).await?,
+            CommandBody::Rename { from, to } => self.rename(&tag, &from, &to).await?,
+            CommandBody::Subscribe { mailbox } => self.subscribe(&tag, &mailbox, true).await?,
+            CommandBody::Unsubscribe { mailbox } => self.subscribe(&tag, &mailbox, false).await?,
             CommandBody::List {
                 reference,
                 mailbox_wildcard,
@@ -627,11 +514,7 @@ impl Session {
             CommandBody::Status {
                 mailbox,
                 item_names,
-            } => {
-                let n = name!(mailbox);
-                self.status_cmd(&tag, &mailbox, n, item_names.as_ref())
-                    .await?;
-            }
+            } => self.status_cmd(&tag, &mailbox, item_names.as_ref()).await?,
             CommandBody::Append {
                 mailbox,
                 flags,
@@ -1063,208 +946,6 @@ impl Session {
             Err(f) => self.fail(tag, f).await,
         }
     }
-
-    async fn list(
-        &mut self,
-        tag: &Tag<'_>,
-        reference: Mailbox<'_>,
-        pattern: ListMailbox<'_>,
-        lsub: bool,
-    ) -> io::Result<()> {
-        let reference = match &reference {
-            Mailbox::Inbox => "INBOX".to_string(),
-            Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
-        };
-        let pattern = match &pattern {
-            ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
-            ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
-        };
-        let delim = QuotedChar::try_from(DELIMITER).ok();
-        if pattern.is_empty() && !lsub {
-            // The hierarchy delimiter and root (RFC 3501 §6.3.8).
-            self.send_data(Data::List {
-                items: vec![FlagNameAttribute::Noselect],
-                delimiter: delim,
-                mailbox: Mailbox::try_from("").unwrap_or(Mailbox::Inbox),
-            })
-            .await?;
-            return self.ok(tag, None, "LIST completed").await;
-        }
-        let full = match (mutf7::decode(&reference), mutf7::decode(&pattern)) {
-            (Ok(r), Ok(p)) => format!("{r}{p}"),
-            _ => return self.bad(tag, "pattern is not modified UTF-7").await,
-        };
-        let entries = match self.visible_mailboxes(lsub) {
-            Ok(e) => e,
-            Err(e) => return self.fail(tag, StoreFail::Unavailable(e.to_string())).await,
-        };
-        let mut out = Vec::new();
-        for (i, e) in entries.iter().enumerate() {
-            let shown = if e.name == "INBOX" && list_match(&full.to_uppercase(), "INBOX") {
-                true
-            } else {
-                list_match(&full, &e.name)
-            };
-            if !shown || (lsub && !e.subscribed) {
-                continue;
-            }
-            // Entries are sorted by name, so inferiors follow right after.
-            let prefix = format!("{}{DELIMITER}", e.name);
-            let children = entries[i + 1..]
-                .iter()
-                .take_while(|c| c.name.starts_with(&prefix) || c.name < prefix)
-                .any(|c| c.name.starts_with(&prefix));
-            let mut items: Vec<FlagNameAttribute> = Vec::new();
-            let attr = |s: &str| FlagNameAttribute::from(Atom::try_from(s.to_string()).unwrap());
-            if !e.selectable {
-                items.push(FlagNameAttribute::Noselect);
-            }
-            items.push(attr(if children {
-                "HasChildren"
-            } else {
-                "HasNoChildren"
-            }));
-            if let Some(su) = &e.special_use {
-                items.push(attr(su.trim_start_matches('\\')));
-            }
-            let d = if lsub {
-                Data::Lsub {
-                    items,
-                    delimiter: delim,
-                    mailbox: wire_mailbox(&e.name),
-                }
-            } else {
-                Data::List {
-                    items,
-                    delimiter: delim,
-                    mailbox: wire_mailbox(&e.name),
-                }
-            };
-            out.extend(encode(&Response::Data(d)));
-        }
-        self.send(&out).await?;
-        self.ok(
-            tag,
-            None,
-            if lsub {
-                "LSUB completed"
-            } else {
-                "LIST completed"
-            },
-        )
-        .await
-    }
-
-    /// Every name LIST can show this user, sorted: their own mailboxes, the mailboxes other
-    /// users shared with them (`l` right) under `Other Users/<owner>/`, and the levels above
-    /// those as `\Noselect` so that `%` browsing reaches them.
-    fn visible_mailboxes(
-        &self,
-        lsub: bool,
-    ) -> Result<Vec<ListEntry>, halyard_raft_store::StoreError> {
-        let me = self.acct().user.clone();
-        let reader = self.acct().reader();
-        let mut entries: std::collections::BTreeMap<String, ListEntry> = reader
-            .mailboxes(&me)?
-            .into_iter()
-            .map(|b| {
-                (
-                    b.name.clone(),
-                    ListEntry {
-                        name: b.name,
-                        selectable: true,
-                        subscribed: b.subscribed,
-                        special_use: b.special_use,
-                    },
-                )
-            })
-            .collect();
-        let subs: std::collections::HashSet<(String, String)> = if lsub {
-            reader.shared_subscriptions(&me)?.into_iter().collect()
-        } else {
-            Default::default()
-        };
-        for (owner, mb, _) in reader.shared_with(&me)? {
-            let subscribed = subs.contains(&(owner.clone(), mb.name.clone()));
-            let name = display_name(&me, &owner, &mb.name);
-            // Levels above: "Other Users", "Other Users/<owner>", unshared parents.
-            let mut cut = name.len();
-            while let Some(i) = name[..cut].rfind(DELIMITER) {
-                cut = i;
-                entries
-                    .entry(name[..cut].to_string())
-                    .or_insert_with(|| ListEntry {
-                        name: name[..cut].to_string(),
-                        selectable: false,
-                        subscribed: false,
-                        special_use: None,
-                    });
-            }
-            entries.insert(
-                name.clone(),
-                ListEntry {
-                    name,
-                    selectable: true,
-                    subscribed,
-                    special_use: mb.special_use,
-                },
-            );
-        }
-        Ok(entries.into_values().collect())
-    }
-
-    async fn status_cmd(
-        &mut self,
-        tag: &Tag<'_>,
-        wire: &Mailbox<'_>,
-        target: Target,
-        items: &[StatusDataItemName],
-    ) -> io::Result<()> {
-        let Target { owner, name } = target;
-        let r = self.acct().reader();
-        let (mb, msgs) = match (r.mailbox(&owner, &name), r.messages(&owner, &name)) {
-            (Ok(Some(mb)), Ok(Some(m))) => (mb, m),
-            (Ok(None), _) | (_, Ok(None)) => {
-                return self.no(tag, None, &format!("no mailbox {name}")).await;
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
-            }
-        };
-        match self.rights_on(&owner, &mb) {
-            None => return self.no(tag, None, &format!("no mailbox {name}")).await,
-            Some(r) if !r.has('r') => {
-                return self
-                    .no(tag, Some(noperm()), "STATUS needs the \"r\" right")
-                    .await;
-            }
-            Some(_) => {}
-        }
-        let mut out = Vec::new();
-        for i in items {
-            out.push(match i {
-                StatusDataItemName::Messages => StatusDataItem::Messages(mb.exists),
-                StatusDataItemName::Recent => StatusDataItem::Recent(0),
-                StatusDataItemName::UidNext => StatusDataItem::UidNext(nz(mb.uidnext)),
-                StatusDataItemName::UidValidity => StatusDataItem::UidValidity(nz(mb.uidvalidity)),
-                StatusDataItemName::Unseen => StatusDataItem::Unseen(
-                    msgs.iter()
-                        .filter(|m| !m.flags.iter().any(|f| f == "\\Seen"))
-                        .count() as u32,
-                ),
-                StatusDataItemName::HighestModSeq => {
-                    StatusDataItem::HighestModSeq(mb.highestmodseq)
-                }
-                _ => continue,
-            });
-        }
-        self.send_data(Data::Status {
-            mailbox: wire.clone(),
-            items: out.into(),
-        })
-        .await?;
-        self.ok(tag, None, "STATUS completed").await
-    }
 }
 
 /// RFC 5530 `NOPERM`: the ACL does not allow this.
@@ -1284,20 +965,4 @@ pub(crate) fn now_ms() -> i64 {
 /// A UIDVALIDITY proposal: seconds since the epoch (apply keeps it strictly increasing).
 pub(crate) fn now_uidvalidity() -> u32 {
     (now_ms() / 1000).clamp(1, u32::MAX as i64) as u32
-}
-
-/// RFC 6154 attribute for well-known names, so clients find Sent, Drafts, Trash...
-fn special_use_for(name: &str) -> Option<String> {
-    let last = name.rsplit(DELIMITER).next().unwrap_or(name).to_lowercase();
-    Some(
-        match last.as_str() {
-            "sent" | "sent items" | "sent messages" => "\\Sent",
-            "drafts" => "\\Drafts",
-            "trash" | "deleted items" | "deleted messages" => "\\Trash",
-            "junk" | "spam" => "\\Junk",
-            "archive" => "\\Archive",
-            _ => return None,
-        }
-        .to_string(),
-    )
 }

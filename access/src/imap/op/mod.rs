@@ -5,4 +5,5 @@
 mod auth;
 mod general;
 mod idle;
+mod mailbox;
 mod select;
