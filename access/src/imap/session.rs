@@ -9,31 +9,28 @@
 //! - `op/auth.rs`: STARTTLS, LOGIN, AUTHENTICATE, and relaying the session to the master.
 //! - `op/select.rs`: SELECT/EXAMINE, UNSELECT, CLOSE; syncing the selected mailbox's view.
 //! - `op/mailbox.rs`: NAMESPACE, CREATE, DELETE, RENAME, (UN)SUBSCRIBE, LIST/LSUB, STATUS.
+//! - `op/append.rs`: APPEND.
+//! - `op/store.rs`: STORE, EXPUNGE, UID EXPUNGE, COPY, MOVE.
+//! - `op/quota.rs`: GETQUOTAROOT, GETQUOTA, SETQUOTA.
 //! - `op/idle.rs`: IDLE.
 //! - `fetch.rs`, `search.rs`, `sharing.rs`: FETCH, SEARCH and the RFC 4314 ACL commands.
-//!
-//! The other commands are still handled in this file.
 
 use std::collections::HashMap;
 use std::io;
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bounded_static::IntoBoundedStatic;
 use halyard_raft_store::acl::Rights;
-use halyard_raft_store::{
-    ApplyError, Change, Command as StoreCommand, FlagAction, MailboxRecord, Reply,
-};
+use halyard_raft_store::{ApplyError, Change, Command as StoreCommand, MailboxRecord, Reply};
 use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::command::{Command, CommandBody};
-use imap_codec::imap_types::core::{AString, Atom, Tag, Vec1};
-use imap_codec::imap_types::extensions::quota::{QuotaGet, Resource};
-use imap_codec::imap_types::extensions::uidplus::{UidElement, UidSet};
-use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
+use imap_codec::imap_types::core::{Atom, Tag, Vec1};
+use imap_codec::imap_types::extensions::quota::Resource;
+use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::response::{Capability, Code, Data, Response};
-use imap_codec::imap_types::sequence::SequenceSet;
 use tokio::sync::broadcast;
 
 use super::conn::Conn;
@@ -193,26 +190,6 @@ pub(crate) fn flags_of(strings: &[String]) -> Vec<Flag<'static>> {
         .iter()
         .filter_map(|s| Flag::try_from(s.as_str()).ok().map(|f| f.into_static()))
         .collect()
-}
-
-fn uid_set(uids: &[u32]) -> Option<UidSet> {
-    let mut els: Vec<UidElement> = Vec::new();
-    let mut i = 0;
-    while i < uids.len() {
-        let start = uids[i];
-        let mut end = start;
-        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
-            i += 1;
-            end = uids[i];
-        }
-        els.push(if start == end {
-            UidElement::Single(nz(start))
-        } else {
-            UidElement::Range(nz(start), nz(end))
-        });
-        i += 1;
-    }
-    Vec1::try_from(els).ok().map(UidSet)
 }
 
 impl Session {
@@ -468,27 +445,9 @@ impl Session {
         }
     }
 
+    /// The dispatch table of the authenticated and selected states: each arm hands the
+    /// command to its handler under `op/` (or in `fetch.rs`, `search.rs`).
     async fn handle_authenticated(&mut self, tag: Tag<'static>, body: CommandBody<'static>) -> Res {
-        let user = self.acct().user.clone();
-        macro_rules! name {
-            ($m:expr) => {
-                match mailbox_name(&$m).and_then(|n| split_target(&user, n)) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        self.bad(&tag, &e).await?;
-                        return Ok(true);
-                    }
-                }
-            };
-        }
-        macro_rules! need_selected {
-            () => {
-                if self.sel.is_none() {
-                    self.bad(&tag, "no mailbox selected").await?;
-                    return Ok(true);
-                }
-            };
-        }
         match body {
             CommandBody::Enable { capabilities } => self.enable(&tag, capabilities).await?,
             CommandBody::Namespace => self.namespace(&tag).await?,
@@ -502,15 +461,11 @@ impl Session {
             CommandBody::List {
                 reference,
                 mailbox_wildcard,
-            } => {
-                self.list(&tag, reference, mailbox_wildcard, false).await?;
-            }
+            } => self.list(&tag, reference, mailbox_wildcard, false).await?,
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,
-            } => {
-                self.list(&tag, reference, mailbox_wildcard, true).await?;
-            }
+            } => self.list(&tag, reference, mailbox_wildcard, true).await?,
             CommandBody::Status {
                 mailbox,
                 item_names,
@@ -520,109 +475,33 @@ impl Session {
                 flags,
                 date,
                 message,
-            } => {
-                let n = name!(mailbox);
-                let body = bytes::Bytes::copy_from_slice(match &message {
-                    imap_codec::imap_types::extensions::binary::LiteralOrLiteral8::Literal(l) => {
-                        l.as_ref()
-                    }
-                    imap_codec::imap_types::extensions::binary::LiteralOrLiteral8::Literal8(l) => {
-                        l.data.as_ref()
-                    }
-                });
-                let date_ms = date
-                    .map(|d| d.as_ref().timestamp_millis())
-                    .unwrap_or_else(now_ms);
-                let meta = halyard_raft_store::mime::message_meta(&body);
-                let r = self
-                    .propose_on(
-                        &n.owner,
-                        StoreCommand::Append {
-                            user: n.owner.clone(),
-                            mailbox: n.name,
-                            flags: flag_strings(&flags),
-                            internal_date_ms: date_ms,
-                            body,
-                            meta: Some(meta),
-                        },
-                    )
-                    .await;
-                match r {
-                    Ok(Reply::Appended {
-                        uidvalidity, uid, ..
-                    }) => {
-                        self.sync(true).await?;
-                        self.ok(
-                            &tag,
-                            Some(Code::AppendUid {
-                                uid_validity: nz(uidvalidity),
-                                uid: nz(uid),
-                            }),
-                            "APPEND completed",
-                        )
-                        .await?;
-                    }
-                    Ok(other) => self.no(&tag, None, &format!("{other:?}")).await?,
-                    Err(f) => self.fail(&tag, f).await?,
-                }
+            } => self.append(&tag, &mailbox, flags, date, message).await?,
+            CommandBody::GetQuotaRoot { mailbox } => self.get_quota_root(&tag, &mailbox).await?,
+            CommandBody::GetQuota { root } => self.get_quota(&tag, root).await?,
+            CommandBody::SetQuota { .. } => self.set_quota(&tag).await?,
+            CommandBody::Idle => return self.idle(&tag).await,
+            // The commands from here on need a selected mailbox.
+            CommandBody::Unselect
+            | CommandBody::Close
+            | CommandBody::Expunge
+            | CommandBody::ExpungeUid { .. }
+            | CommandBody::Search { .. }
+            | CommandBody::Fetch { .. }
+            | CommandBody::Store { .. }
+            | CommandBody::Copy { .. }
+            | CommandBody::Move { .. }
+                if self.sel.is_none() =>
+            {
+                self.bad(&tag, "no mailbox selected").await?
             }
-            CommandBody::GetQuotaRoot { mailbox } => {
-                // Other users' quotas are theirs to see: a shared mailbox has no root here.
-                let mine = name!(mailbox).owner == user;
-                let root = AString::try_from("").unwrap();
-                self.send_data(Data::QuotaRoot {
-                    mailbox: mailbox.clone(),
-                    roots: if mine { vec![root.clone()] } else { vec![] },
-                })
-                .await?;
-                if mine {
-                    self.quota_data(root).await?;
-                }
-                self.ok(&tag, None, "GETQUOTAROOT completed").await?;
-            }
-            CommandBody::GetQuota { root } => {
-                if !root.as_ref().is_empty() {
-                    self.no(&tag, None, "no such quota root").await?;
-                    return Ok(true);
-                }
-                self.quota_data(root).await?;
-                self.ok(&tag, None, "GETQUOTA completed").await?;
-            }
-            CommandBody::SetQuota { .. } => {
-                self.no(
-                    &tag,
-                    None,
-                    "quotas are set in the directory (halyard ctl user set --quota)",
-                )
-                .await?;
-            }
-            CommandBody::Idle => {
-                return self.idle(&tag).await;
-            }
-            CommandBody::Unselect => {
-                need_selected!();
-                self.unselect(&tag).await?;
-            }
-            CommandBody::Close => {
-                need_selected!();
-                self.close(&tag).await?;
-            }
-            CommandBody::Expunge => {
-                need_selected!();
-                self.expunge(&tag, None).await?;
-            }
+            CommandBody::Unselect => self.unselect(&tag).await?,
+            CommandBody::Close => self.close(&tag).await?,
+            CommandBody::Expunge => self.expunge(&tag, None).await?,
             CommandBody::ExpungeUid { sequence_set } => {
-                need_selected!();
-                let uids: Vec<u32> = self
-                    .resolve(&sequence_set, true)
-                    .into_iter()
-                    .map(|x| x.1)
-                    .collect();
-                self.expunge(&tag, Some(uids)).await?;
+                self.expunge_uid(&tag, &sequence_set).await?
             }
             CommandBody::Search { criteria, uid, .. } => {
-                need_selected!();
-                self.search(&tag, criteria.into_inner(), uid).await?;
+                self.search(&tag, criteria.into_inner(), uid).await?
             }
             CommandBody::Fetch {
                 sequence_set,
@@ -630,9 +509,8 @@ impl Session {
                 uid,
                 modifiers,
             } => {
-                need_selected!();
                 self.fetch(&tag, &sequence_set, macro_or_item_names, uid, modifiers)
-                    .await?;
+                    .await?
             }
             CommandBody::Store {
                 sequence_set,
@@ -642,31 +520,26 @@ impl Session {
                 uid,
                 modifiers,
             } => {
-                need_selected!();
                 self.store(&tag, &sequence_set, kind, response, &flags, uid, modifiers)
-                    .await?;
+                    .await?
             }
             CommandBody::Copy {
                 sequence_set,
                 mailbox,
                 uid,
             } => {
-                need_selected!();
-                let to = name!(mailbox);
-                self.copy_move(&tag, &sequence_set, to, uid, false).await?;
+                self.copy_move(&tag, &sequence_set, &mailbox, uid, false)
+                    .await?
             }
             CommandBody::Move {
                 sequence_set,
                 mailbox,
                 uid,
             } => {
-                need_selected!();
-                let to = name!(mailbox);
-                self.copy_move(&tag, &sequence_set, to, uid, true).await?;
+                self.copy_move(&tag, &sequence_set, &mailbox, uid, true)
+                    .await?
             }
-            _ => {
-                self.bad(&tag, "command not supported").await?;
-            }
+            _ => self.bad(&tag, "command not supported").await?,
         }
         Ok(true)
     }
@@ -688,263 +561,11 @@ impl Session {
         }
     }
 
-    async fn quota_data(&mut self, root: AString<'static>) -> io::Result<()> {
-        let q = self
-            .acct()
-            .reader()
-            .quota(&self.acct().user)
-            .unwrap_or_default();
-        let mut quotas = Vec::new();
-        if let Some(l) = q.limit_bytes {
-            quotas.push(QuotaGet::new(
-                Resource::Storage,
-                q.used_bytes / 1024,
-                l / 1024,
-            ));
-        }
-        if let Some(l) = q.limit_messages {
-            quotas.push(QuotaGet::new(Resource::Message, q.used_messages, l));
-        }
-        if let Ok(quotas) = Vec1::try_from(quotas) {
-            self.send_data(Data::Quota { root, quotas }).await?;
-        }
-        Ok(())
-    }
-
     /// The session user's rights on `owner`'s mailbox, or why it cannot be used: a mailbox
     /// the user may not even look up (`l`) is reported as missing, so names do not leak.
     pub(crate) fn rights_on(&self, owner: &str, mb: &MailboxRecord) -> Option<Rights> {
         let r = halyard_raft_store::acl::effective(owner, &self.acct().user, &mb.acl);
         (r.has('l') || r.has('r')).then_some(r)
-    }
-
-    async fn expunge(&mut self, tag: &Tag<'_>, uids: Option<Vec<u32>>) -> io::Result<()> {
-        let sel = self.sel.as_ref().expect("selected");
-        if sel.read_only {
-            return self.no(tag, None, "mailbox is read-only (EXAMINE)").await;
-        }
-        // UID EXPUNGE removes only the named messages that are \Deleted.
-        let uids = uids.map(|u| {
-            u.into_iter()
-                .filter(|x| {
-                    sel.flags
-                        .get(x)
-                        .is_some_and(|(_, f)| f.iter().any(|f| f == "\\Deleted"))
-                })
-                .collect::<Vec<_>>()
-        });
-        let owner = sel.owner.clone();
-        let cmd = StoreCommand::Expunge {
-            user: owner.clone(),
-            mailbox: sel.name.clone(),
-            uids,
-        };
-        match self.propose_on(&owner, cmd).await {
-            Ok(reply) => {
-                let sel = self.sel.as_mut().expect("selected");
-                match reply {
-                    Reply::Expunged { uids, .. } => sel.expunged.extend(uids),
-                    _ => sel.dirty = true,
-                }
-                self.sync(true).await?;
-                self.ok(tag, None, "EXPUNGE completed").await
-            }
-            Err(f) => self.fail(tag, f).await,
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn store(
-        &mut self,
-        tag: &Tag<'_>,
-        set: &SequenceSet,
-        kind: StoreType,
-        response: StoreResponse,
-        flags: &[Flag<'_>],
-        uid: bool,
-        modifiers: Vec<imap_codec::imap_types::command::StoreModifier>,
-    ) -> io::Result<()> {
-        self.sync(false).await?;
-        if !uid && !self.seqs_valid(set) {
-            return self.no(tag, None, "no such message").await;
-        }
-        let sel = self.sel.as_ref().expect("selected");
-        if sel.read_only {
-            return self.no(tag, None, "mailbox is read-only (EXAMINE)").await;
-        }
-        let targets = self.resolve(set, uid);
-        let unchanged_since = modifiers
-            .iter()
-            .map(|m| match m {
-                imap_codec::imap_types::command::StoreModifier::UnchangedSince(v) => *v,
-            })
-            .next();
-        if unchanged_since.is_some() {
-            self.condstore = true;
-        }
-        if targets.is_empty() {
-            return self.ok(tag, None, "STORE completed").await;
-        }
-        let action = match kind {
-            StoreType::Add => FlagAction::Add,
-            StoreType::Remove => FlagAction::Remove,
-            StoreType::Replace => FlagAction::Replace,
-        };
-        let owner = sel.owner.clone();
-        let cmd = StoreCommand::StoreFlags {
-            user: owner.clone(),
-            mailbox: sel.name.clone(),
-            uids: targets.iter().map(|t| t.1).collect(),
-            action,
-            flags: flag_strings(flags),
-            unchanged_since,
-        };
-        let (updated, modified) = match self.propose_on(&owner, cmd).await {
-            Ok(Reply::FlagsStored { updated, modified }) => (updated, modified),
-            Ok(other) => return self.no(tag, None, &format!("{other:?}")).await,
-            Err(f) => return self.fail(tag, f).await,
-        };
-        let mut out = Vec::new();
-        let seq_of: HashMap<u32, u32> = targets.iter().map(|(s, u)| (*u, *s)).collect();
-        let silent = matches!(response, StoreResponse::Silent);
-        let sel = self.sel.as_mut().expect("selected");
-        for (u, modseq, fl) in &updated {
-            sel.flags.insert(*u, (*modseq, fl.clone()));
-            // With UNCHANGEDSINCE, .SILENT still reports MODSEQ (RFC 7162 §3.1.3).
-            if silent && unchanged_since.is_none() {
-                continue;
-            }
-            let Some(seq) = seq_of.get(u) else { continue };
-            let mut items = Vec::new();
-            if !silent {
-                items.push(imap_codec::imap_types::fetch::MessageDataItem::Flags(
-                    flags_of(fl)
-                        .into_iter()
-                        .map(imap_codec::imap_types::flag::FlagFetch::Flag)
-                        .collect(),
-                ));
-            }
-            if uid {
-                items.push(imap_codec::imap_types::fetch::MessageDataItem::Uid(nz(*u)));
-            }
-            if self.condstore
-                && let Some(ms) = NonZeroU64::new(*modseq)
-            {
-                items.push(imap_codec::imap_types::fetch::MessageDataItem::ModSeq(ms));
-            }
-            if let Ok(items) = Vec1::try_from(items) {
-                out.extend(encode(&Response::Data(Data::Fetch {
-                    seq: nz(*seq),
-                    items,
-                })));
-            }
-        }
-        self.send(&out).await?;
-        self.sync(false).await?;
-        if modified.is_empty() {
-            self.ok(tag, None, "STORE completed").await
-        } else {
-            let nums: Vec<u32> = if uid {
-                modified.clone()
-            } else {
-                modified
-                    .iter()
-                    .filter_map(|u| seq_of.get(u).copied())
-                    .collect()
-            };
-            let set = SequenceSet::try_from(
-                nums.iter()
-                    .filter_map(|n| NonZeroU32::new(*n))
-                    .collect::<Vec<_>>(),
-            )
-            .ok();
-            match set {
-                Some(s) => {
-                    self.ok(
-                        tag,
-                        Some(Code::Modified(s)),
-                        "conditional STORE failed for some",
-                    )
-                    .await
-                }
-                None => self.ok(tag, None, "STORE completed").await,
-            }
-        }
-    }
-
-    async fn copy_move(
-        &mut self,
-        tag: &Tag<'_>,
-        set: &SequenceSet,
-        to: Target,
-        uid: bool,
-        is_move: bool,
-    ) -> io::Result<()> {
-        if !uid && !self.seqs_valid(set) {
-            return self.no(tag, None, "no such message").await;
-        }
-        let sel = self.sel.as_ref().expect("selected");
-        if is_move && sel.read_only {
-            return self.no(tag, None, "mailbox is read-only (EXAMINE)").await;
-        }
-        let targets = self.resolve(set, uid);
-        if targets.is_empty() {
-            return self.ok(tag, None, "nothing to do").await;
-        }
-        let uids: Vec<u32> = targets.iter().map(|t| t.1).collect();
-        let me = self.acct().user.clone();
-        let user = sel.owner.clone();
-        let from = sel.name.clone();
-        // Someone else's mailbox on either side: the copy is done as the session's user.
-        let on_behalf = if user != me { &user } else { &to.owner }.clone();
-        let to_user = (to.owner != user).then(|| to.owner.clone());
-        let cmd = if is_move {
-            StoreCommand::Move {
-                user,
-                from,
-                to_user,
-                to: to.name,
-                uids,
-            }
-        } else {
-            StoreCommand::Copy {
-                user,
-                from,
-                to_user,
-                to: to.name,
-                uids,
-            }
-        };
-        match self.propose_on(&on_behalf, cmd).await {
-            Ok(Reply::Copied { uidvalidity, pairs }) => {
-                let src: Vec<u32> = pairs.iter().map(|p| p.0).collect();
-                let dst: Vec<u32> = pairs.iter().map(|p| p.1).collect();
-                let code = match (uid_set(&src), uid_set(&dst)) {
-                    (Some(s), Some(d)) => Some(Code::CopyUid {
-                        uid_validity: nz(uidvalidity),
-                        source: s,
-                        destination: d,
-                    }),
-                    _ => None,
-                };
-                if is_move {
-                    let b = status(Kind::Ok, None, code, "moved");
-                    self.send(&b).await?;
-                    self.sel
-                        .as_mut()
-                        .expect("selected")
-                        .expunged
-                        .extend(src.iter().copied());
-                    self.sync(true).await?;
-                    self.ok(tag, None, "MOVE completed").await
-                } else {
-                    self.sync(true).await?;
-                    self.ok(tag, code, "COPY completed").await
-                }
-            }
-            Ok(other) => self.no(tag, None, &format!("{other:?}")).await,
-            Err(f) => self.fail(tag, f).await,
-        }
     }
 }
 

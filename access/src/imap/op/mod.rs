@@ -2,8 +2,11 @@
 //! session itself (`super::session`) keeps the state, the read loop and the dispatch tables
 //! that call into these files.
 
+mod append;
 mod auth;
 mod general;
 mod idle;
 mod mailbox;
+mod quota;
 mod select;
+mod store;
