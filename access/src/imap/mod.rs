@@ -4,6 +4,7 @@
 mod acl;
 pub(crate) mod conn;
 mod fetch;
+mod op;
 mod search;
 mod session;
 mod sharing;

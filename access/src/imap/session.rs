@@ -1,37 +1,36 @@
-//! One IMAP session: states (not authenticated, authenticated, selected), every command,
-//! and the session's view of the selected mailbox (sequence numbers ↔ UIDs, flags), kept in
-//! step with other sessions through the group's change feed.
+//! One IMAP session: its states (not authenticated, authenticated, selected), the session's
+//! view of the selected mailbox (sequence numbers ↔ UIDs, flags), kept in step with other
+//! sessions through the group's change feed, the read loop, and the dispatch tables that hand
+//! each command to the file of its family.
+//!
+//! # Layout
+//!
+//! - `op/general.rs`: CAPABILITY, NOOP/CHECK, LOGOUT, ID, ENABLE.
+//! - `op/auth.rs`: STARTTLS, LOGIN, AUTHENTICATE, and relaying the session to the master.
+//! - `op/select.rs`: SELECT/EXAMINE, UNSELECT, CLOSE; syncing the selected mailbox's view.
+//! - `op/mailbox.rs`: NAMESPACE, CREATE, DELETE, RENAME, (UN)SUBSCRIBE, LIST/LSUB, STATUS.
+//! - `op/append.rs`: APPEND.
+//! - `op/store.rs`: STORE, EXPUNGE, UID EXPUNGE, COPY, MOVE.
+//! - `op/quota.rs`: GETQUOTAROOT, GETQUOTA, SETQUOTA.
+//! - `op/idle.rs`: IDLE.
+//! - `fetch.rs`, `search.rs`, `sharing.rs`: FETCH, SEARCH and the RFC 4314 ACL commands.
 
 use std::collections::HashMap;
 use std::io;
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use bounded_static::IntoBoundedStatic;
-use halyard_directory::DirectoryError;
 use halyard_raft_store::acl::Rights;
-use halyard_raft_store::{
-    ApplyError, Change, Command as StoreCommand, Event, FlagAction, MailboxRecord, MessageRecord,
-    Reply,
-};
-use imap_codec::decode::Decoder;
-use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
+use halyard_raft_store::{ApplyError, Change, Command as StoreCommand, MailboxRecord, Reply};
+use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::command::{Command, CommandBody};
-use imap_codec::imap_types::core::{AString, Atom, IString, NString, QuotedChar, Tag, Vec1};
-use imap_codec::imap_types::extensions::enable::CapabilityEnable;
-use imap_codec::imap_types::extensions::namespace::Namespace;
-use imap_codec::imap_types::extensions::quota::{QuotaGet, Resource};
-use imap_codec::imap_types::extensions::uidplus::{UidElement, UidSet};
-use imap_codec::imap_types::flag::{Flag, FlagNameAttribute, FlagPerm, StoreResponse, StoreType};
-use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
-use imap_codec::imap_types::response::{
-    Capability, Code, CommandContinuationRequest, Data, Response,
-};
-use imap_codec::imap_types::sequence::SequenceSet;
-use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
-use imap_codec::{AuthenticateDataCodec, IdleDoneCodec};
+use imap_codec::imap_types::core::{Atom, Tag, Vec1};
+use imap_codec::imap_types::extensions::quota::Resource;
+use imap_codec::imap_types::flag::Flag;
+use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::response::{Capability, Code, Data, Response};
 use tokio::sync::broadcast;
 
 use super::conn::Conn;
@@ -120,14 +119,6 @@ pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capa
     caps
 }
 
-/// One name LIST/LSUB may show.
-pub(crate) struct ListEntry {
-    pub name: String,
-    pub selectable: bool,
-    pub subscribed: bool,
-    pub special_use: Option<String>,
-}
-
 /// The session's picture of the selected mailbox.
 pub(crate) struct Selected {
     /// Whose mailbox it is (the session's user, or another user who shared it).
@@ -158,14 +149,15 @@ pub struct Session {
     pub(crate) sel: Option<Selected>,
     pub(crate) condstore: bool,
     literal_end: usize,
-    feed: Option<broadcast::Receiver<Arc<Change>>>,
+    pub(crate) feed: Option<broadcast::Receiver<Arc<Change>>>,
     /// The session was relayed to the master and is over.
-    relayed: bool,
+    pub(crate) relayed: bool,
 }
 
-type Res = io::Result<bool>;
+/// What a command handler returns: false when the session is over.
+pub(crate) type Res = io::Result<bool>;
 
-fn nz(n: u32) -> NonZeroU32 {
+pub(crate) fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
@@ -189,7 +181,7 @@ pub(crate) fn wire_mailbox(name: &str) -> Mailbox<'static> {
     Mailbox::try_from(mutf7::encode(name)).unwrap_or(Mailbox::Inbox)
 }
 
-fn flag_strings(flags: &[Flag<'_>]) -> Vec<String> {
+pub(crate) fn flag_strings(flags: &[Flag<'_>]) -> Vec<String> {
     flags.iter().map(|f| f.to_string()).collect()
 }
 
@@ -198,43 +190,6 @@ pub(crate) fn flags_of(strings: &[String]) -> Vec<Flag<'static>> {
         .iter()
         .filter_map(|s| Flag::try_from(s.as_str()).ok().map(|f| f.into_static()))
         .collect()
-}
-
-fn uid_set(uids: &[u32]) -> Option<UidSet> {
-    let mut els: Vec<UidElement> = Vec::new();
-    let mut i = 0;
-    while i < uids.len() {
-        let start = uids[i];
-        let mut end = start;
-        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
-            i += 1;
-            end = uids[i];
-        }
-        els.push(if start == end {
-            UidElement::Single(nz(start))
-        } else {
-            UidElement::Range(nz(start), nz(end))
-        });
-        i += 1;
-    }
-    Vec1::try_from(els).ok().map(UidSet)
-}
-
-/// Wildcard match of LIST patterns: `*` matches anything, `%` anything but the delimiter.
-pub(crate) fn list_match(pattern: &str, name: &str) -> bool {
-    fn m(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| m(&p[1..], &n[i..])),
-            Some('%') => (0..=n.len())
-                .take_while(|&i| i == 0 || n[i - 1] != DELIMITER)
-                .any(|i| m(&p[1..], &n[i..])),
-            Some(c) => n.first() == Some(c) && m(&p[1..], &n[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    m(&p, &n)
 }
 
 impl Session {
@@ -255,12 +210,12 @@ impl Session {
         self.conn.write(bytes).await
     }
 
-    async fn send_data(&mut self, d: Data<'_>) -> io::Result<()> {
+    pub(crate) async fn send_data(&mut self, d: Data<'_>) -> io::Result<()> {
         let b = encode(&Response::Data(d));
         self.send(&b).await
     }
 
-    fn caps(&self) -> Vec<Capability<'static>> {
+    pub(crate) fn caps(&self) -> Vec<Capability<'static>> {
         capabilities(&self.shared, self.conn.is_tls(), self.account.is_some())
     }
 
@@ -323,7 +278,7 @@ impl Session {
 
     /// Reads more input; false at end of stream, autologout, or when this node stops being
     /// the master of the session's mailboxes (the client reconnects to the new master).
-    async fn read(&mut self, autologout: Duration) -> io::Result<bool> {
+    pub(crate) async fn read(&mut self, autologout: Duration) -> io::Result<bool> {
         let node = self.shared.backend.node_id;
         let lost = async {
             match &self.account {
@@ -395,54 +350,17 @@ impl Session {
         }
     }
 
-    /// Handles one command; false when the session is over.
+    /// Handles one command; false when the session is over. Commands of any state and those
+    /// that log in are dispatched here, the rest by `handle_authenticated`.
     async fn handle(&mut self, cmd: Command<'static>) -> Res {
         let tag = cmd.tag.clone();
         let authed = self.account.is_some();
         match cmd.body {
-            CommandBody::Capability => {
-                let caps = Vec1::try_from(self.caps()).map_err(|_| io::Error::other("caps"))?;
-                self.send_data(Data::Capability(caps)).await?;
-                self.ok(&tag, None, "CAPABILITY completed").await?;
-            }
-            CommandBody::Noop | CommandBody::Check => {
-                self.sync(true).await?;
-                self.ok(&tag, None, "done").await?;
-            }
-            CommandBody::Logout => {
-                self.send(&bye("logging out")).await?;
-                self.ok(&tag, None, "LOGOUT completed").await?;
-                return Ok(false);
-            }
-            CommandBody::Id { .. } => {
-                let params = vec![
-                    (
-                        IString::try_from("name").unwrap(),
-                        NString::try_from("Halyard").unwrap(),
-                    ),
-                    (
-                        IString::try_from("version").unwrap(),
-                        NString::try_from(env!("CARGO_PKG_VERSION")).unwrap(),
-                    ),
-                ];
-                self.send_data(Data::Id {
-                    parameters: Some(params),
-                })
-                .await?;
-                self.ok(&tag, None, "ID completed").await?;
-            }
-            CommandBody::StartTLS if !authed => {
-                let Some(tls) = self.shared.tls.clone() else {
-                    self.bad(&tag, "STARTTLS is not offered here").await?;
-                    return Ok(true);
-                };
-                if self.conn.is_tls() {
-                    self.bad(&tag, "TLS is already active").await?;
-                    return Ok(true);
-                }
-                self.ok(&tag, None, "begin TLS negotiation now").await?;
-                self.conn.start_tls(tls.acceptor()).await?;
-            }
+            CommandBody::Capability => self.capability(&tag).await?,
+            CommandBody::Noop | CommandBody::Check => self.noop(&tag).await?,
+            CommandBody::Logout => return self.logout(&tag).await,
+            CommandBody::Id { .. } => self.id(&tag).await?,
+            CommandBody::StartTLS if !authed => self.starttls(&tag).await?,
             CommandBody::Login { username, password } if !authed => {
                 let login = String::from_utf8_lossy(username.as_ref()).into_owned();
                 let pw = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
@@ -471,231 +389,6 @@ impl Session {
             body => return self.handle_authenticated(tag, body).await,
         }
         Ok(true)
-    }
-
-    async fn login(&mut self, tag: &Tag<'_>, login: &str, password: &str) -> io::Result<()> {
-        if self.shared.cfg.require_tls_for_login && !self.conn.is_tls() {
-            let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
-                b"PRIVACYREQUIRED".as_slice(),
-            ));
-            return self.no(tag, Some(code), "use STARTTLS first").await;
-        }
-        let ip = self.conn.peer.ip();
-        if !self.shared.limits.login_allowed(ip, login) {
-            let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
-                b"UNAVAILABLE".as_slice(),
-            ));
-            return self
-                .no(tag, Some(code), "too many failed logins; try again later")
-                .await;
-        }
-        let unavailable = || {
-            Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
-                b"UNAVAILABLE".as_slice(),
-            ))
-        };
-        match self
-            .shared
-            .backend
-            .directory
-            .authenticate(login, password)
-            .await
-        {
-            Ok(Some(p)) => match crate::store::account(&self.shared, p).await {
-                Ok(acct) if acct.master() != Some(self.shared.backend.node_id) => {
-                    self.shared.limits.login_succeeded(login);
-                    self.relay(tag, &acct, login, password).await
-                }
-                Ok(acct) => {
-                    self.shared.limits.login_succeeded(login);
-                    tracing::info!(user = %acct.user, group = acct.group.name(), peer = %self.conn.peer, "IMAP login");
-                    self.ensure_inbox_and_quota(&acct).await;
-                    self.account = Some(acct);
-                    let caps = Vec1::try_from(self.caps()).map_err(|_| io::Error::other("caps"))?;
-                    self.ok(tag, Some(Code::Capability(caps)), "logged in")
-                        .await
-                }
-                Err(e) => self.no(tag, Some(unavailable()), &e).await,
-            },
-            Ok(None) => {
-                let delay = self.shared.limits.login_failed(ip, login);
-                tokio::time::sleep(delay).await;
-                let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
-                    b"AUTHENTICATIONFAILED".as_slice(),
-                ));
-                self.no(tag, Some(code), "wrong login or password").await
-            }
-            Err(DirectoryError::Unavailable(e)) => {
-                self.no(
-                    tag,
-                    Some(unavailable()),
-                    &format!("directory unavailable: {e}"),
-                )
-                .await
-            }
-        }
-    }
-
-    /// The multiplexor: this node is not the master of the user's group; log in on the
-    /// master and relay the rest of the session to it.
-    async fn relay(
-        &mut self,
-        tag: &Tag<'_>,
-        acct: &Account,
-        login: &str,
-        password: &str,
-    ) -> io::Result<()> {
-        let unavailable = || {
-            Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
-                b"UNAVAILABLE".as_slice(),
-            ))
-        };
-        let (master, addr) = match crate::master_address(&self.shared, acct, false) {
-            Ok(x) => x,
-            Err(e) => return self.no(tag, Some(unavailable()), &e).await,
-        };
-        match crate::proxy::imap_upstream(&addr, login, password).await {
-            Ok(up) => {
-                tracing::info!(user = %acct.user, master, peer = %self.conn.peer, "IMAP session relayed to the master");
-                let caps = Vec1::try_from(capabilities(&self.shared, true, true))
-                    .map_err(|_| io::Error::other("caps"))?;
-                self.ok(
-                    tag,
-                    Some(Code::Capability(caps)),
-                    &format!("logged in (via node {})", self.shared.backend.node_id),
-                )
-                .await?;
-                self.relayed = true;
-                crate::proxy::relay(&mut self.conn, up).await
-            }
-            Err(e) => self.no(tag, Some(unavailable()), &e).await,
-        }
-    }
-
-    /// Every user has an INBOX; the store enforces the directory's quota.
-    async fn ensure_inbox_and_quota(&self, acct: &Account) {
-        let r = acct.reader();
-        if let Ok(None) = r.mailbox(&acct.user, "INBOX") {
-            let _ = acct
-                .propose(StoreCommand::CreateMailbox {
-                    user: acct.user.clone(),
-                    name: "INBOX".into(),
-                    uidvalidity: now_uidvalidity(),
-                    partition: "primary".into(),
-                    special_use: None,
-                })
-                .await;
-        }
-        if let Ok(q) = r.quota(&acct.user)
-            && (q.limit_bytes != acct.record.quota_bytes
-                || q.limit_messages != acct.record.quota_messages)
-        {
-            let _ = acct
-                .propose(StoreCommand::SetQuota {
-                    user: acct.user.clone(),
-                    limit_bytes: acct.record.quota_bytes,
-                    limit_messages: acct.record.quota_messages,
-                })
-                .await;
-        }
-    }
-
-    async fn authenticate(
-        &mut self,
-        tag: &Tag<'_>,
-        mechanism: AuthMechanism<'_>,
-        initial: Option<Vec<u8>>,
-    ) -> io::Result<()> {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        match mechanism {
-            AuthMechanism::Plain => {
-                let data = match initial {
-                    Some(d) => d,
-                    None => match self.sasl_step(b"").await? {
-                        Some(d) => d,
-                        None => return self.bad(tag, "authentication cancelled").await,
-                    },
-                };
-                // authzid NUL authcid NUL password
-                let parts: Vec<&[u8]> = data.split(|b| *b == 0).collect();
-                if parts.len() != 3 {
-                    return self.bad(tag, "malformed PLAIN response").await;
-                }
-                let (authz, authc, pw) = (parts[0], parts[1], parts[2]);
-                if !authz.is_empty() && authz != authc {
-                    return self
-                        .no(tag, None, "acting as another user is not allowed")
-                        .await;
-                }
-                let login = String::from_utf8_lossy(authc).into_owned();
-                let pw = String::from_utf8_lossy(pw).into_owned();
-                self.login(tag, &login, &pw).await
-            }
-            AuthMechanism::Login => {
-                let user = match initial {
-                    Some(d) => d,
-                    None => match self
-                        .sasl_step(&b64.encode("Username:").into_bytes())
-                        .await?
-                    {
-                        Some(d) => d,
-                        None => return self.bad(tag, "authentication cancelled").await,
-                    },
-                };
-                let pw = match self
-                    .sasl_step(&b64.encode("Password:").into_bytes())
-                    .await?
-                {
-                    Some(d) => d,
-                    None => return self.bad(tag, "authentication cancelled").await,
-                };
-                let login = String::from_utf8_lossy(&user).into_owned();
-                let pw = String::from_utf8_lossy(&pw).into_owned();
-                self.login(tag, &login, &pw).await
-            }
-            other => {
-                self.no(tag, None, &format!("mechanism {other} is not supported"))
-                    .await
-            }
-        }
-    }
-
-    /// One SASL round: sends a challenge, returns the decoded answer (None: cancelled).
-    async fn sasl_step(&mut self, challenge_b64: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        let mut line = b"+ ".to_vec();
-        line.extend_from_slice(challenge_b64);
-        line.extend_from_slice(b"\r\n");
-        self.send(&line).await?;
-        let autologout = Duration::from_secs(60);
-        loop {
-            match AuthenticateDataCodec::default().decode_static(&self.conn.buf) {
-                Ok((rest, data)) => {
-                    let used = self.conn.buf.len() - rest.len();
-                    let _ = self.conn.buf.split_to(used);
-                    return Ok(match data {
-                        AuthenticateData::Continue(d) => Some(d.declassify().to_vec()),
-                        AuthenticateData::Cancel => None,
-                    });
-                }
-                Err(imap_codec::decode::AuthenticateDataDecodeError::Incomplete) => {
-                    if self.conn.buf.len() > self.shared.cfg.max_line_bytes {
-                        return Err(io::Error::other("SASL line too long"));
-                    }
-                    if !self.read(autologout).await? {
-                        return Err(io::Error::other("closed during SASL"));
-                    }
-                }
-                Err(_) => {
-                    let end = self.conn.buf.windows(2).position(|w| w == b"\r\n");
-                    if let Some(e) = end {
-                        let _ = self.conn.buf.split_to(e + 2);
-                    } else {
-                        self.conn.buf.clear();
-                    }
-                    return Ok(None);
-                }
-            }
-        }
     }
 
     pub(crate) fn acct(&self) -> &Account {
@@ -736,287 +429,79 @@ impl Session {
         acct.propose(cmd).await
     }
 
+    /// The owner and name of the mailbox a command names; when it names none, answers BAD
+    /// with the reason and gives None.
+    pub(crate) async fn target(
+        &mut self,
+        tag: &Tag<'_>,
+        mailbox: &Mailbox<'_>,
+    ) -> io::Result<Option<Target>> {
+        match mailbox_name(mailbox).and_then(|n| split_target(&self.acct().user, n)) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) => {
+                self.bad(tag, &e).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The dispatch table of the authenticated and selected states: each arm hands the
+    /// command to its handler under `op/` (or in `fetch.rs`, `search.rs`).
     async fn handle_authenticated(&mut self, tag: Tag<'static>, body: CommandBody<'static>) -> Res {
-        let user = self.acct().user.clone();
-        macro_rules! name {
-            ($m:expr) => {
-                match mailbox_name(&$m).and_then(|n| split_target(&user, n)) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        self.bad(&tag, &e).await?;
-                        return Ok(true);
-                    }
-                }
-            };
-        }
-        macro_rules! need_selected {
-            () => {
-                if self.sel.is_none() {
-                    self.bad(&tag, "no mailbox selected").await?;
-                    return Ok(true);
-                }
-            };
-        }
-        let subscribing = matches!(body, CommandBody::Subscribe { .. });
         match body {
-            CommandBody::Enable { capabilities } => {
-                let mut enabled = Vec::new();
-                for c in capabilities.as_ref() {
-                    if matches!(c, CapabilityEnable::CondStore) {
-                        self.condstore = true;
-                        enabled.push(CapabilityEnable::CondStore);
-                    }
-                }
-                self.send_data(Data::Enabled {
-                    capabilities: enabled,
-                })
-                .await?;
-                self.ok(&tag, None, "ENABLE completed").await?;
-            }
-            CommandBody::Namespace => {
-                let ns = |prefix: String| {
-                    Namespace::new(
-                        IString::try_from(prefix).unwrap(),
-                        Some(QuotedChar::try_from(DELIMITER).unwrap()),
-                    )
-                };
-                self.send_data(Data::Namespace {
-                    personal: vec![ns(String::new())],
-                    other: vec![ns(format!("{OTHER_USERS}{DELIMITER}"))],
-                    shared: vec![],
-                })
-                .await?;
-                self.ok(&tag, None, "NAMESPACE completed").await?;
-            }
-            CommandBody::Select { mailbox, .. } => {
-                let n = name!(mailbox);
-                self.select(&tag, n, false).await?;
-            }
-            CommandBody::Examine { mailbox, .. } => {
-                let n = name!(mailbox);
-                self.select(&tag, n, true).await?;
-            }
-            CommandBody::Create { mailbox } => {
-                let n = name!(mailbox);
-                if n.owner == user && n.name == OTHER_USERS {
-                    self.no(&tag, None, "that name is the other users' namespace")
-                        .await?;
-                    return Ok(true);
-                }
-                let special = special_use_for(&n.name);
-                let r = self
-                    .propose_on(
-                        &n.owner,
-                        StoreCommand::CreateMailbox {
-                            user: n.owner.clone(),
-                            name: n.name,
-                            uidvalidity: now_uidvalidity(),
-                            partition: "primary".into(),
-                            special_use: special,
-                        },
-                    )
-                    .await;
-                self.done(&tag, r, "CREATE completed").await?;
-            }
-            CommandBody::Delete { mailbox } => {
-                let n = name!(mailbox);
-                if n.name == "INBOX" {
-                    self.no(&tag, None, "INBOX cannot be deleted").await?;
-                    return Ok(true);
-                }
-                let r = self
-                    .propose_on(
-                        &n.owner,
-                        StoreCommand::DeleteMailbox {
-                            user: n.owner.clone(),
-                            name: n.name,
-                        },
-                    )
-                    .await;
-                self.done(&tag, r, "DELETE completed").await?;
-            }
-            CommandBody::Rename { from, to } => {
-                let (f, t) = (name!(from), name!(to));
-                if f.owner != t.owner {
-                    self.no(&tag, None, "RENAME cannot move a mailbox to another user")
-                        .await?;
-                    return Ok(true);
-                }
-                let r = self
-                    .propose_on(
-                        &f.owner,
-                        StoreCommand::RenameMailbox {
-                            user: f.owner.clone(),
-                            from: f.name,
-                            to: t.name,
-                        },
-                    )
-                    .await;
-                self.done(&tag, r, "RENAME completed").await?;
-            }
-            CommandBody::Subscribe { mailbox } | CommandBody::Unsubscribe { mailbox } => {
-                let n = name!(mailbox);
-                let r = self
-                    .propose_on(
-                        &n.owner,
-                        StoreCommand::Subscribe {
-                            user: n.owner.clone(),
-                            name: n.name,
-                            subscribed: subscribing,
-                        },
-                    )
-                    .await;
-                let text = if subscribing {
-                    "SUBSCRIBE completed"
-                } else {
-                    "UNSUBSCRIBE completed"
-                };
-                self.done(&tag, r, text).await?;
-            }
+            CommandBody::Enable { capabilities } => self.enable(&tag, capabilities).await?,
+            CommandBody::Namespace => self.namespace(&tag).await?,
+            CommandBody::Select { mailbox, .. } => self.select(&tag, &mailbox, false).await?,
+            CommandBody::Examine { mailbox, .. } => self.select(&tag, &mailbox, true).await?,
+            CommandBody::Create { mailbox } => self.create(&tag, &mailbox).await?,
+            CommandBody::Delete { mailbox } => self.delete(&tag, &mailbox).await?,
+            CommandBody::Rename { from, to } => self.rename(&tag, &from, &to).await?,
+            CommandBody::Subscribe { mailbox } => self.subscribe(&tag, &mailbox, true).await?,
+            CommandBody::Unsubscribe { mailbox } => self.subscribe(&tag, &mailbox, false).await?,
             CommandBody::List {
                 reference,
                 mailbox_wildcard,
-            } => {
-                self.list(&tag, reference, mailbox_wildcard, false).await?;
-            }
+            } => self.list(&tag, reference, mailbox_wildcard, false).await?,
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,
-            } => {
-                self.list(&tag, reference, mailbox_wildcard, true).await?;
-            }
+            } => self.list(&tag, reference, mailbox_wildcard, true).await?,
             CommandBody::Status {
                 mailbox,
                 item_names,
-            } => {
-                let n = name!(mailbox);
-                self.status_cmd(&tag, &mailbox, n, item_names.as_ref())
-                    .await?;
-            }
+            } => self.status_cmd(&tag, &mailbox, item_names.as_ref()).await?,
             CommandBody::Append {
                 mailbox,
                 flags,
                 date,
                 message,
-            } => {
-                let n = name!(mailbox);
-                let body = bytes::Bytes::copy_from_slice(match &message {
-                    imap_codec::imap_types::extensions::binary::LiteralOrLiteral8::Literal(l) => {
-                        l.as_ref()
-                    }
-                    imap_codec::imap_types::extensions::binary::LiteralOrLiteral8::Literal8(l) => {
-                        l.data.as_ref()
-                    }
-                });
-                let date_ms = date
-                    .map(|d| d.as_ref().timestamp_millis())
-                    .unwrap_or_else(now_ms);
-                let meta = halyard_raft_store::mime::message_meta(&body);
-                let r = self
-                    .propose_on(
-                        &n.owner,
-                        StoreCommand::Append {
-                            user: n.owner.clone(),
-                            mailbox: n.name,
-                            flags: flag_strings(&flags),
-                            internal_date_ms: date_ms,
-                            body,
-                            meta: Some(meta),
-                        },
-                    )
-                    .await;
-                match r {
-                    Ok(Reply::Appended {
-                        uidvalidity, uid, ..
-                    }) => {
-                        self.sync(true).await?;
-                        self.ok(
-                            &tag,
-                            Some(Code::AppendUid {
-                                uid_validity: nz(uidvalidity),
-                                uid: nz(uid),
-                            }),
-                            "APPEND completed",
-                        )
-                        .await?;
-                    }
-                    Ok(other) => self.no(&tag, None, &format!("{other:?}")).await?,
-                    Err(f) => self.fail(&tag, f).await?,
-                }
+            } => self.append(&tag, &mailbox, flags, date, message).await?,
+            CommandBody::GetQuotaRoot { mailbox } => self.get_quota_root(&tag, &mailbox).await?,
+            CommandBody::GetQuota { root } => self.get_quota(&tag, root).await?,
+            CommandBody::SetQuota { .. } => self.set_quota(&tag).await?,
+            CommandBody::Idle => return self.idle(&tag).await,
+            // The commands from here on need a selected mailbox.
+            CommandBody::Unselect
+            | CommandBody::Close
+            | CommandBody::Expunge
+            | CommandBody::ExpungeUid { .. }
+            | CommandBody::Search { .. }
+            | CommandBody::Fetch { .. }
+            | CommandBody::Store { .. }
+            | CommandBody::Copy { .. }
+            | CommandBody::Move { .. }
+                if self.sel.is_none() =>
+            {
+                self.bad(&tag, "no mailbox selected").await?
             }
-            CommandBody::GetQuotaRoot { mailbox } => {
-                // Other users' quotas are theirs to see: a shared mailbox has no root here.
-                let mine = name!(mailbox).owner == user;
-                let root = AString::try_from("").unwrap();
-                self.send_data(Data::QuotaRoot {
-                    mailbox: mailbox.clone(),
-                    roots: if mine { vec![root.clone()] } else { vec![] },
-                })
-                .await?;
-                if mine {
-                    self.quota_data(root).await?;
-                }
-                self.ok(&tag, None, "GETQUOTAROOT completed").await?;
-            }
-            CommandBody::GetQuota { root } => {
-                if !root.as_ref().is_empty() {
-                    self.no(&tag, None, "no such quota root").await?;
-                    return Ok(true);
-                }
-                self.quota_data(root).await?;
-                self.ok(&tag, None, "GETQUOTA completed").await?;
-            }
-            CommandBody::SetQuota { .. } => {
-                self.no(
-                    &tag,
-                    None,
-                    "quotas are set in the directory (halyard ctl user set --quota)",
-                )
-                .await?;
-            }
-            CommandBody::Idle => {
-                return self.idle(&tag).await;
-            }
-            CommandBody::Unselect => {
-                need_selected!();
-                self.sel = None;
-                self.feed = None;
-                self.ok(&tag, None, "UNSELECT completed").await?;
-            }
-            CommandBody::Close => {
-                need_selected!();
-                let sel = self.sel.take().expect("selected");
-                self.feed = None;
-                if !sel.read_only && sel.rights.has('e') {
-                    let _ = self
-                        .propose_on(
-                            &sel.owner,
-                            StoreCommand::Expunge {
-                                user: sel.owner.clone(),
-                                mailbox: sel.name,
-                                uids: None,
-                            },
-                        )
-                        .await;
-                }
-                self.ok(&tag, None, "CLOSE completed").await?;
-            }
-            CommandBody::Expunge => {
-                need_selected!();
-                self.expunge(&tag, None).await?;
-            }
+            CommandBody::Unselect => self.unselect(&tag).await?,
+            CommandBody::Close => self.close(&tag).await?,
+            CommandBody::Expunge => self.expunge(&tag, None).await?,
             CommandBody::ExpungeUid { sequence_set } => {
-                need_selected!();
-                let uids: Vec<u32> = self
-                    .resolve(&sequence_set, true)
-                    .into_iter()
-                    .map(|x| x.1)
-                    .collect();
-                self.expunge(&tag, Some(uids)).await?;
+                self.expunge_uid(&tag, &sequence_set).await?
             }
             CommandBody::Search { criteria, uid, .. } => {
-                need_selected!();
-                self.search(&tag, criteria.into_inner(), uid).await?;
+                self.search(&tag, criteria.into_inner(), uid).await?
             }
             CommandBody::Fetch {
                 sequence_set,
@@ -1024,9 +509,8 @@ impl Session {
                 uid,
                 modifiers,
             } => {
-                need_selected!();
                 self.fetch(&tag, &sequence_set, macro_or_item_names, uid, modifiers)
-                    .await?;
+                    .await?
             }
             CommandBody::Store {
                 sequence_set,
@@ -1036,36 +520,33 @@ impl Session {
                 uid,
                 modifiers,
             } => {
-                need_selected!();
                 self.store(&tag, &sequence_set, kind, response, &flags, uid, modifiers)
-                    .await?;
+                    .await?
             }
             CommandBody::Copy {
                 sequence_set,
                 mailbox,
                 uid,
             } => {
-                need_selected!();
-                let to = name!(mailbox);
-                self.copy_move(&tag, &sequence_set, to, uid, false).await?;
+                self.copy_move(&tag, &sequence_set, &mailbox, uid, false)
+                    .await?
             }
             CommandBody::Move {
                 sequence_set,
                 mailbox,
                 uid,
             } => {
-                need_selected!();
-                let to = name!(mailbox);
-                self.copy_move(&tag, &sequence_set, to, uid, true).await?;
+                self.copy_move(&tag, &sequence_set, &mailbox, uid, true)
+                    .await?
             }
-            _ => {
-                self.bad(&tag, "command not supported").await?;
-            }
+            _ => self.bad(&tag, "command not supported").await?,
         }
         Ok(true)
     }
 
-    async fn done(
+    /// The tagged answer to a command whose work is one proposal: after a sync, OK with
+    /// `text`, or why it failed.
+    pub(crate) async fn done(
         &mut self,
         tag: &Tag<'_>,
         r: Result<Reply, StoreFail>,
@@ -1080,906 +561,11 @@ impl Session {
         }
     }
 
-    async fn quota_data(&mut self, root: AString<'static>) -> io::Result<()> {
-        let q = self
-            .acct()
-            .reader()
-            .quota(&self.acct().user)
-            .unwrap_or_default();
-        let mut quotas = Vec::new();
-        if let Some(l) = q.limit_bytes {
-            quotas.push(QuotaGet::new(
-                Resource::Storage,
-                q.used_bytes / 1024,
-                l / 1024,
-            ));
-        }
-        if let Some(l) = q.limit_messages {
-            quotas.push(QuotaGet::new(Resource::Message, q.used_messages, l));
-        }
-        if let Ok(quotas) = Vec1::try_from(quotas) {
-            self.send_data(Data::Quota { root, quotas }).await?;
-        }
-        Ok(())
-    }
-
     /// The session user's rights on `owner`'s mailbox, or why it cannot be used: a mailbox
     /// the user may not even look up (`l`) is reported as missing, so names do not leak.
     pub(crate) fn rights_on(&self, owner: &str, mb: &MailboxRecord) -> Option<Rights> {
         let r = halyard_raft_store::acl::effective(owner, &self.acct().user, &mb.acl);
         (r.has('l') || r.has('r')).then_some(r)
-    }
-
-    async fn select(&mut self, tag: &Tag<'_>, target: Target, read_only: bool) -> io::Result<()> {
-        self.sel = None;
-        self.feed = Some(self.acct().group.subscribe());
-        let reader = match self.acct().linearizable().await {
-            Ok(r) => r,
-            Err(f) => return self.fail(tag, f).await,
-        };
-        let Target { owner, name } = target;
-        let found = match reader.mailbox(&owner, &name) {
-            Ok(Some(mb)) => self.rights_on(&owner, &mb).map(|r| (mb, r)),
-            Ok(None) => None,
-            Err(e) => {
-                self.feed = None;
-                return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
-            }
-        };
-        let Some((mb, rights)) = found else {
-            self.feed = None;
-            return self.no(tag, None, &format!("no mailbox {name}")).await;
-        };
-        if !rights.has('r') {
-            self.feed = None;
-            return self
-                .no(tag, Some(noperm()), "SELECT needs the \"r\" right")
-                .await;
-        }
-        // Without any right to change it, the mailbox opens read-only (RFC 4314 §4).
-        let read_only = read_only || !"swite".chars().any(|c| rights.has(c));
-        let msgs: Vec<MessageRecord> = match reader.messages(&owner, &name) {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                self.feed = None;
-                return self.no(tag, None, &format!("no mailbox {name}")).await;
-            }
-            Err(e) => {
-                self.feed = None;
-                return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
-            }
-        };
-        let uids: Vec<u32> = msgs.iter().map(|m| m.uid).collect();
-        // The mailbox record was read before the index: a message appended in between is in
-        // `msgs` but not yet in the record's UIDNEXT / HIGHESTMODSEQ. Never announce a UIDNEXT
-        // at or below a UID we report (RFC 9051 §2.3.1.1), nor a HIGHESTMODSEQ below a
-        // message's (found by the Jepsen list-append workload under a membership change).
-        let uidnext = mb
-            .uidnext
-            .max(uids.last().map_or(0, |u| u.saturating_add(1)));
-        let highestmodseq = msgs
-            .iter()
-            .map(|m| m.modseq)
-            .fold(mb.highestmodseq, u64::max);
-        let first_unseen = msgs
-            .iter()
-            .position(|m| !m.flags.iter().any(|f| f == "\\Seen"))
-            .map(|p| p as u32 + 1);
-        let flags = msgs
-            .iter()
-            .map(|m| (m.uid, (m.modseq, m.flags.clone())))
-            .collect();
-        let mut out = Vec::new();
-        let sys = [
-            Flag::Answered,
-            Flag::Flagged,
-            Flag::Deleted,
-            Flag::Seen,
-            Flag::Draft,
-        ];
-        out.extend(encode(&Response::Data(Data::Flags(sys.to_vec()))));
-        let mut perm: Vec<FlagPerm> = sys.iter().cloned().map(FlagPerm::Flag).collect();
-        perm.push(FlagPerm::Asterisk);
-        out.extend(status(
-            Kind::Ok,
-            None,
-            Some(Code::PermanentFlags(perm)),
-            "flags permitted",
-        ));
-        out.extend(encode(&Response::Data(Data::Exists(uids.len() as u32))));
-        out.extend(encode(&Response::Data(Data::Recent(0))));
-        if let Some(u) = first_unseen {
-            out.extend(status(
-                Kind::Ok,
-                None,
-                Some(Code::Unseen(nz(u))),
-                "first unseen",
-            ));
-        }
-        out.extend(status(
-            Kind::Ok,
-            None,
-            Some(Code::UidValidity(nz(mb.uidvalidity))),
-            "UIDs valid",
-        ));
-        out.extend(status(
-            Kind::Ok,
-            None,
-            Some(Code::UidNext(nz(uidnext))),
-            "predicted next UID",
-        ));
-        if let Some(m) = NonZeroU64::new(highestmodseq) {
-            out.extend(status(
-                Kind::Ok,
-                None,
-                Some(Code::HighestModSeq(m)),
-                "highest",
-            ));
-        }
-        self.send(&out).await?;
-        self.sel = Some(Selected {
-            owner,
-            name,
-            read_only,
-            rights,
-            acl_changed: false,
-            uids,
-            flags,
-            dirty: false,
-            added: Default::default(),
-            changed: HashMap::new(),
-            expunged: Default::default(),
-        });
-        let (code, text) = if read_only {
-            (Code::ReadOnly, "EXAMINE completed")
-        } else {
-            (Code::ReadWrite, "SELECT completed")
-        };
-        self.ok(tag, Some(code), text).await
-    }
-
-    /// Reports other sessions' changes to the selected mailbox: EXPUNGE (when allowed),
-    /// EXISTS and FETCH FLAGS. Changes come from the change feed's events (new UIDs, flags with
-    /// their MODSEQ, expunged UIDs), so a sync costs what changed, not the mailbox size; only a
-    /// lagging feed, a rename/delete of the mailbox or an installed snapshot make it re-read
-    /// the whole index.
-    pub(crate) async fn sync(&mut self, allow_expunge: bool) -> io::Result<()> {
-        let Some(sel) = &mut self.sel else {
-            return Ok(());
-        };
-        let user = sel.owner.clone();
-        if let Some(feed) = &mut self.feed {
-            loop {
-                match feed.try_recv() {
-                    Ok(c) => note_event(sel, &c.event),
-                    Err(broadcast::error::TryRecvError::Lagged(_)) => sel.dirty = true,
-                    Err(_) => break,
-                }
-            }
-        }
-        let Some(acct) = &self.account else {
-            return Ok(());
-        };
-        if sel.acl_changed {
-            sel.acl_changed = false;
-            if let Ok(Some(mb)) = acct.reader().mailbox(&user, &sel.name) {
-                sel.rights = halyard_raft_store::acl::effective(&user, &acct.user, &mb.acl);
-            }
-        }
-        if sel.dirty {
-            // Start over from the index: every difference becomes a pending change.
-            let msgs = match acct.reader().messages(&user, &sel.name) {
-                Ok(Some(m)) => m,
-                Ok(None) => Vec::new(),
-                Err(_) => return Ok(()),
-            };
-            let present: HashMap<u32, &MessageRecord> = msgs.iter().map(|m| (m.uid, m)).collect();
-            for u in &sel.uids {
-                match present.get(u) {
-                    None => {
-                        sel.expunged.insert(*u);
-                    }
-                    Some(m) => {
-                        sel.changed.insert(*u, (m.modseq, m.flags.clone()));
-                    }
-                }
-            }
-            let last = sel.uids.last().copied().unwrap_or(0);
-            for m in &msgs {
-                if m.uid > last {
-                    sel.added.insert(m.uid, Some((m.modseq, m.flags.clone())));
-                }
-            }
-            sel.dirty = false;
-        }
-        let mut out = Vec::new();
-        if allow_expunge && !sel.expunged.is_empty() {
-            // Highest sequence number first, so each number is right when sent.
-            let mut seq = sel.uids.len();
-            while seq > 0 {
-                let uid = sel.uids[seq - 1];
-                if sel.expunged.remove(&uid) {
-                    sel.uids.remove(seq - 1);
-                    sel.flags.remove(&uid);
-                    sel.changed.remove(&uid);
-                    out.extend(encode(&Response::Data(Data::Expunge(nz(seq as u32)))));
-                }
-                seq -= 1;
-            }
-            sel.expunged.clear();
-        }
-        if !sel.added.is_empty() {
-            let last = sel.uids.last().copied().unwrap_or(0);
-            let added = std::mem::take(&mut sel.added);
-            let need: Vec<u32> = added
-                .iter()
-                .filter(|(u, f)| **u > last && f.is_none())
-                .map(|(u, _)| *u)
-                .collect();
-            let fetched: HashMap<u32, (u64, Vec<String>)> = if need.is_empty() {
-                HashMap::new()
-            } else {
-                match acct.reader().messages_by_uid(&user, &sel.name, &need) {
-                    Ok(Some(v)) => v
-                        .into_iter()
-                        .map(|m| (m.uid, (m.modseq, m.flags)))
-                        .collect(),
-                    _ => HashMap::new(),
-                }
-            };
-            let before = sel.uids.len();
-            for (u, f) in added {
-                if u <= last || sel.expunged.remove(&u) {
-                    continue;
-                }
-                // Expunged before it was ever announced: never mention it.
-                let Some(state) = f.or_else(|| fetched.get(&u).cloned()) else {
-                    continue;
-                };
-                sel.uids.push(u);
-                sel.flags.insert(u, state);
-                sel.changed.remove(&u);
-            }
-            if sel.uids.len() != before {
-                out.extend(encode(&Response::Data(Data::Exists(sel.uids.len() as u32))));
-            }
-        }
-        if !sel.changed.is_empty() {
-            let changed = std::mem::take(&mut sel.changed);
-            for (i, uid) in sel.uids.iter().enumerate() {
-                let Some((modseq, flags)) = changed.get(uid) else {
-                    continue;
-                };
-                let Some(known) = sel.flags.get_mut(uid) else {
-                    continue;
-                };
-                if known.0 >= *modseq {
-                    continue;
-                }
-                *known = (*modseq, flags.clone());
-                let mut items = vec![
-                    imap_codec::imap_types::fetch::MessageDataItem::Flags(
-                        flags_of(flags)
-                            .into_iter()
-                            .map(imap_codec::imap_types::flag::FlagFetch::Flag)
-                            .collect(),
-                    ),
-                    imap_codec::imap_types::fetch::MessageDataItem::Uid(nz(*uid)),
-                ];
-                if self.condstore
-                    && let Some(ms) = NonZeroU64::new(*modseq)
-                {
-                    items.push(imap_codec::imap_types::fetch::MessageDataItem::ModSeq(ms));
-                }
-                if let Ok(items) = Vec1::try_from(items) {
-                    out.extend(encode(&Response::Data(Data::Fetch {
-                        seq: nz(i as u32 + 1),
-                        items,
-                    })));
-                }
-            }
-        }
-        if !out.is_empty() {
-            self.send(&out).await?;
-        }
-        Ok(())
-    }
-
-    /// (sequence number, uid) of the messages a set names, in order.
-    pub(crate) fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<(u32, u32)> {
-        let Some(sel) = &self.sel else { return vec![] };
-        let Some(&max_uid) = sel.uids.last() else {
-            return vec![];
-        };
-        if uid {
-            let mut wanted: Vec<u32> = set.iter(nz(max_uid)).map(|u| u.get()).collect();
-            wanted.sort_unstable();
-            wanted.dedup();
-            let mut out = Vec::new();
-            for w in wanted {
-                if let Ok(i) = sel.uids.binary_search(&w) {
-                    out.push((i as u32 + 1, w));
-                }
-            }
-            out
-        } else {
-            let n = sel.uids.len() as u32;
-            let mut seqs: Vec<u32> = set
-                .iter(nz(n))
-                .map(|s| s.get())
-                .filter(|s| *s <= n)
-                .collect();
-            seqs.sort_unstable();
-            seqs.dedup();
-            seqs.into_iter()
-                .map(|s| (s, sel.uids[s as usize - 1]))
-                .collect()
-        }
-    }
-
-    /// Whether every sequence number of a non-UID set exists.
-    pub(crate) fn seqs_valid(&self, set: &SequenceSet) -> bool {
-        let n = self.sel.as_ref().map_or(0, |s| s.uids.len() as u32);
-        if n == 0 {
-            return false;
-        }
-        set.iter(nz(n)).all(|s| s.get() <= n)
-    }
-
-    async fn expunge(&mut self, tag: &Tag<'_>, uids: Option<Vec<u32>>) -> io::Result<()> {
-        let sel = self.sel.as_ref().expect("selected");
-        if sel.read_only {
-            return self.no(tag, None, "mailbox is read-only (EXAMINE)").await;
-        }
-        // UID EXPUNGE removes only the named messages that are \Deleted.
-        let uids = uids.map(|u| {
-            u.into_iter()
-                .filter(|x| {
-                    sel.flags
-                        .get(x)
-                        .is_some_and(|(_, f)| f.iter().any(|f| f == "\\Deleted"))
-                })
-                .collect::<Vec<_>>()
-        });
-        let owner = sel.owner.clone();
-        let cmd = StoreCommand::Expunge {
-            user: owner.clone(),
-            mailbox: sel.name.clone(),
-            uids,
-        };
-        match self.propose_on(&owner, cmd).await {
-            Ok(reply) => {
-                let sel = self.sel.as_mut().expect("selected");
-                match reply {
-                    Reply::Expunged { uids, .. } => sel.expunged.extend(uids),
-                    _ => sel.dirty = true,
-                }
-                self.sync(true).await?;
-                self.ok(tag, None, "EXPUNGE completed").await
-            }
-            Err(f) => self.fail(tag, f).await,
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn store(
-        &mut self,
-        tag: &Tag<'_>,
-        set: &SequenceSet,
-        kind: StoreType,
-        response: StoreResponse,
-        flags: &[Flag<'_>],
-        uid: bool,
-        modifiers: Vec<imap_codec::imap_types::command::StoreModifier>,
-    ) -> io::Result<()> {
-        self.sync(false).await?;
-        if !uid && !self.seqs_valid(set) {
-            return self.no(tag, None, "no such message").await;
-        }
-        let sel = self.sel.as_ref().expect("selected");
-        if sel.read_only {
-            return self.no(tag, None, "mailbox is read-only (EXAMINE)").await;
-        }
-        let targets = self.resolve(set, uid);
-        let unchanged_since = modifiers
-            .iter()
-            .map(|m| match m {
-                imap_codec::imap_types::command::StoreModifier::UnchangedSince(v) => *v,
-            })
-            .next();
-        if unchanged_since.is_some() {
-            self.condstore = true;
-        }
-        if targets.is_empty() {
-            return self.ok(tag, None, "STORE completed").await;
-        }
-        let action = match kind {
-            StoreType::Add => FlagAction::Add,
-            StoreType::Remove => FlagAction::Remove,
-            StoreType::Replace => FlagAction::Replace,
-        };
-        let owner = sel.owner.clone();
-        let cmd = StoreCommand::StoreFlags {
-            user: owner.clone(),
-            mailbox: sel.name.clone(),
-            uids: targets.iter().map(|t| t.1).collect(),
-            action,
-            flags: flag_strings(flags),
-            unchanged_since,
-        };
-        let (updated, modified) = match self.propose_on(&owner, cmd).await {
-            Ok(Reply::FlagsStored { updated, modified }) => (updated, modified),
-            Ok(other) => return self.no(tag, None, &format!("{other:?}")).await,
-            Err(f) => return self.fail(tag, f).await,
-        };
-        let mut out = Vec::new();
-        let seq_of: HashMap<u32, u32> = targets.iter().map(|(s, u)| (*u, *s)).collect();
-        let silent = matches!(response, StoreResponse::Silent);
-        let sel = self.sel.as_mut().expect("selected");
-        for (u, modseq, fl) in &updated {
-            sel.flags.insert(*u, (*modseq, fl.clone()));
-            // With UNCHANGEDSINCE, .SILENT still reports MODSEQ (RFC 7162 §3.1.3).
-            if silent && unchanged_since.is_none() {
-                continue;
-            }
-            let Some(seq) = seq_of.get(u) else { continue };
-            let mut items = Vec::new();
-            if !silent {
-                items.push(imap_codec::imap_types::fetch::MessageDataItem::Flags(
-                    flags_of(fl)
-                        .into_iter()
-                        .map(imap_codec::imap_types::flag::FlagFetch::Flag)
-                        .collect(),
-                ));
-            }
-            if uid {
-                items.push(imap_codec::imap_types::fetch::MessageDataItem::Uid(nz(*u)));
-            }
-            if self.condstore
-                && let Some(ms) = NonZeroU64::new(*modseq)
-            {
-                items.push(imap_codec::imap_types::fetch::MessageDataItem::ModSeq(ms));
-            }
-            if let Ok(items) = Vec1::try_from(items) {
-                out.extend(encode(&Response::Data(Data::Fetch {
-                    seq: nz(*seq),
-                    items,
-                })));
-            }
-        }
-        self.send(&out).await?;
-        self.sync(false).await?;
-        if modified.is_empty() {
-            self.ok(tag, None, "STORE completed").await
-        } else {
-            let nums: Vec<u32> = if uid {
-                modified.clone()
-            } else {
-                modified
-                    .iter()
-                    .filter_map(|u| seq_of.get(u).copied())
-                    .collect()
-            };
-            let set = SequenceSet::try_from(
-                nums.iter()
-                    .filter_map(|n| NonZeroU32::new(*n))
-                    .collect::<Vec<_>>(),
-            )
-            .ok();
-            match set {
-                Some(s) => {
-                    self.ok(
-                        tag,
-                        Some(Code::Modified(s)),
-                        "conditional STORE failed for some",
-                    )
-                    .await
-                }
-                None => self.ok(tag, None, "STORE completed").await,
-            }
-        }
-    }
-
-    async fn copy_move(
-        &mut self,
-        tag: &Tag<'_>,
-        set: &SequenceSet,
-        to: Target,
-        uid: bool,
-        is_move: bool,
-    ) -> io::Result<()> {
-        if !uid && !self.seqs_valid(set) {
-            return self.no(tag, None, "no such message").await;
-        }
-        let sel = self.sel.as_ref().expect("selected");
-        if is_move && sel.read_only {
-            return self.no(tag, None, "mailbox is read-only (EXAMINE)").await;
-        }
-        let targets = self.resolve(set, uid);
-        if targets.is_empty() {
-            return self.ok(tag, None, "nothing to do").await;
-        }
-        let uids: Vec<u32> = targets.iter().map(|t| t.1).collect();
-        let me = self.acct().user.clone();
-        let user = sel.owner.clone();
-        let from = sel.name.clone();
-        // Someone else's mailbox on either side: the copy is done as the session's user.
-        let on_behalf = if user != me { &user } else { &to.owner }.clone();
-        let to_user = (to.owner != user).then(|| to.owner.clone());
-        let cmd = if is_move {
-            StoreCommand::Move {
-                user,
-                from,
-                to_user,
-                to: to.name,
-                uids,
-            }
-        } else {
-            StoreCommand::Copy {
-                user,
-                from,
-                to_user,
-                to: to.name,
-                uids,
-            }
-        };
-        match self.propose_on(&on_behalf, cmd).await {
-            Ok(Reply::Copied { uidvalidity, pairs }) => {
-                let src: Vec<u32> = pairs.iter().map(|p| p.0).collect();
-                let dst: Vec<u32> = pairs.iter().map(|p| p.1).collect();
-                let code = match (uid_set(&src), uid_set(&dst)) {
-                    (Some(s), Some(d)) => Some(Code::CopyUid {
-                        uid_validity: nz(uidvalidity),
-                        source: s,
-                        destination: d,
-                    }),
-                    _ => None,
-                };
-                if is_move {
-                    let b = status(Kind::Ok, None, code, "moved");
-                    self.send(&b).await?;
-                    self.sel
-                        .as_mut()
-                        .expect("selected")
-                        .expunged
-                        .extend(src.iter().copied());
-                    self.sync(true).await?;
-                    self.ok(tag, None, "MOVE completed").await
-                } else {
-                    self.sync(true).await?;
-                    self.ok(tag, code, "COPY completed").await
-                }
-            }
-            Ok(other) => self.no(tag, None, &format!("{other:?}")).await,
-            Err(f) => self.fail(tag, f).await,
-        }
-    }
-
-    async fn list(
-        &mut self,
-        tag: &Tag<'_>,
-        reference: Mailbox<'_>,
-        pattern: ListMailbox<'_>,
-        lsub: bool,
-    ) -> io::Result<()> {
-        let reference = match &reference {
-            Mailbox::Inbox => "INBOX".to_string(),
-            Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
-        };
-        let pattern = match &pattern {
-            ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
-            ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
-        };
-        let delim = QuotedChar::try_from(DELIMITER).ok();
-        if pattern.is_empty() && !lsub {
-            // The hierarchy delimiter and root (RFC 3501 §6.3.8).
-            self.send_data(Data::List {
-                items: vec![FlagNameAttribute::Noselect],
-                delimiter: delim,
-                mailbox: Mailbox::try_from("").unwrap_or(Mailbox::Inbox),
-            })
-            .await?;
-            return self.ok(tag, None, "LIST completed").await;
-        }
-        let full = match (mutf7::decode(&reference), mutf7::decode(&pattern)) {
-            (Ok(r), Ok(p)) => format!("{r}{p}"),
-            _ => return self.bad(tag, "pattern is not modified UTF-7").await,
-        };
-        let entries = match self.visible_mailboxes(lsub) {
-            Ok(e) => e,
-            Err(e) => return self.fail(tag, StoreFail::Unavailable(e.to_string())).await,
-        };
-        let mut out = Vec::new();
-        for (i, e) in entries.iter().enumerate() {
-            let shown = if e.name == "INBOX" && list_match(&full.to_uppercase(), "INBOX") {
-                true
-            } else {
-                list_match(&full, &e.name)
-            };
-            if !shown || (lsub && !e.subscribed) {
-                continue;
-            }
-            // Entries are sorted by name, so inferiors follow right after.
-            let prefix = format!("{}{DELIMITER}", e.name);
-            let children = entries[i + 1..]
-                .iter()
-                .take_while(|c| c.name.starts_with(&prefix) || c.name < prefix)
-                .any(|c| c.name.starts_with(&prefix));
-            let mut items: Vec<FlagNameAttribute> = Vec::new();
-            let attr = |s: &str| FlagNameAttribute::from(Atom::try_from(s.to_string()).unwrap());
-            if !e.selectable {
-                items.push(FlagNameAttribute::Noselect);
-            }
-            items.push(attr(if children {
-                "HasChildren"
-            } else {
-                "HasNoChildren"
-            }));
-            if let Some(su) = &e.special_use {
-                items.push(attr(su.trim_start_matches('\\')));
-            }
-            let d = if lsub {
-                Data::Lsub {
-                    items,
-                    delimiter: delim,
-                    mailbox: wire_mailbox(&e.name),
-                }
-            } else {
-                Data::List {
-                    items,
-                    delimiter: delim,
-                    mailbox: wire_mailbox(&e.name),
-                }
-            };
-            out.extend(encode(&Response::Data(d)));
-        }
-        self.send(&out).await?;
-        self.ok(
-            tag,
-            None,
-            if lsub {
-                "LSUB completed"
-            } else {
-                "LIST completed"
-            },
-        )
-        .await
-    }
-
-    /// Every name LIST can show this user, sorted: their own mailboxes, the mailboxes other
-    /// users shared with them (`l` right) under `Other Users/<owner>/`, and the levels above
-    /// those as `\Noselect` so that `%` browsing reaches them.
-    fn visible_mailboxes(
-        &self,
-        lsub: bool,
-    ) -> Result<Vec<ListEntry>, halyard_raft_store::StoreError> {
-        let me = self.acct().user.clone();
-        let reader = self.acct().reader();
-        let mut entries: std::collections::BTreeMap<String, ListEntry> = reader
-            .mailboxes(&me)?
-            .into_iter()
-            .map(|b| {
-                (
-                    b.name.clone(),
-                    ListEntry {
-                        name: b.name,
-                        selectable: true,
-                        subscribed: b.subscribed,
-                        special_use: b.special_use,
-                    },
-                )
-            })
-            .collect();
-        let subs: std::collections::HashSet<(String, String)> = if lsub {
-            reader.shared_subscriptions(&me)?.into_iter().collect()
-        } else {
-            Default::default()
-        };
-        for (owner, mb, _) in reader.shared_with(&me)? {
-            let subscribed = subs.contains(&(owner.clone(), mb.name.clone()));
-            let name = display_name(&me, &owner, &mb.name);
-            // Levels above: "Other Users", "Other Users/<owner>", unshared parents.
-            let mut cut = name.len();
-            while let Some(i) = name[..cut].rfind(DELIMITER) {
-                cut = i;
-                entries
-                    .entry(name[..cut].to_string())
-                    .or_insert_with(|| ListEntry {
-                        name: name[..cut].to_string(),
-                        selectable: false,
-                        subscribed: false,
-                        special_use: None,
-                    });
-            }
-            entries.insert(
-                name.clone(),
-                ListEntry {
-                    name,
-                    selectable: true,
-                    subscribed,
-                    special_use: mb.special_use,
-                },
-            );
-        }
-        Ok(entries.into_values().collect())
-    }
-
-    async fn status_cmd(
-        &mut self,
-        tag: &Tag<'_>,
-        wire: &Mailbox<'_>,
-        target: Target,
-        items: &[StatusDataItemName],
-    ) -> io::Result<()> {
-        let Target { owner, name } = target;
-        let r = self.acct().reader();
-        let (mb, msgs) = match (r.mailbox(&owner, &name), r.messages(&owner, &name)) {
-            (Ok(Some(mb)), Ok(Some(m))) => (mb, m),
-            (Ok(None), _) | (_, Ok(None)) => {
-                return self.no(tag, None, &format!("no mailbox {name}")).await;
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
-            }
-        };
-        match self.rights_on(&owner, &mb) {
-            None => return self.no(tag, None, &format!("no mailbox {name}")).await,
-            Some(r) if !r.has('r') => {
-                return self
-                    .no(tag, Some(noperm()), "STATUS needs the \"r\" right")
-                    .await;
-            }
-            Some(_) => {}
-        }
-        let mut out = Vec::new();
-        for i in items {
-            out.push(match i {
-                StatusDataItemName::Messages => StatusDataItem::Messages(mb.exists),
-                StatusDataItemName::Recent => StatusDataItem::Recent(0),
-                StatusDataItemName::UidNext => StatusDataItem::UidNext(nz(mb.uidnext)),
-                StatusDataItemName::UidValidity => StatusDataItem::UidValidity(nz(mb.uidvalidity)),
-                StatusDataItemName::Unseen => StatusDataItem::Unseen(
-                    msgs.iter()
-                        .filter(|m| !m.flags.iter().any(|f| f == "\\Seen"))
-                        .count() as u32,
-                ),
-                StatusDataItemName::HighestModSeq => {
-                    StatusDataItem::HighestModSeq(mb.highestmodseq)
-                }
-                _ => continue,
-            });
-        }
-        self.send_data(Data::Status {
-            mailbox: wire.clone(),
-            items: out.into(),
-        })
-        .await?;
-        self.ok(tag, None, "STATUS completed").await
-    }
-
-    /// IDLE: pushes changes as they are applied until the client says DONE.
-    async fn idle(&mut self, tag: &Tag<'_>) -> Res {
-        if self.feed.is_none() {
-            self.feed = Some(self.acct().group.subscribe());
-        }
-        let cont = encode(&Response::CommandContinuationRequest(
-            CommandContinuationRequest::basic(None, "idling")
-                .map_err(|_| io::Error::other("cont"))?,
-        ));
-        self.send(&cont).await?;
-        self.sync(true).await?;
-        let autologout = Duration::from_secs(self.shared.cfg.autologout_secs);
-        let deadline = tokio::time::Instant::now() + autologout;
-        let group = self.acct().group.clone();
-        let node = self.shared.backend.node_id;
-        loop {
-            match IdleDoneCodec::default().decode(&self.conn.buf[..]) {
-                Ok((rest, _)) => {
-                    let used = self.conn.buf.len() - rest.len();
-                    let _ = self.conn.buf.split_to(used);
-                    self.ok(tag, None, "IDLE terminated").await?;
-                    return Ok(true);
-                }
-                Err(imap_codec::decode::IdleDoneDecodeError::Incomplete) => {}
-                Err(_) => {
-                    self.conn.buf.clear();
-                    self.bad(tag, "expected DONE").await?;
-                    return Ok(true);
-                }
-            }
-            if self.conn.buf.len() > 64 {
-                self.bad(tag, "expected DONE").await?;
-                return Ok(false);
-            }
-            self.conn.release_idle_buffer();
-            let feed = self.feed.as_mut().expect("feed");
-            tokio::select! {
-                r = self.conn.read_more() => {
-                    if r? == 0 {
-                        return Ok(false);
-                    }
-                }
-                ev = feed.recv() => {
-                    match ev {
-                        Ok(c) => {
-                            if let Some(sel) = &mut self.sel {
-                                note_event(sel, &c.event);
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            if let Some(sel) = &mut self.sel { sel.dirty = true; }
-                        }
-                        Err(broadcast::error::RecvError::Closed) => {
-                            self.send(&bye("this server is shutting down")).await?;
-                            return Ok(false);
-                        }
-                    }
-                    self.sync(true).await?;
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    self.send(&bye("autologout: idle for too long")).await?;
-                    return Ok(false);
-                }
-                _ = crate::store::lost_mastership(&group, node) => {
-                    self.send(&bye("the master of your mailboxes moved; please reconnect")).await?;
-                    return Ok(false);
-                }
-            }
-        }
-    }
-}
-
-/// Records what a change means for the selected mailbox.
-fn note_event(sel: &mut Selected, e: &Event) {
-    let user = sel.owner.as_str();
-    let mine = |u: &str, m: &str| u == user && m == sel.name;
-    match e {
-        Event::MessageAdded {
-            user: u,
-            mailbox,
-            uid,
-            ..
-        } if mine(u, mailbox) => {
-            sel.added.entry(*uid).or_insert(None);
-        }
-        Event::FlagsChanged {
-            user: u,
-            mailbox,
-            uid,
-            modseq,
-            flags,
-        } if mine(u, mailbox) => {
-            if let Some(Some(state)) = sel.added.get_mut(uid) {
-                *state = (*modseq, flags.clone());
-            } else if !sel.added.contains_key(uid) {
-                sel.changed.insert(*uid, (*modseq, flags.clone()));
-            } else {
-                sel.added.insert(*uid, Some((*modseq, flags.clone())));
-            }
-        }
-        Event::Expunged {
-            user: u,
-            mailbox,
-            uids,
-            ..
-        } if mine(u, mailbox) => {
-            for x in uids {
-                sel.changed.remove(x);
-                sel.expunged.insert(*x);
-            }
-        }
-        Event::MailboxDeleted { user: u, mailbox } if mine(u, mailbox) => sel.dirty = true,
-        Event::MailboxRenamed { user: u, from, to }
-            if u == user && (*from == sel.name || *to == sel.name) =>
-        {
-            sel.dirty = true
-        }
-        Event::AclChanged { user: u, mailbox } if mine(u, mailbox) => sel.acl_changed = true,
-        Event::SnapshotInstalled => {
-            sel.dirty = true;
-            sel.acl_changed = true;
-        }
-        _ => {}
     }
 }
 
@@ -1998,22 +584,6 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// A UIDVALIDITY proposal: seconds since the epoch (apply keeps it strictly increasing).
-fn now_uidvalidity() -> u32 {
+pub(crate) fn now_uidvalidity() -> u32 {
     (now_ms() / 1000).clamp(1, u32::MAX as i64) as u32
-}
-
-/// RFC 6154 attribute for well-known names, so clients find Sent, Drafts, Trash...
-fn special_use_for(name: &str) -> Option<String> {
-    let last = name.rsplit(DELIMITER).next().unwrap_or(name).to_lowercase();
-    Some(
-        match last.as_str() {
-            "sent" | "sent items" | "sent messages" => "\\Sent",
-            "drafts" => "\\Drafts",
-            "trash" | "deleted items" | "deleted messages" => "\\Trash",
-            "junk" | "spam" => "\\Junk",
-            "archive" => "\\Archive",
-            _ => return None,
-        }
-        .to_string(),
-    )
 }

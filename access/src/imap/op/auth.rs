@@ -1,0 +1,264 @@
+//! Getting authenticated: STARTTLS, LOGIN and AUTHENTICATE (PLAIN and LOGIN, with SASL-IR),
+//! the login throttle, and the multiplexor: a user whose mailboxes are mastered by another
+//! node is logged in there and the rest of the session is relayed to it.
+
+use std::io;
+use std::time::Duration;
+
+use base64::Engine;
+use halyard_directory::DirectoryError;
+use halyard_raft_store::Command as StoreCommand;
+use imap_codec::AuthenticateDataCodec;
+use imap_codec::decode::Decoder;
+use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
+use imap_codec::imap_types::core::{Tag, Vec1};
+use imap_codec::imap_types::response::Code;
+
+use crate::imap::session::{Session, capabilities, now_uidvalidity};
+use crate::store::Account;
+
+impl Session {
+    pub(crate) async fn starttls(&mut self, tag: &Tag<'_>) -> io::Result<()> {
+        let Some(tls) = self.shared.tls.clone() else {
+            self.bad(tag, "STARTTLS is not offered here").await?;
+            return Ok(());
+        };
+        if self.conn.is_tls() {
+            self.bad(tag, "TLS is already active").await?;
+            return Ok(());
+        }
+        self.ok(tag, None, "begin TLS negotiation now").await?;
+        self.conn.start_tls(tls.acceptor()).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn login(
+        &mut self,
+        tag: &Tag<'_>,
+        login: &str,
+        password: &str,
+    ) -> io::Result<()> {
+        if self.shared.cfg.require_tls_for_login && !self.conn.is_tls() {
+            let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
+                b"PRIVACYREQUIRED".as_slice(),
+            ));
+            return self.no(tag, Some(code), "use STARTTLS first").await;
+        }
+        let ip = self.conn.peer.ip();
+        if !self.shared.limits.login_allowed(ip, login) {
+            let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
+                b"UNAVAILABLE".as_slice(),
+            ));
+            return self
+                .no(tag, Some(code), "too many failed logins; try again later")
+                .await;
+        }
+        let unavailable = || {
+            Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
+                b"UNAVAILABLE".as_slice(),
+            ))
+        };
+        match self
+            .shared
+            .backend
+            .directory
+            .authenticate(login, password)
+            .await
+        {
+            Ok(Some(p)) => match crate::store::account(&self.shared, p).await {
+                Ok(acct) if acct.master() != Some(self.shared.backend.node_id) => {
+                    self.shared.limits.login_succeeded(login);
+                    self.relay(tag, &acct, login, password).await
+                }
+                Ok(acct) => {
+                    self.shared.limits.login_succeeded(login);
+                    tracing::info!(user = %acct.user, group = acct.group.name(), peer = %self.conn.peer, "IMAP login");
+                    self.ensure_inbox_and_quota(&acct).await;
+                    self.account = Some(acct);
+                    let caps = Vec1::try_from(self.caps()).map_err(|_| io::Error::other("caps"))?;
+                    self.ok(tag, Some(Code::Capability(caps)), "logged in")
+                        .await
+                }
+                Err(e) => self.no(tag, Some(unavailable()), &e).await,
+            },
+            Ok(None) => {
+                let delay = self.shared.limits.login_failed(ip, login);
+                tokio::time::sleep(delay).await;
+                let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
+                    b"AUTHENTICATIONFAILED".as_slice(),
+                ));
+                self.no(tag, Some(code), "wrong login or password").await
+            }
+            Err(DirectoryError::Unavailable(e)) => {
+                self.no(
+                    tag,
+                    Some(unavailable()),
+                    &format!("directory unavailable: {e}"),
+                )
+                .await
+            }
+        }
+    }
+
+    /// The multiplexor: this node is not the master of the user's group; log in on the
+    /// master and relay the rest of the session to it.
+    async fn relay(
+        &mut self,
+        tag: &Tag<'_>,
+        acct: &Account,
+        login: &str,
+        password: &str,
+    ) -> io::Result<()> {
+        let unavailable = || {
+            Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
+                b"UNAVAILABLE".as_slice(),
+            ))
+        };
+        let (master, addr) = match crate::master_address(&self.shared, acct, false) {
+            Ok(x) => x,
+            Err(e) => return self.no(tag, Some(unavailable()), &e).await,
+        };
+        match crate::proxy::imap_upstream(&addr, login, password).await {
+            Ok(up) => {
+                tracing::info!(user = %acct.user, master, peer = %self.conn.peer, "IMAP session relayed to the master");
+                let caps = Vec1::try_from(capabilities(&self.shared, true, true))
+                    .map_err(|_| io::Error::other("caps"))?;
+                self.ok(
+                    tag,
+                    Some(Code::Capability(caps)),
+                    &format!("logged in (via node {})", self.shared.backend.node_id),
+                )
+                .await?;
+                self.relayed = true;
+                crate::proxy::relay(&mut self.conn, up).await
+            }
+            Err(e) => self.no(tag, Some(unavailable()), &e).await,
+        }
+    }
+
+    /// Every user has an INBOX; the store enforces the directory's quota.
+    async fn ensure_inbox_and_quota(&self, acct: &Account) {
+        let r = acct.reader();
+        if let Ok(None) = r.mailbox(&acct.user, "INBOX") {
+            let _ = acct
+                .propose(StoreCommand::CreateMailbox {
+                    user: acct.user.clone(),
+                    name: "INBOX".into(),
+                    uidvalidity: now_uidvalidity(),
+                    partition: "primary".into(),
+                    special_use: None,
+                })
+                .await;
+        }
+        if let Ok(q) = r.quota(&acct.user)
+            && (q.limit_bytes != acct.record.quota_bytes
+                || q.limit_messages != acct.record.quota_messages)
+        {
+            let _ = acct
+                .propose(StoreCommand::SetQuota {
+                    user: acct.user.clone(),
+                    limit_bytes: acct.record.quota_bytes,
+                    limit_messages: acct.record.quota_messages,
+                })
+                .await;
+        }
+    }
+
+    pub(crate) async fn authenticate(
+        &mut self,
+        tag: &Tag<'_>,
+        mechanism: AuthMechanism<'_>,
+        initial: Option<Vec<u8>>,
+    ) -> io::Result<()> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        match mechanism {
+            AuthMechanism::Plain => {
+                let data = match initial {
+                    Some(d) => d,
+                    None => match self.sasl_step(b"").await? {
+                        Some(d) => d,
+                        None => return self.bad(tag, "authentication cancelled").await,
+                    },
+                };
+                // authzid NUL authcid NUL password
+                let parts: Vec<&[u8]> = data.split(|b| *b == 0).collect();
+                if parts.len() != 3 {
+                    return self.bad(tag, "malformed PLAIN response").await;
+                }
+                let (authz, authc, pw) = (parts[0], parts[1], parts[2]);
+                if !authz.is_empty() && authz != authc {
+                    return self
+                        .no(tag, None, "acting as another user is not allowed")
+                        .await;
+                }
+                let login = String::from_utf8_lossy(authc).into_owned();
+                let pw = String::from_utf8_lossy(pw).into_owned();
+                self.login(tag, &login, &pw).await
+            }
+            AuthMechanism::Login => {
+                let user = match initial {
+                    Some(d) => d,
+                    None => match self
+                        .sasl_step(&b64.encode("Username:").into_bytes())
+                        .await?
+                    {
+                        Some(d) => d,
+                        None => return self.bad(tag, "authentication cancelled").await,
+                    },
+                };
+                let pw = match self
+                    .sasl_step(&b64.encode("Password:").into_bytes())
+                    .await?
+                {
+                    Some(d) => d,
+                    None => return self.bad(tag, "authentication cancelled").await,
+                };
+                let login = String::from_utf8_lossy(&user).into_owned();
+                let pw = String::from_utf8_lossy(&pw).into_owned();
+                self.login(tag, &login, &pw).await
+            }
+            other => {
+                self.no(tag, None, &format!("mechanism {other} is not supported"))
+                    .await
+            }
+        }
+    }
+
+    /// One SASL round: sends a challenge, returns the decoded answer (None: cancelled).
+    async fn sasl_step(&mut self, challenge_b64: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let mut line = b"+ ".to_vec();
+        line.extend_from_slice(challenge_b64);
+        line.extend_from_slice(b"\r\n");
+        self.send(&line).await?;
+        let autologout = Duration::from_secs(60);
+        loop {
+            match AuthenticateDataCodec::default().decode_static(&self.conn.buf) {
+                Ok((rest, data)) => {
+                    let used = self.conn.buf.len() - rest.len();
+                    let _ = self.conn.buf.split_to(used);
+                    return Ok(match data {
+                        AuthenticateData::Continue(d) => Some(d.declassify().to_vec()),
+                        AuthenticateData::Cancel => None,
+                    });
+                }
+                Err(imap_codec::decode::AuthenticateDataDecodeError::Incomplete) => {
+                    if self.conn.buf.len() > self.shared.cfg.max_line_bytes {
+                        return Err(io::Error::other("SASL line too long"));
+                    }
+                    if !self.read(autologout).await? {
+                        return Err(io::Error::other("closed during SASL"));
+                    }
+                }
+                Err(_) => {
+                    let end = self.conn.buf.windows(2).position(|w| w == b"\r\n");
+                    if let Some(e) = end {
+                        let _ = self.conn.buf.split_to(e + 2);
+                    } else {
+                        self.conn.buf.clear();
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}

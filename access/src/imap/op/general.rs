@@ -1,0 +1,70 @@
+//! Commands about the session rather than a mailbox: CAPABILITY, NOOP/CHECK, LOGOUT and ID
+//! (valid in any state), and ENABLE (CONDSTORE is the one extension it can turn on).
+
+use std::io;
+
+use imap_codec::imap_types::core::{IString, NString, Tag, Vec1};
+use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+use imap_codec::imap_types::response::Data;
+
+use crate::imap::bye;
+use crate::imap::session::{Res, Session};
+
+impl Session {
+    pub(crate) async fn capability(&mut self, tag: &Tag<'_>) -> io::Result<()> {
+        let caps = Vec1::try_from(self.caps()).map_err(|_| io::Error::other("caps"))?;
+        self.send_data(Data::Capability(caps)).await?;
+        self.ok(tag, None, "CAPABILITY completed").await
+    }
+
+    /// NOOP and CHECK: report what changed in the selected mailbox.
+    pub(crate) async fn noop(&mut self, tag: &Tag<'_>) -> io::Result<()> {
+        self.sync(true).await?;
+        self.ok(tag, None, "done").await
+    }
+
+    /// LOGOUT; false: the session is over.
+    pub(crate) async fn logout(&mut self, tag: &Tag<'_>) -> Res {
+        self.send(&bye("logging out")).await?;
+        self.ok(tag, None, "LOGOUT completed").await?;
+        Ok(false)
+    }
+
+    /// ID (RFC 2971): the server's name and version, whatever the client sent.
+    pub(crate) async fn id(&mut self, tag: &Tag<'_>) -> io::Result<()> {
+        let params = vec![
+            (
+                IString::try_from("name").unwrap(),
+                NString::try_from("Halyard").unwrap(),
+            ),
+            (
+                IString::try_from("version").unwrap(),
+                NString::try_from(env!("CARGO_PKG_VERSION")).unwrap(),
+            ),
+        ];
+        self.send_data(Data::Id {
+            parameters: Some(params),
+        })
+        .await?;
+        self.ok(tag, None, "ID completed").await
+    }
+
+    pub(crate) async fn enable(
+        &mut self,
+        tag: &Tag<'_>,
+        capabilities: Vec1<CapabilityEnable<'_>>,
+    ) -> io::Result<()> {
+        let mut enabled = Vec::new();
+        for c in capabilities.as_ref() {
+            if matches!(c, CapabilityEnable::CondStore) {
+                self.condstore = true;
+                enabled.push(CapabilityEnable::CondStore);
+            }
+        }
+        self.send_data(Data::Enabled {
+            capabilities: enabled,
+        })
+        .await?;
+        self.ok(tag, None, "ENABLE completed").await
+    }
+}

@@ -1,0 +1,388 @@
+//! Mailbox commands: NAMESPACE, CREATE, DELETE, RENAME, SUBSCRIBE/UNSUBSCRIBE, LIST/LSUB
+//! (the user's own mailboxes and those shared with them under `Other Users/`, with CHILDREN
+//! and SPECIAL-USE attributes) and STATUS.
+
+use std::io;
+
+use halyard_raft_store::Command as StoreCommand;
+use imap_codec::imap_types::core::{Atom, IString, QuotedChar, Tag};
+use imap_codec::imap_types::extensions::namespace::Namespace;
+use imap_codec::imap_types::flag::FlagNameAttribute;
+use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
+use imap_codec::imap_types::response::{Data, Response};
+use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
+
+use crate::imap::encode;
+use crate::imap::session::{
+    DELIMITER, OTHER_USERS, Session, Target, display_name, noperm, now_uidvalidity, nz,
+    wire_mailbox,
+};
+use crate::mutf7;
+use crate::store::StoreFail;
+
+/// One name LIST/LSUB may show.
+struct ListEntry {
+    name: String,
+    selectable: bool,
+    subscribed: bool,
+    special_use: Option<String>,
+}
+
+impl Session {
+    /// NAMESPACE (RFC 2342): the personal namespace and `Other Users/`; nothing shared.
+    pub(crate) async fn namespace(&mut self, tag: &Tag<'_>) -> io::Result<()> {
+        let ns = |prefix: String| {
+            Namespace::new(
+                IString::try_from(prefix).unwrap(),
+                Some(QuotedChar::try_from(DELIMITER).unwrap()),
+            )
+        };
+        self.send_data(Data::Namespace {
+            personal: vec![ns(String::new())],
+            other: vec![ns(format!("{OTHER_USERS}{DELIMITER}"))],
+            shared: vec![],
+        })
+        .await?;
+        self.ok(tag, None, "NAMESPACE completed").await
+    }
+
+    pub(crate) async fn create(&mut self, tag: &Tag<'_>, mailbox: &Mailbox<'_>) -> io::Result<()> {
+        let Some(n) = self.target(tag, mailbox).await? else {
+            return Ok(());
+        };
+        if n.owner == self.acct().user && n.name == OTHER_USERS {
+            return self
+                .no(tag, None, "that name is the other users' namespace")
+                .await;
+        }
+        let special = special_use_for(&n.name);
+        let r = self
+            .propose_on(
+                &n.owner,
+                StoreCommand::CreateMailbox {
+                    user: n.owner.clone(),
+                    name: n.name,
+                    uidvalidity: now_uidvalidity(),
+                    partition: "primary".into(),
+                    special_use: special,
+                },
+            )
+            .await;
+        self.done(tag, r, "CREATE completed").await
+    }
+
+    pub(crate) async fn delete(&mut self, tag: &Tag<'_>, mailbox: &Mailbox<'_>) -> io::Result<()> {
+        let Some(n) = self.target(tag, mailbox).await? else {
+            return Ok(());
+        };
+        if n.name == "INBOX" {
+            return self.no(tag, None, "INBOX cannot be deleted").await;
+        }
+        let r = self
+            .propose_on(
+                &n.owner,
+                StoreCommand::DeleteMailbox {
+                    user: n.owner.clone(),
+                    name: n.name,
+                },
+            )
+            .await;
+        self.done(tag, r, "DELETE completed").await
+    }
+
+    pub(crate) async fn rename(
+        &mut self,
+        tag: &Tag<'_>,
+        from: &Mailbox<'_>,
+        to: &Mailbox<'_>,
+    ) -> io::Result<()> {
+        let Some(f) = self.target(tag, from).await? else {
+            return Ok(());
+        };
+        let Some(t) = self.target(tag, to).await? else {
+            return Ok(());
+        };
+        if f.owner != t.owner {
+            return self
+                .no(tag, None, "RENAME cannot move a mailbox to another user")
+                .await;
+        }
+        let r = self
+            .propose_on(
+                &f.owner,
+                StoreCommand::RenameMailbox {
+                    user: f.owner.clone(),
+                    from: f.name,
+                    to: t.name,
+                },
+            )
+            .await;
+        self.done(tag, r, "RENAME completed").await
+    }
+
+    /// SUBSCRIBE (`subscribing`) and UNSUBSCRIBE.
+    pub(crate) async fn subscribe(
+        &mut self,
+        tag: &Tag<'_>,
+        mailbox: &Mailbox<'_>,
+        subscribing: bool,
+    ) -> io::Result<()> {
+        let Some(n) = self.target(tag, mailbox).await? else {
+            return Ok(());
+        };
+        let r = self
+            .propose_on(
+                &n.owner,
+                StoreCommand::Subscribe {
+                    user: n.owner.clone(),
+                    name: n.name,
+                    subscribed: subscribing,
+                },
+            )
+            .await;
+        let text = if subscribing {
+            "SUBSCRIBE completed"
+        } else {
+            "UNSUBSCRIBE completed"
+        };
+        self.done(tag, r, text).await
+    }
+
+    /// LIST, and LSUB (`lsub`).
+    pub(crate) async fn list(
+        &mut self,
+        tag: &Tag<'_>,
+        reference: Mailbox<'_>,
+        pattern: ListMailbox<'_>,
+        lsub: bool,
+    ) -> io::Result<()> {
+        let reference = match &reference {
+            Mailbox::Inbox => "INBOX".to_string(),
+            Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+        };
+        let pattern = match &pattern {
+            ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
+            ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+        };
+        let delim = QuotedChar::try_from(DELIMITER).ok();
+        if pattern.is_empty() && !lsub {
+            // The hierarchy delimiter and root (RFC 3501 §6.3.8).
+            self.send_data(Data::List {
+                items: vec![FlagNameAttribute::Noselect],
+                delimiter: delim,
+                mailbox: Mailbox::try_from("").unwrap_or(Mailbox::Inbox),
+            })
+            .await?;
+            return self.ok(tag, None, "LIST completed").await;
+        }
+        let full = match (mutf7::decode(&reference), mutf7::decode(&pattern)) {
+            (Ok(r), Ok(p)) => format!("{r}{p}"),
+            _ => return self.bad(tag, "pattern is not modified UTF-7").await,
+        };
+        let entries = match self.visible_mailboxes(lsub) {
+            Ok(e) => e,
+            Err(e) => return self.fail(tag, StoreFail::Unavailable(e.to_string())).await,
+        };
+        let mut out = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let shown = if e.name == "INBOX" && list_match(&full.to_uppercase(), "INBOX") {
+                true
+            } else {
+                list_match(&full, &e.name)
+            };
+            if !shown || (lsub && !e.subscribed) {
+                continue;
+            }
+            // Entries are sorted by name, so inferiors follow right after.
+            let prefix = format!("{}{DELIMITER}", e.name);
+            let children = entries[i + 1..]
+                .iter()
+                .take_while(|c| c.name.starts_with(&prefix) || c.name < prefix)
+                .any(|c| c.name.starts_with(&prefix));
+            let mut items: Vec<FlagNameAttribute> = Vec::new();
+            let attr = |s: &str| FlagNameAttribute::from(Atom::try_from(s.to_string()).unwrap());
+            if !e.selectable {
+                items.push(FlagNameAttribute::Noselect);
+            }
+            items.push(attr(if children {
+                "HasChildren"
+            } else {
+                "HasNoChildren"
+            }));
+            if let Some(su) = &e.special_use {
+                items.push(attr(su.trim_start_matches('\\')));
+            }
+            let d = if lsub {
+                Data::Lsub {
+                    items,
+                    delimiter: delim,
+                    mailbox: wire_mailbox(&e.name),
+                }
+            } else {
+                Data::List {
+                    items,
+                    delimiter: delim,
+                    mailbox: wire_mailbox(&e.name),
+                }
+            };
+            out.extend(encode(&Response::Data(d)));
+        }
+        self.send(&out).await?;
+        self.ok(
+            tag,
+            None,
+            if lsub {
+                "LSUB completed"
+            } else {
+                "LIST completed"
+            },
+        )
+        .await
+    }
+
+    /// Every name LIST can show this user, sorted: their own mailboxes, the mailboxes other
+    /// users shared with them (`l` right) under `Other Users/<owner>/`, and the levels above
+    /// those as `\Noselect` so that `%` browsing reaches them.
+    fn visible_mailboxes(
+        &self,
+        lsub: bool,
+    ) -> Result<Vec<ListEntry>, halyard_raft_store::StoreError> {
+        let me = self.acct().user.clone();
+        let reader = self.acct().reader();
+        let mut entries: std::collections::BTreeMap<String, ListEntry> = reader
+            .mailboxes(&me)?
+            .into_iter()
+            .map(|b| {
+                (
+                    b.name.clone(),
+                    ListEntry {
+                        name: b.name,
+                        selectable: true,
+                        subscribed: b.subscribed,
+                        special_use: b.special_use,
+                    },
+                )
+            })
+            .collect();
+        let subs: std::collections::HashSet<(String, String)> = if lsub {
+            reader.shared_subscriptions(&me)?.into_iter().collect()
+        } else {
+            Default::default()
+        };
+        for (owner, mb, _) in reader.shared_with(&me)? {
+            let subscribed = subs.contains(&(owner.clone(), mb.name.clone()));
+            let name = display_name(&me, &owner, &mb.name);
+            // Levels above: "Other Users", "Other Users/<owner>", unshared parents.
+            let mut cut = name.len();
+            while let Some(i) = name[..cut].rfind(DELIMITER) {
+                cut = i;
+                entries
+                    .entry(name[..cut].to_string())
+                    .or_insert_with(|| ListEntry {
+                        name: name[..cut].to_string(),
+                        selectable: false,
+                        subscribed: false,
+                        special_use: None,
+                    });
+            }
+            entries.insert(
+                name.clone(),
+                ListEntry {
+                    name,
+                    selectable: true,
+                    subscribed,
+                    special_use: mb.special_use,
+                },
+            );
+        }
+        Ok(entries.into_values().collect())
+    }
+
+    pub(crate) async fn status_cmd(
+        &mut self,
+        tag: &Tag<'_>,
+        wire: &Mailbox<'_>,
+        items: &[StatusDataItemName],
+    ) -> io::Result<()> {
+        let Some(target) = self.target(tag, wire).await? else {
+            return Ok(());
+        };
+        let Target { owner, name } = target;
+        let r = self.acct().reader();
+        let (mb, msgs) = match (r.mailbox(&owner, &name), r.messages(&owner, &name)) {
+            (Ok(Some(mb)), Ok(Some(m))) => (mb, m),
+            (Ok(None), _) | (_, Ok(None)) => {
+                return self.no(tag, None, &format!("no mailbox {name}")).await;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
+            }
+        };
+        match self.rights_on(&owner, &mb) {
+            None => return self.no(tag, None, &format!("no mailbox {name}")).await,
+            Some(r) if !r.has('r') => {
+                return self
+                    .no(tag, Some(noperm()), "STATUS needs the \"r\" right")
+                    .await;
+            }
+            Some(_) => {}
+        }
+        let mut out = Vec::new();
+        for i in items {
+            out.push(match i {
+                StatusDataItemName::Messages => StatusDataItem::Messages(mb.exists),
+                StatusDataItemName::Recent => StatusDataItem::Recent(0),
+                StatusDataItemName::UidNext => StatusDataItem::UidNext(nz(mb.uidnext)),
+                StatusDataItemName::UidValidity => StatusDataItem::UidValidity(nz(mb.uidvalidity)),
+                StatusDataItemName::Unseen => StatusDataItem::Unseen(
+                    msgs.iter()
+                        .filter(|m| !m.flags.iter().any(|f| f == "\\Seen"))
+                        .count() as u32,
+                ),
+                StatusDataItemName::HighestModSeq => {
+                    StatusDataItem::HighestModSeq(mb.highestmodseq)
+                }
+                _ => continue,
+            });
+        }
+        self.send_data(Data::Status {
+            mailbox: wire.clone(),
+            items: out.into(),
+        })
+        .await?;
+        self.ok(tag, None, "STATUS completed").await
+    }
+}
+
+/// Wildcard match of LIST patterns: `*` matches anything, `%` anything but the delimiter.
+pub(crate) fn list_match(pattern: &str, name: &str) -> bool {
+    fn m(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|i| m(&p[1..], &n[i..])),
+            Some('%') => (0..=n.len())
+                .take_while(|&i| i == 0 || n[i - 1] != DELIMITER)
+                .any(|i| m(&p[1..], &n[i..])),
+            Some(c) => n.first() == Some(c) && m(&p[1..], &n[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    m(&p, &n)
+}
+
+/// RFC 6154 attribute for well-known names, so clients find Sent, Drafts, Trash...
+fn special_use_for(name: &str) -> Option<String> {
+    let last = name.rsplit(DELIMITER).next().unwrap_or(name).to_lowercase();
+    Some(
+        match last.as_str() {
+            "sent" | "sent items" | "sent messages" => "\\Sent",
+            "drafts" => "\\Drafts",
+            "trash" | "deleted items" | "deleted messages" => "\\Trash",
+            "junk" | "spam" => "\\Junk",
+            "archive" => "\\Archive",
+            _ => return None,
+        }
+        .to_string(),
+    )
+}

@@ -1,0 +1,12 @@
+//! The IMAP commands, one file per command family. Each file is an `impl Session` block; the
+//! session itself (`super::session`) keeps the state, the read loop and the dispatch tables
+//! that call into these files.
+
+mod append;
+mod auth;
+mod general;
+mod idle;
+mod mailbox;
+mod quota;
+mod select;
+mod store;

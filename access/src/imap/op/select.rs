@@ -1,0 +1,435 @@
+//! The selected state: SELECT/EXAMINE, UNSELECT and CLOSE, and keeping the session's view of
+//! the selected mailbox (sequence numbers, UIDs, flags) in step with other sessions through
+//! the group's change feed; sequence sets are resolved against that view.
+
+use std::collections::HashMap;
+use std::io;
+use std::num::NonZeroU64;
+
+use halyard_raft_store::{Command as StoreCommand, Event, MailboxRecord, MessageRecord};
+use imap_codec::imap_types::core::{Tag, Vec1};
+use imap_codec::imap_types::flag::{Flag, FlagPerm};
+use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::response::{Code, Data, Response};
+use imap_codec::imap_types::sequence::SequenceSet;
+use tokio::sync::broadcast;
+
+use crate::imap::session::{Selected, Session, Target, flags_of, noperm, nz};
+use crate::imap::{Kind, encode, status};
+use crate::store::StoreFail;
+
+impl Session {
+    /// SELECT (`read_only` false) and EXAMINE.
+    pub(crate) async fn select(
+        &mut self,
+        tag: &Tag<'_>,
+        mailbox: &Mailbox<'_>,
+        read_only: bool,
+    ) -> io::Result<()> {
+        let Some(target) = self.target(tag, mailbox).await? else {
+            return Ok(());
+        };
+        self.open(tag, target, read_only).await
+    }
+
+    async fn open(&mut self, tag: &Tag<'_>, target: Target, read_only: bool) -> io::Result<()> {
+        self.sel = None;
+        self.feed = Some(self.acct().group.subscribe());
+        let reader = match self.acct().linearizable().await {
+            Ok(r) => r,
+            Err(f) => return self.fail(tag, f).await,
+        };
+        let Target { owner, name } = target;
+        let found = match reader.mailbox(&owner, &name) {
+            Ok(Some(mb)) => self.rights_on(&owner, &mb).map(|r| (mb, r)),
+            Ok(None) => None,
+            Err(e) => {
+                self.feed = None;
+                return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
+            }
+        };
+        let Some((mb, rights)) = found else {
+            self.feed = None;
+            return self.no(tag, None, &format!("no mailbox {name}")).await;
+        };
+        if !rights.has('r') {
+            self.feed = None;
+            return self
+                .no(tag, Some(noperm()), "SELECT needs the \"r\" right")
+                .await;
+        }
+        // Without any right to change it, the mailbox opens read-only (RFC 4314 §4).
+        let read_only = read_only || !"swite".chars().any(|c| rights.has(c));
+        let msgs: Vec<MessageRecord> = match reader.messages(&owner, &name) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                self.feed = None;
+                return self.no(tag, None, &format!("no mailbox {name}")).await;
+            }
+            Err(e) => {
+                self.feed = None;
+                return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
+            }
+        };
+        let uids: Vec<u32> = msgs.iter().map(|m| m.uid).collect();
+        let flags = msgs
+            .iter()
+            .map(|m| (m.uid, (m.modseq, m.flags.clone())))
+            .collect();
+        let out = select_responses(&mb, &msgs, &uids);
+        self.send(&out).await?;
+        self.sel = Some(Selected {
+            owner,
+            name,
+            read_only,
+            rights,
+            acl_changed: false,
+            uids,
+            flags,
+            dirty: false,
+            added: Default::default(),
+            changed: HashMap::new(),
+            expunged: Default::default(),
+        });
+        let (code, text) = if read_only {
+            (Code::ReadOnly, "EXAMINE completed")
+        } else {
+            (Code::ReadWrite, "SELECT completed")
+        };
+        self.ok(tag, Some(code), text).await
+    }
+
+    pub(crate) async fn unselect(&mut self, tag: &Tag<'_>) -> io::Result<()> {
+        self.sel = None;
+        self.feed = None;
+        self.ok(tag, None, "UNSELECT completed").await
+    }
+
+    /// CLOSE: expunges silently (when allowed) and leaves the selected state.
+    pub(crate) async fn close(&mut self, tag: &Tag<'_>) -> io::Result<()> {
+        let sel = self.sel.take().expect("selected");
+        self.feed = None;
+        if !sel.read_only && sel.rights.has('e') {
+            let _ = self
+                .propose_on(
+                    &sel.owner,
+                    StoreCommand::Expunge {
+                        user: sel.owner.clone(),
+                        mailbox: sel.name,
+                        uids: None,
+                    },
+                )
+                .await;
+        }
+        self.ok(tag, None, "CLOSE completed").await
+    }
+
+    /// Reports other sessions' changes to the selected mailbox: EXPUNGE (when allowed),
+    /// EXISTS and FETCH FLAGS. Changes come from the change feed's events (new UIDs, flags with
+    /// their MODSEQ, expunged UIDs), so a sync costs what changed, not the mailbox size; only a
+    /// lagging feed, a rename/delete of the mailbox or an installed snapshot make it re-read
+    /// the whole index.
+    pub(crate) async fn sync(&mut self, allow_expunge: bool) -> io::Result<()> {
+        let Some(sel) = &mut self.sel else {
+            return Ok(());
+        };
+        let user = sel.owner.clone();
+        if let Some(feed) = &mut self.feed {
+            loop {
+                match feed.try_recv() {
+                    Ok(c) => note_event(sel, &c.event),
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => sel.dirty = true,
+                    Err(_) => break,
+                }
+            }
+        }
+        let Some(acct) = &self.account else {
+            return Ok(());
+        };
+        if sel.acl_changed {
+            sel.acl_changed = false;
+            if let Ok(Some(mb)) = acct.reader().mailbox(&user, &sel.name) {
+                sel.rights = halyard_raft_store::acl::effective(&user, &acct.user, &mb.acl);
+            }
+        }
+        if sel.dirty {
+            // Start over from the index: every difference becomes a pending change.
+            let msgs = match acct.reader().messages(&user, &sel.name) {
+                Ok(Some(m)) => m,
+                Ok(None) => Vec::new(),
+                Err(_) => return Ok(()),
+            };
+            let present: HashMap<u32, &MessageRecord> = msgs.iter().map(|m| (m.uid, m)).collect();
+            for u in &sel.uids {
+                match present.get(u) {
+                    None => {
+                        sel.expunged.insert(*u);
+                    }
+                    Some(m) => {
+                        sel.changed.insert(*u, (m.modseq, m.flags.clone()));
+                    }
+                }
+            }
+            let last = sel.uids.last().copied().unwrap_or(0);
+            for m in &msgs {
+                if m.uid > last {
+                    sel.added.insert(m.uid, Some((m.modseq, m.flags.clone())));
+                }
+            }
+            sel.dirty = false;
+        }
+        let mut out = Vec::new();
+        if allow_expunge && !sel.expunged.is_empty() {
+            // Highest sequence number first, so each number is right when sent.
+            let mut seq = sel.uids.len();
+            while seq > 0 {
+                let uid = sel.uids[seq - 1];
+                if sel.expunged.remove(&uid) {
+                    sel.uids.remove(seq - 1);
+                    sel.flags.remove(&uid);
+                    sel.changed.remove(&uid);
+                    out.extend(encode(&Response::Data(Data::Expunge(nz(seq as u32)))));
+                }
+                seq -= 1;
+            }
+            sel.expunged.clear();
+        }
+        if !sel.added.is_empty() {
+            let last = sel.uids.last().copied().unwrap_or(0);
+            let added = std::mem::take(&mut sel.added);
+            let need: Vec<u32> = added
+                .iter()
+                .filter(|(u, f)| **u > last && f.is_none())
+                .map(|(u, _)| *u)
+                .collect();
+            let fetched: HashMap<u32, (u64, Vec<String>)> = if need.is_empty() {
+                HashMap::new()
+            } else {
+                match acct.reader().messages_by_uid(&user, &sel.name, &need) {
+                    Ok(Some(v)) => v
+                        .into_iter()
+                        .map(|m| (m.uid, (m.modseq, m.flags)))
+                        .collect(),
+                    _ => HashMap::new(),
+                }
+            };
+            let before = sel.uids.len();
+            for (u, f) in added {
+                if u <= last || sel.expunged.remove(&u) {
+                    continue;
+                }
+                // Expunged before it was ever announced: never mention it.
+                let Some(state) = f.or_else(|| fetched.get(&u).cloned()) else {
+                    continue;
+                };
+                sel.uids.push(u);
+                sel.flags.insert(u, state);
+                sel.changed.remove(&u);
+            }
+            if sel.uids.len() != before {
+                out.extend(encode(&Response::Data(Data::Exists(sel.uids.len() as u32))));
+            }
+        }
+        if !sel.changed.is_empty() {
+            let changed = std::mem::take(&mut sel.changed);
+            for (i, uid) in sel.uids.iter().enumerate() {
+                let Some((modseq, flags)) = changed.get(uid) else {
+                    continue;
+                };
+                let Some(known) = sel.flags.get_mut(uid) else {
+                    continue;
+                };
+                if known.0 >= *modseq {
+                    continue;
+                }
+                *known = (*modseq, flags.clone());
+                let mut items = vec![
+                    imap_codec::imap_types::fetch::MessageDataItem::Flags(
+                        flags_of(flags)
+                            .into_iter()
+                            .map(imap_codec::imap_types::flag::FlagFetch::Flag)
+                            .collect(),
+                    ),
+                    imap_codec::imap_types::fetch::MessageDataItem::Uid(nz(*uid)),
+                ];
+                if self.condstore
+                    && let Some(ms) = NonZeroU64::new(*modseq)
+                {
+                    items.push(imap_codec::imap_types::fetch::MessageDataItem::ModSeq(ms));
+                }
+                if let Ok(items) = Vec1::try_from(items) {
+                    out.extend(encode(&Response::Data(Data::Fetch {
+                        seq: nz(i as u32 + 1),
+                        items,
+                    })));
+                }
+            }
+        }
+        if !out.is_empty() {
+            self.send(&out).await?;
+        }
+        Ok(())
+    }
+
+    /// (sequence number, uid) of the messages a set names, in order.
+    pub(crate) fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<(u32, u32)> {
+        let Some(sel) = &self.sel else { return vec![] };
+        let Some(&max_uid) = sel.uids.last() else {
+            return vec![];
+        };
+        if uid {
+            let mut wanted: Vec<u32> = set.iter(nz(max_uid)).map(|u| u.get()).collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            let mut out = Vec::new();
+            for w in wanted {
+                if let Ok(i) = sel.uids.binary_search(&w) {
+                    out.push((i as u32 + 1, w));
+                }
+            }
+            out
+        } else {
+            let n = sel.uids.len() as u32;
+            let mut seqs: Vec<u32> = set
+                .iter(nz(n))
+                .map(|s| s.get())
+                .filter(|s| *s <= n)
+                .collect();
+            seqs.sort_unstable();
+            seqs.dedup();
+            seqs.into_iter()
+                .map(|s| (s, sel.uids[s as usize - 1]))
+                .collect()
+        }
+    }
+
+    /// Whether every sequence number of a non-UID set exists.
+    pub(crate) fn seqs_valid(&self, set: &SequenceSet) -> bool {
+        let n = self.sel.as_ref().map_or(0, |s| s.uids.len() as u32);
+        if n == 0 {
+            return false;
+        }
+        set.iter(nz(n)).all(|s| s.get() <= n)
+    }
+}
+
+/// The untagged responses SELECT and EXAMINE send before their tagged OK.
+fn select_responses(mb: &MailboxRecord, msgs: &[MessageRecord], uids: &[u32]) -> Vec<u8> {
+    // The mailbox record was read before the index: a message appended in between is in
+    // `msgs` but not yet in the record's UIDNEXT / HIGHESTMODSEQ. Never announce a UIDNEXT
+    // at or below a UID we report (RFC 9051 §2.3.1.1), nor a HIGHESTMODSEQ below a
+    // message's (found by the Jepsen list-append workload under a membership change).
+    let uidnext = mb
+        .uidnext
+        .max(uids.last().map_or(0, |u| u.saturating_add(1)));
+    let highestmodseq = msgs
+        .iter()
+        .map(|m| m.modseq)
+        .fold(mb.highestmodseq, u64::max);
+    let first_unseen = msgs
+        .iter()
+        .position(|m| !m.flags.iter().any(|f| f == "\\Seen"))
+        .map(|p| p as u32 + 1);
+    let mut out = Vec::new();
+    let sys = [
+        Flag::Answered,
+        Flag::Flagged,
+        Flag::Deleted,
+        Flag::Seen,
+        Flag::Draft,
+    ];
+    out.extend(encode(&Response::Data(Data::Flags(sys.to_vec()))));
+    let mut perm: Vec<FlagPerm> = sys.iter().cloned().map(FlagPerm::Flag).collect();
+    perm.push(FlagPerm::Asterisk);
+    out.extend(status(
+        Kind::Ok,
+        None,
+        Some(Code::PermanentFlags(perm)),
+        "flags permitted",
+    ));
+    out.extend(encode(&Response::Data(Data::Exists(uids.len() as u32))));
+    out.extend(encode(&Response::Data(Data::Recent(0))));
+    if let Some(u) = first_unseen {
+        out.extend(status(
+            Kind::Ok,
+            None,
+            Some(Code::Unseen(nz(u))),
+            "first unseen",
+        ));
+    }
+    out.extend(status(
+        Kind::Ok,
+        None,
+        Some(Code::UidValidity(nz(mb.uidvalidity))),
+        "UIDs valid",
+    ));
+    out.extend(status(
+        Kind::Ok,
+        None,
+        Some(Code::UidNext(nz(uidnext))),
+        "predicted next UID",
+    ));
+    if let Some(m) = NonZeroU64::new(highestmodseq) {
+        out.extend(status(
+            Kind::Ok,
+            None,
+            Some(Code::HighestModSeq(m)),
+            "highest",
+        ));
+    }
+    out
+}
+
+/// Records what a change means for the selected mailbox.
+pub(super) fn note_event(sel: &mut Selected, e: &Event) {
+    let user = sel.owner.as_str();
+    let mine = |u: &str, m: &str| u == user && m == sel.name;
+    match e {
+        Event::MessageAdded {
+            user: u,
+            mailbox,
+            uid,
+            ..
+        } if mine(u, mailbox) => {
+            sel.added.entry(*uid).or_insert(None);
+        }
+        Event::FlagsChanged {
+            user: u,
+            mailbox,
+            uid,
+            modseq,
+            flags,
+        } if mine(u, mailbox) => {
+            if let Some(Some(state)) = sel.added.get_mut(uid) {
+                *state = (*modseq, flags.clone());
+            } else if !sel.added.contains_key(uid) {
+                sel.changed.insert(*uid, (*modseq, flags.clone()));
+            } else {
+                sel.added.insert(*uid, Some((*modseq, flags.clone())));
+            }
+        }
+        Event::Expunged {
+            user: u,
+            mailbox,
+            uids,
+            ..
+        } if mine(u, mailbox) => {
+            for x in uids {
+                sel.changed.remove(x);
+                sel.expunged.insert(*x);
+            }
+        }
+        Event::MailboxDeleted { user: u, mailbox } if mine(u, mailbox) => sel.dirty = true,
+        Event::MailboxRenamed { user: u, from, to }
+            if u == user && (*from == sel.name || *to == sel.name) =>
+        {
+            sel.dirty = true
+        }
+        Event::AclChanged { user: u, mailbox } if mine(u, mailbox) => sel.acl_changed = true,
+        Event::SnapshotInstalled => {
+            sel.dirty = true;
+            sel.acl_changed = true;
+        }
+        _ => {}
+    }
+}
