@@ -14,7 +14,31 @@ const MAX_FN_LINES: usize = 150;
 
 /// Functions longer than [`MAX_FN_LINES`] when the rule came in: (file, function, lines at
 /// most). Split them when you work on them, and lower or remove their entry.
-const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[];
+const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
+    ("access/src/imap/fetch.rs", "fetch", 272),
+    ("directory/examples/lookup_bench.rs", "main", 170),
+    ("fencing/src/controller.rs", "run", 172),
+    ("jepsen/src/append.rs", "check", 278),
+    ("jepsen/src/linearizable.rs", "search", 190),
+    ("lab/src/bench.rs", "run", 184),
+    ("lab/src/cluster_cmd.rs", "up", 185),
+    ("mta/src/session.rs", "rcpt", 158),
+    ("node/src/config.rs", "validate", 258),
+    ("node/src/runtime.rs", "start_uninitialized", 275),
+    (
+        "node/tests/directory.rs",
+        "embedded_directory_is_replicated_and_survives_meta_leader_kill",
+        180,
+    ),
+    (
+        "node/tests/mta.rs",
+        "relay_via_mx_with_dnsmasq_and_smtp_sink",
+        176,
+    ),
+    ("raft-store/src/apply.rs", "apply_inner", 465),
+    ("raft-store/src/apply.rs", "as_actor", 170),
+    ("raft-store/src/directory.rs", "apply_dir", 193),
+];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

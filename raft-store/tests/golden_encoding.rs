@@ -168,6 +168,13 @@ fn domain() -> DirDomain {
 
 /// One sample of every command, in declaration order.
 fn commands() -> Vec<(&'static str, Command)> {
+    let mut v = mailbox_commands();
+    v.extend(later_commands());
+    v
+}
+
+/// Samples of the mailbox and message commands, in order.
+fn mailbox_commands() -> Vec<(&'static str, Command)> {
     let u = || "ann@example.org".to_string();
     vec![
         (
@@ -268,6 +275,13 @@ fn commands() -> Vec<(&'static str, Command)> {
                 uids: vec![5],
             },
         ),
+    ]
+}
+
+/// Samples of the queue, quota, wrapper, directory, fence and batch commands, in order.
+fn later_commands() -> Vec<(&'static str, Command)> {
+    let u = || "ann@example.org".to_string();
+    vec![
         ("Enqueue", enqueue()),
         (
             "Deliver",

@@ -1,1 +1,2 @@
+//! Helpers shared by the directory crate's integration tests (a private slapd).
 pub mod slapd;

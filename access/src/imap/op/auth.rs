@@ -145,7 +145,7 @@ impl Session {
                     user: acct.user.clone(),
                     name: "INBOX".into(),
                     uidvalidity: now_uidvalidity(),
-                    partition: "primary".into(),
+                    partition: halyard_raft_store::PRIMARY_PARTITION.into(),
                     special_use: None,
                 })
                 .await;

@@ -63,7 +63,7 @@ impl Session {
                     user: n.owner.clone(),
                     name: n.name,
                     uidvalidity: now_uidvalidity(),
-                    partition: "primary".into(),
+                    partition: halyard_raft_store::PRIMARY_PARTITION.into(),
                     special_use: special,
                 },
             )
