@@ -631,15 +631,15 @@ pub fn down(prefix: &str, dir: &Path, keep: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn admin_of(st: &ClusterState, id: u64) -> Result<halyard_node::client::Admin> {
+pub async fn admin_of(st: &ClusterState, id: u64) -> Result<halyard_api::Admin> {
     let n = st
         .nodes
         .iter()
         .find(|n| n.id == id)
         .context("no such node")?;
     let cfg = NodeConfig::load(&n.config)?;
-    let tls = halyard_node::tls::TlsMaterial::load(cfg.cluster.tls.as_ref().context("tls")?)?;
-    halyard_node::client::Admin::connect(&format!("{}:7700", n.ip), Some(tls)).await
+    let tls = halyard_node::tls::load(cfg.cluster.tls.as_ref().context("tls")?)?;
+    halyard_api::Admin::connect(&format!("{}:7700", n.ip), Some(tls)).await
 }
 
 /// Waits until every group has a holder, then creates the demo user; false on timeout.
@@ -908,11 +908,7 @@ async fn drill(st: &ClusterState, kind: DrillKind, count: u32) -> Result<()> {
                     watch_for_new(ip, holder, start, Duration::from_secs(20))
                 });
                 let v = admin
-                    .act(&halyard_node::failover::Action::Failover {
-                        group: group.clone(),
-                        to: Some(to),
-                        drain_ms: None,
-                    })
+                    .failover(&group, Some(to), None)
                     .await
                     .with_context(|| format!("drill {i}"))?;
                 let r = watcher
@@ -922,12 +918,12 @@ async fn drill(st: &ClusterState, kind: DrillKind, count: u32) -> Result<()> {
                 // the new one.
                 let gap = r.1 - r.2.unwrap_or_default();
                 times.push(gap.as_secs_f64() * 1e3);
-                reported.push(v["window_ms"].as_f64().unwrap_or(f64::NAN));
+                reported.push(v.window_ms);
                 eprintln!(
                     "switchover drill {i}: node {holder} -> node {}: client saw {:.1} ms, node reported {:.1} ms",
                     r.0,
                     gap.as_secs_f64() * 1e3,
-                    v["window_ms"].as_f64().unwrap_or(f64::NAN)
+                    v.window_ms
                 );
             }
         }

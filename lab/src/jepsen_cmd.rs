@@ -332,14 +332,15 @@ fn testbed(st: &ClusterState) -> Result<Testbed> {
                     let Ok(leader) = a.leader_of(&g2).await else {
                         continue;
                     };
-                    let steps: &[&str] = if remove {
-                        &["remove"]
+                    use halyard_api::pb::MembershipAction as A;
+                    let steps: &[A] = if remove {
+                        &[A::Remove]
                     } else {
-                        &["add", "promote"]
+                        &[A::Add, A::Promote]
                     };
                     let mut ok = true;
-                    for verb in steps {
-                        let addr = if *verb == "add" { ip.as_str() } else { "" };
+                    for &verb in steps {
+                        let addr = if verb == A::Add { ip.as_str() } else { "" };
                         let r = tokio::time::timeout(
                             Duration::from_secs(20),
                             leader.membership(&g2, verb, id, addr),
@@ -348,12 +349,12 @@ fn testbed(st: &ClusterState) -> Result<Testbed> {
                         match r {
                             Ok(Ok(_)) => {}
                             Ok(Err(e)) => {
-                                last = format!("{verb} node {id}: {e:#}");
+                                last = format!("{} node {id}: {e:#}", verb.as_str_name());
                                 ok = false;
                                 break;
                             }
                             Err(_) => {
-                                last = format!("{verb} node {id}: timed out");
+                                last = format!("{} node {id}: timed out", verb.as_str_name());
                                 ok = false;
                                 break;
                             }

@@ -1,87 +1,18 @@
-//! The admin API served on the cluster port: status, proposals, membership changes,
-//! snapshots and read-only queries. `halyard ctl`, the bench and the cluster tests use it.
-//! It is protected like the Raft RPCs: mutual TLS with the cluster CA (or plaintext demo).
+//! The server side of the admin API on the cluster port: status, proposals, membership
+//! changes, snapshots, mastership moves and read-only inspection. The schema, the Rust types
+//! and the client are in `halyard-api`; this module answers from the node's state. It is
+//! protected like the Raft RPCs: mutual TLS with the cluster CA (or plaintext demo).
 
 use std::sync::Arc;
 
+use halyard_api::types::records_to_pb;
+use halyard_api::{Digest, MessageSummary, UserView, pb};
+use halyard_raft_store::directory::{DirAddress, DirDomain, DirUser};
 use halyard_raft_store::{Command, ProposeError, Reply};
-use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
-use halyard_raft_store::directory::{DirAddress, DirDomain, DirUser};
-
 use crate::config::META_GROUP;
-use crate::pb;
-use crate::runtime::NodeShared;
-
-/// Read-only questions about a group's applied state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Query {
-    /// Applied index and a digest of all mail data: equal on replicas at equal indexes.
-    Digest { group: String },
-    /// Messages of a mailbox: `[{uid, modseq, size, flags}]`.
-    Messages {
-        group: String,
-        user: String,
-        mailbox: String,
-        linearizable: bool,
-    },
-    /// Mailboxes of a user.
-    Mailboxes { group: String, user: String },
-    /// The group's mail queue.
-    Queue { group: String },
-    /// What an address is, according to this node's directory (LDAP or embedded).
-    Resolve { address: String },
-    /// Checks a password against this node's directory: `{"principal": ...}` or null.
-    Authenticate { login: String, password: String },
-    /// The embedded directory's contents (read on the meta leader when asked there).
-    Directory { what: DirQuery },
-}
-
-/// What `halyard ctl domain|user|alias|list` list and show.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum DirQuery {
-    Domains,
-    /// Users (password hashes left out), optionally of one domain.
-    Users {
-        domain: Option<String>,
-    },
-    User {
-        address: String,
-    },
-    /// Aliases and lists, optionally of one domain.
-    Addresses {
-        domain: Option<String>,
-    },
-}
-
-/// A user as `ctl user show` prints it: stored settings and effective values.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UserView {
-    pub address: String,
-    pub login: String,
-    pub status: String,
-    pub aliases: Vec<String>,
-    pub forwarding: Vec<String>,
-    pub delivery_options: Vec<String>,
-    /// Own override, if any.
-    pub quota_bytes: Option<u64>,
-    pub quota_messages: Option<u64>,
-    /// Override or the domain's default.
-    pub effective_quota_bytes: Option<u64>,
-    pub effective_quota_messages: Option<u64>,
-    pub mail_host: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MessageSummary {
-    pub uid: u32,
-    pub modseq: u64,
-    pub size: u64,
-    pub flags: Vec<String>,
-}
+use crate::shared::NodeShared;
 
 pub struct AdminRpc {
     pub node: Arc<NodeShared>,
@@ -91,125 +22,26 @@ fn internal<E: std::fmt::Display>(e: E) -> Status {
     Status::internal(e.to_string())
 }
 
-impl AdminRpc {
-    async fn query(&self, q: Query) -> Result<serde_json::Value, Status> {
-        Ok(match q {
-            Query::Digest { group } => {
-                let g = self.node.group(&group)?;
-                let r = g.reader();
-                // Read the index before and after: equal values mean the digest matches it.
-                let before = r.applied_index();
-                let digest = r.digest().map_err(internal)?;
-                let after = r.applied_index();
-                serde_json::json!({ "applied_index": after, "stable": before == after, "digest": digest,
-                    "bodies": r.body_count().map_err(internal)? })
-            }
-            Query::Messages {
-                group,
-                user,
-                mailbox,
-                linearizable,
-            } => {
-                let g = self.node.group(&group)?;
-                let r = if linearizable {
-                    g.linearizable_reader()
-                        .await
-                        .map_err(|e| Status::failed_precondition(e.to_string()))?
-                } else {
-                    g.reader()
-                };
-                let msgs = r.messages(&user, &mailbox).map_err(internal)?;
-                match msgs {
-                    None => serde_json::Value::Null,
-                    Some(m) => serde_json::to_value(
-                        m.into_iter()
-                            .map(|m| MessageSummary {
-                                uid: m.uid,
-                                modseq: m.modseq,
-                                size: m.size,
-                                flags: m.flags,
-                            })
-                            .collect::<Vec<_>>(),
-                    )
-                    .map_err(internal)?,
-                }
-            }
-            Query::Mailboxes { group, user } => {
-                let g = self.node.group(&group)?;
-                serde_json::to_value(g.reader().mailboxes(&user).map_err(internal)?)
-                    .map_err(internal)?
-            }
-            Query::Queue { group } => {
-                let g = self.node.group(&group)?;
-                serde_json::to_value(g.reader().queue().map_err(internal)?).map_err(internal)?
-            }
-            Query::Resolve { address } => {
-                let r = self
-                    .node
-                    .directory
-                    .resolve(&address)
-                    .await
-                    .map_err(|e| Status::unavailable(e.to_string()))?;
-                serde_json::json!({ "directory": self.node.directory_kind, "resolution": r })
-            }
-            Query::Authenticate { login, password } => {
-                let p = self
-                    .node
-                    .directory
-                    .authenticate(&login, &password)
-                    .await
-                    .map_err(|e| Status::unavailable(e.to_string()))?;
-                serde_json::json!({ "directory": self.node.directory_kind, "principal": p })
-            }
-            Query::Directory { what } => self.directory_query(what).await?,
-        })
-    }
+fn records<T: serde::Serialize>(items: &[T]) -> Result<Response<pb::Records>, Status> {
+    Ok(Response::new(records_to_pb(items).map_err(internal)?))
+}
 
-    async fn directory_query(&self, what: DirQuery) -> Result<serde_json::Value, Status> {
+fn in_domain(address: &str, domain: &Option<String>) -> bool {
+    match domain {
+        Some(d) => address.rsplit_once('@').map(|x| x.1) == Some(d.as_str()),
+        None => true,
+    }
+}
+
+impl AdminRpc {
+    /// The meta group's state machine for a directory read: linearizable where this node
+    /// leads the meta group (`ctl` asks the leader), else the local replica.
+    async fn directory_reader(&self) -> Result<Arc<halyard_raft_store::SmShared>, Status> {
         let g = self.node.group(META_GROUP)?;
-        // Linearizable where this node leads the meta group (ctl asks the leader), else the
-        // local replica.
-        let sm = match g.linearizable_reader().await {
+        Ok(match g.linearizable_reader().await {
             Ok(sm) => sm,
             Err(_) => g.reader(),
-        };
-        let in_domain = |a: &str, d: &Option<String>| match d {
-            Some(d) => a.rsplit_once('@').map(|x| x.1) == Some(d.as_str()),
-            None => true,
-        };
-        let v = sm
-            .directory(|r| {
-                Ok(match what {
-                    DirQuery::Domains => serde_json::to_value(r.domains()?),
-                    DirQuery::Users { domain } => {
-                        let mut out = Vec::new();
-                        for u in r.users()? {
-                            if in_domain(&u.address, &domain) {
-                                let d = r.domain(u.address.rsplit_once('@').map_or("", |x| x.1))?;
-                                out.push(user_view(&u, d.as_ref()));
-                            }
-                        }
-                        serde_json::to_value(out)
-                    }
-                    DirQuery::User { address } => match r.user(&address.to_lowercase())? {
-                        Some(u) => {
-                            let d = r.domain(u.address.rsplit_once('@').map_or("", |x| x.1))?;
-                            serde_json::to_value(user_view(&u, d.as_ref()))
-                        }
-                        None => Ok(serde_json::Value::Null),
-                    },
-                    DirQuery::Addresses { domain } => serde_json::to_value(
-                        r.addresses()?
-                            .into_iter()
-                            .filter(|(a, w)| {
-                                in_domain(a, &domain) && !matches!(w, DirAddress::User)
-                            })
-                            .collect::<Vec<_>>(),
-                    ),
-                })
-            })
-            .map_err(internal)?;
-        v.map_err(internal)
+        })
     }
 }
 
@@ -230,14 +62,17 @@ fn user_view(u: &DirUser, d: Option<&DirDomain>) -> UserView {
     }
 }
 
+fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map_or("", |x| x.1)
+}
+
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminRpc {
     async fn status(
         &self,
         _req: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusReply>, Status> {
-        let json = serde_json::to_string(&self.node.status()).map_err(internal)?;
-        Ok(Response::new(pb::StatusReply { json }))
+    ) -> Result<Response<pb::NodeStatus>, Status> {
+        Ok(Response::new(self.node.status().into()))
     }
 
     async fn propose(
@@ -259,31 +94,30 @@ impl pb::admin_server::Admin for AdminRpc {
         &self,
         req: Request<pb::MembershipRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
+        use pb::MembershipAction as A;
         let req = req.into_inner();
         let g = self.node.group(&req.group)?;
-        let r = match req.action.as_str() {
-            "add" => {
+        let (verb, r) = match A::try_from(req.action) {
+            Ok(A::Add) => {
                 if req.addr.is_empty() {
                     return Err(Status::invalid_argument(
                         "add needs the new member's address",
                     ));
                 }
-                g.add_learner(req.node_id, &req.addr).await
+                ("add", g.add_learner(req.node_id, &req.addr).await)
             }
-            "promote" => g.promote(req.node_id).await,
-            "remove" => g.remove(req.node_id).await,
-            other => {
+            Ok(A::Promote) => ("promote", g.promote(req.node_id).await),
+            Ok(A::Remove) => ("remove", g.remove(req.node_id).await),
+            _ => {
                 return Err(Status::invalid_argument(format!(
-                    "unknown action {other:?}"
+                    "unknown membership action {}",
+                    req.action
                 )));
             }
         };
         match r {
             Ok(()) => Ok(Response::new(pb::MembershipReply {
-                message: format!(
-                    "{} node {} in group {}: done",
-                    req.action, req.node_id, req.group
-                ),
+                message: format!("{verb} node {} in group {}: done", req.node_id, req.group),
             })),
             Err(e @ ProposeError::NotLeader { .. }) => {
                 Err(Status::failed_precondition(e.to_string()))
@@ -306,29 +140,192 @@ impl pb::admin_server::Admin for AdminRpc {
         }))
     }
 
-    async fn act(
+    async fn failover(
         &self,
-        req: Request<pb::QueryRequest>,
-    ) -> Result<Response<pb::QueryReply>, Status> {
-        let a: crate::failover::Action = serde_json::from_str(&req.into_inner().json)
-            .map_err(|e| Status::invalid_argument(format!("action: {e}")))?;
-        let v = crate::failover::act(&self.node, a)
+        req: Request<pb::FailoverRequest>,
+    ) -> Result<Response<pb::FailoverReport>, Status> {
+        let req = req.into_inner();
+        let r = crate::failover::switchover(&self.node, &req.group, req.to, req.drain_ms)
             .await
             .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
-        Ok(Response::new(pb::QueryReply {
-            json: v.to_string(),
+        Ok(Response::new(r.into()))
+    }
+
+    async fn elect(
+        &self,
+        req: Request<pb::ElectRequest>,
+    ) -> Result<Response<pb::ElectReport>, Status> {
+        let req = req.into_inner();
+        let r = crate::failover::elect_report(&self.node, &req.group, req.wait_lease)
+            .await
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+        Ok(Response::new(r.into()))
+    }
+
+    async fn digest(
+        &self,
+        req: Request<pb::GroupRequest>,
+    ) -> Result<Response<pb::DigestReply>, Status> {
+        let g = self.node.group(&req.into_inner().group)?;
+        let r = g.reader();
+        // Read the index before and after: equal values mean the digest matches it.
+        let before = r.applied_index();
+        let digest = r.digest().map_err(internal)?;
+        let after = r.applied_index();
+        let d = Digest {
+            applied_index: after,
+            stable: before == after,
+            digest,
+            bodies: r.body_count().map_err(internal)? as u64,
+        };
+        Ok(Response::new(d.into()))
+    }
+
+    async fn messages(
+        &self,
+        req: Request<pb::MessagesRequest>,
+    ) -> Result<Response<pb::MessagesReply>, Status> {
+        let req = req.into_inner();
+        let g = self.node.group(&req.group)?;
+        let r = if req.linearizable {
+            g.linearizable_reader()
+                .await
+                .map_err(|e| Status::failed_precondition(e.to_string()))?
+        } else {
+            g.reader()
+        };
+        let msgs = r.messages(&req.user, &req.mailbox).map_err(internal)?;
+        Ok(Response::new(pb::MessagesReply {
+            exists: msgs.is_some(),
+            messages: msgs
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| {
+                    MessageSummary {
+                        uid: m.uid,
+                        modseq: m.modseq,
+                        size: m.size,
+                        flags: m.flags,
+                    }
+                    .into()
+                })
+                .collect(),
         }))
     }
 
-    async fn query(
+    async fn mailboxes(
         &self,
-        req: Request<pb::QueryRequest>,
-    ) -> Result<Response<pb::QueryReply>, Status> {
-        let q: Query = serde_json::from_str(&req.into_inner().json)
-            .map_err(|e| Status::invalid_argument(format!("query: {e}")))?;
-        let v = self.query(q).await?;
-        Ok(Response::new(pb::QueryReply {
-            json: v.to_string(),
+        req: Request<pb::MailboxesRequest>,
+    ) -> Result<Response<pb::Records>, Status> {
+        let req = req.into_inner();
+        let g = self.node.group(&req.group)?;
+        records(&g.reader().mailboxes(&req.user).map_err(internal)?)
+    }
+
+    async fn queue(&self, req: Request<pb::GroupRequest>) -> Result<Response<pb::Records>, Status> {
+        let g = self.node.group(&req.into_inner().group)?;
+        records(&g.reader().queue().map_err(internal)?)
+    }
+
+    async fn resolve(
+        &self,
+        req: Request<pb::ResolveRequest>,
+    ) -> Result<Response<pb::ResolveReply>, Status> {
+        let r = self
+            .node
+            .directory
+            .resolve(&req.into_inner().address)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::ResolveReply {
+            directory: self.node.directory_kind.to_string(),
+            resolution: bincode::serialize(&r).map_err(internal)?,
         }))
+    }
+
+    async fn authenticate(
+        &self,
+        req: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateReply>, Status> {
+        let req = req.into_inner();
+        let p = self
+            .node
+            .directory
+            .authenticate(&req.login, &req.password)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::AuthenticateReply {
+            directory: self.node.directory_kind.to_string(),
+            principal: p
+                .map(|p| bincode::serialize(&p))
+                .transpose()
+                .map_err(internal)?,
+        }))
+    }
+
+    async fn domains(
+        &self,
+        _req: Request<pb::DomainsRequest>,
+    ) -> Result<Response<pb::Records>, Status> {
+        let sm = self.directory_reader().await?;
+        let v = sm.directory(|r| r.domains()).map_err(internal)?;
+        records(&v)
+    }
+
+    async fn users(
+        &self,
+        req: Request<pb::DomainFilter>,
+    ) -> Result<Response<pb::UsersReply>, Status> {
+        let domain = req.into_inner().domain;
+        let sm = self.directory_reader().await?;
+        let users = sm
+            .directory(|r| {
+                let mut out = Vec::new();
+                for u in r.users()? {
+                    if in_domain(&u.address, &domain) {
+                        let d = r.domain(domain_of(&u.address))?;
+                        out.push(user_view(&u, d.as_ref()));
+                    }
+                }
+                Ok(out)
+            })
+            .map_err(internal)?;
+        Ok(Response::new(pb::UsersReply {
+            users: users.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn user(&self, req: Request<pb::UserRequest>) -> Result<Response<pb::UserReply>, Status> {
+        let address = req.into_inner().address;
+        let sm = self.directory_reader().await?;
+        let user = sm
+            .directory(|r| match r.user(&address.to_lowercase())? {
+                Some(u) => {
+                    let d = r.domain(domain_of(&u.address))?;
+                    Ok(Some(user_view(&u, d.as_ref())))
+                }
+                None => Ok(None),
+            })
+            .map_err(internal)?;
+        Ok(Response::new(pb::UserReply {
+            user: user.map(Into::into),
+        }))
+    }
+
+    async fn addresses(
+        &self,
+        req: Request<pb::DomainFilter>,
+    ) -> Result<Response<pb::Records>, Status> {
+        let domain = req.into_inner().domain;
+        let sm = self.directory_reader().await?;
+        let v: Vec<(String, DirAddress)> = sm
+            .directory(|r| {
+                Ok(r.addresses()?
+                    .into_iter()
+                    .filter(|(a, w)| in_domain(a, &domain) && !matches!(w, DirAddress::User))
+                    .collect())
+            })
+            .map_err(internal)?;
+        records(&v)
     }
 }

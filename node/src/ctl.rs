@@ -7,10 +7,10 @@ use clap::{Args, Subcommand};
 use halyard_raft_store::GroupStatus;
 use serde::Serialize;
 
-use crate::client::Admin;
-use crate::config::{NodeConfig, TlsConfig};
+use crate::config::NodeConfig;
 use crate::ctl_dir;
 use crate::tls::TlsMaterial;
+use halyard_api::Admin;
 
 #[derive(Debug, Args)]
 pub struct CtlArgs {
@@ -143,7 +143,7 @@ async fn connect(args: &CtlArgs) -> Result<Admin> {
     let (addr, tls) = if let Some(path) = &args.config {
         let cfg = NodeConfig::load(path)?;
         let tls = match (&cfg.cluster.tls, cfg.cluster.plaintext) {
-            (Some(t), false) => Some(TlsMaterial::load(t)?),
+            (Some(t), false) => Some(crate::tls::load(t)?),
             _ => None,
         };
         (
@@ -154,11 +154,7 @@ async fn connect(args: &CtlArgs) -> Result<Admin> {
         )
     } else {
         let tls = match (&args.ca, &args.cert, &args.key) {
-            (Some(ca), Some(cert), Some(key)) => Some(TlsMaterial::load(&TlsConfig {
-                ca: ca.clone(),
-                cert: cert.clone(),
-                key: key.clone(),
-            })?),
+            (Some(ca), Some(cert), Some(key)) => Some(TlsMaterial::load(ca, cert, key)?),
             _ => None,
         };
         (
@@ -183,10 +179,11 @@ pub async fn run(args: CtlArgs) -> Result<()> {
             }
         }
         CtlCmd::Members { action } => {
+            use halyard_api::pb::MembershipAction as A;
             let (group, verb, id, addr) = match action {
-                MembersCmd::Add { group, id, addr } => (group, "add", *id, addr.as_str()),
-                MembersCmd::Promote { group, id } => (group, "promote", *id, ""),
-                MembersCmd::Remove { group, id } => (group, "remove", *id, ""),
+                MembersCmd::Add { group, id, addr } => (group, A::Add, *id, addr.as_str()),
+                MembersCmd::Promote { group, id } => (group, A::Promote, *id, ""),
+                MembersCmd::Remove { group, id } => (group, A::Remove, *id, ""),
             };
             let leader = admin.leader_of(group).await?;
             let msg = leader.membership(group, verb, id, addr).await?;
@@ -226,7 +223,6 @@ async fn failover_cmd(
     drain_ms: Option<u64>,
     json: bool,
 ) -> Result<()> {
-    use crate::failover::Action;
     if force {
         // The target stands for election itself; the master is not asked.
         let st = admin.status().await?;
@@ -246,35 +242,23 @@ async fn failover_cmd(
                 .with_context(|| format!("node {target} is not a member of {group}"))?
         };
         let t = admin.reconnect(&addr).await?;
-        let v = t
-            .act(&Action::Elect {
-                group: group.to_string(),
-                wait_lease: true,
-            })
-            .await?;
+        let r = t.elect(group, true).await?;
         if json {
-            println!("{v}");
+            // Through a JSON value, as before the API was typed: keys in sorted order.
+            println!("{}", serde_json::to_value(&r)?);
         } else {
             println!(
                 "{group}: node {target} took over by forced election in term {} (waited {:.0} ms for the old master's lease)",
-                v["term"],
-                v["waited_for_lease_ms"].as_f64().unwrap_or(0.0)
+                r.term, r.waited_for_lease_ms
             );
         }
         return Ok(());
     }
     let leader = admin.leader_of(group).await?;
-    let v = leader
-        .act(&Action::Failover {
-            group: group.to_string(),
-            to,
-            drain_ms,
-        })
-        .await?;
+    let r = leader.failover(group, to, drain_ms).await?;
     if json {
-        println!("{v}");
+        println!("{}", serde_json::to_value(&r)?);
     } else {
-        let r: crate::failover::FailoverReport = serde_json::from_value(v)?;
         println!(
             "{}: node {} -> node {} (term {}){}: unavailable for {:.1} ms (of which {:.1} ms draining transactions)",
             r.group,

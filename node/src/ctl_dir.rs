@@ -17,9 +17,8 @@ use halyard_raft_store::directory::{
 };
 use halyard_raft_store::{Command, Reply};
 
-use crate::admin::{DirQuery, Query, UserView};
-use crate::client::Admin;
 use crate::config::META_GROUP;
+use halyard_api::Admin;
 
 /// A quota: bytes with an optional K/M/G/T suffix (powers of 1024), or `none`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,12 +317,22 @@ async fn change(admin: &Admin, cmd: DirCommand) -> Result<()> {
     }
 }
 
-async fn dir_query(admin: &Admin, what: DirQuery) -> Result<serde_json::Value> {
-    let leader = admin
+/// The node to read the embedded directory on: the meta group's leader (a linearizable
+/// read) when there is one within 10 s, else the node asked.
+async fn dir_reader(admin: &Admin) -> Admin {
+    admin
         .leader_of_wait(META_GROUP, std::time::Duration::from_secs(10))
         .await
-        .unwrap_or_else(|_| admin.clone());
-    leader.query(&Query::Directory { what }).await
+        .unwrap_or_else(|_| admin.clone())
+}
+
+/// Prints `v` as ctl always has: through a JSON value (object keys in sorted order), pretty.
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::to_value(v)?)?
+    );
+    Ok(())
 }
 
 fn quota_str(b: Option<u64>) -> String {
@@ -370,8 +379,7 @@ pub async fn domain_cmd(admin: &Admin, cmd: &DomainCmd) -> Result<()> {
         } => {
             check_group(&opts.mail_host)?;
             let name = domain(name)?;
-            let v = dir_query(admin, DirQuery::Domains).await?;
-            let all: Vec<DirDomain> = serde_json::from_value(v)?;
+            let all = dir_reader(admin).await.domains().await?;
             let Some(mut d) = all.into_iter().find(|d| d.name == name) else {
                 bail!("no domain {name}");
             };
@@ -403,12 +411,10 @@ pub async fn domain_cmd(admin: &Admin, cmd: &DomainCmd) -> Result<()> {
             println!("domain {name} deleted");
         }
         DomainCmd::List { json } => {
-            let v = dir_query(admin, DirQuery::Domains).await?;
+            let all = dir_reader(admin).await.domains().await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
+                return print_json(&all);
             }
-            let all: Vec<DirDomain> = serde_json::from_value(v)?;
             println!(
                 "{:<32} {:>10} {:>10} {:<12} ALIASES",
                 "DOMAIN", "QUOTA", "MESSAGES", "MAIL-HOST"
@@ -545,12 +551,10 @@ pub async fn user_cmd(admin: &Admin, cmd: &UserCmd) -> Result<()> {
         }
         UserCmd::List { domain: d, json } => {
             let d = d.as_deref().map(domain).transpose()?;
-            let v = dir_query(admin, DirQuery::Users { domain: d }).await?;
+            let users = dir_reader(admin).await.users(d.as_deref()).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
+                return print_json(&users);
             }
-            let users: Vec<UserView> = serde_json::from_value(v)?;
             println!(
                 "{:<40} {:<9} {:>10} {:>10} {:<12} LOGIN",
                 "ADDRESS", "STATUS", "QUOTA", "MESSAGES", "MAIL-HOST"
@@ -571,17 +575,10 @@ pub async fn user_cmd(admin: &Admin, cmd: &UserCmd) -> Result<()> {
         }
         UserCmd::Show { address } => {
             let address = addr(address)?;
-            let v = dir_query(
-                admin,
-                DirQuery::User {
-                    address: address.clone(),
-                },
-            )
-            .await?;
-            if v.is_null() {
+            let Some(u) = dir_reader(admin).await.user(&address).await? else {
                 bail!("no user {address}");
-            }
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            };
+            print_json(&u)?;
         }
     }
     Ok(())
@@ -589,8 +586,7 @@ pub async fn user_cmd(admin: &Admin, cmd: &UserCmd) -> Result<()> {
 
 async fn addresses(admin: &Admin, d: &Option<String>) -> Result<Vec<(String, DirAddress)>> {
     let d = d.as_deref().map(domain).transpose()?;
-    let v = dir_query(admin, DirQuery::Addresses { domain: d }).await?;
-    Ok(serde_json::from_value(v)?)
+    dir_reader(admin).await.addresses(d.as_deref()).await
 }
 
 pub async fn alias_cmd(admin: &Admin, cmd: &AliasCmd) -> Result<()> {
@@ -707,34 +703,25 @@ pub async fn list_cmd(admin: &Admin, cmd: &ListCmd) -> Result<()> {
 pub async fn auth_cmd(admin: &Admin, cmd: &AuthCmd) -> Result<bool> {
     let AuthCmd::Test { login } = cmd;
     let password = read_password()?;
-    let v = admin
-        .query(&Query::Authenticate {
-            login: login.clone(),
-            password,
-        })
-        .await?;
-    if v["principal"].is_null() {
-        println!("refused: wrong login or password, or the account may not log in");
-        Ok(false)
-    } else {
-        println!(
-            "accepted by node {} ({} directory): {}",
-            admin.addr,
-            v["directory"].as_str().unwrap_or("?"),
-            v["principal"]
-        );
-        Ok(true)
+    let (directory, principal) = admin.authenticate(login, &password).await?;
+    match principal {
+        None => {
+            println!("refused: wrong login or password, or the account may not log in");
+            Ok(false)
+        }
+        Some(p) => {
+            println!(
+                "accepted by node {} ({directory} directory): {}",
+                admin.addr,
+                serde_json::to_value(&p)?
+            );
+            Ok(true)
+        }
     }
 }
 
 pub async fn resolve_cmd(admin: &Admin, address: &str) -> Result<()> {
-    let v = admin
-        .query(&Query::Resolve {
-            address: address.to_string(),
-        })
-        .await?;
-    println!("{}", serde_json::to_string_pretty(&v)?);
-    Ok(())
+    print_json(&admin.resolve(address).await?)
 }
 
 #[cfg(test)]

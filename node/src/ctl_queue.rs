@@ -8,9 +8,8 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use halyard_raft_store::{Command, QueueEntry, RecipientState, Reply};
 
-use crate::admin::Query;
-use crate::client::Admin;
 use crate::config::META_GROUP;
+use halyard_api::Admin;
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCmd {
@@ -53,12 +52,7 @@ async fn entries(admin: &Admin, only: Option<&str>) -> Result<Vec<(String, Queue
             continue;
         }
         let leader = admin.leader_of(&g.name).await.unwrap_or(admin.clone());
-        let v = leader
-            .query(&Query::Queue {
-                group: g.name.clone(),
-            })
-            .await?;
-        let q: Vec<QueueEntry> = serde_json::from_value(v)?;
+        let q = leader.queue(&g.name).await?;
         out.extend(q.into_iter().map(|e| (g.name.clone(), e)));
     }
     if let Some(o) = only

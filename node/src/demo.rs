@@ -15,10 +15,9 @@ use halyard_directory::embedded::hash_password;
 use halyard_raft_store::directory::{DirCommand, DirDomain, DirUser};
 use halyard_raft_store::{Command, Reply};
 
-use crate::admin::{DirQuery, Query};
-use crate::client::Admin;
 use crate::config::{ClusterConfig, GroupConfig, META_GROUP, NodeConfig, PeerConfig, RaftConfig};
 use crate::runtime::Node;
+use halyard_api::Admin;
 
 pub const DEMO_BASE_PORT: u16 = 7700;
 /// Node i serves IMAP on 1143 + 1000 × (i − 1) and POP3 on 1110 + 1000 × (i − 1).
@@ -245,14 +244,11 @@ async fn ensure_demo_user(addr: &str) -> Result<String> {
 
 /// [`ensure_demo_user`] through an admin connection already made.
 pub async fn ensure_demo_user_via(admin: &Admin) -> Result<String> {
-    let v = admin
+    let domains = admin
         .leader_of_wait(META_GROUP, Duration::from_secs(20))
         .await?
-        .query(&Query::Directory {
-            what: DirQuery::Domains,
-        })
+        .domains()
         .await?;
-    let domains: Vec<DirDomain> = serde_json::from_value(v)?;
     if !domains.iter().any(|d| d.name == DEMO_DOMAIN) {
         let d = DirDomain {
             name: DEMO_DOMAIN.into(),

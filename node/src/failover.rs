@@ -19,60 +19,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
+use halyard_api::{Admin, ElectReport, FailoverReport};
 use halyard_raft_store::openraft::ServerState;
-use serde::{Deserialize, Serialize};
 
-use crate::client::Admin;
-use crate::runtime::NodeShared;
+use crate::shared::NodeShared;
 use crate::tls::TlsMaterial;
 
-/// Admin actions that change who serves a group.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Action {
-    /// Run on the group's master: switch over to `to` (or the best candidate).
-    Failover {
-        group: String,
-        to: Option<u64>,
-        drain_ms: Option<u64>,
-    },
-    /// Run on the node that should lead: stand for election. `wait_lease`: first wait
-    /// until no leader has been heard from for the followers' lease (forced failover).
-    Elect { group: String, wait_lease: bool },
-}
-
-/// What a switchover reports.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FailoverReport {
-    pub group: String,
-    pub from: u64,
-    pub to: u64,
-    pub term: u64,
-    /// From closing the listeners to the new master's acquisition being known here.
-    pub window_ms: f64,
-    /// Part of the window spent letting transactions in progress finish.
-    pub drain_ms: f64,
-    pub address: Option<String>,
-}
-
-pub async fn act(node: &Arc<NodeShared>, a: Action) -> Result<serde_json::Value> {
-    match a {
-        Action::Failover {
-            group,
-            to,
-            drain_ms,
-        } => {
-            let r = switchover(node, &group, to, drain_ms).await?;
-            Ok(serde_json::to_value(r)?)
-        }
-        Action::Elect { group, wait_lease } => {
-            let (term, waited) = elect(node, &group, wait_lease).await?;
-            Ok(
-                serde_json::json!({ "group": group, "leader": node.node_id, "term": term,
-                "waited_for_lease_ms": waited.as_secs_f64() * 1e3 }),
-            )
-        }
-    }
+/// Stands for election in `group` on this node (see [`elect`]) and reports the outcome.
+pub async fn elect_report(
+    node: &Arc<NodeShared>,
+    group: &str,
+    wait_lease: bool,
+) -> Result<ElectReport> {
+    let (term, waited) = elect(node, group, wait_lease).await?;
+    Ok(ElectReport {
+        group: group.to_string(),
+        leader: node.node_id,
+        term,
+        waited_for_lease_ms: waited.as_secs_f64() * 1e3,
+    })
 }
 
 fn candidates(node: &NodeShared, group: &str) -> Result<Vec<(u64, String, u64)>> {
@@ -100,7 +65,8 @@ fn candidates(node: &NodeShared, group: &str) -> Result<Vec<(u64, String, u64)>>
     Ok(c)
 }
 
-async fn switchover(
+/// Switches `group` over from this node, its master, to `to` or the best candidate.
+pub async fn switchover(
     node: &Arc<NodeShared>,
     group: &str,
     to: Option<u64>,
@@ -175,10 +141,7 @@ async fn switchover(
     };
     caught_up.await.map_err(resume)?;
     admin
-        .act(&Action::Elect {
-            group: group.to_string(),
-            wait_lease: false,
-        })
+        .elect(group, false)
         .await
         .map_err(|e| resume(anyhow!("node {target} did not take over: {e}")))?;
     // Wait for the new master's acquisition to reach this node's log.
@@ -342,18 +305,12 @@ pub async fn failback(
         };
         let r = async {
             let admin = Admin::connect(&addr, tls.clone()).await?;
-            admin
-                .act(&Action::Failover {
-                    group: group.clone(),
-                    to: Some(node.node_id),
-                    drain_ms: None,
-                })
-                .await
+            admin.failover(&group, Some(node.node_id), None).await
         }
         .await;
         match r {
             Ok(v) => {
-                tracing::info!(group = %group, report = %v, "failback to the preferred master done")
+                tracing::info!(group = %group, from = v.from, term = v.term, window_ms = v.window_ms, "failback to the preferred master done")
             }
             Err(e) => {
                 tracing::warn!(group = %group, error = %e, "failback to the preferred master failed; will retry")

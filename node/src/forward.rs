@@ -9,8 +9,8 @@ use std::pin::Pin;
 use halyard_mta::{Forward, Forwarded};
 use halyard_raft_store::{Command, ProposeError};
 
-use crate::client::Admin;
 use crate::tls::TlsMaterial;
+use halyard_api::Admin;
 
 /// Forwards to leaders, keeping one admin connection per leader address.
 pub struct LeaderForward {

@@ -7,8 +7,11 @@
 //! - [`config`] — `node.toml`, validated at start;
 //! - [`runtime`] — a running node: groups, Raft RPC server, message access and the MTA,
 //!   fencing controllers; shutdown on a signal;
-//! - [`network`] — Raft RPCs to peers over tonic gRPC (mutual TLS);
-//! - [`admin`] / [`client`] — the admin API and its client (`halyard ctl`, benches, tests);
+//! - [`shared`] — [`shared::NodeShared`], the state every part of a running node reads;
+//! - [`network`] — Raft RPCs to peers over tonic gRPC (mutual TLS); [`raft_rpc`] — their
+//!   server side;
+//! - [`admin`] — the admin API's server side (its schema, types and client are in
+//!   `halyard-api`, which `ctl`, `halyard-lab` and the tests use);
 //! - [`forward`] — proposals handed to a group's leader by the other members;
 //! - [`floating`] — a group's listeners on its floating address while this node holds it;
 //! - [`failover`] — switchover, forced failover and failback;
@@ -17,7 +20,6 @@
 //! - [`tls`] — cluster CA and certificates.
 
 pub mod admin;
-pub mod client;
 pub mod config;
 pub mod ctl;
 pub mod ctl_dir;
@@ -28,11 +30,10 @@ pub mod floating;
 pub mod forward;
 pub mod local_cluster;
 pub mod network;
+pub mod raft_rpc;
 pub mod runtime;
+pub mod shared;
 pub mod tls;
 
-/// Generated protobuf/gRPC code (proto/halyard.proto).
-#[allow(clippy::all, missing_docs)]
-pub mod pb {
-    tonic::include_proto!("halyard.v1");
-}
+/// Generated protobuf/gRPC code (halyard-api's proto/halyard.proto).
+pub use halyard_api::pb;

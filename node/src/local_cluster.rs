@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::client::Admin;
 use crate::config::{
     ClusterConfig, DirectoryConfig, GroupConfig, NodeConfig, PeerConfig, RaftConfig, TlsConfig,
 };
 use crate::tls::TlsMaterial;
+use halyard_api::Admin;
 
 pub struct LocalCluster {
     pub binary: PathBuf,
@@ -131,11 +131,11 @@ impl LocalCluster {
         let tls = if spec.plaintext {
             None
         } else {
-            Some(TlsMaterial::load(&TlsConfig {
-                ca: certs.join("ca.pem"),
-                cert: certs.join("ctl.pem"),
-                key: certs.join("ctl.key"),
-            })?)
+            Some(TlsMaterial::load(
+                &certs.join("ca.pem"),
+                &certs.join("ctl.pem"),
+                &certs.join("ctl.key"),
+            )?)
         };
         Ok(LocalCluster {
             binary: binary.to_path_buf(),

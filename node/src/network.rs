@@ -37,14 +37,7 @@ use crate::pb::GroupPayload;
 use crate::pb::raft_client::RaftClient;
 use crate::tls::{TlsMaterial, node_domain};
 
-/// Largest gRPC message accepted or sent: a batch of entries with large bodies, or a snapshot
-/// chunk, must fit.
-pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
-
-/// HTTP/2 flow-control windows. The protocol default (64 KiB) would make every batch of
-/// bodies wait for window updates, a round trip per 64 KiB; entries of several MiB are normal.
-pub const STREAM_WINDOW: u32 = 16 << 20;
-pub const CONNECTION_WINDOW: u32 = 64 << 20;
+pub use halyard_api::{CONNECTION_WINDOW, MAX_MESSAGE_BYTES, STREAM_WINDOW};
 
 /// Connections to peers, shared by all groups of a node.
 #[derive(Clone)]

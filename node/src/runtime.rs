@@ -10,84 +10,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result, bail};
 use halyard_directory::Directory;
 use halyard_directory::embedded::EmbeddedDirectory;
 use halyard_directory::ldap::LdapDirectory;
 use halyard_raft_store::openraft::BasicNode;
-use halyard_raft_store::{Group, GroupStatus, LogDb};
-use serde::{Deserialize, Serialize};
+use halyard_raft_store::{Group, LogDb};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::{Request, Response, Status};
 
 use crate::config::{META_GROUP, NodeConfig};
 use crate::network::{ChannelPool, MAX_MESSAGE_BYTES, Network};
 use crate::pb;
-use crate::tls::TlsMaterial;
-
-/// Everything `ctl status` reports about a node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub node_id: u64,
-    pub addr: String,
-    pub groups: Vec<GroupStatus>,
-    /// Floating address, holder and lease of each group this node may lead.
-    #[serde(default)]
-    pub fencing: BTreeMap<String, halyard_fencing::FenceStatus>,
-    /// WAL syncs of the shared Raft log since start.
-    pub log_syncs: u64,
-    /// Log entries made durable by those syncs.
-    pub log_entries_synced: u64,
-}
-
-pub struct NodeShared {
-    pub node_id: u64,
-    pub addr: String,
-    pub groups: HashMap<String, Group>,
-    pub log_db: Arc<LogDb>,
-    /// Users and hosted domains: LDAP when configured, else the embedded directory.
-    pub directory: Arc<dyn Directory>,
-    /// "ldap" or "embedded".
-    pub directory_kind: &'static str,
-    /// Fencing controllers of the resource groups this node may lead.
-    pub fences: HashMap<String, halyard_fencing::Controller>,
-    /// When each group last received an AppendEntries from a leader (for a forced
-    /// failover, which must not start an election while the master may still hold a lease).
-    pub last_heard: std::sync::Mutex<HashMap<String, std::time::Instant>>,
-    /// The node's configuration (topology: witnesses, preferred masters, who may lead).
-    pub config: NodeConfig,
-    /// Cluster TLS material, for admin calls to other nodes.
-    pub tls: Option<TlsMaterial>,
-}
-
-impl NodeShared {
-    pub fn group(&self, name: &str) -> Result<&Group, Status> {
-        self.groups
-            .get(name)
-            .ok_or_else(|| Status::not_found(format!("no group {name:?} on node {}", self.node_id)))
-    }
-
-    pub fn status(&self) -> NodeStatus {
-        let mut groups: Vec<GroupStatus> = self.groups.values().map(|g| g.status()).collect();
-        groups
-            .sort_by(|a, b| (a.name != META_GROUP, &a.name).cmp(&(b.name != META_GROUP, &b.name)));
-        NodeStatus {
-            node_id: self.node_id,
-            addr: self.addr.clone(),
-            groups,
-            fencing: self
-                .fences
-                .iter()
-                .map(|(n, c)| (n.clone(), c.status()))
-                .collect(),
-            log_syncs: self.log_db.stats.syncs.load(Ordering::Relaxed),
-            log_entries_synced: self.log_db.stats.entries_synced.load(Ordering::Relaxed),
-        }
-    }
-}
+use crate::raft_rpc::RaftRpc;
+use crate::shared::NodeShared;
 
 /// A started node. Dropping it does not stop it; call [`Node::shutdown`].
 pub struct Node {
@@ -202,7 +139,7 @@ impl Node {
             .await
             .with_context(|| format!("cluster.listen {listen}: cannot bind"))?;
         let tls = match (&cfg.cluster.tls, cfg.cluster.plaintext) {
-            (Some(t), false) => Some(TlsMaterial::load(t)?),
+            (Some(t), false) => Some(crate::tls::load(t)?),
             _ => None,
         };
         let pool = ChannelPool::new(tls.clone());
@@ -500,103 +437,6 @@ impl Node {
         let _ = self.stop.send(true);
         let _ = self.server.await;
         tracing::info!(node = self.shared.node_id, "node stopped");
-    }
-}
-
-/// Server side of the Raft RPCs.
-struct RaftRpc {
-    node: Arc<NodeShared>,
-}
-
-fn decode<T: serde::de::DeserializeOwned>(p: &[u8]) -> Result<T, Status> {
-    bincode::deserialize(p)
-        .map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
-}
-
-fn reply<T: Serialize>(group: String, v: &T) -> Result<Response<pb::GroupPayload>, Status> {
-    let payload = bincode::serialize(v).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(pb::GroupPayload { group, payload }))
-}
-
-/// One AppendEntries: hands it to the group's Raft and records when the leader was last
-/// heard from (for forced failovers).
-async fn append_one(
-    node: &NodeShared,
-    req: pb::GroupPayload,
-) -> Result<Response<pb::GroupPayload>, Status> {
-    let g = node.group(&req.group)?;
-    let r = g.raft().append_entries(decode(&req.payload)?).await;
-    if matches!(&r, Ok(x) if x.is_success()) {
-        node.last_heard
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(req.group.clone(), std::time::Instant::now());
-    }
-    reply(req.group, &r)
-}
-
-type AnswerStream = std::pin::Pin<
-    Box<dyn futures::Stream<Item = Result<pb::GroupPayload, Status>> + Send + 'static>,
->;
-
-#[tonic::async_trait]
-impl pb::raft_server::Raft for RaftRpc {
-    async fn append_entries(
-        &self,
-        req: Request<pb::GroupPayload>,
-    ) -> Result<Response<pb::GroupPayload>, Status> {
-        append_one(&self.node, req.into_inner()).await
-    }
-
-    type AppendStreamStream = AnswerStream;
-
-    /// AppendEntries requests of one stream, answered one by one in order; an error ends
-    /// the stream (the leader then opens a new one).
-    async fn append_stream(
-        &self,
-        req: Request<tonic::Streaming<pb::GroupPayload>>,
-    ) -> Result<Response<AnswerStream>, Status> {
-        let mut inbound = req.into_inner();
-        let node = self.node.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
-            while let Ok(Some(req)) = inbound.message().await {
-                let answer = append_one(&node, req).await.map(Response::into_inner);
-                let failed = answer.is_err();
-                if tx.send(answer).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
-    }
-
-    async fn vote(
-        &self,
-        req: Request<pb::GroupPayload>,
-    ) -> Result<Response<pb::GroupPayload>, Status> {
-        let req = req.into_inner();
-        let g = self.node.group(&req.group)?;
-        let vote: halyard_raft_store::openraft::raft::VoteRequest<u64> = decode(&req.payload)?;
-        // A holder that could grant this vote gives its address up first (see
-        // halyard-fencing: a leader's own vote is not protected by Raft's follower lease).
-        if let Some(c) = self.node.fences.get(&req.group) {
-            c.before_vote(vote.vote.leader_id().term);
-        }
-        let r = g.raft().vote(vote).await;
-        reply(req.group, &r)
-    }
-
-    async fn install_snapshot(
-        &self,
-        req: Request<pb::GroupPayload>,
-    ) -> Result<Response<pb::GroupPayload>, Status> {
-        let req = req.into_inner();
-        let g = self.node.group(&req.group)?;
-        let r = g.raft().install_snapshot(decode(&req.payload)?).await;
-        reply(req.group, &r)
     }
 }
 

@@ -1,4 +1,6 @@
-//! Cluster TLS: mutual TLS between nodes (and from `halyard ctl`) with a cluster CA.
+//! Cluster TLS: mutual TLS between nodes (and from `halyard ctl`) with a cluster CA. The
+//! material itself ([`TlsMaterial`]) lives in `halyard-api`, next to the client that uses
+//! it; this module loads it from the configuration and makes certificates (`halyard certs`).
 //!
 //! Every node certificate carries two DNS SANs: `node-<id>.halyard.cluster` (what a peer
 //! checks when it dials node `<id>`, so a certificate of node 2 cannot answer for node 3) and
@@ -12,57 +14,14 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::config::TlsConfig;
 
-pub const CLUSTER_DOMAIN: &str = "halyard.cluster";
+pub use halyard_api::tls::{CLUSTER_DOMAIN, TlsMaterial, node_domain};
 
-pub fn node_domain(id: u64) -> String {
-    format!("node-{id}.{CLUSTER_DOMAIN}")
-}
-
-/// PEM material loaded once at start.
-#[derive(Clone)]
-pub struct TlsMaterial {
-    ca: Certificate,
-    identity: Identity,
-}
-
-impl TlsMaterial {
-    pub fn load(cfg: &TlsConfig) -> Result<TlsMaterial> {
-        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-        let ca = read(&cfg.ca)?;
-        let cert = read(&cfg.cert)?;
-        let key = read(&cfg.key)?;
-        for (what, pem, marker) in [
-            ("ca", &ca, "CERTIFICATE"),
-            ("cert", &cert, "CERTIFICATE"),
-            ("key", &key, "PRIVATE KEY"),
-        ] {
-            if !String::from_utf8_lossy(pem).contains(marker) {
-                anyhow::bail!("cluster.tls.{what}: not a PEM file with a {marker}");
-            }
-        }
-        Ok(TlsMaterial {
-            ca: Certificate::from_pem(ca),
-            identity: Identity::from_pem(cert, key),
-        })
-    }
-
-    pub fn server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(self.identity.clone())
-            .client_ca_root(self.ca.clone())
-    }
-
-    /// Client config that expects the peer to be `domain`.
-    pub fn client(&self, domain: &str) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(self.ca.clone())
-            .identity(self.identity.clone())
-            .domain_name(domain)
-    }
+/// Loads the material `[cluster.tls]` names.
+pub fn load(cfg: &TlsConfig) -> Result<TlsMaterial> {
+    TlsMaterial::load(&cfg.ca, &cfg.cert, &cfg.key)
 }
 
 /// A new self-signed CA named `name`: its certificate and what signs with it.

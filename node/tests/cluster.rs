@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use halyard_node::admin::{MessageSummary, Query};
-use halyard_node::client::Admin;
+use halyard_api::pb::MembershipAction;
+use halyard_api::{Admin, MessageSummary, NodeStatus};
 use halyard_node::config::RaftConfig;
 use halyard_node::local_cluster::{ClusterSpec, LocalCluster};
 use halyard_raft_store::{Command, Reply};
@@ -97,25 +97,16 @@ async fn append(a: &Admin, tag: &str, n: usize) -> Vec<u32> {
 }
 
 async fn messages(a: &Admin, linearizable: bool) -> Vec<MessageSummary> {
-    let v = a
-        .query(&Query::Messages {
-            group: G.into(),
-            user: "alice".into(),
-            mailbox: "INBOX".into(),
-            linearizable,
-        })
+    a.messages(G, "alice", "INBOX", linearizable)
         .await
-        .unwrap();
-    serde_json::from_value(v).unwrap()
+        .unwrap()
+        .expect("alice's INBOX exists")
 }
 
 async fn applied_and_digest(c: &LocalCluster, id: u64) -> (u64, String) {
     let a = c.admin(id, WAIT).await.unwrap();
-    let v = a.query(&Query::Digest { group: G.into() }).await.unwrap();
-    (
-        v["applied_index"].as_u64().unwrap(),
-        v["digest"].as_str().unwrap().to_string(),
-    )
+    let d = a.digest(G).await.unwrap();
+    (d.applied_index, d.digest)
 }
 
 /// Waits until every running node reports the same applied index and digest.
@@ -284,8 +275,11 @@ async fn learner_added_promoted_and_removed_online() {
     create_inbox(&leader).await;
     append(&leader, "m", 10).await;
     let other = (1..=3).find(|i| *i != l).unwrap();
-    leader.membership(G, "remove", other, "").await.unwrap();
-    let voters = |st: &halyard_node::runtime::NodeStatus| {
+    leader
+        .membership(G, MembershipAction::Remove, other, "")
+        .await
+        .unwrap();
+    let voters = |st: &NodeStatus| {
         st.groups
             .iter()
             .find(|g| g.name == G)
@@ -302,14 +296,20 @@ async fn learner_added_promoted_and_removed_online() {
     );
     append(&leader, "n", 10).await;
     let addr = c.addr(other);
-    leader.membership(G, "add", other, &addr).await.unwrap();
+    leader
+        .membership(G, MembershipAction::Add, other, &addr)
+        .await
+        .unwrap();
     let st = leader.status().await.unwrap();
     assert!(
         voters(&st).contains(&(other, halyard_raft_store::Role::Learner)),
         "{:?}",
         voters(&st)
     );
-    leader.membership(G, "promote", other, "").await.unwrap();
+    leader
+        .membership(G, MembershipAction::Promote, other, "")
+        .await
+        .unwrap();
     let st = leader.status().await.unwrap();
     assert!(
         voters(&st).contains(&(other, halyard_raft_store::Role::Voter)),

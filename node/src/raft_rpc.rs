@@ -1,0 +1,108 @@
+//! The server side of the Raft RPCs: AppendEntries (one call or a stream per peer), Vote and
+//! InstallSnapshot, handed to the group the payload names. Payloads are openraft's own
+//! types in bincode (see `halyard-api`'s proto).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use crate::pb;
+use crate::shared::NodeShared;
+
+/// Server side of the Raft RPCs.
+pub struct RaftRpc {
+    pub node: Arc<NodeShared>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(p: &[u8]) -> Result<T, Status> {
+    bincode::deserialize(p)
+        .map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
+}
+
+fn reply<T: Serialize>(group: String, v: &T) -> Result<Response<pb::GroupPayload>, Status> {
+    let payload = bincode::serialize(v).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(pb::GroupPayload { group, payload }))
+}
+
+/// One AppendEntries: hands it to the group's Raft and records when the leader was last
+/// heard from (for forced failovers).
+async fn append_one(
+    node: &NodeShared,
+    req: pb::GroupPayload,
+) -> Result<Response<pb::GroupPayload>, Status> {
+    let g = node.group(&req.group)?;
+    let r = g.raft().append_entries(decode(&req.payload)?).await;
+    if matches!(&r, Ok(x) if x.is_success()) {
+        node.last_heard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(req.group.clone(), std::time::Instant::now());
+    }
+    reply(req.group, &r)
+}
+
+type AnswerStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<pb::GroupPayload, Status>> + Send + 'static>,
+>;
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for RaftRpc {
+    async fn append_entries(
+        &self,
+        req: Request<pb::GroupPayload>,
+    ) -> Result<Response<pb::GroupPayload>, Status> {
+        append_one(&self.node, req.into_inner()).await
+    }
+
+    type AppendStreamStream = AnswerStream;
+
+    /// AppendEntries requests of one stream, answered one by one in order; an error ends
+    /// the stream (the leader then opens a new one).
+    async fn append_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::GroupPayload>>,
+    ) -> Result<Response<AnswerStream>, Status> {
+        let mut inbound = req.into_inner();
+        let node = self.node.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            while let Ok(Some(req)) = inbound.message().await {
+                let answer = append_one(&node, req).await.map(Response::into_inner);
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn vote(
+        &self,
+        req: Request<pb::GroupPayload>,
+    ) -> Result<Response<pb::GroupPayload>, Status> {
+        let req = req.into_inner();
+        let g = self.node.group(&req.group)?;
+        let vote: halyard_raft_store::openraft::raft::VoteRequest<u64> = decode(&req.payload)?;
+        // A holder that could grant this vote gives its address up first (see
+        // halyard-fencing: a leader's own vote is not protected by Raft's follower lease).
+        if let Some(c) = self.node.fences.get(&req.group) {
+            c.before_vote(vote.vote.leader_id().term);
+        }
+        let r = g.raft().vote(vote).await;
+        reply(req.group, &r)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<pb::GroupPayload>,
+    ) -> Result<Response<pb::GroupPayload>, Status> {
+        let req = req.into_inner();
+        let g = self.node.group(&req.group)?;
+        let r = g.raft().install_snapshot(decode(&req.payload)?).await;
+        reply(req.group, &r)
+    }
+}
