@@ -526,4 +526,70 @@ mod tests {
             .to_string();
         assert!(e.contains("decoding a name record"), "{e}");
     }
+
+    /// `ctl queue list --json` prints each entry as a JSON value. Before the API was typed the
+    /// entry reached `ctl` as JSON text; now it arrives as bincode. Both paths must give the
+    /// same value for an entry with every field set (MIME metadata, every recipient state,
+    /// DSN parameters), or the operator's output would change.
+    #[test]
+    fn queue_entries_print_the_same_through_records_as_through_json() {
+        use halyard_raft_store::{
+            BodyRef, QueueEntry, RecipientRecord, RecipientSpec, RecipientState, mime,
+        };
+        let raw = b"From: Ann <ann@example.org>\r\nTo: bob@example.org\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\nDate: Tue, 25 Mar 2025 10:00:00 +0300\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n";
+        let states = [
+            RecipientState::Pending,
+            RecipientState::Delivered {
+                detail: "250 2.0.0 ok".into(),
+            },
+            RecipientState::Failed {
+                code: 550,
+                detail: "5.1.1 no such user".into(),
+            },
+        ];
+        let entry = QueueEntry {
+            queue_id: "21A2506872510000".into(),
+            mail_from: "ann@example.org".into(),
+            params: BTreeMap::from([
+                ("ENVID".to_string(), "e-1".to_string()),
+                ("RET".to_string(), "HDRS".to_string()),
+            ]),
+            recipients: states
+                .into_iter()
+                .map(|state| RecipientRecord {
+                    spec: RecipientSpec {
+                        address: "bob@example.org".into(),
+                        orcpt: Some("rfc822;bob@example.org".into()),
+                        notify: vec!["FAILURE".into(), "DELAY".into()],
+                        channel: "smtp".into(),
+                    },
+                    state,
+                    attempts: 3,
+                    next_attempt_ms: 1_765_000_000_123,
+                    last_error: Some("421 4.4.2 try later".into()),
+                    notified: true,
+                    delay_notified: false,
+                })
+                .collect(),
+            body: BodyRef {
+                partition: "primary".into(),
+                sha256: "ab".repeat(32),
+            },
+            size: raw.len() as u64,
+            received_at_ms: 1_765_000_000_000,
+            expires_at_ms: 1_765_432_000_000,
+            priority: 10,
+            meta: Some(mime::message_meta(raw)),
+        };
+        let entries = vec![entry];
+        let via_json: Vec<QueueEntry> =
+            serde_json::from_str(&serde_json::to_value(&entries).unwrap().to_string()).unwrap();
+        let via_records: Vec<QueueEntry> =
+            records_from_pb(records_to_pb(&entries).unwrap(), "queue entry").unwrap();
+        assert_eq!(via_records, entries);
+        let print = |e: &QueueEntry| {
+            serde_json::to_string_pretty(&serde_json::json!({"group": "rg1", "entry": e})).unwrap()
+        };
+        assert_eq!(print(&via_records[0]), print(&via_json[0]));
+    }
 }
