@@ -35,8 +35,6 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
         "relay_via_mx_with_dnsmasq_and_smtp_sink",
         176,
     ),
-    ("raft-store/src/apply.rs", "apply_inner", 465),
-    ("raft-store/src/apply.rs", "as_actor", 170),
     ("raft-store/src/directory.rs", "apply_dir", 193),
 ];
 

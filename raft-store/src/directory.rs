@@ -19,8 +19,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{Cf, KvRead, Txn, decode, encode};
 use crate::error::StoreError;
+use crate::kv::{Cf, KvRead, Txn, decode, encode};
 use crate::model::{ApplyError, Event, Reply};
 
 /// A user's quota override meaning "unlimited", whatever the domain's default (a user
@@ -598,7 +598,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::apply::{KvPairs, apply_command};
+    use crate::apply::apply_command;
+    use crate::kv::KvPairs;
     use crate::model::Command;
 
     /// An in-memory committed state for apply tests.

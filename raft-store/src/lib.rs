@@ -15,12 +15,26 @@
 //! function). Callers use [`Group`]: `propose(Command) -> Reply` returns only after the entry
 //! is committed on a majority, `linearizable_reader()` for reads on the leader, `subscribe()`
 //! for the change feed.
+//!
+//! The modules are layered: besides the data types of [`model`] and [`error`], which every
+//! layer uses, each uses only those below it:
+//!
+//! - at the bottom, [`kv`] (column families, the [`kv::KvRead`] trait, the [`kv::Txn`]
+//!   transaction overlay, the bincode codec, body storage in chunks) and [`keys`] (the key
+//!   layout of every column family); they know nothing of what commands do (a `Txn` only
+//!   carries the model's events along with its writes);
+//! - above them, [`apply`] (the deterministic apply function, split by concern under a short
+//!   dispatch) and [`directory`] (the embedded directory's records and their apply);
+//! - on top, [`state_machine`], [`log_store`], [`read`] and [`group`], which run it all on
+//!   RocksDB and openraft.
 
 pub mod acl;
 pub mod apply;
 pub mod directory;
 pub mod error;
 pub mod group;
+pub mod keys;
+pub mod kv;
 pub mod log_store;
 pub mod mime;
 pub mod model;

@@ -28,8 +28,8 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
-use crate::apply::{decode, encode};
 use crate::error::StoreError;
+use crate::kv::{decode, encode};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 /// Counters that show how well group commit batches (reported by `ctl status` and the bench).

@@ -4,8 +4,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::apply::{Cf, KvRead, decode, keys};
 use crate::error::StoreError;
+use crate::keys;
+use crate::kv::{Cf, KvRead, decode};
 use crate::model::{
     BodyRef, DeliveryRecord, MailboxRecord, MessageRecord, QueueEntry, QuotaRecord,
 };
@@ -126,7 +127,7 @@ impl SmShared {
 
     pub fn body(&self, body: &BodyRef) -> Result<Option<Vec<u8>>, StoreError> {
         let db = self.db();
-        crate::apply::body_bytes(&DbView(&db), &keys::body(&body.partition, &body.sha256))
+        crate::kv::body_bytes(&DbView(&db), &keys::body(&body.partition, &body.sha256))
     }
 
     /// Bytes `[from, to)` of a body (clamped to its length); large bodies are stored in
@@ -138,7 +139,7 @@ impl SmShared {
         to: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let db = self.db();
-        crate::apply::body_range(
+        crate::kv::body_range(
             &DbView(&db),
             &keys::body(&body.partition, &body.sha256),
             from,
@@ -150,7 +151,7 @@ impl SmShared {
     pub fn body_refcount(&self, body: &BodyRef) -> Result<u64, StoreError> {
         let db = self.db();
         match DbView(&db).get(Cf::BodyRefs, &keys::body(&body.partition, &body.sha256))? {
-            Some(v) => crate::apply::decode_refcount(&v),
+            Some(v) => crate::kv::decode_refcount(&v),
             None => Ok(0),
         }
     }
@@ -167,12 +168,12 @@ impl SmShared {
 
     /// The latest holder of the group's floating address (open while it holds it).
     pub fn fence_holder(&self) -> Result<Option<crate::model::HolderRecord>, StoreError> {
-        self.get_de(Cf::Meta, crate::apply::FENCE_CURRENT)
+        self.get_de(Cf::Meta, keys::FENCE_CURRENT)
     }
 
     /// The recorded holders, oldest first (the last [`crate::apply::FENCE_HISTORY`]).
     pub fn fence_history(&self) -> Result<Vec<crate::model::HolderRecord>, StoreError> {
-        self.scan_de(Cf::Meta, crate::apply::FENCE_LOG)
+        self.scan_de(Cf::Meta, keys::FENCE_LOG)
     }
 
     pub fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! sm/CURRENT          name of the live generation, replaced atomically (write, fsync, rename)
-//! sm/gen-00000001/    a RocksDB database with the column families of crate::apply
+//! sm/gen-00000001/    a RocksDB database with the column families of crate::kv
 //! snapshots/<id>.snap the current snapshot: a packed RocksDB checkpoint
 //! snapshots/<id>.meta its openraft SnapshotMeta (JSON)
 //! ```
@@ -40,8 +40,10 @@ use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
 use tokio::sync::broadcast;
 
-use crate::apply::{Cf, KvRead, Txn, apply_command, decode, encode, keys};
+use crate::apply::apply_command;
 use crate::error::StoreError;
+use crate::keys;
+use crate::kv::{Cf, KvRead, Txn, decode, encode};
 use crate::model::{Change, Event, Reply};
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -119,7 +121,7 @@ impl KvRead for DbView<'_> {
         Ok(self.0.get_cf(self.cf(cf)?, key)?)
     }
 
-    fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<crate::apply::KvPairs, StoreError> {
+    fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<crate::kv::KvPairs, StoreError> {
         let mut out = Vec::new();
         for item in self
             .0
