@@ -22,7 +22,6 @@ const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
     ("jepsen/src/linearizable.rs", "search", 190),
     ("lab/src/bench.rs", "run", 184),
     ("lab/src/cluster_cmd.rs", "up", 185),
-    ("mta/src/session.rs", "rcpt", 158),
     ("node/src/config.rs", "validate", 258),
     ("node/src/runtime.rs", "start_uninitialized", 275),
     (

@@ -1,25 +1,39 @@
 //! # halyard-mta — message transfer
 //!
-//! - the SMTP server ([`session`]): RFC 5321 with PIPELINING, 8BITMIME, SIZE,
+//! The source follows a message's path, inbound → queue → outbound:
+//!
+//! - `inbound/`, the SMTP server: RFC 5321 with PIPELINING, 8BITMIME, SIZE,
 //!   ENHANCEDSTATUSCODES, SMTPUTF8, DSN parameters and CHUNKING/BDAT; submission with AUTH
 //!   and STARTTLS; LMTP (RFC 2033) for two-tier delivery; recipients checked against the
 //!   directory at RCPT time (unknown local user 550 5.1.1, directory down 451 4.4.3, other
 //!   domains 554 5.7.1 unless the client is trusted or authenticated); a `Received:`
 //!   header; `250` after the `Enqueue` entry is committed on a majority — proposed here on
 //!   the group's master, or handed to the master through [`Forward`] on any other member;
-//! - rewrite rules and channels ([`rewrite`]), DNSBL and sender-domain checks;
-//! - the job controller ([`jobs`]): on the master of each group, runs the channels over due
-//!   queue entries with idempotent proposals, retries with back-off, gives up after the
-//!   queue lifetime, queues DSNs ([`dsn`]: failures, successes when asked, delays);
-//! - the relay ([`relay`]): MX resolution, an SMTP client with opportunistic STARTTLS and
-//!   connection reuse, an LMTP client.
+//!   DNSBL and sender-domain checks (their lookups through the relay's resolver).
+//!   `inbound/mod.rs` is the session (its state, the read loop, the command dispatch);
+//!   `auth.rs` STARTTLS and AUTH, `envelope.rs` MAIL and RCPT, `data.rs` DATA, BDAT and
+//!   the commit to the queue;
+//! - rewrite rules and channels ([`rewrite`]), shared by both sides: RCPT picks each
+//!   recipient's channel, the job controller runs it;
+//! - `queue/`, the job controller ([`jobs`]): on the master of each group, runs the channels
+//!   over due queue entries with idempotent proposals, retries with back-off, gives up after
+//!   the queue lifetime, queues DSNs ([`dsn`]: failures, successes when asked, delays);
+//! - `outbound/`, the relay ([`relay`]): MX resolution, an SMTP client with opportunistic
+//!   STARTTLS and connection reuse, an LMTP client.
+//!
+//! Here: the listeners ([`MtaServer`]), what the MTA needs from the node ([`Backend`],
+//! [`Forward`]) and the state its sessions share. `jobs`, `dsn` and `relay` are re-exported
+//! at the crate root, so their public paths (`halyard_mta::relay::...`) are those they had
+//! before this layout.
 
 pub mod config;
-pub mod dsn;
-pub mod jobs;
-pub mod relay;
+mod inbound;
+mod outbound;
+mod queue;
 pub mod rewrite;
-mod session;
+
+pub use outbound::relay;
+pub use queue::{dsn, jobs};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -276,7 +290,7 @@ impl Protocol for Smtp {
             shared.live.fetch_add(1, Ordering::Relaxed);
             let live = shared.clone();
             let peer = conn.peer;
-            let mut s = session::Session::new(shared, conn.stream, peer, kind, conn.stop);
+            let mut s = inbound::Session::new(shared, conn.stream, peer, kind, conn.stop);
             if let Err(e) = s.run().await {
                 tracing::debug!(peer = %peer, error = %e, "SMTP session ended");
             }

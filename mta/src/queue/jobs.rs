@@ -46,7 +46,7 @@ pub async fn run(
     group: Group,
     node_id: u64,
     directory: Arc<dyn Directory>,
-    relay: Arc<crate::relay::Relay>,
+    relay: Arc<crate::outbound::relay::Relay>,
     cfg: MtaConfig,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -169,7 +169,7 @@ pub async fn run(
 fn schedule(
     entries: &[QueueEntry],
     group: &Group,
-    relay: &Arc<crate::relay::Relay>,
+    relay: &Arc<crate::outbound::relay::Relay>,
     cfg: &MtaConfig,
     in_flight: &mut HashSet<(String, String)>,
     jobs: &mut JoinSet<((String, String), bool)>,
@@ -291,8 +291,8 @@ async fn pipe(
     entry: &QueueEntry,
     recipient: &str,
     body: &[u8],
-) -> crate::relay::Outcome {
-    use crate::relay::Outcome;
+) -> crate::outbound::relay::Outcome {
+    use crate::outbound::relay::Outcome;
     use tokio::io::AsyncWriteExt;
     let mut cmd = tokio::process::Command::new(&chan.command[0]);
     cmd.args(&chan.command[1..])
@@ -332,13 +332,13 @@ async fn pipe(
 /// outcome. `chan` is the channel's configuration (`None`: the built-in MX relay).
 async fn channel_entry(
     group: &Group,
-    relay: &crate::relay::Relay,
+    relay: &crate::outbound::relay::Relay,
     chan: Option<&ChannelConfig>,
     entry: &QueueEntry,
     name: &str,
     batch: &Batch,
 ) -> bool {
-    use crate::relay::{Outcome, Outgoing};
+    use crate::outbound::relay::{Outcome, Outgoing};
     let now = now_ms();
     let rcpts: Vec<_> = entry
         .recipients
@@ -525,7 +525,7 @@ async fn report(
         _ => return false,
     };
     let now = now_ms();
-    let body = crate::dsn::build(e, &rcpts, &original, hostname, now);
+    let body = super::dsn::build(e, &rcpts, &original, hostname, now);
     let meta = halyard_raft_store::mime::message_meta(&body);
     // One report per batch of outcomes: the count of those already reported tells them apart.
     let dsn_id = if delay {
