@@ -100,10 +100,6 @@ impl Service {
         &self.inner.admission
     }
 
-    pub fn tls(&self) -> Option<&Tls> {
-        self.inner.tls.as_ref()
-    }
-
     /// Binds every configured listener at its configured address (a port in use is the
     /// error, naming the key; what was bound is closed again) and starts accepting.
     pub async fn start(&self) -> Result<ListenerSet, String> {

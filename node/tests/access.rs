@@ -69,6 +69,15 @@ async fn imap_commands_with_imaplib() {
     run_client("imap_commands.py", &accounts(17643, 17610));
 }
 
+/// Issue 21's conformance defects, each as a raw-protocol scenario with the exact answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_answers_exactly_as_rfc_3501_says() {
+    let _s = SERIAL.lock().await;
+    let sp = spec(1, 17900, 17943, 17910);
+    let (_d, _c) = cluster("rfc3501", &sp).await;
+    run_client("imap_rfc3501.py", &accounts(17943, 17910));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_folders_and_acl_with_imaplib() {
     let _s = SERIAL.lock().await;

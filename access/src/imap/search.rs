@@ -83,10 +83,12 @@ impl Candidate<'_> {
                     text.push('\n');
                 }
             }
-            sent = m
-                .date()
-                .and_then(|d| DateTime::<Utc>::from_timestamp(d.to_timestamp(), 0))
-                .map(|d| d.date_naive());
+            // RFC 3501 §6.4.4: SENTBEFORE/SENTON/SENTSINCE compare the date of the Date:
+            // header "disregarding time and timezone", i.e. the calendar date as written in
+            // the header's own zone, not that instant converted to UTC.
+            sent = m.date().and_then(|d| {
+                NaiveDate::from_ymd_opt(i32::from(d.year), u32::from(d.month), u32::from(d.day))
+            });
         }
         self.header_block = Some(String::from_utf8_lossy(&hdr).to_lowercase());
         self.headers = Some(fields);

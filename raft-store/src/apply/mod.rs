@@ -150,15 +150,8 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             to_user,
             to,
             uids,
-        } => message::copy_messages(
-            t,
-            (user, from),
-            (to_user.as_deref().unwrap_or(user), to),
-            uids,
-            false,
-            crate::acl::Rights::ALL,
-        ),
-        Command::Move {
+        }
+        | Command::Move {
             user,
             from,
             to_user,
@@ -169,7 +162,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             (user, from),
             (to_user.as_deref().unwrap_or(user), to),
             uids,
-            true,
+            matches!(cmd, Command::Move { .. }),
             crate::acl::Rights::ALL,
         ),
         Command::As { actor, cmd } => rights::as_actor(t, actor, cmd),
