@@ -453,8 +453,20 @@ impl Session {
                 }
             }
         }
+        // Keywords the FLAGS items below may show are announced first (RFC 3501 §7.2.6).
+        let mut out = {
+            let sel = self.sel.as_mut().expect("selected");
+            let shown: Vec<String> = targets
+                .iter()
+                .filter_map(|(_, u)| match sel.flags.get(u) {
+                    Some((_, f)) => Some(f.clone()),
+                    None => records.get(u).map(|r| r.flags.clone()),
+                })
+                .flatten()
+                .collect();
+            crate::imap::op::select::announce_keywords(sel, shown.iter())
+        };
         let sel = self.sel.as_ref().expect("selected");
-        let mut out = Vec::new();
         for (seq, u) in &targets {
             let Some(rec) = records.get(u) else { continue };
             let (modseq, flags) = sel

@@ -140,6 +140,9 @@ pub(crate) struct Selected {
     pub added: std::collections::BTreeMap<u32, Option<(u64, Vec<String>)>>,
     pub changed: HashMap<u32, (u64, Vec<String>)>,
     pub expunged: std::collections::BTreeSet<u32>,
+    /// Keywords this session announced in FLAGS and PERMANENTFLAGS, in announcement order:
+    /// a response may only show a keyword once it is here (RFC 3501 §7.2.6).
+    pub keywords: Vec<String>,
 }
 
 pub struct Session {

@@ -57,5 +57,86 @@ assert search("SINCE", "25-Mar-2007") == [b"1", b"3"], search("SINCE", "25-Mar-2
 
 ok(M.close())
 ok(M.delete("rfc3501-dates"))
+
+
+# --- a raw session, to see the order of untagged responses ---------------------------------
+import socket
+
+
+class Raw:
+    def __init__(self):
+        self.s = socket.create_connection((HOST, PORT), timeout=20)
+        self.f = self.s.makefile("rb")
+        self.n = 0
+        assert self.f.readline().startswith(b"* OK")
+
+    def cmd(self, text):
+        """Sends one command; returns the untagged lines and the tagged line."""
+        self.n += 1
+        tag = f"r{self.n}".encode()
+        self.s.sendall(tag + b" " + text.encode() + b"\r\n")
+        lines = []
+        while True:
+            line = self.f.readline()
+            assert line, f"connection closed during {text!r}"
+            if line.startswith(tag + b" "):
+                return lines, line
+            lines.append(line)
+
+    def ok(self, text):
+        lines, done = self.cmd(text)
+        assert done.split()[1] == b"OK", f"{text}: {done} {lines}"
+        return lines
+
+
+def flags_line(lines):
+    return [l for l in lines if l.startswith(b"* FLAGS ")]
+
+
+def first(lines, pred):
+    return next((i for i, l in enumerate(lines) if pred(l)), None)
+
+
+# --- item 2: a keyword is announced (FLAGS, PERMANENTFLAGS) before a response shows it -----
+ok(M.create("rfc3501-kw"))
+kwmsg = b"From: a@example.org\r\nSubject: kw\r\n\r\nbody\r\n"
+ok(M.append("rfc3501-kw", r"(\Seen $Existing)", None, kwmsg))
+ok(M.append("rfc3501-kw", None, None, kwmsg))
+A, B = Raw(), Raw()
+A.ok(f"LOGIN {USER} {PW}")
+B.ok(f"LOGIN {USER} {PW}")
+sel = A.ok("SELECT rfc3501-kw")
+fl = flags_line(sel)
+assert len(fl) == 1 and b"$Existing" in fl[0], sel  # SELECT lists the keywords in use
+perm = [l for l in sel if b"[PERMANENTFLAGS" in l]
+assert len(perm) == 1 and b"$Existing" in perm[0] and b"\\*" in perm[0], sel
+# Another session brings a new keyword: A's next response announces it before the FETCH.
+B.ok("SELECT rfc3501-kw")
+B.ok("STORE 2 +FLAGS ($label1)")
+lines = A.ok("NOOP")
+f_at = first(lines, lambda l: l.startswith(b"* FLAGS ") and b"$label1" in l)
+p_at = first(lines, lambda l: b"[PERMANENTFLAGS" in l and b"$label1" in l)
+x_at = first(lines, lambda l: b"FETCH" in l and b"$label1" in l)
+assert None not in (f_at, p_at, x_at) and f_at < x_at and p_at < x_at, lines
+assert b"$Existing" in lines[f_at], lines  # the new list still has the old keywords
+# Once announced, not again.
+B.ok("STORE 1 +FLAGS ($label1)")
+lines = A.ok("NOOP")
+assert flags_line(lines) == [] and any(b"FETCH" in l for l in lines), lines
+# The session's own STORE with a new keyword: announced before its FETCH answer.
+lines = A.ok("STORE 1 +FLAGS ($own)")
+f_at = first(lines, lambda l: l.startswith(b"* FLAGS ") and b"$own" in l)
+x_at = first(lines, lambda l: b"FETCH" in l and b"$own" in l)
+assert f_at is not None and x_at is not None and f_at < x_at, lines
+# A keyword that arrives with a new message (APPEND by another session), seen by FETCH.
+B.ok("UNSELECT")
+ok(M.append("rfc3501-kw", "($fromAppend)", None, kwmsg))
+lines = A.ok("FETCH 1:* (FLAGS)")
+f_at = first(lines, lambda l: l.startswith(b"* FLAGS ") and b"$fromAppend" in l)
+x_at = first(lines, lambda l: b"FETCH" in l and b"$fromAppend" in l)
+assert f_at is not None and x_at is not None and f_at < x_at, lines
+A.ok("LOGOUT")
+B.ok("LOGOUT")
+ok(M.delete("rfc3501-kw"))
 M.logout()
 print("imap_rfc3501: all scenarios passed")

@@ -8,5 +8,5 @@ mod general;
 mod idle;
 mod mailbox;
 mod quota;
-mod select;
+pub(crate) mod select;
 mod store;

@@ -76,7 +76,8 @@ impl Session {
             .iter()
             .map(|m| (m.uid, (m.modseq, m.flags.clone())))
             .collect();
-        let out = select_responses(&mb, &msgs, &uids);
+        let keywords = keywords_in(msgs.iter().flat_map(|m| m.flags.iter()), &[]);
+        let out = select_responses(&mb, &msgs, &uids, &keywords);
         self.send(&out).await?;
         self.sel = Some(Selected {
             owner,
@@ -90,6 +91,7 @@ impl Session {
             added: Default::default(),
             changed: HashMap::new(),
             expunged: Default::default(),
+            keywords,
         });
         let (code, text) = if read_only {
             (Code::ReadOnly, "EXAMINE completed")
@@ -194,6 +196,10 @@ impl Session {
             }
             sel.expunged.clear();
         }
+        // Which messages the responses below show flags of: those added from here on, and
+        // the changed ones.
+        let shown_from = sel.uids.len();
+        let mut changed_states: Vec<(u64, Vec<String>)> = Vec::new();
         if !sel.added.is_empty() {
             let last = sel.uids.last().copied().unwrap_or(0);
             let added = std::mem::take(&mut sel.added);
@@ -243,6 +249,7 @@ impl Session {
                     continue;
                 }
                 *known = (*modseq, flags.clone());
+                changed_states.push((*modseq, flags.clone()));
                 let mut items = vec![
                     imap_codec::imap_types::fetch::MessageDataItem::Flags(
                         flags_of(flags)
@@ -266,7 +273,17 @@ impl Session {
             }
         }
         if !out.is_empty() {
-            self.send(&out).await?;
+            // Keywords the added or changed messages bring are announced before the
+            // responses that show them (RFC 3501 §7.2.6).
+            let shown: Vec<String> = sel.uids[shown_from.min(sel.uids.len())..]
+                .iter()
+                .filter_map(|u| sel.flags.get(u))
+                .chain(changed_states.iter())
+                .flat_map(|(_, f)| f.iter().cloned())
+                .collect();
+            let mut all = announce_keywords(sel, shown.iter());
+            all.extend(out);
+            self.send(&all).await?;
         }
         Ok(())
     }
@@ -314,7 +331,12 @@ impl Session {
 }
 
 /// The untagged responses SELECT and EXAMINE send before their tagged OK.
-fn select_responses(mb: &MailboxRecord, msgs: &[MessageRecord], uids: &[u32]) -> Vec<u8> {
+fn select_responses(
+    mb: &MailboxRecord,
+    msgs: &[MessageRecord],
+    uids: &[u32],
+    keywords: &[String],
+) -> Vec<u8> {
     // The mailbox record was read before the index: a message appended in between is in
     // `msgs` but not yet in the record's UIDNEXT / HIGHESTMODSEQ. Never announce a UIDNEXT
     // at or below a UID we report (RFC 9051 §2.3.1.1), nor a HIGHESTMODSEQ below a
@@ -330,23 +352,7 @@ fn select_responses(mb: &MailboxRecord, msgs: &[MessageRecord], uids: &[u32]) ->
         .iter()
         .position(|m| !m.flags.iter().any(|f| f == "\\Seen"))
         .map(|p| p as u32 + 1);
-    let mut out = Vec::new();
-    let sys = [
-        Flag::Answered,
-        Flag::Flagged,
-        Flag::Deleted,
-        Flag::Seen,
-        Flag::Draft,
-    ];
-    out.extend(encode(&Response::Data(Data::Flags(sys.to_vec()))));
-    let mut perm: Vec<FlagPerm> = sys.iter().cloned().map(FlagPerm::Flag).collect();
-    perm.push(FlagPerm::Asterisk);
-    out.extend(status(
-        Kind::Ok,
-        None,
-        Some(Code::PermanentFlags(perm)),
-        "flags permitted",
-    ));
+    let mut out = flag_lists(keywords);
     out.extend(encode(&Response::Data(Data::Exists(uids.len() as u32))));
     out.extend(encode(&Response::Data(Data::Recent(0))));
     if let Some(u) = first_unseen {
@@ -378,6 +384,67 @@ fn select_responses(mb: &MailboxRecord, msgs: &[MessageRecord], uids: &[u32]) ->
         ));
     }
     out
+}
+
+/// The system flags every mailbox accepts.
+const SYSTEM_FLAGS: [Flag<'static>; 5] = [
+    Flag::Answered,
+    Flag::Flagged,
+    Flag::Deleted,
+    Flag::Seen,
+    Flag::Draft,
+];
+
+/// `* FLAGS (...)` and `* OK [PERMANENTFLAGS (...)]`: the system flags, these keywords, and
+/// `\*` (clients may create keywords).
+fn flag_lists(keywords: &[String]) -> Vec<u8> {
+    let mut flags: Vec<Flag<'static>> = SYSTEM_FLAGS.to_vec();
+    flags.extend(flags_of(keywords));
+    let mut out = encode(&Response::Data(Data::Flags(flags.clone())));
+    let mut perm: Vec<FlagPerm> = flags.into_iter().map(FlagPerm::Flag).collect();
+    perm.push(FlagPerm::Asterisk);
+    out.extend(status(
+        Kind::Ok,
+        None,
+        Some(Code::PermanentFlags(perm)),
+        "flags permitted",
+    ));
+    out
+}
+
+/// The keywords among `flags` that are not in `known` (compared without regard to case, as
+/// IMAP compares flags), each once, in first-seen order. Strings that are not a valid
+/// keyword (never shown by FETCH either) are left out.
+fn keywords_in<'a>(flags: impl Iterator<Item = &'a String>, known: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in flags {
+        if f.starts_with('\\')
+            || known
+                .iter()
+                .chain(out.iter())
+                .any(|k| k.eq_ignore_ascii_case(f))
+            || !matches!(Flag::try_from(f.as_str()), Ok(Flag::Keyword(_)))
+        {
+            continue;
+        }
+        out.push(f.clone());
+    }
+    out
+}
+
+/// RFC 3501 §7.2.6: before a response shows a keyword this session has not announced, the
+/// server sends FLAGS and PERMANENTFLAGS listing it. Returns those two responses (nothing
+/// when every keyword in `flags` is known) and records the keywords as announced.
+pub(crate) fn announce_keywords<'a>(
+    sel: &mut Selected,
+    flags: impl Iterator<Item = &'a String>,
+) -> Vec<u8> {
+    let new = keywords_in(flags, &sel.keywords);
+    if new.is_empty() {
+        return Vec::new();
+    }
+    sel.keywords.extend(new);
+    flag_lists(&sel.keywords)
 }
 
 /// Records what a change means for the selected mailbox.

@@ -125,6 +125,12 @@ impl Session {
         let seq_of: HashMap<u32, u32> = targets.iter().map(|(s, u)| (*u, *s)).collect();
         let silent = matches!(response, StoreResponse::Silent);
         let sel = self.sel.as_mut().expect("selected");
+        if !silent {
+            out.extend(crate::imap::op::select::announce_keywords(
+                sel,
+                updated.iter().flat_map(|(_, _, fl)| fl.iter()),
+            ));
+        }
         for (u, modseq, fl) in &updated {
             sel.flags.insert(*u, (*modseq, fl.clone()));
             // With UNCHANGEDSINCE, .SILENT still reports MODSEQ (RFC 7162 §3.1.3).
