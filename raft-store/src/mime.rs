@@ -588,4 +588,30 @@ mod tests {
         }
         assert!(depth <= MAX_DEPTH + 1, "{depth}");
     }
+
+    /// RFC 3501 §7.4.2: a group is a start marker (NIL host, the group name as mailbox), its
+    /// members, and an end marker (NIL host and mailbox); an empty group is the two markers.
+    /// Nothing else: no address that is not in the header.
+    #[test]
+    fn groups_become_exactly_their_markers_and_members() {
+        let raw = b"To: group: g1@d1.org, g2@d2.org;, group2: ;\r\nCc: a@x.org, team: b@y.org;, c@z.org\r\nSubject: g\r\n\r\nbody\r\n";
+        let meta = message_meta(raw);
+        let show = |v: &[Addr]| -> Vec<String> {
+            v.iter()
+                .map(|a| match (&a.mailbox, &a.host) {
+                    (Some(m), None) => format!("start:{m}"),
+                    (None, None) => "end".to_string(),
+                    (m, Some(h)) => format!("{}@{h}", m.clone().unwrap_or_default()),
+                })
+                .collect()
+        };
+        assert_eq!(
+            show(&meta.envelope.to),
+            ["start:group", "g1@d1.org", "g2@d2.org", "end", "start:group2", "end"]
+        );
+        assert_eq!(
+            show(&meta.envelope.cc),
+            ["a@x.org", "start:team", "b@y.org", "end", "c@z.org"]
+        );
+    }
 }

@@ -135,6 +135,23 @@ lines = A.ok("FETCH 1:* (FLAGS)")
 f_at = first(lines, lambda l: l.startswith(b"* FLAGS ") and b"$fromAppend" in l)
 x_at = first(lines, lambda l: b"FETCH" in l and b"$fromAppend" in l)
 assert f_at is not None and x_at is not None and f_at < x_at, lines
+# --- item 5: ENVELOPE of group syntax: start marker, members, end marker, nothing else -----
+grp = (
+    b"From: a@example.org\r\nTo: group: g1@d1.org, g2@d2.org;, group2: ;\r\n"
+    b"Cc: x@example.org, team: t1@example.org;\r\nSubject: groups\r\n\r\nbody\r\n"
+)
+ok(M.append("rfc3501-kw", None, None, grp))
+lines = A.ok("FETCH 4 (ENVELOPE)")
+env = b"".join(l for l in lines if b"ENVELOPE" in l)
+want_to = (
+    b'((NIL NIL "group" NIL)(NIL NIL "g1" "d1.org")(NIL NIL "g2" "d2.org")(NIL NIL NIL NIL)'
+    b'(NIL NIL "group2" NIL)(NIL NIL NIL NIL))'
+)
+want_cc = (
+    b'((NIL NIL "x" "example.org")(NIL NIL "team" NIL)(NIL NIL "t1" "example.org")'
+    b"(NIL NIL NIL NIL))"
+)
+assert want_to + b" " + want_cc in env, env
 A.ok("LOGOUT")
 B.ok("LOGOUT")
 ok(M.delete("rfc3501-kw"))
