@@ -607,7 +607,14 @@ mod tests {
         };
         assert_eq!(
             show(&meta.envelope.to),
-            ["start:group", "g1@d1.org", "g2@d2.org", "end", "start:group2", "end"]
+            [
+                "start:group",
+                "g1@d1.org",
+                "g2@d2.org",
+                "end",
+                "start:group2",
+                "end"
+            ]
         );
         assert_eq!(
             show(&meta.envelope.cc),

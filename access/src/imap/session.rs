@@ -172,6 +172,11 @@ pub(crate) fn mailbox_name(m: &Mailbox<'_>) -> Result<String, String> {
                 .map_err(|_| "mailbox name is not modified UTF-7".to_string())?;
             let name = mutf7::decode(raw)?;
             let name = halyard_raft_store::apply::canonical_mailbox(&name);
+            // `foo/` declares a hierarchy level (RFC 3501 §6.3.3): the name is `foo`.
+            let name = match name.strip_suffix(halyard_raft_store::HIERARCHY_DELIMITER) {
+                Some(level) if !level.is_empty() => level.to_string(),
+                _ => name,
+            };
             if name.is_empty() || name.len() > 512 {
                 return Err("mailbox name must be 1-512 bytes".into());
             }
@@ -441,8 +446,10 @@ impl Session {
     ) -> io::Result<Option<Target>> {
         match mailbox_name(mailbox).and_then(|n| split_target(&self.acct().user, n)) {
             Ok(t) => Ok(Some(t)),
+            // The command parsed: a name the server cannot use is a NO, not a BAD (RFC 3501
+            // §5.1.3 lets a server refuse names that are not modified UTF-7).
             Err(e) => {
-                self.bad(tag, &e).await?;
+                self.no(tag, Some(cannot()), &e).await?;
                 Ok(None)
             }
         }
@@ -570,6 +577,13 @@ impl Session {
         let r = halyard_raft_store::acl::effective(owner, &self.acct().user, &mb.acl);
         (r.has('l') || r.has('r')).then_some(r)
     }
+}
+
+/// RFC 5530 `CANNOT`: the operation can never succeed (e.g. a name the server refuses).
+pub(crate) fn cannot() -> Code<'static> {
+    Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
+        b"CANNOT".as_slice(),
+    ))
 }
 
 /// RFC 5530 `NOPERM`: the ACL does not allow this.

@@ -152,6 +152,49 @@ want_cc = (
     b"(NIL NIL NIL NIL))"
 )
 assert want_to + b" " + want_cc in env, env
+# --- item 6: hierarchies ---------------------------------------------------------------
+A.ok("UNSELECT")
+A.ok("CREATE h6/")  # a trailing separator declares a level: the name is h6
+lines = A.ok('LIST "" h6')
+assert len(lines) == 1 and lines[0].rstrip().endswith(b'"/" h6'), lines
+A.ok("CREATE h6/a/b/test4")
+A.ok("CREATE h6/x/test/y")
+
+
+def listed(lines):
+    return {l.rstrip().rsplit(b" ", 1)[1]: l for l in lines if l.startswith((b"* LIST", b"* LSUB"))}
+
+
+got = listed(A.ok('LIST "" h6/%'))
+assert set(got) == {b"h6/a", b"h6/x"}, got
+got = listed(A.ok('LIST "" h6/%/%'))
+assert set(got) == {b"h6/a/b", b"h6/x/test"}, got
+got = listed(A.ok('LIST "" h6/*test4'))
+assert set(got) == {b"h6/a/b/test4"}, got
+got = listed(A.ok('LIST "" h6/*test*'))
+assert set(got) == {b"h6/a/b/test4", b"h6/x/test", b"h6/x/test/y"}, got
+# LSUB "%" shows a non-subscribed level above a subscribed name, as \Noselect. (CREATE
+# subscribes what it creates: start from one subscribed name.)
+for name in ["h6", "h6/a", "h6/a/b", "h6/x", "h6/x/test", "h6/x/test/y"]:
+    A.cmd("UNSUBSCRIBE " + name)
+A.ok("SUBSCRIBE h6/a/b/test4")
+got = listed(A.ok('LSUB "" h6/%'))
+assert set(got) == {b"h6/a"} and b"\\Noselect" in got[b"h6/a"], got
+got = listed(A.ok('LSUB "" h6/*'))
+assert set(got) == {b"h6/a/b/test4"}, got
+A.ok("UNSUBSCRIBE h6/a/b/test4")
+for name in ["h6/a/b/test4", "h6/x/test/y", "h6"]:
+    A.cmd("DELETE " + name)
+
+# --- item 7: a name that is not modified UTF-7 is a NO; the session goes on ---------------
+lines, done = A.cmd("SELECT &Jjo!-")
+assert done.split()[1] == b"NO", (lines, done)
+lines, done = A.cmd('LIST "" "&Jjo!-*"')
+assert done.split()[1] in (b"NO", b"BAD"), (lines, done)
+lines, done = A.cmd('LIST "" "%&Jjo!-%"')
+assert done.split()[1] in (b"NO", b"BAD"), (lines, done)
+A.ok("NOOP")
+
 A.ok("LOGOUT")
 B.ok("LOGOUT")
 ok(M.delete("rfc3501-kw"))

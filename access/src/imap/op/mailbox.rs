@@ -190,8 +190,26 @@ impl Session {
             } else {
                 list_match(&full, &e.name)
             };
-            if !shown || (lsub && !e.subscribed) {
+            if !shown {
                 continue;
+            }
+            // LSUB shows subscribed names; a name that is not subscribed but has subscribed
+            // names below it, none of which the pattern matches (`%` stops at the level), is
+            // shown as `\Noselect` (RFC 3501 §6.3.9: LSUB "" % with only foo/bar subscribed
+            // returns foo).
+            let mut lsub_placeholder = false;
+            if lsub && !e.subscribed {
+                let prefix = format!("{}{DELIMITER}", e.name);
+                // Entries are sorted by name, so the names below follow right after.
+                let below: Vec<&ListEntry> = entries[i + 1..]
+                    .iter()
+                    .take_while(|c| c.name.starts_with(&prefix) || c.name < prefix)
+                    .filter(|c| c.subscribed && c.name.starts_with(&prefix))
+                    .collect();
+                if below.is_empty() || below.iter().any(|c| list_match(&full, &c.name)) {
+                    continue;
+                }
+                lsub_placeholder = true;
             }
             // Entries are sorted by name, so inferiors follow right after.
             let prefix = format!("{}{DELIMITER}", e.name);
@@ -201,7 +219,7 @@ impl Session {
                 .any(|c| c.name.starts_with(&prefix));
             let mut items: Vec<FlagNameAttribute> = Vec::new();
             let attr = |s: &str| FlagNameAttribute::from(Atom::try_from(s.to_string()).unwrap());
-            if !e.selectable {
+            if !e.selectable || lsub_placeholder {
                 items.push(FlagNameAttribute::Noselect);
             }
             items.push(attr(if children {
@@ -264,6 +282,24 @@ impl Session {
                 )
             })
             .collect();
+        // Levels above a mailbox that are not mailboxes themselves (`a/b` of `a/b/c`): LIST
+        // shows them as `\Noselect` so that `%` browsing reaches the mailboxes below
+        // (RFC 3501 §6.3.8).
+        let own: Vec<String> = entries.keys().cloned().collect();
+        for name in own {
+            let mut cut = name.len();
+            while let Some(i) = name[..cut].rfind(DELIMITER) {
+                cut = i;
+                entries
+                    .entry(name[..cut].to_string())
+                    .or_insert_with(|| ListEntry {
+                        name: name[..cut].to_string(),
+                        selectable: false,
+                        subscribed: false,
+                        special_use: None,
+                    });
+            }
+        }
         let subs: std::collections::HashSet<(String, String)> = if lsub {
             reader.shared_subscriptions(&me)?.into_iter().collect()
         } else {
@@ -356,19 +392,26 @@ impl Session {
 
 /// Wildcard match of LIST patterns: `*` matches anything, `%` anything but the delimiter.
 pub(crate) fn list_match(pattern: &str, name: &str) -> bool {
-    fn m(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| m(&p[1..], &n[i..])),
-            Some('%') => (0..=n.len())
-                .take_while(|&i| i == 0 || n[i - 1] != DELIMITER)
-                .any(|i| m(&p[1..], &n[i..])),
-            Some(c) => n.first() == Some(c) && m(&p[1..], &n[1..]),
-        }
-    }
+    // Dynamic programming over (pattern position, name position), so a pattern of many
+    // wildcards costs O(pattern × name), never the exponential time of backtracking (a
+    // hostile `LIST "" "*a*a*a*a*a*a*b"` would otherwise hold a core).
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
-    m(&p, &n)
+    // next[j]: pattern from i + 1 matches name from j; row i is built from it backwards.
+    let mut next = vec![false; n.len() + 1];
+    next[n.len()] = true;
+    for i in (0..p.len()).rev() {
+        let mut cur = vec![false; n.len() + 1];
+        for j in (0..=n.len()).rev() {
+            cur[j] = match p[i] {
+                '*' => next[j] || (j < n.len() && cur[j + 1]),
+                '%' => next[j] || (j < n.len() && n[j] != DELIMITER && cur[j + 1]),
+                c => j < n.len() && n[j] == c && next[j + 1],
+            };
+        }
+        next = cur;
+    }
+    next[0]
 }
 
 /// RFC 6154 attribute for well-known names, so clients find Sent, Drafts, Trash...
@@ -385,4 +428,37 @@ fn special_use_for(name: &str) -> Option<String> {
         }
         .to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::list_match;
+
+    #[test]
+    fn wildcards_match_as_rfc_3501_says() {
+        // `*` crosses levels, `%` stops at the delimiter.
+        assert!(list_match("foo/%", "foo/bar"));
+        assert!(!list_match("foo/%", "foo/bar/baz"));
+        assert!(list_match("foo/%/%", "foo/bar/baz"));
+        assert!(list_match("foo/*", "foo/bar/baz"));
+        assert!(list_match("foo/*test4", "foo/a/b/test4"));
+        assert!(list_match("foo/*test*", "foo/x/test/y"));
+        assert!(!list_match("foo/*test*", "foo/x/tes"));
+        assert!(list_match("%", "INBOX"));
+        assert!(!list_match("%", "a/b"));
+        assert!(list_match("*", ""));
+        assert!(list_match("%", ""));
+        assert!(!list_match("", "a"));
+        assert!(list_match("a%b", "axxb"));
+        assert!(!list_match("a%b", "ax/xb"));
+    }
+
+    #[test]
+    fn many_wildcards_cost_no_more_than_the_table() {
+        // Backtracking takes exponential time on this; the table is 42 × 2001 cells.
+        let pattern = "*a".repeat(20) + "b";
+        let name = "a".repeat(2000);
+        assert!(!list_match(&pattern, &name));
+        assert!(list_match(&pattern, &(name.clone() + "b")));
+    }
 }
