@@ -341,8 +341,18 @@ async fn throughput(
                         lat.push(t.elapsed());
                     }
                 } else {
-                    let sel = cl.cmd("SELECT INBOX", None).await?;
-                    let _ = sel;
+                    // SELECT is a linearizable read: right after the APPEND phase the
+                    // followers may still be catching up and the leader unable to confirm
+                    // its leadership in time (NO [UNAVAILABLE]); a client retries, as a
+                    // mail client would.
+                    let mut tries = 0;
+                    while let Err(e) = cl.cmd("SELECT INBOX", None).await {
+                        tries += 1;
+                        if tries >= 10 {
+                            return Err(e.context("SELECT INBOX, 10 tries"));
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                     let mut i: u64 = 1;
                     while Instant::now() < stop {
                         let t = Instant::now();

@@ -67,6 +67,10 @@ impl RaftTuning {
     }
 }
 
+/// How long a linearizable read may wait for the leader to confirm its leadership and apply
+/// up to the read index before it is refused as unavailable.
+pub const LINEARIZABLE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Role of a member in a group's membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -324,7 +328,24 @@ impl Group {
     /// Applied state after confirming with a quorum that this node is still the leader and
     /// has applied everything committed before the call (openraft `ensure_linearizable`).
     pub async fn linearizable_reader(&self) -> Result<Arc<SmShared>, ProposeError> {
-        match self.inner.raft.ensure_linearizable().await {
+        // openraft 0.9 confirms leadership with one heartbeat round and then waits for the
+        // state machine to reach the read index, with no deadline of its own; a read caught in
+        // a replication stall was seen to wait forever (a benchmark's SELECTs under a
+        // 16-client APPEND load). A read that cannot be confirmed in time is refused as
+        // unavailable, which a client retries, rather than holding its session.
+        let confirmed = tokio::time::timeout(
+            LINEARIZABLE_READ_TIMEOUT,
+            self.inner.raft.ensure_linearizable(),
+        )
+        .await;
+        let Ok(confirmed) = confirmed else {
+            return Err(ProposeError::Unavailable(format!(
+                "group {}: leadership not confirmed within {} s",
+                self.inner.name,
+                LINEARIZABLE_READ_TIMEOUT.as_secs()
+            )));
+        };
+        match confirmed {
             Ok(_) => Ok(self.inner.sm.clone()),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(self.not_leader_from(Some(&f)))

@@ -40,14 +40,29 @@ pub(crate) fn encode(r: &Response<'_>) -> Vec<u8> {
     ResponseCodec::default().encode(r).dump()
 }
 
-/// Text for status responses: imap-types refuses CR, LF and empty text.
+/// Text for status responses: IMAP `text` is 7-bit (imap-types refuses CR, LF, NUL, bytes
+/// above 0x7f and empty text). A reason that quotes a user's name or a header may hold
+/// anything: control characters become spaces and non-ASCII characters `?`, so the response
+/// is always sent (a refused text used to turn into `* BAD internal error encoding`).
 fn clean(text: &str) -> String {
     let t: String = text
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() {
+                ' '
+            } else if !c.is_ascii() {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect();
     if t.trim().is_empty() {
         "done".into()
+    } else if let Some(rest) = t.strip_prefix('[') {
+        // A text that opens with `[` would read as a response code: quoted content must
+        // never inject one.
+        format!("({rest}")
     } else {
         t
     }
