@@ -347,6 +347,28 @@ fn internal_date(ms: i64) -> Option<DateTime> {
 }
 
 impl Session {
+    /// FLAGS and PERMANENTFLAGS for the keywords of `targets` this session has not
+    /// announced yet, sent ahead of the FETCH responses that may show them (RFC 3501
+    /// §7.2.6; see `op::select::announce_keywords`).
+    fn announce_for_fetch(
+        &mut self,
+        targets: &[(u32, u32)],
+        records: &HashMap<u32, MessageRecord>,
+    ) -> Vec<u8> {
+        let Some(sel) = self.sel.as_mut() else {
+            return Vec::new();
+        };
+        let shown: Vec<String> = targets
+            .iter()
+            .filter_map(|(_, u)| match sel.flags.get(u) {
+                Some((_, f)) => Some(f.clone()),
+                None => records.get(u).map(|r| r.flags.clone()),
+            })
+            .flatten()
+            .collect();
+        crate::imap::op::select::announce_keywords(sel, shown.iter())
+    }
+
     pub(crate) async fn fetch(
         &mut self,
         tag: &Tag<'_>,
@@ -453,19 +475,7 @@ impl Session {
                 }
             }
         }
-        // Keywords the FLAGS items below may show are announced first (RFC 3501 §7.2.6).
-        let mut out = {
-            let sel = self.sel.as_mut().expect("selected");
-            let shown: Vec<String> = targets
-                .iter()
-                .filter_map(|(_, u)| match sel.flags.get(u) {
-                    Some((_, f)) => Some(f.clone()),
-                    None => records.get(u).map(|r| r.flags.clone()),
-                })
-                .flatten()
-                .collect();
-            crate::imap::op::select::announce_keywords(sel, shown.iter())
-        };
+        let mut out = self.announce_for_fetch(&targets, &records);
         let sel = self.sel.as_ref().expect("selected");
         for (seq, u) in &targets {
             let Some(rec) = records.get(u) else { continue };

@@ -12,7 +12,7 @@ use imap_codec::imap_types::response::{Data, Response};
 use imap_codec::imap_types::search::SearchKey;
 use mail_parser::MessageParser;
 
-use super::session::Session;
+use super::session::{Session, set_contains};
 use super::{Kind, encode, status};
 
 /// One message being tested. Everything read or parsed for it is kept for the other search
@@ -157,7 +157,6 @@ fn contains(hay: &str, needle: &[u8]) -> bool {
 }
 
 fn matches(k: &SearchKey<'_>, c: &mut Candidate<'_>, max_seq: u32, max_uid: u32) -> bool {
-    let nzm = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
     match k {
         SearchKey::And(keys) => keys
             .as_ref()
@@ -165,8 +164,8 @@ fn matches(k: &SearchKey<'_>, c: &mut Candidate<'_>, max_seq: u32, max_uid: u32)
             .all(|k| matches(k, c, max_seq, max_uid)),
         SearchKey::Or(a, b) => matches(a, c, max_seq, max_uid) || matches(b, c, max_seq, max_uid),
         SearchKey::Not(k) => !matches(k, c, max_seq, max_uid),
-        SearchKey::SequenceSet(s) => s.iter(nzm(max_seq)).any(|n| n.get() == c.seq),
-        SearchKey::Uid(s) => s.iter(nzm(max_uid)).any(|n| n.get() == c.uid),
+        SearchKey::SequenceSet(s) => set_contains(s, c.seq, max_seq),
+        SearchKey::Uid(s) => set_contains(s, c.uid, max_uid),
         SearchKey::All => true,
         SearchKey::Answered => c.has("\\Answered"),
         SearchKey::Unanswered => !c.has("\\Answered"),

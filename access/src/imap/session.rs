@@ -160,6 +160,46 @@ pub struct Session {
 /// What a command handler returns: false when the session is over.
 pub(crate) type Res = io::Result<bool>;
 
+/// Whether `set` names `n`, with `*` standing for `largest`. Constant work per range, so a
+/// client's `1:4294967295` costs what `1:5` does (expanding the set, as imap-types'
+/// `SequenceSet::iter` does, would allocate 16 GB for it).
+pub(crate) fn set_contains(
+    set: &imap_codec::imap_types::sequence::SequenceSet,
+    n: u32,
+    largest: u32,
+) -> bool {
+    use imap_codec::imap_types::sequence::{SeqOrUid, Sequence};
+    let v = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    set.0.as_ref().iter().any(|seq| match seq {
+        Sequence::Single(s) => v(s) == n,
+        Sequence::Range(a, b) => {
+            let (a, b) = (v(a), v(b));
+            a.min(b) <= n && n <= a.max(b)
+        }
+    })
+}
+
+/// The largest number `set` names, with `*` standing for `largest`.
+pub(crate) fn set_max(set: &imap_codec::imap_types::sequence::SequenceSet, largest: u32) -> u32 {
+    use imap_codec::imap_types::sequence::{SeqOrUid, Sequence};
+    let v = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    set.0
+        .as_ref()
+        .iter()
+        .map(|seq| match seq {
+            Sequence::Single(s) => v(s),
+            Sequence::Range(a, b) => v(a).max(v(b)),
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 pub(crate) fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }

@@ -197,6 +197,34 @@ A.ok("NOOP")
 
 A.ok("LOGOUT")
 B.ok("LOGOUT")
+
+# --- item 10: complex sequence sets, then a clean LOGOUT ---------------------------------
+C = Raw()
+C.ok(f"LOGIN {USER} {PW}")
+C.ok("SELECT rfc3501-kw")  # 4 messages
+
+
+def nums(lines, word=b"SEARCH"):
+    found = [l for l in lines if l.startswith(b"* " + word)]
+    assert len(found) == 1, lines
+    return [int(x) for x in found[0].split()[2:]]
+
+
+assert nums(C.ok("SEARCH 1:*")) == [1, 2, 3, 4]
+assert nums(C.ok("SEARCH *:1")) == [1, 2, 3, 4]
+assert nums(C.ok("SEARCH 3:2,2:3,4")) == [2, 3, 4]
+uids = nums(C.ok("UID SEARCH ALL"))
+assert nums(C.ok(f"UID SEARCH UID {uids[-1] + 1000}:{uids[-1] + 2000}")) == []
+# A UID range past UIDNEXT still names the last message when it ends in * (RFC 3501 6.4.8).
+assert nums(C.ok(f"UID SEARCH UID {uids[-1] + 1000}:*")) == [uids[-1]]
+# Huge ranges cost what small ones do (they used to be expanded number by number).
+lines = C.ok("UID FETCH 1:4294967295 (FLAGS)")
+assert sum(1 for l in lines if b" FETCH " in l) == 4, lines
+assert nums(C.ok("SEARCH 1:4294967295 UID 1:4294967295")) == [1, 2, 3, 4]
+lines, done = C.cmd("SEARCH $")  # SEARCHRES is not offered: a clear BAD, the session goes on
+assert done.split()[1] == b"BAD", (lines, done)
+lines, done = C.cmd("LOGOUT")
+assert any(l.startswith(b"* BYE") for l in lines) and done.split()[1] == b"OK", (lines, done)
 ok(M.delete("rfc3501-kw"))
 M.logout()
 print("imap_rfc3501: all scenarios passed")

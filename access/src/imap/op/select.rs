@@ -14,7 +14,9 @@ use imap_codec::imap_types::response::{Code, Data, Response};
 use imap_codec::imap_types::sequence::SequenceSet;
 use tokio::sync::broadcast;
 
-use crate::imap::session::{Selected, Session, Target, flags_of, noperm, nz};
+use crate::imap::session::{
+    Selected, Session, Target, flags_of, noperm, nz, set_contains, set_max,
+};
 use crate::imap::{Kind, encode, status};
 use crate::store::StoreFail;
 
@@ -238,39 +240,12 @@ impl Session {
         }
         if !sel.changed.is_empty() {
             let changed = std::mem::take(&mut sel.changed);
-            for (i, uid) in sel.uids.iter().enumerate() {
-                let Some((modseq, flags)) = changed.get(uid) else {
-                    continue;
-                };
-                let Some(known) = sel.flags.get_mut(uid) else {
-                    continue;
-                };
-                if known.0 >= *modseq {
-                    continue;
-                }
-                *known = (*modseq, flags.clone());
-                changed_states.push((*modseq, flags.clone()));
-                let mut items = vec![
-                    imap_codec::imap_types::fetch::MessageDataItem::Flags(
-                        flags_of(flags)
-                            .into_iter()
-                            .map(imap_codec::imap_types::flag::FlagFetch::Flag)
-                            .collect(),
-                    ),
-                    imap_codec::imap_types::fetch::MessageDataItem::Uid(nz(*uid)),
-                ];
-                if self.condstore
-                    && let Some(ms) = NonZeroU64::new(*modseq)
-                {
-                    items.push(imap_codec::imap_types::fetch::MessageDataItem::ModSeq(ms));
-                }
-                if let Ok(items) = Vec1::try_from(items) {
-                    out.extend(encode(&Response::Data(Data::Fetch {
-                        seq: nz(i as u32 + 1),
-                        items,
-                    })));
-                }
-            }
+            out.extend(flag_updates(
+                sel,
+                &changed,
+                self.condstore,
+                &mut changed_states,
+            ));
         }
         if !out.is_empty() {
             // Keywords the added or changed messages bring are announced before the
@@ -294,30 +269,14 @@ impl Session {
         let Some(&max_uid) = sel.uids.last() else {
             return vec![];
         };
-        if uid {
-            let mut wanted: Vec<u32> = set.iter(nz(max_uid)).map(|u| u.get()).collect();
-            wanted.sort_unstable();
-            wanted.dedup();
-            let mut out = Vec::new();
-            for w in wanted {
-                if let Ok(i) = sel.uids.binary_search(&w) {
-                    out.push((i as u32 + 1, w));
-                }
-            }
-            out
-        } else {
-            let n = sel.uids.len() as u32;
-            let mut seqs: Vec<u32> = set
-                .iter(nz(n))
-                .map(|s| s.get())
-                .filter(|s| *s <= n)
-                .collect();
-            seqs.sort_unstable();
-            seqs.dedup();
-            seqs.into_iter()
-                .map(|s| (s, sel.uids[s as usize - 1]))
-                .collect()
-        }
+        // Ascending, each message once, whatever order or overlap the set has.
+        let largest = if uid { max_uid } else { sel.uids.len() as u32 };
+        sel.uids
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (i as u32 + 1, *u))
+            .filter(|(seq, u)| set_contains(set, if uid { *u } else { *seq }, largest))
+            .collect()
     }
 
     /// Whether every sequence number of a non-UID set exists.
@@ -326,7 +285,7 @@ impl Session {
         if n == 0 {
             return false;
         }
-        set.iter(nz(n)).all(|s| s.get() <= n)
+        set_max(set, n) <= n
     }
 }
 
@@ -382,6 +341,49 @@ fn select_responses(
             Some(Code::HighestModSeq(m)),
             "highest",
         ));
+    }
+    out
+}
+
+/// `* n FETCH (FLAGS … UID … [MODSEQ …])` for each message of `changed` whose flags are
+/// newer than what the session last reported; records them as reported and in `shown`.
+fn flag_updates(
+    sel: &mut Selected,
+    changed: &HashMap<u32, (u64, Vec<String>)>,
+    condstore: bool,
+    shown: &mut Vec<(u64, Vec<String>)>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, uid) in sel.uids.iter().enumerate() {
+        let Some((modseq, flags)) = changed.get(uid) else {
+            continue;
+        };
+        let Some(known) = sel.flags.get_mut(uid) else {
+            continue;
+        };
+        if known.0 >= *modseq {
+            continue;
+        }
+        *known = (*modseq, flags.clone());
+        shown.push((*modseq, flags.clone()));
+        let mut items = vec![
+            imap_codec::imap_types::fetch::MessageDataItem::Flags(
+                flags_of(flags)
+                    .into_iter()
+                    .map(imap_codec::imap_types::flag::FlagFetch::Flag)
+                    .collect(),
+            ),
+            imap_codec::imap_types::fetch::MessageDataItem::Uid(nz(*uid)),
+        ];
+        if condstore && let Some(ms) = NonZeroU64::new(*modseq) {
+            items.push(imap_codec::imap_types::fetch::MessageDataItem::ModSeq(ms));
+        }
+        if let Ok(items) = Vec1::try_from(items) {
+            out.extend(encode(&Response::Data(Data::Fetch {
+                seq: nz(i as u32 + 1),
+                items,
+            })));
+        }
     }
     out
 }
