@@ -287,18 +287,7 @@ impl Session {
         // (RFC 3501 §6.3.8).
         let own: Vec<String> = entries.keys().cloned().collect();
         for name in own {
-            let mut cut = name.len();
-            while let Some(i) = name[..cut].rfind(DELIMITER) {
-                cut = i;
-                entries
-                    .entry(name[..cut].to_string())
-                    .or_insert_with(|| ListEntry {
-                        name: name[..cut].to_string(),
-                        selectable: false,
-                        subscribed: false,
-                        special_use: None,
-                    });
-            }
+            add_levels_above(&mut entries, &name);
         }
         let subs: std::collections::HashSet<(String, String)> = if lsub {
             reader.shared_subscriptions(&me)?.into_iter().collect()
@@ -309,18 +298,7 @@ impl Session {
             let subscribed = subs.contains(&(owner.clone(), mb.name.clone()));
             let name = display_name(&me, &owner, &mb.name);
             // Levels above: "Other Users", "Other Users/<owner>", unshared parents.
-            let mut cut = name.len();
-            while let Some(i) = name[..cut].rfind(DELIMITER) {
-                cut = i;
-                entries
-                    .entry(name[..cut].to_string())
-                    .or_insert_with(|| ListEntry {
-                        name: name[..cut].to_string(),
-                        selectable: false,
-                        subscribed: false,
-                        special_use: None,
-                    });
-            }
+            add_levels_above(&mut entries, &name);
             entries.insert(
                 name.clone(),
                 ListEntry {
@@ -387,6 +365,23 @@ impl Session {
         })
         .await?;
         self.ok(tag, None, "STATUS completed").await
+    }
+}
+
+/// Adds every level above `name` (`a` and `a/b` of `a/b/c`) that is not an entry yet, as a
+/// non-selectable one.
+fn add_levels_above(entries: &mut std::collections::BTreeMap<String, ListEntry>, name: &str) {
+    let mut cut = name.len();
+    while let Some(i) = name[..cut].rfind(DELIMITER) {
+        cut = i;
+        entries
+            .entry(name[..cut].to_string())
+            .or_insert_with(|| ListEntry {
+                name: name[..cut].to_string(),
+                selectable: false,
+                subscribed: false,
+                special_use: None,
+            });
     }
 }
 
