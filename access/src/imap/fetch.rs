@@ -354,8 +354,13 @@ impl Session {
         &mut self,
         targets: &[(u32, u32)],
         records: &HashMap<u32, MessageRecord>,
+        names: &[MessageDataItemName<'_>],
+        newly_seen: &[u32],
     ) -> Vec<u8> {
-        let Some(sel) = self.sel.as_mut() else {
+        // Only a FETCH that shows FLAGS (asked for, or added for a new \Seen) can show a
+        // keyword: a plain BODY[] fetch, the common case, pays nothing here.
+        let shows_flags = names.contains(&MessageDataItemName::Flags) || !newly_seen.is_empty();
+        let Some(sel) = self.sel.as_mut().filter(|_| shows_flags) else {
             return Vec::new();
         };
         let shown: Vec<String> = targets
@@ -475,7 +480,7 @@ impl Session {
                 }
             }
         }
-        let mut out = self.announce_for_fetch(&targets, &records);
+        let mut out = self.announce_for_fetch(&targets, &records, &names, &newly_seen);
         let sel = self.sel.as_ref().expect("selected");
         for (seq, u) in &targets {
             let Some(rec) = records.get(u) else { continue };
