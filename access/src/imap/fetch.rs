@@ -204,14 +204,22 @@ pub(crate) fn structure(p: &BodyPart, extended: bool) -> BodyStructure<'static> 
 }
 
 /// The part a section path names (RFC 3501 §6.4.5 part numbering).
+///
+/// The numbers at each level count the parts of a *message*: the top-level message, or the
+/// message a message/rfc822 part encloses. A multipart message's parts are its body parts; a
+/// message that is not multipart has one part, its body, numbered 1: for the top-level
+/// message that is the root entity itself (so a top-level message/rfc822 is `1`, and `1.1` is
+/// what it encloses), for an enclosed message its own entity. A part that is neither multipart
+/// nor message/rfc822 has no sub-parts.
 fn part<'m>(root: &'m BodyPart, path: &[NonZeroU32]) -> Option<&'m BodyPart> {
     let mut cur = root;
-    for n in path {
+    for (depth, n) in path.iter().enumerate() {
         let n = n.get() as usize;
-        // Inside a message/rfc822, numbers refer to the enclosed message's parts.
         let container = match &cur.kind {
+            _ if depth == 0 => root,
             BodyKind::Message { body, .. } => body.as_ref(),
-            _ => cur,
+            BodyKind::Multipart { .. } => cur,
+            _ => return None,
         };
         cur = match &container.kind {
             BodyKind::Multipart { parts } => parts.get(n - 1)?,
@@ -718,5 +726,108 @@ mod tests {
             header_fields(h, &["SUBJECT".into()], false),
             b"From: a@b\r\nTo: c@d\r\n\r\n".to_vec()
         );
+    }
+
+    /// `BODY[spec]` of `raw`, the section parsed by imap-codec from a FETCH command.
+    fn body_section(raw: &[u8], spec: &str) -> String {
+        use imap_codec::CommandCodec;
+        use imap_codec::imap_types::command::CommandBody;
+        let line = format!("a FETCH 1 BODY.PEEK[{spec}]\r\n");
+        let (_, cmd) = CommandCodec::default().decode(line.as_bytes()).unwrap();
+        let CommandBody::Fetch {
+            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
+            ..
+        } = cmd.body
+        else {
+            panic!("not a fetch");
+        };
+        let MessageDataItemName::BodyExt { section, .. } = &items[0] else {
+            panic!("not BODY[]");
+        };
+        let meta = halyard_raft_store::mime::message_meta(raw);
+        let read = |a: u64, b: u64| raw[a as usize..b as usize].to_vec();
+        String::from_utf8(section_bytes(&meta, raw.len() as u64, section, None, &read)).unwrap()
+    }
+
+    const FORWARDED: &[u8] = b"From: a@example.org\r\nSubject: fwd\r\n\
+        Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n\
+        Content-Type: text/plain\r\n\r\nsee attached\r\n--zz\r\n\
+        Content-Type: message/rfc822\r\nContent-Description: old\r\n\r\n\
+        Subject: inner\r\nTo: b@example.org\r\nContent-Type: multipart/alternative; boundary=yy\r\n\r\n\
+        --yy\r\nContent-Type: text/plain\r\n\r\nplain\r\n--yy\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--yy--\r\n\
+        \r\n--zz--\r\n";
+
+    #[test]
+    fn an_attached_message_is_addressed_as_rfc_3501_says() {
+        let inner = "Subject: inner\r\nTo: b@example.org\r\nContent-Type: multipart/alternative; boundary=yy\r\n\r\n\
+            --yy\r\nContent-Type: text/plain\r\n\r\nplain\r\n--yy\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--yy--\r\n";
+        assert_eq!(body_section(FORWARDED, "2"), inner);
+        assert_eq!(
+            body_section(FORWARDED, "2.HEADER"),
+            "Subject: inner\r\nTo: b@example.org\r\nContent-Type: multipart/alternative; boundary=yy\r\n\r\n"
+        );
+        assert!(body_section(FORWARDED, "2.TEXT").starts_with("--yy\r\n"));
+        assert_eq!(
+            body_section(FORWARDED, "2.HEADER.FIELDS (to)"),
+            "To: b@example.org\r\n\r\n"
+        );
+        assert_eq!(
+            body_section(FORWARDED, "2.HEADER.FIELDS.NOT (to content-type)"),
+            "Subject: inner\r\n\r\n"
+        );
+        assert_eq!(
+            body_section(FORWARDED, "2.MIME"),
+            "Content-Type: message/rfc822\r\nContent-Description: old\r\n\r\n"
+        );
+        assert_eq!(body_section(FORWARDED, "2.1"), "plain");
+        assert_eq!(body_section(FORWARDED, "2.2"), "<p>html</p>");
+        assert_eq!(
+            body_section(FORWARDED, "2.2.MIME"),
+            "Content-Type: text/html\r\n\r\n"
+        );
+        assert_eq!(body_section(FORWARDED, "1"), "see attached");
+        assert_eq!(body_section(FORWARDED, "1.1"), "");
+        assert_eq!(body_section(FORWARDED, "3"), "");
+        assert_eq!(body_section(FORWARDED, "1.HEADER"), "");
+    }
+
+    #[test]
+    fn a_message_that_is_itself_message_rfc822_has_it_as_part_1() {
+        let raw = b"Subject: outer\r\nContent-Type: message/rfc822\r\n\r\n\
+            Subject: inner\r\n\r\ninner body\r\n";
+        assert_eq!(
+            body_section(raw, "1"),
+            "Subject: inner\r\n\r\ninner body\r\n"
+        );
+        assert_eq!(body_section(raw, "1.HEADER"), "Subject: inner\r\n\r\n");
+        assert_eq!(body_section(raw, "1.TEXT"), "inner body\r\n");
+        assert_eq!(body_section(raw, "1.1"), "inner body\r\n");
+        assert_eq!(
+            body_section(raw, "TEXT"),
+            "Subject: inner\r\n\r\ninner body\r\n"
+        );
+    }
+
+    #[test]
+    fn digest_parts_are_messages_by_default() {
+        let raw = b"Subject: digest\r\nContent-Type: multipart/digest; boundary=dd\r\n\r\n\
+            --dd\r\n\r\nSubject: first\r\n\r\none\r\n\
+            --dd\r\nContent-Type: text/plain\r\n\r\nnot a message\r\n\
+            --dd\r\n\r\nSubject: third\r\nContent-Type: multipart/mixed; boundary=m\r\n\r\n\
+            --m\r\n\r\nthree-a\r\n--m\r\n\r\nthree-b\r\n--m--\r\n\
+            --dd--\r\n";
+        assert_eq!(body_section(raw, "1"), "Subject: first\r\n\r\none");
+        assert_eq!(body_section(raw, "1.HEADER"), "Subject: first\r\n\r\n");
+        assert_eq!(body_section(raw, "1.TEXT"), "one");
+        assert_eq!(body_section(raw, "1.MIME"), "\r\n");
+        assert_eq!(body_section(raw, "1.1"), "one");
+        assert_eq!(body_section(raw, "2"), "not a message");
+        assert_eq!(body_section(raw, "2.HEADER"), "");
+        assert_eq!(
+            body_section(raw, "3.HEADER.FIELDS (SUBJECT)"),
+            "Subject: third\r\n\r\n"
+        );
+        assert_eq!(body_section(raw, "3.1"), "three-a");
+        assert_eq!(body_section(raw, "3.2"), "three-b");
     }
 }

@@ -198,6 +198,52 @@ A.ok("NOOP")
 A.ok("LOGOUT")
 B.ok("LOGOUT")
 
+# --- item 4: a message/rfc822 part (a forwarded mail, a digest entry) and its sections ----
+INNER = (
+    b"Subject: inner\r\nTo: b@example.org\r\nContent-Type: multipart/alternative; boundary=yy\r\n\r\n"
+    b"--yy\r\nContent-Type: text/plain\r\n\r\nplain\r\n--yy\r\nContent-Type: text/html\r\n\r\n"
+    b"<p>html</p>\r\n--yy--\r\n"
+)
+fwd = (
+    b"From: a@example.org\r\nSubject: fwd\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n"
+    b"--zz\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--zz\r\n"
+    b"Content-Type: message/rfc822\r\nContent-Description: old\r\n\r\n" + INNER + b"\r\n--zz--\r\n"
+)
+digest = (
+    b"Subject: digest\r\nContent-Type: multipart/digest; boundary=dd\r\n\r\n"
+    b"--dd\r\n\r\nSubject: first\r\n\r\none\r\n--dd\r\n\r\nSubject: second\r\n\r\ntwo\r\n--dd--\r\n"
+)
+ok(M.create("rfc3501-parts"))
+ok(M.append("rfc3501-parts", None, None, fwd))
+ok(M.append("rfc3501-parts", None, None, digest))
+ok(M.select("rfc3501-parts"))
+
+
+def section(n, spec):
+    data = ok(M.fetch(str(n), f"(BODY.PEEK[{spec}])"), spec)
+    if isinstance(data[0], tuple):  # a literal
+        return data[0][1]
+    # A short section may come as a quoted string: 1 (BODY[2.1] "plain")
+    head, _, rest = data[0].partition(b"] ")
+    assert rest.startswith(b'"') and rest.endswith(b'")'), (spec, data)
+    return rest[1:-2].replace(b'\\"', b'"').replace(b"\\\\", b"\\")
+
+
+assert section(1, "2") == INNER
+assert section(1, "2.HEADER") == INNER.split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+assert section(1, "2.TEXT") == INNER.split(b"\r\n\r\n", 1)[1]
+assert section(1, "2.HEADER.FIELDS (TO)") == b"To: b@example.org\r\n\r\n"
+assert section(1, "2.HEADER.FIELDS.NOT (TO CONTENT-TYPE)") == b"Subject: inner\r\n\r\n"
+assert section(1, "2.MIME") == b"Content-Type: message/rfc822\r\nContent-Description: old\r\n\r\n"
+assert section(1, "2.1") == b"plain"
+assert section(1, "2.2") == b"<p>html</p>"
+assert section(2, "1") == b"Subject: first\r\n\r\none"
+assert section(2, "2.HEADER") == b"Subject: second\r\n\r\n"
+assert section(2, "2.TEXT") == b"two"
+assert section(2, "2.1") == b"two"
+ok(M.close())
+ok(M.delete("rfc3501-parts"))
+
 # --- item 10: complex sequence sets, then a clean LOGOUT ---------------------------------
 C = Raw()
 C.ok(f"LOGIN {USER} {PW}")
