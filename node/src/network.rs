@@ -88,6 +88,10 @@ impl ChannelPool {
 pub struct Network {
     pub group: String,
     pub pool: ChannelPool,
+    /// This node, named in every request with this build's command level.
+    pub node_id: NodeId,
+    /// Where the levels peers report in their answers go (the group's).
+    pub levels: halyard_raft_store::PeerLevels,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -101,6 +105,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             pool: self.pool.clone(),
             stream: None,
             unary_only: false,
+            node_id: self.node_id,
+            levels: self.levels.clone(),
         }
     }
 }
@@ -115,6 +121,8 @@ pub struct PeerClient {
     stream: Option<AppendStream>,
     /// The peer answered `AppendStream` with Unimplemented: use unary AppendEntries.
     unary_only: bool,
+    node_id: NodeId,
+    levels: halyard_raft_store::PeerLevels,
 }
 
 /// One AppendEntries stream: requests go in through `tx`, answers come out of `rx` in order.
@@ -133,6 +141,16 @@ fn status_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId,
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, E>>;
 
 impl PeerClient {
+    /// A request to the peer: the group, this node and its command level, the payload.
+    fn payload(&self, payload: Vec<u8>) -> GroupPayload {
+        GroupPayload {
+            group: self.group.clone(),
+            payload,
+            from_node: self.node_id,
+            command_level: halyard_raft_store::COMMAND_LEVEL,
+        }
+    }
+
     fn client(&self) -> Result<RaftClient<Channel>, String> {
         Ok(RaftClient::new(self.pool.channel(self.target, &self.addr)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -155,18 +173,16 @@ impl PeerClient {
         let mut client = self
             .client()
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
-        let mut request = tonic::Request::new(GroupPayload {
-            group: self.group.clone(),
-            payload,
-        });
+        let mut request = tonic::Request::new(self.payload(payload));
         request.set_timeout(option.hard_ttl());
         let resp = match kind {
             Kind::Append => client.append_entries(request).await,
             Kind::Vote => client.vote(request).await,
             Kind::Snapshot => client.install_snapshot(request).await,
         };
-        let resp = resp.map_err(status_error)?;
-        self.answer(&resp.into_inner().payload)
+        let resp = resp.map_err(status_error)?.into_inner();
+        self.levels.record(self.target, resp.command_level);
+        self.answer(&resp.payload)
     }
 
     /// Decodes a peer's bincode answer: its result, or its Raft error as a remote error.
@@ -232,11 +248,8 @@ impl PeerClient {
                 }
             }
         }
+        let request = self.payload(payload);
         let stream = self.stream.as_mut()?;
-        let request = GroupPayload {
-            group: self.group.clone(),
-            payload,
-        };
         let exchange = async {
             stream.tx.send(request).await.map_err(|_| {
                 RPCError::Unreachable(Unreachable::new(&std::io::Error::new(
@@ -270,6 +283,7 @@ impl PeerClient {
                 ))));
             }
         };
+        self.levels.record(self.target, answer.command_level);
         let r = self.answer(&answer.payload);
         if r.is_err() {
             self.stream = None;

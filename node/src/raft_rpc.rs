@@ -20,9 +20,32 @@ fn decode<T: serde::de::DeserializeOwned>(p: &[u8]) -> Result<T, Status> {
         .map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
 }
 
-fn reply<T: Serialize>(group: String, v: &T) -> Result<Response<pb::GroupPayload>, Status> {
+/// An answer: the group, this node and its command level, the payload.
+fn reply<T: Serialize>(
+    node: &NodeShared,
+    group: String,
+    v: &T,
+) -> Result<Response<pb::GroupPayload>, Status> {
     let payload = bincode::serialize(v).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(pb::GroupPayload { group, payload }))
+    Ok(Response::new(pb::GroupPayload {
+        group,
+        payload,
+        from_node: node.node_id,
+        command_level: halyard_raft_store::COMMAND_LEVEL,
+    }))
+}
+
+/// The group a request names, after noting the sender's command level (see
+/// [`halyard_raft_store::PeerLevels`]).
+fn group_of<'n>(
+    node: &'n NodeShared,
+    req: &pb::GroupPayload,
+) -> Result<&'n halyard_raft_store::Group, Status> {
+    let g = node.group(&req.group)?;
+    if req.from_node != 0 {
+        g.peer_levels().record(req.from_node, req.command_level);
+    }
+    Ok(g)
 }
 
 /// One AppendEntries: hands it to the group's Raft and records when the leader was last
@@ -31,7 +54,7 @@ async fn append_one(
     node: &NodeShared,
     req: pb::GroupPayload,
 ) -> Result<Response<pb::GroupPayload>, Status> {
-    let g = node.group(&req.group)?;
+    let g = group_of(node, &req)?;
     let r = g.raft().append_entries(decode(&req.payload)?).await;
     if matches!(&r, Ok(x) if x.is_success()) {
         node.last_heard
@@ -39,7 +62,7 @@ async fn append_one(
             .unwrap_or_else(|e| e.into_inner())
             .insert(req.group.clone(), std::time::Instant::now());
     }
-    reply(req.group, &r)
+    reply(node, req.group, &r)
 }
 
 type AnswerStream = std::pin::Pin<
@@ -85,7 +108,7 @@ impl pb::raft_server::Raft for RaftRpc {
         req: Request<pb::GroupPayload>,
     ) -> Result<Response<pb::GroupPayload>, Status> {
         let req = req.into_inner();
-        let g = self.node.group(&req.group)?;
+        let g = group_of(&self.node, &req)?;
         let vote: halyard_raft_store::openraft::raft::VoteRequest<u64> = decode(&req.payload)?;
         // A holder that could grant this vote gives its address up first (see
         // halyard-fencing: a leader's own vote is not protected by Raft's follower lease).
@@ -93,7 +116,7 @@ impl pb::raft_server::Raft for RaftRpc {
             c.before_vote(vote.vote.leader_id().term);
         }
         let r = g.raft().vote(vote).await;
-        reply(req.group, &r)
+        reply(&self.node, req.group, &r)
     }
 
     async fn install_snapshot(
@@ -101,8 +124,8 @@ impl pb::raft_server::Raft for RaftRpc {
         req: Request<pb::GroupPayload>,
     ) -> Result<Response<pb::GroupPayload>, Status> {
         let req = req.into_inner();
-        let g = self.node.group(&req.group)?;
+        let g = group_of(&self.node, &req)?;
         let r = g.raft().install_snapshot(decode(&req.payload)?).await;
-        reply(req.group, &r)
+        reply(&self.node, req.group, &r)
     }
 }

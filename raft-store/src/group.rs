@@ -121,6 +121,34 @@ struct GroupInner {
     /// set by the fencing controller, read by whatever may only run on the holder (the job
     /// controller, the group's listeners, sessions that end when the lease is lost).
     serving: tokio::sync::watch::Sender<Option<crate::model::FenceToken>>,
+    /// Command levels the other members reported (see [`Group::command_level`]).
+    peer_levels: PeerLevels,
+}
+
+/// The command levels (see [`crate::COMMAND_LEVEL`]) other nodes reported in their Raft
+/// RPCs, requests and answers alike, so a node knows its peers' levels whether it leads or
+/// follows, and a new master knows the level of the one it replaced. Filled by the network
+/// layer, read by [`Group::command_level`]. A peer that reports nothing (a build older than
+/// command levels) counts as level 1.
+#[derive(Clone, Default, Debug)]
+pub struct PeerLevels(Arc<std::sync::Mutex<BTreeMap<NodeId, u32>>>);
+
+impl PeerLevels {
+    /// Records what `node` reported; 0 (an older build's absent field) means level 1.
+    pub fn record(&self, node: NodeId, level: u32) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node, level.max(1));
+    }
+
+    pub fn get(&self, node: NodeId) -> Option<u32> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node)
+            .copied()
+    }
 }
 
 type MembershipError = RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>;
@@ -251,6 +279,7 @@ impl Group {
         log_db: &Arc<LogDb>,
         dir: &Path,
         network: N,
+        peer_levels: PeerLevels,
     ) -> Result<Group, StoreError> {
         let config = tuning
             .openraft_config(name)
@@ -272,6 +301,7 @@ impl Group {
                 log,
                 proposals,
                 serving: tokio::sync::watch::channel(None).0,
+                peer_levels,
             }),
         })
     }
@@ -297,6 +327,30 @@ impl Group {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Where the network layer records the levels peers report.
+    pub fn peer_levels(&self) -> &PeerLevels {
+        &self.inner.peer_levels
+    }
+
+    /// The highest command level every member of the group (voters and learners: all of
+    /// them apply the log) can apply: this build's [`crate::COMMAND_LEVEL`] for this node,
+    /// what the others last reported, 1 for a member not heard from yet. A command of a
+    /// higher level than this must not be proposed.
+    pub fn command_level(&self) -> u32 {
+        let m = self.inner.raft.metrics().borrow().membership_config.clone();
+        m.membership()
+            .nodes()
+            .map(|(id, _)| {
+                if *id == self.inner.node_id {
+                    crate::COMMAND_LEVEL
+                } else {
+                    self.inner.peer_levels.get(*id).unwrap_or(1)
+                }
+            })
+            .min()
+            .unwrap_or(1)
     }
 
     pub fn node_id(&self) -> NodeId {

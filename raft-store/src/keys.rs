@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `meta` | `applied`, `membership`, `next_mailbox_id`, `uidvalidity_floor` | log id, membership, counters |
 //! | `meta` | `fence/current`, `fence/seq`, `fence/log/` ‖ seq (u64 BE) | [`HolderRecord`], counter (see [`crate::apply::FENCE_HISTORY`]) |
+//! | `meta` | `recent/` ‖ mailbox id (u64 BE) | the mailbox's recent mark: the lowest UID no session has claimed as `\Recent` (u32; absent: 1) |
 //! | `mailboxes` | user `\0` name | [`MailboxRecord`] |
 //! | `messages` | mailbox id (u64 BE) ‖ uid (u32 BE) | [`MessageRecord`] |
 //! | `bodies` | partition `\0` sha256-hex | raw bytes (RocksDB blob files) |
@@ -101,3 +102,11 @@ pub const UIDVALIDITY_FLOOR: &[u8] = b"uidvalidity_floor";
 pub(crate) const FENCE_CURRENT: &[u8] = b"fence/current";
 pub(crate) const FENCE_SEQ: &[u8] = b"fence/seq";
 pub(crate) const FENCE_LOG: &[u8] = b"fence/log/";
+
+/// The recent mark of a mailbox (see [`crate::Command::ClaimRecent`]), by its id, which
+/// RENAME keeps.
+pub fn recent_mark(mailbox_id: u64) -> Vec<u8> {
+    let mut k = b"recent/".to_vec();
+    k.extend_from_slice(&mailbox_id.to_be_bytes());
+    k
+}

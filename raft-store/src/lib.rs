@@ -43,7 +43,9 @@ pub mod state_machine;
 pub mod types;
 
 pub use error::{ProposeError, StoreError};
-pub use group::{Group, GroupStatus, META_GROUP, MemberStatus, RaftTuning, Role, home_group};
+pub use group::{
+    Group, GroupStatus, META_GROUP, MemberStatus, PeerLevels, RaftTuning, Role, home_group,
+};
 pub use log_store::{LogDb, LogStats, LogStore};
 pub use model::*;
 pub use state_machine::{SmShared, StateMachineStore};

@@ -452,7 +452,34 @@ pub enum Command {
     /// so that concurrent proposals share one log append, one fsync and one replication
     /// round. Batches do not nest.
     Batch(Vec<Command>),
+    /// MOVE (RFC 6851) that may also target the source mailbox itself: the messages get new
+    /// UIDs there and the old ones are expunged. [`Command::Move`] keeps refusing that, as
+    /// the builds that wrote it did. Command level 2 (see [`COMMAND_LEVEL`]).
+    MoveAny {
+        user: String,
+        from: String,
+        to_user: Option<String>,
+        to: String,
+        uids: Vec<u32>,
+    },
+    /// A read-write session claims the messages of `user`'s mailbox that no session has seen
+    /// as recent yet (RFC 3501 `\Recent`): every UID from the mailbox's recent mark up to
+    /// its UIDNEXT. The mark moves to UIDNEXT, so each message is recent in exactly one
+    /// session, also across a change of master. Answered by [`Reply::RecentClaimed`].
+    /// Command level 2.
+    ClaimRecent {
+        user: String,
+        mailbox: String,
+    },
 }
+
+/// The newest command level this build applies. Level 1: every command up to
+/// [`Command::Batch`]; level 2 adds [`Command::MoveAny`] and [`Command::ClaimRecent`]. A
+/// node proposes a command of level N only when every voter of the group reported a level
+/// of at least N, so a replica never meets an entry it cannot decode during a rolling
+/// upgrade (see ARCHITECTURE.md, "What `apply` does to an existing command never changes in
+/// place").
+pub const COMMAND_LEVEL: u32 = 2;
 
 impl Command {
     /// Short name for logs and metrics.
@@ -480,6 +507,8 @@ impl Command {
             Command::Directory(_) => "directory",
             Command::Fence(_) => "fence",
             Command::Batch(_) => "batch",
+            Command::MoveAny { .. } => "move_any",
+            Command::ClaimRecent { .. } => "claim_recent",
         }
     }
 
@@ -570,6 +599,13 @@ pub enum Reply {
     /// Answer to a [`Command::Fence`]: the holder record as it stood before this entry.
     Fenced {
         previous: Option<HolderRecord>,
+    },
+    /// Answer to a [`Command::ClaimRecent`]: the UIDs `from..to` (to exclusive) are recent in
+    /// the claiming session.
+    RecentClaimed {
+        uidvalidity: u32,
+        from: u32,
+        to: u32,
     },
 }
 

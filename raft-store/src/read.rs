@@ -45,6 +45,13 @@ impl SmShared {
         )
     }
 
+    /// The lowest UID of the mailbox (by id) that no session has claimed as `\Recent`.
+    pub fn recent_mark(&self, mailbox_id: u64) -> Result<u32, StoreError> {
+        Ok(self
+            .get_de::<u32>(Cf::Meta, &keys::recent_mark(mailbox_id))?
+            .unwrap_or(1))
+    }
+
     pub fn mailboxes(&self, user: &str) -> Result<Vec<MailboxRecord>, StoreError> {
         self.scan_de(Cf::Mailboxes, &keys::user_mailboxes(user))
     }

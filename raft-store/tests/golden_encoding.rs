@@ -372,6 +372,23 @@ fn later_commands() -> Vec<(&'static str, Command)> {
                 },
             ]),
         ),
+        (
+            "MoveAny",
+            Command::MoveAny {
+                user: u(),
+                from: "INBOX".into(),
+                to_user: None,
+                to: "INBOX".into(),
+                uids: vec![5, 6],
+            },
+        ),
+        (
+            "ClaimRecent",
+            Command::ClaimRecent {
+                user: u(),
+                mailbox: "INBOX".into(),
+            },
+        ),
     ]
 }
 
@@ -400,9 +417,11 @@ fn command_variant(c: &Command) -> usize {
         Command::Directory(_) => 19,
         Command::Fence(_) => 20,
         Command::Batch(_) => 21,
+        Command::MoveAny { .. } => 22,
+        Command::ClaimRecent { .. } => 23,
     }
 }
-const COMMAND_VARIANTS: usize = 22;
+const COMMAND_VARIANTS: usize = 24;
 
 fn dir_commands() -> Vec<(&'static str, DirCommand)> {
     let a = || "ann@example.org".to_string();
@@ -618,6 +637,14 @@ fn replies() -> Vec<(&'static str, Reply)> {
                 previous: Some(holder()),
             },
         ),
+        (
+            "RecentClaimed",
+            Reply::RecentClaimed {
+                uidvalidity: 7,
+                from: 3,
+                to: 9,
+            },
+        ),
     ]
 }
 
@@ -635,9 +662,10 @@ fn reply_variant(r: &Reply) -> usize {
         Reply::Error(_) => 9,
         Reply::Batch(_) => 10,
         Reply::Fenced { .. } => 11,
+        Reply::RecentClaimed { .. } => 12,
     }
 }
-const REPLY_VARIANTS: usize = 12;
+const REPLY_VARIANTS: usize = 13;
 
 fn propose_errors() -> Vec<(&'static str, ProposeError)> {
     vec![

@@ -62,6 +62,8 @@ fn arb_plain_command() -> impl Strategy<Value = Command> {
         1 => (user.clone(), mbox.clone(), proptest::option::of(arb_uids())).prop_map(|(user, mailbox, uids)| Command::Expunge { user, mailbox, uids }),
         1 => (user.clone(), mbox.clone(), proptest::option::of(user.clone()), mbox.clone(), arb_uids()).prop_map(|(user, from, to_user, to, uids)| Command::Copy { user, from, to_user, to, uids }),
         1 => (user.clone(), mbox.clone(), proptest::option::of(user.clone()), mbox.clone(), arb_uids()).prop_map(|(user, from, to_user, to, uids)| Command::Move { user, from, to_user, to, uids }),
+        1 => (user.clone(), mbox.clone(), proptest::option::of(user.clone()), mbox.clone(), arb_uids()).prop_map(|(user, from, to_user, to, uids)| Command::MoveAny { user, from, to_user, to, uids }),
+        1 => (user.clone(), mbox.clone()).prop_map(|(user, mailbox)| Command::ClaimRecent { user, mailbox }),
         2 => (user.clone(), mbox.clone(), prop::sample::select(IDENTIFIERS.to_vec()), proptest::option::of(prop::sample::select(RIGHTS.to_vec())))
             .prop_map(|(user, mailbox, id, rights)| Command::SetAcl { user, mailbox, identifier: id.into(), rights: rights.map(String::from) }),
         1 => (user.clone(), mbox.clone(), any::<bool>()).prop_map(|(user, name, subscribed)| Command::Subscribe { user, name, subscribed }),
@@ -135,14 +137,22 @@ fn check_authorised(before: &Boxes, actor: &str, cmd: &Command) -> Result<(), Te
             to_user,
             to,
             ..
+        }
+        | Command::MoveAny {
+            user,
+            from,
+            to_user,
+            to,
+            ..
         } => {
             prop_assert!(has(user, from, "r"));
             prop_assert!(has(to_user.as_deref().unwrap_or(user), to, "i"));
-            if matches!(cmd, Command::Move { .. }) {
+            if matches!(cmd, Command::Move { .. } | Command::MoveAny { .. }) {
                 prop_assert!(has(user, from, "te"));
             }
         }
         Command::RenameMailbox { user, from, .. } => prop_assert!(has(user, from, "x")),
+        Command::ClaimRecent { user, mailbox } => prop_assert!(has(user, mailbox, "r")),
         _ => {}
     }
     Ok(())
@@ -202,6 +212,17 @@ fn arb_sharing_step() -> impl Strategy<Value = Command> {
                 }
             }
         ),
+        (mbox(), arb_uids()).prop_map(|(mailbox, uids)| Command::MoveAny {
+            user: "alice".into(),
+            from: mailbox.clone(),
+            to_user: None,
+            to: mailbox,
+            uids,
+        }),
+        mbox().prop_map(|mailbox| Command::ClaimRecent {
+            user: "alice".into(),
+            mailbox
+        }),
         mbox().prop_map(|name| Command::DeleteMailbox {
             user: "alice".into(),
             name
@@ -290,6 +311,7 @@ proptest! {
         let mut used_pairs: BTreeMap<(u32, u32), String> = BTreeMap::new();
         let mut prev = mailboxes(&sa);
         let mut replies_a = Vec::new();
+        let mut recent_claimed: BTreeMap<u32, u32> = BTreeMap::new();
         for (i, cmd) in cmds.iter().enumerate() {
             let reply = a.apply_entries([entry(i as u64 + 1, cmd.clone())]).unwrap().remove(0);
             let now = mailboxes(&sa);
@@ -300,8 +322,16 @@ proptest! {
                 // Done on someone else's mailbox only with the right for it, as the ACL stood.
                 check_authorised(&prev, actor, cmd)?;
             }
+            if let Reply::RecentClaimed { uidvalidity, from, to } = &reply {
+                // Claims of one mailbox follow each other without overlap: a message is
+                // recent in exactly one session.
+                let last = recent_claimed.insert(*uidvalidity, *to);
+                prop_assert!(from <= to, "claim {}..{}", from, to);
+                prop_assert!(last.is_none_or(|l| l == *from), "claim {}..{} after ..{:?}", from, to, last);
+            }
             replies_a.push(reply);
             for ((u, name), (mb, msgs)) in &now {
+                prop_assert!(sa.recent_mark(mb.id).unwrap() <= mb.uidnext.max(1));
                 // UIDVALIDITY of a live mailbox (same internal id) never changes.
                 let key = (u.clone(), name.clone(), mb.id);
                 if let Some(old) = uidvalidity_seen.insert(key, mb.uidvalidity) {

@@ -23,11 +23,10 @@ use imap_codec::imap_types::envelope::{Address, Envelope as WireEnvelope};
 use imap_codec::imap_types::fetch::{
     Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
 };
-use imap_codec::imap_types::flag::FlagFetch;
 use imap_codec::imap_types::response::{Data, Response};
 use imap_codec::imap_types::sequence::SequenceSet;
 
-use super::session::{Session, flags_of};
+use super::session::{Session, fetch_flags};
 use super::{Kind, encode, status};
 use crate::store::StoreFail;
 
@@ -522,6 +521,7 @@ impl Session {
                     .unwrap_or_default()
             };
             let size = rec.size;
+            let recent = sel.recent.contains(*u);
             let mut items = Vec::new();
             let mut with_flags = false;
             // Large ranges: (from, to) in the stored body, sent in place of stream_marker(i).
@@ -540,9 +540,7 @@ impl Session {
                     MessageDataItemName::Uid => MessageDataItem::Uid(nz(*u)),
                     MessageDataItemName::Flags => {
                         with_flags = true;
-                        MessageDataItem::Flags(
-                            flags_of(&flags).into_iter().map(FlagFetch::Flag).collect(),
-                        )
+                        MessageDataItem::Flags(fetch_flags(&flags, recent))
                     }
                     MessageDataItemName::InternalDate => {
                         match internal_date(rec.internal_date_ms) {
@@ -591,9 +589,7 @@ impl Session {
                 });
             }
             if newly_seen.contains(u) && !with_flags {
-                items.push(MessageDataItem::Flags(
-                    flags_of(&flags).into_iter().map(FlagFetch::Flag).collect(),
-                ));
+                items.push(MessageDataItem::Flags(fetch_flags(&flags, recent)));
             }
             let Ok(items) = Vec1::try_from(items) else {
                 continue;

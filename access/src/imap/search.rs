@@ -24,6 +24,8 @@ struct Candidate<'a> {
     rec: &'a MessageRecord,
     flags: &'a [String],
     modseq: u64,
+    /// `\Recent` in this session.
+    recent: bool,
     raw: Option<Vec<u8>>,
     /// The header block, lower-cased.
     header_block: Option<String>,
@@ -177,10 +179,9 @@ fn matches(k: &SearchKey<'_>, c: &mut Candidate<'_>, max_seq: u32, max_uid: u32)
         SearchKey::Unflagged => !c.has("\\Flagged"),
         SearchKey::Seen => c.has("\\Seen"),
         SearchKey::Unseen => !c.has("\\Seen"),
-        // No message is "recent" (RFC 9051 dropped \Recent; no session owns new mail here).
-        SearchKey::Recent => false,
-        SearchKey::New => false,
-        SearchKey::Old => true,
+        SearchKey::Recent => c.recent,
+        SearchKey::New => c.recent && !c.has("\\Seen"),
+        SearchKey::Old => !c.recent,
         SearchKey::Keyword(a) => c.has(a.as_ref()),
         SearchKey::Unkeyword(a) => !c.has(a.as_ref()),
         SearchKey::Larger(n) => c.rec.size > u64::from(*n),
@@ -271,6 +272,7 @@ impl Session {
                 rec,
                 flags,
                 modseq,
+                recent: sel.recent.contains(*u),
                 raw: None,
                 header_block: None,
                 headers: None,

@@ -143,6 +143,83 @@ pub(crate) struct Selected {
     /// Keywords this session announced in FLAGS and PERMANENTFLAGS, in announcement order:
     /// a response may only show a keyword once it is here (RFC 3501 §7.2.6).
     pub keywords: Vec<String>,
+    /// The messages that are `\Recent` in this session (RFC 3501 §2.3.2).
+    pub recent: Recent,
+}
+
+/// RFC 3501 `\Recent`: a message is recent in the one session that first learns of it.
+///
+/// Each mailbox has a replicated *recent mark*, the lowest UID no session has claimed. A
+/// read-write session claims (proposes [`StoreCommand::ClaimRecent`]) when it selects the
+/// mailbox and whenever it learns of messages at or above what it claimed: it gets the UIDs
+/// from the mark to UIDNEXT and moves the mark past them, in one log entry, so no two
+/// sessions claim a message, even across a change of master. EXAMINE changes nothing
+/// (RFC 3501 §6.3.2): it shows every unclaimed message as recent without claiming it.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    /// Half-open UID ranges recent in this session, ascending.
+    ranges: Vec<(u32, u32)>,
+    /// This session claims new arrivals (read-write, and every member of the group can apply
+    /// `ClaimRecent`); otherwise nothing new becomes recent, except under EXAMINE.
+    pub claims: bool,
+}
+
+impl Recent {
+    /// What a read-write session claimed: `from..to`.
+    pub fn claimed(from: u32, to: u32) -> Recent {
+        let mut r = Recent {
+            ranges: Vec::new(),
+            claims: true,
+        };
+        r.add(from, to);
+        r
+    }
+
+    /// What an EXAMINE session shows: every UID from the mark on.
+    pub fn unclaimed_from(mark: u32) -> Recent {
+        Recent {
+            ranges: vec![(mark, u32::MAX)],
+            claims: false,
+        }
+    }
+
+    pub fn add(&mut self, from: u32, to: u32) {
+        if from < to {
+            self.ranges.push((from, to));
+        }
+    }
+
+    pub fn contains(&self, uid: u32) -> bool {
+        self.ranges.iter().any(|(a, b)| (*a..*b).contains(&uid))
+    }
+
+    /// Whether a claim would hand this session `uid`: it is at or above everything claimed.
+    pub fn wants(&self, uid: u32) -> bool {
+        self.claims && self.ranges.last().is_none_or(|(_, b)| uid >= *b)
+    }
+
+    /// How many of `uids` are recent (the `* n RECENT` count).
+    pub fn count(&self, uids: &[u32]) -> u32 {
+        if self.ranges.is_empty() {
+            return 0;
+        }
+        uids.iter().filter(|u| self.contains(**u)).count() as u32
+    }
+}
+
+/// A message's flags as FETCH shows them: the stored ones, and `\Recent` when it is recent
+/// in this session.
+pub(crate) fn fetch_flags(
+    strings: &[String],
+    recent: bool,
+) -> Vec<imap_codec::imap_types::flag::FlagFetch<'static>> {
+    use imap_codec::imap_types::flag::FlagFetch;
+    let mut out: Vec<FlagFetch<'static>> =
+        flags_of(strings).into_iter().map(FlagFetch::Flag).collect();
+    if recent {
+        out.push(FlagFetch::Recent);
+    }
+    out
 }
 
 pub struct Session {

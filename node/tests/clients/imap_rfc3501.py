@@ -89,6 +89,12 @@ class Raw:
         return lines
 
 
+def nums(lines, word=b"SEARCH"):
+    found = [l for l in lines if l.startswith(b"* " + word)]
+    assert len(found) == 1, lines
+    return [int(x) for x in found[0].split()[2:]]
+
+
 def flags_line(lines):
     return [l for l in lines if l.startswith(b"* FLAGS ")]
 
@@ -244,16 +250,71 @@ assert section(2, "2.1") == b"two"
 ok(M.close())
 ok(M.delete("rfc3501-parts"))
 
+# --- item 1: \Recent, claimed by exactly one session -------------------------------------
+ok(M.create("rfc3501-recent"))
+rmsg = b"From: a@example.org\r\nSubject: recent\r\n\r\nbody\r\n"
+ok(M.append("rfc3501-recent", None, None, rmsg))
+ok(M.append("rfc3501-recent", r"(\Seen)", None, rmsg))
+st = ok(M.status("rfc3501-recent", "(RECENT MESSAGES)"))[0]
+assert b"RECENT 2" in st and b"MESSAGES 2" in st, st
+R1, R2, RE = Raw(), Raw(), Raw()
+for r in (R1, R2, RE):
+    r.ok(f"LOGIN {USER} {PW}")
+lines = RE.ok("EXAMINE rfc3501-recent")  # EXAMINE shows, but does not take, \Recent
+assert b"* 2 RECENT\r\n" in lines, lines
+lines = R1.ok("SELECT rfc3501-recent")
+assert b"* 2 EXISTS\r\n" in lines and b"* 2 RECENT\r\n" in lines, lines
+lines = R1.ok("FETCH 1:* (FLAGS)")
+assert all(b"\\Recent" in l for l in lines if b"FETCH" in l) and len(lines) == 2, lines
+assert nums(R1.ok("SEARCH RECENT")) == [1, 2]
+assert nums(R1.ok("SEARCH NEW")) == [1]  # recent and not \Seen
+assert nums(R1.ok("SEARCH OLD")) == []
+lines = R2.ok("SELECT rfc3501-recent")  # the second session: nothing is recent any more
+assert b"* 0 RECENT\r\n" in lines, lines
+lines = R2.ok("FETCH 1:* (FLAGS)")
+assert not any(b"\\Recent" in l for l in lines), lines
+assert nums(R2.ok("SEARCH OLD")) == [1, 2] and nums(R2.ok("SEARCH RECENT")) == []
+st = ok(M.status("rfc3501-recent", "(RECENT)"))[0]
+assert b"RECENT 0" in st, st
+# A new message is recent in the first selected session that learns of it, only there.
+ok(M.append("rfc3501-recent", None, None, rmsg))
+st = ok(M.status("rfc3501-recent", "(RECENT)"))[0]
+assert b"RECENT 1" in st, st
+lines = R1.ok("NOOP")
+assert b"* 3 EXISTS\r\n" in lines and b"* 3 RECENT\r\n" in lines, lines
+lines = R2.ok("NOOP")
+assert b"* 3 EXISTS\r\n" in lines and b"* 0 RECENT\r\n" in lines, lines
+lines = R1.ok("FETCH 3 (FLAGS)")
+assert b"\\Recent" in lines[0], lines
+lines = R2.ok("FETCH 3 (FLAGS)")
+assert b"\\Recent" not in lines[0], lines
+st = ok(M.status("rfc3501-recent", "(RECENT)"))[0]
+assert b"RECENT 0" in st, st
+# A session's own APPEND into its selected mailbox is recent there.
+lines = R2.ok("APPEND rfc3501-recent {%d+}\r\n%s" % (len(rmsg), rmsg.decode()))
+lines = R2.ok("NOOP") + lines
+assert b"* 4 EXISTS\r\n" in lines and b"* 1 RECENT\r\n" in lines, lines
+
+# --- item 8: MOVE and COPY into the selected mailbox itself ------------------------------
+uids = nums(R1.ok("UID SEARCH ALL"))
+assert len(uids) == 4, uids
+lines, done = R1.cmd(f"UID MOVE {uids[0]} rfc3501-recent")
+assert done.split()[1] == b"OK", (lines, done)
+cu = [l for l in lines if b"[COPYUID" in l]
+assert len(cu) == 1 and f" {uids[0]} {uids[-1] + 1}]".encode() in cu[0], lines
+assert b"* 1 EXPUNGE\r\n" in lines and b"* 4 EXISTS\r\n" in lines, lines
+lines, done = R1.cmd(f"UID COPY {uids[1]} rfc3501-recent")
+assert done.split()[1] == b"OK" and b"[COPYUID" in done, (lines, done)
+assert b"* 5 EXISTS\r\n" in lines, lines
+assert nums(R1.ok("UID SEARCH ALL")) == uids[1:] + [uids[-1] + 1, uids[-1] + 2]
+for r in (R1, R2, RE):
+    r.ok("LOGOUT")
+ok(M.delete("rfc3501-recent"))
+
 # --- item 10: complex sequence sets, then a clean LOGOUT ---------------------------------
 C = Raw()
 C.ok(f"LOGIN {USER} {PW}")
 C.ok("SELECT rfc3501-kw")  # 4 messages
-
-
-def nums(lines, word=b"SEARCH"):
-    found = [l for l in lines if l.startswith(b"* " + word)]
-    assert len(found) == 1, lines
-    return [int(x) for x in found[0].split()[2:]]
 
 
 assert nums(C.ok("SEARCH 1:*")) == [1, 2, 3, 4]

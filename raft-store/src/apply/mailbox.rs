@@ -193,7 +193,7 @@ pub(super) fn rename<R: KvRead>(t: &mut Txn<'_, R>, user: &str, from: &str, to: 
             (user, INBOX),
             (user, &to),
             &uids,
-            true,
+            super::message::Transfer::Move,
             crate::acl::Rights::ALL,
         )
         .map(|r| r.map(|_| Reply::Done));

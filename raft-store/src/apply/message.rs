@@ -92,22 +92,44 @@ pub(super) fn expunge<R: KvRead>(
     }))
 }
 
+/// What [`copy_messages`] does with the source messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Transfer {
+    Copy,
+    /// [`crate::Command::Move`]: refuses the source mailbox as target, as it always did.
+    Move,
+    /// [`crate::Command::MoveAny`]: the target may be the source mailbox.
+    MoveAny,
+}
+
 /// COPY/MOVE from `(owner, mailbox)` to `(owner, mailbox)`; `dst_rights` limits the flags the
 /// copies keep (RFC 4314: flags the actor may not set in the target are dropped). Quota is
 /// charged to the target's owner.
+impl Transfer {
+    /// The transfer a COPY or MOVE command asks for (`Copy` for any other command).
+    pub(super) fn of(cmd: &crate::model::Command) -> Transfer {
+        match cmd {
+            crate::model::Command::Move { .. } => Transfer::Move,
+            crate::model::Command::MoveAny { .. } => Transfer::MoveAny,
+            _ => Transfer::Copy,
+        }
+    }
+}
+
 pub(super) fn copy_messages<R: KvRead>(
     t: &mut Txn<'_, R>,
     (user, from): (&str, &str),
     (to_user, to): (&str, &str),
     uids: &[u32],
-    is_move: bool,
+    how: Transfer,
     dst_rights: crate::acl::Rights,
 ) -> Outcome {
+    let is_move = how != Transfer::Copy;
     let from = canonical_mailbox(from);
     let to = canonical_mailbox(to);
     let mut src = tri!(mailbox(t, user, &from)?);
     let mut dst = tri!(mailbox(t, to_user, &to)?);
-    if src.id == dst.id && is_move {
+    if src.id == dst.id && how == Transfer::Move {
         refuse!(ApplyError::Invalid(
             "cannot move a mailbox's messages into itself".into()
         ));
@@ -141,7 +163,7 @@ pub(super) fn copy_messages<R: KvRead>(
             },
         )?;
         if src.id == dst.id && to_user == user {
-            // COPY into the same mailbox: keep `src` in step with `dst`.
+            // COPY (or MOVE) into the same mailbox: keep `src` in step with `dst`.
             src = dst.clone();
         }
         pairs.push((m.uid, new_uid));
@@ -348,4 +370,21 @@ pub(super) fn remove_message<R: KvRead>(
     mb.exists = mb.exists.checked_sub(1).ok_or_else(underflow)?;
     mb.bytes = mb.bytes.checked_sub(m.size).ok_or_else(underflow)?;
     adjust_quota(t, user, -(m.size as i128), -1)
+}
+
+/// RFC 3501 `\Recent`: hands the claiming session every UID from the mailbox's recent mark
+/// up to UIDNEXT and moves the mark there, so no other session sees them as recent.
+pub(super) fn claim_recent<R: KvRead>(t: &mut Txn<'_, R>, user: &str, name: &str) -> Outcome {
+    let name = canonical_mailbox(name);
+    let mb = tri!(mailbox(t, user, &name)?);
+    let key = keys::recent_mark(mb.id);
+    let from = t.get_de::<u32>(Cf::Meta, &key)?.unwrap_or(1);
+    if mb.uidnext > from {
+        t.put_ser(Cf::Meta, key, &mb.uidnext)?;
+    }
+    Ok(Ok(Reply::RecentClaimed {
+        uidvalidity: mb.uidvalidity,
+        from,
+        to: mb.uidnext.max(from),
+    }))
 }

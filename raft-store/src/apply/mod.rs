@@ -157,14 +157,22 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             to_user,
             to,
             uids,
+        }
+        | Command::MoveAny {
+            user,
+            from,
+            to_user,
+            to,
+            uids,
         } => message::copy_messages(
             t,
             (user, from),
             (to_user.as_deref().unwrap_or(user), to),
             uids,
-            matches!(cmd, Command::Move { .. }),
+            message::Transfer::of(cmd),
             crate::acl::Rights::ALL,
         ),
+        Command::ClaimRecent { user, mailbox } => message::claim_recent(t, user, mailbox),
         Command::As { actor, cmd } => rights::as_actor(t, actor, cmd),
         Command::Enqueue { .. } => queue::enqueue(t, cmd),
         Command::Deliver { .. } => queue::deliver(t, cmd),

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::mailbox::{canonical_mailbox, check_name, mailbox};
-use super::message::{copy_messages, store_flags};
+use super::message::{Transfer, claim_recent, copy_messages, store_flags};
 use super::{Outcome, apply_inner};
 use crate::acl::{Rights, effective};
 use crate::error::StoreError;
@@ -220,8 +220,16 @@ pub(super) fn as_actor<R: KvRead>(t: &mut Txn<'_, R>, actor: &str, cmd: &Command
             to_user,
             to,
             uids,
+        }
+        | Command::MoveAny {
+            user,
+            from,
+            to_user,
+            to,
+            uids,
         } => {
-            let is_move = matches!(cmd, Command::Move { .. });
+            let how = Transfer::of(cmd);
+            let is_move = how != Transfer::Copy;
             let to_user = to_user.as_deref().unwrap_or(user);
             let (src, _) = tri!(rights(t, actor, user, from)?);
             tri!(need(src, "r", "COPY from this mailbox"));
@@ -230,7 +238,12 @@ pub(super) fn as_actor<R: KvRead>(t: &mut Txn<'_, R>, actor: &str, cmd: &Command
             }
             let (dst, _) = tri!(rights(t, actor, to_user, to)?);
             tri!(need(dst, "i", "COPY into this mailbox"));
-            copy_messages(t, (user, from), (to_user, to), uids, is_move, dst)
+            copy_messages(t, (user, from), (to_user, to), uids, how, dst)
+        }
+        Command::ClaimRecent { user, mailbox } => {
+            let (r, _) = tri!(rights(t, actor, user, mailbox)?);
+            tri!(need(r, "r", "SELECT"));
+            claim_recent(t, user, mailbox)
         }
         other => Ok(Err(ApplyError::Invalid(format!(
             "{} cannot be done on behalf of a user",

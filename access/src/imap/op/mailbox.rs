@@ -312,6 +312,29 @@ impl Session {
         Ok(entries.into_values().collect())
     }
 
+    /// STATUS RECENT: the messages no session has claimed as recent yet, and those recent
+    /// in this session if it has the mailbox selected.
+    fn recent_in(
+        &self,
+        owner: &str,
+        mb: &halyard_raft_store::MailboxRecord,
+        msgs: &[halyard_raft_store::MessageRecord],
+    ) -> u32 {
+        let acct = self.acct();
+        if acct.group.command_level() < 2 {
+            return 0;
+        }
+        let mark = acct.reader().recent_mark(mb.id).unwrap_or(u32::MAX);
+        let mine = self
+            .sel
+            .as_ref()
+            .filter(|s| s.owner == owner && s.name == mb.name && s.recent.claims)
+            .map(|s| &s.recent);
+        msgs.iter()
+            .filter(|m| m.uid >= mark || mine.is_some_and(|r| r.contains(m.uid)))
+            .count() as u32
+    }
+
     pub(crate) async fn status_cmd(
         &mut self,
         tag: &Tag<'_>,
@@ -345,7 +368,9 @@ impl Session {
         for i in items {
             out.push(match i {
                 StatusDataItemName::Messages => StatusDataItem::Messages(mb.exists),
-                StatusDataItemName::Recent => StatusDataItem::Recent(0),
+                StatusDataItemName::Recent => {
+                    StatusDataItem::Recent(self.recent_in(&owner, &mb, &msgs))
+                }
                 StatusDataItemName::UidNext => StatusDataItem::UidNext(nz(mb.uidnext)),
                 StatusDataItemName::UidValidity => StatusDataItem::UidValidity(nz(mb.uidvalidity)),
                 StatusDataItemName::Unseen => StatusDataItem::Unseen(

@@ -15,7 +15,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 use tokio::sync::broadcast;
 
 use crate::imap::session::{
-    Selected, Session, Target, flags_of, noperm, nz, set_contains, set_max,
+    Recent, Selected, Session, Target, fetch_flags, flags_of, noperm, nz, set_contains, set_max,
 };
 use crate::imap::{Kind, encode, status};
 use crate::store::StoreFail;
@@ -79,7 +79,22 @@ impl Session {
             .map(|m| (m.uid, (m.modseq, m.flags.clone())))
             .collect();
         let keywords = keywords_in(msgs.iter().flat_map(|m| m.flags.iter()), &[]);
-        let out = select_responses(&mb, &msgs, &uids, &keywords);
+        // Claimed after the index was read: the claim covers every message read, and the
+        // ones that arrive meanwhile come through the feed, already claimed.
+        let recent = if self.acct().group.command_level() < 2 {
+            Recent::default()
+        } else if read_only {
+            Recent::unclaimed_from(reader.recent_mark(mb.id).unwrap_or(u32::MAX))
+        } else {
+            match claim_recent(self.acct(), &owner, &name).await {
+                Ok((from, to)) => Recent::claimed(from, to),
+                Err(f) => {
+                    self.feed = None;
+                    return self.fail(tag, f).await;
+                }
+            }
+        };
+        let out = select_responses(&mb, &msgs, &uids, &keywords, recent.count(&uids));
         self.send(&out).await?;
         self.sel = Some(Selected {
             owner,
@@ -94,6 +109,7 @@ impl Session {
             changed: HashMap::new(),
             expunged: Default::default(),
             keywords,
+            recent,
         });
         let (code, text) = if read_only {
             (Code::ReadOnly, "EXAMINE completed")
@@ -235,7 +251,18 @@ impl Session {
                 sel.changed.remove(&u);
             }
             if sel.uids.len() != before {
+                // This session is the first to learn of them: claim them as recent, unless
+                // an earlier claim already covers them (or another session's did).
+                if sel.uids[before..].iter().any(|u| sel.recent.wants(*u)) {
+                    match claim_recent(acct, &user, &sel.name).await {
+                        Ok((from, to)) => sel.recent.add(from, to),
+                        Err(e) => tracing::debug!(error = %e, "claiming recent messages failed"),
+                    }
+                }
                 out.extend(encode(&Response::Data(Data::Exists(sel.uids.len() as u32))));
+                out.extend(encode(&Response::Data(Data::Recent(
+                    sel.recent.count(&sel.uids),
+                ))));
             }
         }
         if !sel.changed.is_empty() {
@@ -289,12 +316,40 @@ impl Session {
     }
 }
 
+/// Proposes [`StoreCommand::ClaimRecent`] for `owner`'s mailbox `name`: the UIDs that are
+/// now recent in this session.
+async fn claim_recent(
+    acct: &crate::store::Account,
+    owner: &str,
+    name: &str,
+) -> Result<(u32, u32), StoreFail> {
+    let cmd = StoreCommand::ClaimRecent {
+        user: owner.to_string(),
+        mailbox: name.to_string(),
+    };
+    let cmd = if owner == acct.user {
+        cmd
+    } else {
+        StoreCommand::As {
+            actor: acct.user.clone(),
+            cmd: Box::new(cmd),
+        }
+    };
+    match acct.propose(cmd).await? {
+        halyard_raft_store::Reply::RecentClaimed { from, to, .. } => Ok((from, to)),
+        other => Err(StoreFail::Unavailable(format!(
+            "unexpected answer to a recent claim: {other:?}"
+        ))),
+    }
+}
+
 /// The untagged responses SELECT and EXAMINE send before their tagged OK.
 fn select_responses(
     mb: &MailboxRecord,
     msgs: &[MessageRecord],
     uids: &[u32],
     keywords: &[String],
+    recent: u32,
 ) -> Vec<u8> {
     // The mailbox record was read before the index: a message appended in between is in
     // `msgs` but not yet in the record's UIDNEXT / HIGHESTMODSEQ. Never announce a UIDNEXT
@@ -313,7 +368,7 @@ fn select_responses(
         .map(|p| p as u32 + 1);
     let mut out = flag_lists(keywords);
     out.extend(encode(&Response::Data(Data::Exists(uids.len() as u32))));
-    out.extend(encode(&Response::Data(Data::Recent(0))));
+    out.extend(encode(&Response::Data(Data::Recent(recent))));
     if let Some(u) = first_unseen {
         out.extend(status(
             Kind::Ok,
@@ -367,12 +422,10 @@ fn flag_updates(
         *known = (*modseq, flags.clone());
         shown.push((*modseq, flags.clone()));
         let mut items = vec![
-            imap_codec::imap_types::fetch::MessageDataItem::Flags(
-                flags_of(flags)
-                    .into_iter()
-                    .map(imap_codec::imap_types::flag::FlagFetch::Flag)
-                    .collect(),
-            ),
+            imap_codec::imap_types::fetch::MessageDataItem::Flags(fetch_flags(
+                flags,
+                sel.recent.contains(*uid),
+            )),
             imap_codec::imap_types::fetch::MessageDataItem::Uid(nz(*uid)),
         ];
         if condstore && let Some(ms) = NonZeroU64::new(*modseq) {

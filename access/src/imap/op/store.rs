@@ -13,7 +13,7 @@ use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::response::{Code, Data, Response};
 use imap_codec::imap_types::sequence::SequenceSet;
 
-use crate::imap::session::{Session, flag_strings, flags_of, nz};
+use crate::imap::session::{Session, fetch_flags, flag_strings, nz};
 use crate::imap::{Kind, encode, status};
 
 impl Session {
@@ -141,10 +141,7 @@ impl Session {
             let mut items = Vec::new();
             if !silent {
                 items.push(imap_codec::imap_types::fetch::MessageDataItem::Flags(
-                    flags_of(fl)
-                        .into_iter()
-                        .map(imap_codec::imap_types::flag::FlagFetch::Flag)
-                        .collect(),
+                    fetch_flags(fl, sel.recent.contains(*u)),
                 ));
             }
             if uid {
@@ -224,7 +221,16 @@ impl Session {
         // Someone else's mailbox on either side: the copy is done as the session's user.
         let on_behalf = if user != me { &user } else { &to.owner }.clone();
         let to_user = (to.owner != user).then(|| to.owner.clone());
-        let cmd = if is_move {
+        let cmd = if is_move && self.acct().group.command_level() >= 2 {
+            // Also into the selected mailbox itself (new UIDs, the old ones expunged).
+            StoreCommand::MoveAny {
+                user,
+                from,
+                to_user,
+                to: to.name,
+                uids,
+            }
+        } else if is_move {
             StoreCommand::Move {
                 user,
                 from,
