@@ -662,6 +662,10 @@ impl Session {
 }
 
 #[cfg(test)]
+#[path = "fetch_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use imap_codec::ResponseCodec;
