@@ -658,6 +658,10 @@ impl Session {
 }
 
 #[cfg(test)]
+#[path = "fetch_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use imap_codec::ResponseCodec;
