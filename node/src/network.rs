@@ -94,6 +94,18 @@ pub struct Network {
     pub levels: halyard_raft_store::PeerLevels,
 }
 
+impl Network {
+    /// The network of one group, with a fresh record of its peers' command levels.
+    pub fn for_group(group: &str, pool: &ChannelPool, node_id: NodeId) -> Network {
+        Network {
+            group: group.to_string(),
+            pool: pool.clone(),
+            node_id,
+            levels: halyard_raft_store::PeerLevels::default(),
+        }
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 

@@ -166,13 +166,8 @@ impl Node {
         );
         for (name, members) in specs {
             let dir = cfg.data_dir.join("groups").join(&name);
-            let levels = halyard_raft_store::PeerLevels::default();
-            let network = Network {
-                group: name.clone(),
-                pool: pool.clone(),
-                node_id: cfg.node_id,
-                levels: levels.clone(),
-            };
+            let network = Network::for_group(&name, &pool, cfg.node_id);
+            let levels = network.levels.clone();
             let group = Group::open(&name, cfg.node_id, &tuning, &log_db, &dir, network, levels)
                 .await
                 .with_context(|| format!("opening group {name}"))?;

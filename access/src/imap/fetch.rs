@@ -42,8 +42,19 @@ fn nstr(s: Option<&str>) -> NString<'static> {
 }
 
 fn istr(s: &str) -> IString<'static> {
-    IString::try_from(s.to_string())
-        .unwrap_or_else(|_| IString::Literal(Literal::unvalidated(s.as_bytes().to_vec())))
+    IString::try_from(s.to_string()).unwrap_or_else(|_| {
+        IString::Literal(Literal::unvalidated(without_nul(s.as_bytes().to_vec())))
+    })
+}
+
+/// IMAP4rev1 literals may not carry NUL (only BINARY's literal8 may), yet a stored message
+/// can contain one (SMTP does not forbid it in practice). Each NUL goes out as 0x80, the
+/// same length, so sizes and partial offsets stay right; BINARY[] returns the real bytes.
+pub(crate) fn without_nul(mut bytes: Vec<u8>) -> Vec<u8> {
+    for b in bytes.iter_mut().filter(|b| **b == 0) {
+        *b = 0x80;
+    }
+    bytes
 }
 
 /// Message bytes as an nstring: quoted when possible, else a literal (even with bytes IMAP
@@ -101,7 +112,9 @@ fn data(bytes: Vec<u8>) -> NString<'static> {
     {
         return NString(Some(s));
     }
-    NString(Some(IString::Literal(Literal::unvalidated(bytes))))
+    NString(Some(IString::Literal(Literal::unvalidated(without_nul(
+        bytes,
+    )))))
 }
 
 fn addresses(list: &[Addr]) -> Vec<Address<'static>> {
@@ -633,7 +646,7 @@ impl Session {
                                         ));
                                     }
                                 };
-                                self.conn.write(&chunk).await?;
+                                self.conn.write(&without_nul(chunk)).await?;
                                 pos = end;
                             }
                         }
@@ -829,5 +842,26 @@ mod tests {
         );
         assert_eq!(body_section(raw, "3.1"), "three-a");
         assert_eq!(body_section(raw, "3.2"), "three-b");
+    }
+
+    #[test]
+    fn a_stored_nul_goes_out_as_0x80_and_the_response_parses() {
+        let raw = b"Subject: n\0l\r\n\r\nbefore\0after\r\n".to_vec();
+        let items = Vec1::try_from(vec![MessageDataItem::BodyExt {
+            section: None,
+            origin: None,
+            data: data(raw.clone()),
+        }])
+        .unwrap();
+        let resp = Response::Data(Data::Fetch { seq: nz(1), items });
+        let bytes = super::super::encode(&resp);
+        assert!(!bytes.contains(&0), "{}", String::from_utf8_lossy(&bytes));
+        let (rest, _) = ResponseCodec::default().decode(&bytes).unwrap();
+        assert!(rest.is_empty());
+        let want: Vec<u8> = raw
+            .iter()
+            .map(|b| if *b == 0 { 0x80 } else { *b })
+            .collect();
+        assert!(bytes.windows(want.len()).any(|w| w == want.as_slice()));
     }
 }
