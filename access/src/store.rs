@@ -109,6 +109,7 @@ pub async fn lost_mastership(group: &Group, node: u64) {
 
 impl Account {
     pub async fn propose(&self, cmd: Command) -> Result<Reply, StoreFail> {
+        let cmd = self.tracked(cmd);
         match self.group.propose(cmd).await {
             Ok(Reply::Error(e)) => Err(StoreFail::Refused(e)),
             Ok(r) => Ok(r),
@@ -117,6 +118,27 @@ impl Account {
                 leader_id.map_or("being elected".into(), |l| format!("node {l}"))
             ))),
             Err(e) => Err(StoreFail::Unavailable(e.to_string())),
+        }
+    }
+
+    /// A command that may expunge goes in [`Command::Tracked`] once every member of the group
+    /// applies it, so QRESYNC can name exactly what vanished (RFC 7162).
+    fn tracked(&self, cmd: Command) -> Command {
+        fn expunges(c: &Command) -> bool {
+            match c {
+                Command::Expunge { .. }
+                | Command::Move { .. }
+                | Command::MoveAny { .. }
+                | Command::RenameMailbox { .. }
+                | Command::DeleteMailbox { .. } => true,
+                Command::As { cmd, .. } => expunges(cmd),
+                _ => false,
+            }
+        }
+        if expunges(&cmd) && self.group.command_level() >= 2 {
+            Command::Tracked(Box::new(cmd))
+        } else {
+            cmd
         }
     }
 

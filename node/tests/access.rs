@@ -76,6 +76,7 @@ async fn imap_answers_exactly_as_rfc_3501_says() {
     let sp = spec(1, 17900, 17943, 17910);
     let (_d, _c) = cluster("rfc3501", &sp).await;
     run_client("imap_rfc3501.py", &accounts(17943, 17910));
+    run_client("imap_qresync.py", &accounts(17943, 17910));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

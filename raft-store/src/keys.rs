@@ -7,6 +7,8 @@
 //! | `meta` | `applied`, `membership`, `next_mailbox_id`, `uidvalidity_floor` | log id, membership, counters |
 //! | `meta` | `fence/current`, `fence/seq`, `fence/log/` ‖ seq (u64 BE) | [`HolderRecord`], counter (see [`crate::apply::FENCE_HISTORY`]) |
 //! | `meta` | `recent/` ‖ mailbox id (u64 BE) | the mailbox's recent mark: the lowest UID no session has claimed as `\Recent` (u32; absent: 1) |
+//! | `meta` | `vanished/` ‖ mailbox id (u64 BE) ‖ modseq (u64 BE) | UIDs one expunge removed (QRESYNC tombstones; see [`crate::apply::vanished`]) |
+//! | `meta` | `vanished-floor/` ‖ mailbox id (u64 BE) | (floor modseq, tombstoned UIDs): every expunge above the floor has a tombstone |
 //! | `mailboxes` | user `\0` name | [`MailboxRecord`] |
 //! | `messages` | mailbox id (u64 BE) ‖ uid (u32 BE) | [`MessageRecord`] |
 //! | `bodies` | partition `\0` sha256-hex | raw bytes (RocksDB blob files) |
@@ -107,6 +109,23 @@ pub(crate) const FENCE_LOG: &[u8] = b"fence/log/";
 /// RENAME keeps.
 pub fn recent_mark(mailbox_id: u64) -> Vec<u8> {
     let mut k = b"recent/".to_vec();
+    k.extend_from_slice(&mailbox_id.to_be_bytes());
+    k
+}
+
+/// Prefix of a mailbox's QRESYNC tombstones; [`vanished`] adds the expunge's modseq.
+pub fn vanished_of(mailbox_id: u64) -> Vec<u8> {
+    let mut k = b"vanished/".to_vec();
+    k.extend_from_slice(&mailbox_id.to_be_bytes());
+    k
+}
+pub fn vanished(mailbox_id: u64, modseq: u64) -> Vec<u8> {
+    let mut k = vanished_of(mailbox_id);
+    k.extend_from_slice(&modseq.to_be_bytes());
+    k
+}
+pub fn vanished_floor(mailbox_id: u64) -> Vec<u8> {
+    let mut k = b"vanished-floor/".to_vec();
     k.extend_from_slice(&mailbox_id.to_be_bytes());
     k
 }

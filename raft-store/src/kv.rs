@@ -84,6 +84,8 @@ pub struct Txn<'a, R: KvRead> {
     base: &'a R,
     pub(crate) overlay: BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
     pub(crate) events: Vec<Event>,
+    /// Expunges record tombstones (set while a [`crate::Command::Tracked`] applies).
+    pub(crate) track_vanished: bool,
 }
 
 impl<'a, R: KvRead> Txn<'a, R> {
@@ -92,6 +94,7 @@ impl<'a, R: KvRead> Txn<'a, R> {
             base,
             overlay: BTreeMap::new(),
             events: Vec::new(),
+            track_vanished: false,
         }
     }
 

@@ -471,10 +471,15 @@ pub enum Command {
         user: String,
         mailbox: String,
     },
+    /// `cmd` (one plain command) with QRESYNC tombstones recorded for every message it
+    /// expunges (see [`crate::apply::vanished`]); a deleted mailbox's tombstones go with
+    /// it. Sessions wrap every command that may expunge in it. Command level 2.
+    Tracked(Box<Command>),
 }
 
 /// The newest command level this build applies. Level 1: every command up to
-/// [`Command::Batch`]; level 2 adds [`Command::MoveAny`] and [`Command::ClaimRecent`]. A
+/// [`Command::Batch`]; level 2 adds [`Command::MoveAny`], [`Command::ClaimRecent`] and
+/// [`Command::Tracked`]. A
 /// node proposes a command of level N only when every voter of the group reported a level
 /// of at least N, so a replica never meets an entry it cannot decode during a rolling
 /// upgrade (see ARCHITECTURE.md, "What `apply` does to an existing command never changes in
@@ -509,6 +514,7 @@ impl Command {
             Command::Batch(_) => "batch",
             Command::MoveAny { .. } => "move_any",
             Command::ClaimRecent { .. } => "claim_recent",
+            Command::Tracked(_) => "tracked",
         }
     }
 

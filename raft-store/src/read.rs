@@ -45,6 +45,37 @@ impl SmShared {
         )
     }
 
+    /// QRESYNC: the UIDs of the mailbox (by id) expunged after MODSEQ `since`, ascending,
+    /// when its tombstones reach back that far; `None` when they do not (no tracked expunge
+    /// yet, or pruned past `since`): the caller then falls back to "every UID the client may
+    /// know that is gone" (see [`crate::apply::vanished`]).
+    pub fn vanished_since(
+        &self,
+        mailbox_id: u64,
+        since: u64,
+    ) -> Result<Option<Vec<u32>>, StoreError> {
+        let floor: Option<crate::apply::vanished::Floor> =
+            self.get_de(Cf::Meta, &keys::vanished_floor(mailbox_id))?;
+        match floor {
+            Some((floor, _)) if floor <= since => {}
+            _ => return Ok(None),
+        }
+        let db = self.db();
+        let mut uids = Vec::new();
+        for (k, v) in DbView(&db)
+            .scan(Cf::Meta, &keys::vanished_of(mailbox_id))?
+            .iter()
+        {
+            let at = k.len().checked_sub(8).map(|i| &k[i..]).unwrap_or_default();
+            if u64::from_be_bytes(at.try_into().unwrap_or([0; 8])) > since {
+                uids.extend(decode::<Vec<u32>>(v)?);
+            }
+        }
+        uids.sort_unstable();
+        uids.dedup();
+        Ok(Some(uids))
+    }
+
     /// The lowest UID of the mailbox (by id) that no session has claimed as `\Recent`.
     pub fn recent_mark(&self, mailbox_id: u64) -> Result<u32, StoreError> {
         Ok(self

@@ -389,6 +389,14 @@ fn later_commands() -> Vec<(&'static str, Command)> {
                 mailbox: "INBOX".into(),
             },
         ),
+        (
+            "Tracked",
+            Command::Tracked(Box::new(Command::Expunge {
+                user: u(),
+                mailbox: "INBOX".into(),
+                uids: None,
+            })),
+        ),
     ]
 }
 
@@ -419,9 +427,10 @@ fn command_variant(c: &Command) -> usize {
         Command::Batch(_) => 21,
         Command::MoveAny { .. } => 22,
         Command::ClaimRecent { .. } => 23,
+        Command::Tracked(_) => 24,
     }
 }
-const COMMAND_VARIANTS: usize = 24;
+const COMMAND_VARIANTS: usize = 25;
 
 fn dir_commands() -> Vec<(&'static str, DirCommand)> {
     let a = || "ann@example.org".to_string();

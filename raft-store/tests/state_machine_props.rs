@@ -64,6 +64,8 @@ fn arb_plain_command() -> impl Strategy<Value = Command> {
         1 => (user.clone(), mbox.clone(), proptest::option::of(user.clone()), mbox.clone(), arb_uids()).prop_map(|(user, from, to_user, to, uids)| Command::Move { user, from, to_user, to, uids }),
         1 => (user.clone(), mbox.clone(), proptest::option::of(user.clone()), mbox.clone(), arb_uids()).prop_map(|(user, from, to_user, to, uids)| Command::MoveAny { user, from, to_user, to, uids }),
         1 => (user.clone(), mbox.clone()).prop_map(|(user, mailbox)| Command::ClaimRecent { user, mailbox }),
+        1 => (user.clone(), mbox.clone(), proptest::option::of(arb_uids())).prop_map(|(user, mailbox, uids)| Command::Tracked(Box::new(Command::Expunge { user, mailbox, uids }))),
+        1 => (user.clone(), mbox.clone(), mbox.clone(), arb_uids()).prop_map(|(user, from, to, uids)| Command::Tracked(Box::new(Command::MoveAny { user, from, to_user: None, to, uids }))),
         2 => (user.clone(), mbox.clone(), prop::sample::select(IDENTIFIERS.to_vec()), proptest::option::of(prop::sample::select(RIGHTS.to_vec())))
             .prop_map(|(user, mailbox, id, rights)| Command::SetAcl { user, mailbox, identifier: id.into(), rights: rights.map(String::from) }),
         1 => (user.clone(), mbox.clone(), any::<bool>()).prop_map(|(user, name, subscribed)| Command::Subscribe { user, name, subscribed }),
@@ -336,6 +338,15 @@ proptest! {
                 let key = (u.clone(), name.clone(), mb.id);
                 if let Some(old) = uidvalidity_seen.insert(key, mb.uidvalidity) {
                     prop_assert_eq!(old, mb.uidvalidity);
+                }
+                if let Some((old_mb, old_msgs)) = prev.get(&(u.clone(), name.clone()))
+                    && old_mb.id == mb.id
+                    && matches!(cmd, Command::Tracked(_))
+                    && let Some(v) = sa.vanished_since(mb.id, old_mb.highestmodseq).unwrap()
+                {
+                    // A tracked expunge's tombstones name exactly what it removed.
+                    let gone: Vec<u32> = old_msgs.iter().map(|m| m.uid).filter(|u| !msgs.iter().any(|m| m.uid == *u)).collect();
+                    prop_assert_eq!(v, gone, "tombstones of {:?}", cmd);
                 }
                 if let Some((old_mb, _)) = prev.get(&(u.clone(), name.clone()))
                     && old_mb.id == mb.id

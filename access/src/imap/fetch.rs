@@ -360,6 +360,39 @@ fn section_bytes(
     }
 }
 
+/// The items a FETCH asks for: macros expanded, UID added to UID FETCH, MODSEQ once
+/// CONDSTORE is on.
+fn item_names(
+    names: MacroOrMessageDataItemNames<'_>,
+    uid: bool,
+    condstore: bool,
+) -> Vec<MessageDataItemName<'_>> {
+    let mut names: Vec<MessageDataItemName> = match names {
+        MacroOrMessageDataItemNames::Macro(m) => {
+            let mut v = vec![
+                MessageDataItemName::Flags,
+                MessageDataItemName::InternalDate,
+                MessageDataItemName::Rfc822Size,
+            ];
+            if matches!(m, Macro::All | Macro::Full) {
+                v.push(MessageDataItemName::Envelope);
+            }
+            if matches!(m, Macro::Full) {
+                v.push(MessageDataItemName::Body);
+            }
+            v
+        }
+        MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
+    };
+    if uid && !names.contains(&MessageDataItemName::Uid) {
+        names.insert(0, MessageDataItemName::Uid);
+    }
+    if condstore && !names.contains(&MessageDataItemName::ModSeq) {
+        names.push(MessageDataItemName::ModSeq);
+    }
+    names
+}
+
 fn internal_date(ms: i64) -> Option<DateTime> {
     // IMAP dates have whole seconds.
     let dt = chrono::Utc.timestamp_opt(ms.div_euclid(1000), 0).single()?;
@@ -411,23 +444,6 @@ impl Session {
             let b = status(Kind::No, Some(tag), None, "no such message");
             return self.conn.write(&b).await;
         }
-        let mut names: Vec<MessageDataItemName> = match names {
-            MacroOrMessageDataItemNames::Macro(m) => {
-                let mut v = vec![
-                    MessageDataItemName::Flags,
-                    MessageDataItemName::InternalDate,
-                    MessageDataItemName::Rfc822Size,
-                ];
-                if matches!(m, Macro::All | Macro::Full) {
-                    v.push(MessageDataItemName::Envelope);
-                }
-                if matches!(m, Macro::Full) {
-                    v.push(MessageDataItemName::Body);
-                }
-                v
-            }
-            MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
-        };
         let changed_since = modifiers.iter().find_map(|m| match m {
             FetchModifier::ChangedSince(v) => Some(v.get()),
             _ => None,
@@ -435,11 +451,21 @@ impl Session {
         if changed_since.is_some() {
             self.condstore = true;
         }
-        if uid && !names.contains(&MessageDataItemName::Uid) {
-            names.insert(0, MessageDataItemName::Uid);
+        let vanished = modifiers.contains(&FetchModifier::Vanished);
+        if vanished && (!uid || !self.qresync || changed_since.is_none()) {
+            // RFC 7162 §3.2.6: only in UID FETCH, with CHANGEDSINCE, once QRESYNC is enabled.
+            let b = status(
+                Kind::Bad,
+                Some(tag),
+                None,
+                "VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC",
+            );
+            return self.conn.write(&b).await;
         }
-        if self.condstore && !names.contains(&MessageDataItemName::ModSeq) {
-            names.push(MessageDataItemName::ModSeq);
+        let names = item_names(names, uid, self.condstore);
+        if vanished && let Some(since) = changed_since {
+            let reader = self.acct().reader();
+            self.vanished_for_fetch(&reader, set, since).await?;
         }
         let targets = self.resolve(set, uid);
         let acct = self.account.as_ref().expect("authenticated");

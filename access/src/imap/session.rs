@@ -111,6 +111,7 @@ pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capa
         Capability::UidPlus,
         Capability::Unselect,
         Capability::CondStore,
+        Capability::QResync,
         atom("ACL"),
         atom("RIGHTS=texk"),
         atom("CHILDREN"),
@@ -228,6 +229,8 @@ pub struct Session {
     pub(crate) account: Option<Account>,
     pub(crate) sel: Option<Selected>,
     pub(crate) condstore: bool,
+    /// `ENABLE QRESYNC` was given: expunges are reported as VANISHED (RFC 7162 §3.2.10).
+    pub(crate) qresync: bool,
     literal_end: usize,
     pub(crate) feed: Option<broadcast::Receiver<Arc<Change>>>,
     /// The session was relayed to the master and is over.
@@ -325,6 +328,7 @@ impl Session {
             account: None,
             sel: None,
             condstore: false,
+            qresync: false,
             literal_end: 0,
             feed: None,
             relayed: false,
@@ -578,8 +582,14 @@ impl Session {
         match body {
             CommandBody::Enable { capabilities } => self.enable(&tag, capabilities).await?,
             CommandBody::Namespace => self.namespace(&tag).await?,
-            CommandBody::Select { mailbox, .. } => self.select(&tag, &mailbox, false).await?,
-            CommandBody::Examine { mailbox, .. } => self.select(&tag, &mailbox, true).await?,
+            CommandBody::Select {
+                mailbox,
+                parameters,
+            } => self.select(&tag, &mailbox, false, parameters).await?,
+            CommandBody::Examine {
+                mailbox,
+                parameters,
+            } => self.select(&tag, &mailbox, true, parameters).await?,
             CommandBody::Create { mailbox } => self.create(&tag, &mailbox).await?,
             CommandBody::Delete { mailbox } => self.delete(&tag, &mailbox).await?,
             CommandBody::Rename { from, to } => self.rename(&tag, &from, &to).await?,

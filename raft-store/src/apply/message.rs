@@ -78,6 +78,7 @@ pub(super) fn expunge<R: KvRead>(
     }
     if !gone.is_empty() {
         mb.highestmodseq += 1;
+        super::vanished::record(t, &mb, &gone, mb.highestmodseq)?;
         t.events.push(Event::Expunged {
             user: user.to_string(),
             mailbox: name.clone(),
@@ -176,6 +177,7 @@ pub(super) fn copy_messages<R: KvRead>(
             gone.push(m.uid);
         }
         src.highestmodseq += 1;
+        super::vanished::record(t, &src, &gone, src.highestmodseq)?;
         t.events.push(Event::Expunged {
             user: user.to_string(),
             mailbox: from.clone(),

@@ -45,6 +45,7 @@ mod message;
 mod queue;
 mod quota;
 mod rights;
+pub mod vanished;
 
 pub use crate::keys;
 pub use crate::kv::{
@@ -173,6 +174,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
             crate::acl::Rights::ALL,
         ),
         Command::ClaimRecent { user, mailbox } => message::claim_recent(t, user, mailbox),
+        Command::Tracked(cmd) => vanished::tracked(t, cmd),
         Command::As { actor, cmd } => rights::as_actor(t, actor, cmd),
         Command::Enqueue { .. } => queue::enqueue(t, cmd),
         Command::Deliver { .. } => queue::deliver(t, cmd),

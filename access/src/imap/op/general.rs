@@ -1,5 +1,5 @@
 //! Commands about the session rather than a mailbox: CAPABILITY, NOOP/CHECK, LOGOUT and ID
-//! (valid in any state), and ENABLE (CONDSTORE is the one extension it can turn on).
+//! (valid in any state), and ENABLE (of CONDSTORE and QRESYNC).
 
 use std::io;
 
@@ -59,6 +59,11 @@ impl Session {
             if matches!(c, CapabilityEnable::CondStore) {
                 self.condstore = true;
                 enabled.push(CapabilityEnable::CondStore);
+            } else if c.to_string().eq_ignore_ascii_case("QRESYNC") {
+                // QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
+                self.qresync = true;
+                self.condstore = true;
+                enabled.push(c.clone());
             }
         }
         self.send_data(Data::Enabled {

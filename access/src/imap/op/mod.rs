@@ -7,6 +7,7 @@ mod auth;
 mod general;
 mod idle;
 mod mailbox;
+pub(crate) mod qresync;
 mod quota;
 pub(crate) mod select;
 mod store;

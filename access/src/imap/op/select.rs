@@ -7,6 +7,7 @@ use std::io;
 use std::num::NonZeroU64;
 
 use halyard_raft_store::{Command as StoreCommand, Event, MailboxRecord, MessageRecord};
+use imap_codec::imap_types::command::SelectParameter;
 use imap_codec::imap_types::core::{Tag, Vec1};
 use imap_codec::imap_types::flag::{Flag, FlagPerm};
 use imap_codec::imap_types::mailbox::Mailbox;
@@ -27,14 +28,47 @@ impl Session {
         tag: &Tag<'_>,
         mailbox: &Mailbox<'_>,
         read_only: bool,
+        parameters: Vec<SelectParameter>,
     ) -> io::Result<()> {
+        let mut resync = None;
+        for p in parameters {
+            match p {
+                // SELECT (CONDSTORE) enables CONDSTORE (RFC 7162 §3.1.8).
+                SelectParameter::CondStore => self.condstore = true,
+                SelectParameter::QResync { .. } if !self.qresync => {
+                    return self.bad(tag, "QRESYNC is not enabled").await;
+                }
+                SelectParameter::QResync {
+                    uid_validity,
+                    mod_sequence_value,
+                    known_uids,
+                    ..
+                } => resync = Some((uid_validity.get(), mod_sequence_value.get(), known_uids)),
+            }
+        }
         let Some(target) = self.target(tag, mailbox).await? else {
             return Ok(());
         };
-        self.open(tag, target, read_only).await
+        // Leaving a selected mailbox for another: say so (RFC 7162 §3.2.11).
+        if self.sel.is_some() {
+            self.send(&status(
+                Kind::Ok,
+                None,
+                Some(Code::Closed),
+                "previous mailbox closed",
+            ))
+            .await?;
+        }
+        self.open(tag, target, read_only, resync).await
     }
 
-    async fn open(&mut self, tag: &Tag<'_>, target: Target, read_only: bool) -> io::Result<()> {
+    async fn open(
+        &mut self,
+        tag: &Tag<'_>,
+        target: Target,
+        read_only: bool,
+        resync: Option<(u32, u64, Option<SequenceSet>)>,
+    ) -> io::Result<()> {
         self.sel = None;
         self.feed = Some(self.acct().group.subscribe());
         let reader = match self.acct().linearizable().await {
@@ -111,6 +145,11 @@ impl Session {
             keywords,
             recent,
         });
+        if let Some((uidvalidity, modseq, known)) = resync {
+            let out =
+                self.qresync_answer(&reader, &mb, &msgs, (uidvalidity, modseq, known.as_ref()));
+            self.send(&out).await?;
+        }
         let (code, text) = if read_only {
             (Code::ReadOnly, "EXAMINE completed")
         } else {
@@ -202,16 +241,24 @@ impl Session {
         if allow_expunge && !sel.expunged.is_empty() {
             // Highest sequence number first, so each number is right when sent.
             let mut seq = sel.uids.len();
+            let mut vanished = Vec::new();
             while seq > 0 {
                 let uid = sel.uids[seq - 1];
                 if sel.expunged.remove(&uid) {
                     sel.uids.remove(seq - 1);
                     sel.flags.remove(&uid);
                     sel.changed.remove(&uid);
-                    out.extend(encode(&Response::Data(Data::Expunge(nz(seq as u32)))));
+                    if self.qresync {
+                        vanished.push(uid);
+                    } else {
+                        out.extend(encode(&Response::Data(Data::Expunge(nz(seq as u32)))));
+                    }
                 }
                 seq -= 1;
             }
+            // With QRESYNC, one VANISHED for them all (RFC 7162 §3.2.10).
+            vanished.reverse();
+            out.extend(crate::imap::op::qresync::vanished(false, &vanished));
             sel.expunged.clear();
         }
         // Which messages the responses below show flags of: those added from here on, and
