@@ -111,6 +111,7 @@ pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capa
         Capability::UidPlus,
         Capability::Unselect,
         Capability::CondStore,
+        Capability::Binary,
         atom("ACL"),
         atom("RIGHTS=texk"),
         atom("CHILDREN"),
