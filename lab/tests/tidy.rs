@@ -15,7 +15,7 @@ const MAX_FN_LINES: usize = 150;
 /// Functions longer than [`MAX_FN_LINES`] when the rule came in: (file, function, lines at
 /// most). Split them when you work on them, and lower or remove their entry.
 const LONG_FUNCTIONS: &[(&str, &str, usize)] = &[
-    ("access/src/imap/fetch.rs", "fetch", 272),
+    ("access/src/imap/fetch.rs", "fetch", 268),
     ("directory/examples/lookup_bench.rs", "main", 170),
     ("fencing/src/controller.rs", "run", 172),
     ("jepsen/src/append.rs", "check", 278),

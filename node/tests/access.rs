@@ -79,6 +79,16 @@ async fn imap_answers_exactly_as_rfc_3501_says() {
     run_client("imap_qresync.py", &accounts(17943, 17910));
 }
 
+/// RFC 3516 BINARY on a raw socket: decoded base64 (NULs, as a literal8) and quoted-printable
+/// parts, BINARY.SIZE, partial ranges, NO [UNKNOWN-CTE], APPEND with a literal8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_binary_answers_as_rfc_3516_says() {
+    let _s = SERIAL.lock().await;
+    let sp = spec(1, 19400, 19443, 19410);
+    let (_d, _c) = cluster("binary", &sp).await;
+    run_client("imap_binary.py", &accounts(19443, 19410));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_folders_and_acl_with_imaplib() {
     let _s = SERIAL.lock().await;

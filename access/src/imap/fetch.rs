@@ -27,7 +27,7 @@ use imap_codec::imap_types::response::{Data, Response};
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::session::{Session, fetch_flags};
-use super::{Kind, encode, status};
+use super::{Kind, binary, encode, status};
 use crate::store::StoreFail;
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -102,7 +102,7 @@ fn plain_span(
     })
 }
 
-fn data(bytes: Vec<u8>) -> NString<'static> {
+pub(super) fn data(bytes: Vec<u8>) -> NString<'static> {
     // Short single-line data may be quoted; everything else is a literal, built without
     // copying the (possibly large) bytes again.
     if bytes.len() <= 1024
@@ -223,7 +223,7 @@ pub(crate) fn structure(p: &BodyPart, extended: bool) -> BodyStructure<'static> 
 /// message that is the root entity itself (so a top-level message/rfc822 is `1`, and `1.1` is
 /// what it encloses), for an enclosed message its own entity. A part that is neither multipart
 /// nor message/rfc822 has no sub-parts.
-fn part<'m>(root: &'m BodyPart, path: &[NonZeroU32]) -> Option<&'m BodyPart> {
+pub(super) fn part<'m>(root: &'m BodyPart, path: &[NonZeroU32]) -> Option<&'m BodyPart> {
     let mut cur = root;
     for (depth, n) in path.iter().enumerate() {
         let n = n.get() as usize;
@@ -393,6 +393,20 @@ fn item_names(
     names
 }
 
+/// Whether FETCHing these items reads a body without .PEEK, which sets \Seen (RFC 3501
+/// §6.4.5, RFC 3516 §4.2).
+fn marks_seen(names: &[MessageDataItemName<'_>]) -> bool {
+    names.iter().any(|n| {
+        matches!(
+            n,
+            MessageDataItemName::BodyExt { peek: false, .. }
+                | MessageDataItemName::Binary { peek: false, .. }
+                | MessageDataItemName::Rfc822
+                | MessageDataItemName::Rfc822Text
+        )
+    })
+}
+
 fn internal_date(ms: i64) -> Option<DateTime> {
     // IMAP dates have whole seconds.
     let dt = chrono::Utc.timestamp_opt(ms.div_euclid(1000), 0).single()?;
@@ -482,15 +496,11 @@ impl Session {
                         .await;
                 }
             };
+        if let Some(no) = binary::refusal(tag, &names, &records, &reader) {
+            return self.conn.write(&no).await;
+        }
         // Reading a body without .PEEK sets \Seen, committed before the data is sent.
-        let sets_seen = names.iter().any(|n| {
-            matches!(
-                n,
-                MessageDataItemName::BodyExt { peek: false, .. }
-                    | MessageDataItemName::Rfc822
-                    | MessageDataItemName::Rfc822Text
-            )
-        });
+        let sets_seen = marks_seen(&names);
         let mut newly_seen = Vec::new();
         // Without the "s" right nothing is marked \Seen (RFC 4314 §4), the data is still sent.
         if sets_seen && !sel.read_only && sel.rights.has('s') {
@@ -622,8 +632,11 @@ impl Session {
                         let (a, b) = (meta.body.body_start, meta.body.end);
                         MessageDataItem::Rfc822Text(body_data(Some((a, b)), &|| read(a, b)))
                     }
-                    MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
-                        continue;
+                    MessageDataItemName::Binary {
+                        section, partial, ..
+                    } => binary::binary(meta, size, section, *partial, &read),
+                    MessageDataItemName::BinarySize { section } => {
+                        binary::binary_size(meta, size, section, &read)
                     }
                 });
             }
@@ -889,5 +902,19 @@ mod tests {
             .map(|b| if *b == 0 { 0x80 } else { *b })
             .collect();
         assert!(bytes.windows(want.len()).any(|w| w == want.as_slice()));
+    }
+
+    #[test]
+    fn binary_without_peek_marks_seen_as_body_does() {
+        let binary = |peek| MessageDataItemName::Binary {
+            section: vec![nz(1)],
+            partial: None,
+            peek,
+        };
+        assert!(marks_seen(&[MessageDataItemName::Uid, binary(false)]));
+        assert!(!marks_seen(&[
+            binary(true),
+            MessageDataItemName::BinarySize { section: vec![] }
+        ]));
     }
 }

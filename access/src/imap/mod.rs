@@ -2,6 +2,7 @@
 //! limits enforced before anything is allocated), and the session state machine.
 
 mod acl;
+mod binary;
 pub(crate) mod conn;
 mod fetch;
 mod op;

@@ -112,6 +112,7 @@ pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capa
         Capability::Unselect,
         Capability::CondStore,
         Capability::QResync,
+        Capability::Binary,
         atom("ACL"),
         atom("RIGHTS=texk"),
         atom("CHILDREN"),

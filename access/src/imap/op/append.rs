@@ -1,5 +1,6 @@
 //! APPEND: the message's ENVELOPE and MIME structure are computed once, for the index, and
-//! it is appended through the group's log; the tagged OK carries APPENDUID (RFC 4315).
+//! it is appended through the group's log; the tagged OK carries APPENDUID (RFC 4315). The
+//! message may come as a literal8 (RFC 3516).
 
 use std::io;
 
@@ -25,6 +26,15 @@ impl Session {
         let Some(n) = self.target(tag, mailbox).await? else {
             return Ok(());
         };
+        // A literal8 (RFC 3516 §4.4) is stored as given, unless it holds a NUL: see
+        // `binary::storable`.
+        if let LiteralOrLiteral8::Literal8(l) = &message
+            && !crate::imap::binary::storable(&l.data)
+        {
+            let text = "this server does not store messages containing NUL octets; \
+                        send binary content base64-encoded";
+            return self.no(tag, Some(Code::UnknownCte), text).await;
+        }
         let body = bytes::Bytes::copy_from_slice(match &message {
             LiteralOrLiteral8::Literal(l) => l.as_ref(),
             LiteralOrLiteral8::Literal8(l) => l.data.as_ref(),
