@@ -7,8 +7,9 @@
 //! keep: it reads each found message's header block (a range read that stops where the body
 //! starts). A message stored before the index kept envelopes is parsed whole, as FETCH does.
 //!
-//! Strings are compared under `i;ascii-casemap` (ASCII letters upper-cased, then octet by
-//! octet), the collation RFC 5256 requires of a server without the COMPARATOR extension.
+//! Strings are compared under `i;ascii-casemap` (RFC 4790: ASCII letters upper-cased, then
+//! octet by octet), so text beyond ASCII sorts by its UTF-8 octets without case folding (the
+//! server does not offer RFC 5255's I18NLEVEL or COMPARATOR, which would fold it).
 //! Message-IDs compare exactly, once normalised (angle brackets, quoting and folding removed).
 //!
 //! Threads are arenas of nodes walked with explicit stacks, never by recursion: a chain of
