@@ -89,6 +89,16 @@ async fn imap_binary_answers_as_rfc_3516_says() {
     run_client("imap_binary.py", &accounts(19443, 19410));
 }
 
+/// SORT (RFC 5256, RFC 5957's DISPLAYFROM/DISPLAYTO) and THREAD (ORDEREDSUBJECT, REFERENCES)
+/// answer exactly, over a raw session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_sort_and_thread_answer_exactly_as_rfc_5256_says() {
+    let _s = SERIAL.lock().await;
+    let sp = spec(1, 19200, 19243, 19210);
+    let (_d, _c) = cluster("sort-thread", &sp).await;
+    run_client("imap_sort_thread.py", &accounts(19243, 19210));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_folders_and_acl_with_imaplib() {
     let _s = SERIAL.lock().await;

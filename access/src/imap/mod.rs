@@ -9,6 +9,7 @@ mod op;
 mod search;
 mod session;
 mod sharing;
+mod sort;
 
 use std::sync::Arc;
 use std::time::Duration;

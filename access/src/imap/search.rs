@@ -1,9 +1,10 @@
 //! SEARCH (RFC 3501 §6.4.4, with CONDSTORE's MODSEQ): flags, sizes, dates and UIDs come from
-//! the index; header and text keys parse the stored message (only when a key needs it).
+//! the index; header and text keys parse the stored message (only when a key needs it). The
+//! search itself ([`Session::matching`]) is shared with SORT and THREAD (`sort.rs`).
 
 use std::collections::HashMap;
 use std::io;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use halyard_raft_store::MessageRecord;
@@ -12,8 +13,8 @@ use imap_codec::imap_types::response::{Data, Response};
 use imap_codec::imap_types::search::SearchKey;
 use mail_parser::MessageParser;
 
+use super::encode;
 use super::session::{Session, set_contains};
-use super::{Kind, encode, status};
 
 /// One message being tested. Everything read or parsed for it is kept for the other search
 /// keys of the same SEARCH: the header block is read (only its byte range, from the index)
@@ -219,35 +220,66 @@ fn matches(k: &SearchKey<'_>, c: &mut Candidate<'_>, max_seq: u32, max_uid: u32)
     }
 }
 
+/// One message that matched a search: its place in this session's view of the mailbox and
+/// where its index entry is in [`Matches::records`].
+pub(crate) struct Hit {
+    pub seq: u32,
+    pub uid: u32,
+    pub modseq: u64,
+    pub rec: usize,
+}
+
+/// What a search found: the mailbox's index entries, and the hits in sequence-number order.
+pub(crate) struct Matches {
+    pub records: Vec<MessageRecord>,
+    pub hits: Vec<Hit>,
+}
+
+impl Matches {
+    pub(crate) fn record(&self, h: &Hit) -> &MessageRecord {
+        &self.records[h.rec]
+    }
+}
+
 impl Session {
-    pub(crate) async fn search(
+    /// The search that SEARCH, SORT and THREAD share (RFC 5256 §3: SORT and THREAD are
+    /// variants of SEARCH): brings flags up to date (no EXPUNGE, RFC 3501 §7.4.1), checks the
+    /// read right, and tests every message of the selected mailbox against `criteria`. `None`
+    /// when it has already answered the command (NO).
+    pub(crate) async fn matching(
         &mut self,
         tag: &Tag<'_>,
-        criteria: Vec<SearchKey<'_>>,
-        uid: bool,
-    ) -> io::Result<()> {
-        // Bring flags up to date first (no EXPUNGE during SEARCH, RFC 3501 §7.4.1).
+        criteria: &[SearchKey<'_>],
+    ) -> io::Result<Option<Matches>> {
         self.sync(false).await?;
         if self.refused_without_read_right(tag).await? {
-            return Ok(());
+            return Ok(None);
         }
-        let uses_modseq = criteria.iter().any(mentions_modseq);
-        if uses_modseq {
+        if criteria.iter().any(mentions_modseq) {
             self.condstore = true;
         }
+        match self.evaluate(criteria) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) => {
+                self.no(tag, None, &e).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn evaluate(&self, criteria: &[SearchKey<'_>]) -> Result<Matches, String> {
         let acct = self.account.as_ref().expect("authenticated");
         let sel = self.sel.as_ref().expect("selected");
         let reader = acct.reader();
-        let records = match reader.messages(&sel.owner, &sel.name) {
-            Ok(Some(m)) => m,
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                let b = status(Kind::No, Some(tag), None, &e.to_string());
-                return self.conn.write(&b).await;
-            }
-        };
-        let by_uid: std::collections::HashMap<u32, &MessageRecord> =
-            records.iter().map(|r| (r.uid, r)).collect();
+        let records = reader
+            .messages(&sel.owner, &sel.name)
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        let by_uid: HashMap<u32, usize> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.uid, i))
+            .collect();
         let load = |r: &MessageRecord, from: u64, to: u64| {
             reader
                 .body_range(&r.body, from, to)
@@ -258,9 +290,9 @@ impl Session {
         let max_seq = sel.uids.len() as u32;
         let max_uid = sel.uids.last().copied().unwrap_or(0);
         let mut hits = Vec::new();
-        let mut top_modseq = 0;
         for (i, u) in sel.uids.iter().enumerate() {
-            let Some(rec) = by_uid.get(u) else { continue };
+            let Some(&at) = by_uid.get(u) else { continue };
+            let rec = &records[at];
             let (modseq, flags) = sel
                 .flags
                 .get(u)
@@ -284,22 +316,58 @@ impl Session {
                 .iter()
                 .all(|k| matches(k, &mut c, max_seq, max_uid))
             {
-                hits.push(if uid { *u } else { i as u32 + 1 });
-                top_modseq = top_modseq.max(modseq);
+                hits.push(Hit {
+                    seq: c.seq,
+                    uid: c.uid,
+                    modseq,
+                    rec: at,
+                });
             }
         }
-        let nums = hits.into_iter().filter_map(NonZeroU32::new).collect();
-        let modseq = if uses_modseq {
-            std::num::NonZeroU64::new(top_modseq)
-        } else {
-            None
-        };
-        let b = encode(&Response::Data(Data::Search(nums, modseq)));
-        self.conn.write(&b).await?;
-        self.sync(false).await?;
-        let b = status(Kind::Ok, Some(tag), None, "SEARCH completed");
-        self.conn.write(&b).await
+        Ok(Matches { records, hits })
     }
+
+    /// Sends a command's data response, brings the view up to date and says OK.
+    pub(crate) async fn answer(
+        &mut self,
+        tag: &Tag<'_>,
+        data: &[u8],
+        done: &str,
+    ) -> io::Result<()> {
+        self.conn.write(data).await?;
+        self.sync(false).await?;
+        self.ok(tag, None, done).await
+    }
+
+    pub(crate) async fn search(
+        &mut self,
+        tag: &Tag<'_>,
+        criteria: Vec<SearchKey<'_>>,
+        uid: bool,
+    ) -> io::Result<()> {
+        let Some(m) = self.matching(tag, &criteria).await? else {
+            return Ok(());
+        };
+        let nums = m
+            .hits
+            .iter()
+            .filter_map(|h| NonZeroU32::new(if uid { h.uid } else { h.seq }))
+            .collect();
+        let b = encode(&Response::Data(Data::Search(
+            nums,
+            highest_modseq(&criteria, &m.hits),
+        )));
+        self.answer(tag, &b, "SEARCH completed").await
+    }
+}
+
+/// RFC 7162 §3.1.5: a SEARCH (or SORT) whose criteria use MODSEQ reports the highest
+/// mod-sequence of the messages it found.
+pub(crate) fn highest_modseq(criteria: &[SearchKey<'_>], hits: &[Hit]) -> Option<NonZeroU64> {
+    if !criteria.iter().any(mentions_modseq) {
+        return None;
+    }
+    NonZeroU64::new(hits.iter().map(|h| h.modseq).max().unwrap_or(0))
 }
 
 fn mentions_modseq(k: &SearchKey<'_>) -> bool {

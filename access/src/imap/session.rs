@@ -14,6 +14,8 @@
 //! - `op/quota.rs`: GETQUOTAROOT, GETQUOTA, SETQUOTA.
 //! - `op/idle.rs`: IDLE.
 //! - `fetch.rs`, `search.rs`, `sharing.rs`: FETCH, SEARCH and the RFC 4314 ACL commands.
+//! - `sort.rs`: SORT (RFC 5256, with RFC 5957's DISPLAYFROM/DISPLAYTO) and THREAD
+//!   (ORDEREDSUBJECT, REFERENCES), on the search of `search.rs`.
 
 use std::collections::HashMap;
 use std::io;
@@ -28,6 +30,8 @@ use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::{Atom, Tag, Vec1};
 use imap_codec::imap_types::extensions::quota::Resource;
+use imap_codec::imap_types::extensions::sort::SortAlgorithm;
+use imap_codec::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::response::{Capability, Code, Data, Response};
@@ -117,6 +121,10 @@ pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capa
         atom("RIGHTS=texk"),
         atom("CHILDREN"),
         atom("SPECIAL-USE"),
+        Capability::Sort(None),
+        Capability::Sort(Some(SortAlgorithm::Display)),
+        Capability::Thread(ThreadingAlgorithm::OrderedSubject),
+        Capability::Thread(ThreadingAlgorithm::References),
     ]);
     caps
 }
@@ -624,6 +632,8 @@ impl Session {
             | CommandBody::Expunge
             | CommandBody::ExpungeUid { .. }
             | CommandBody::Search { .. }
+            | CommandBody::Sort { .. }
+            | CommandBody::Thread { .. }
             | CommandBody::Fetch { .. }
             | CommandBody::Store { .. }
             | CommandBody::Copy { .. }
@@ -640,6 +650,26 @@ impl Session {
             }
             CommandBody::Search { criteria, uid, .. } => {
                 self.search(&tag, criteria.into_inner(), uid).await?
+            }
+            CommandBody::Sort {
+                sort_criteria,
+                charset,
+                search_criteria,
+                uid,
+            } => {
+                let search = search_criteria.into_inner();
+                self.sort(&tag, sort_criteria.as_ref(), &charset, &search, uid)
+                    .await?
+            }
+            CommandBody::Thread {
+                algorithm,
+                charset,
+                search_criteria,
+                uid,
+            } => {
+                let search = search_criteria.into_inner();
+                self.thread(&tag, &algorithm, &charset, &search, uid)
+                    .await?
             }
             CommandBody::Fetch {
                 sequence_set,
