@@ -16,6 +16,9 @@ TEST_PKGS=(iproute2 procps slapd ldap-utils python3 isync fetchmail swaks libnet
 want=("${BUILD_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then
   want+=("${TEST_PKGS[@]}")
+  # Node.js and npm run ImapFlow (npm `imapflow`, MIT), the IMAP library of many mail apps.
+  # Machines of this kind ship Node.js 20 with npm; Debian's are the fallback.
+  command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
 fi
 
 missing=()
@@ -31,6 +34,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm client libraries of the tests, pinned, in a cache outside the clone (node/tests/support
+# finds them there; HALYARD_NPM_DIR overrides).
+NPM_DIR="${HALYARD_NPM_DIR:-$HOME/.cache/halyard-npm}"
+IMAPFLOW_VERSION=2.10.2
+if [ "${1:-}" = "--test" ] && ! grep -qs "\"version\": \"$IMAPFLOW_VERSION\"" "$NPM_DIR/node_modules/imapflow/package.json"; then
+  echo "installing: imapflow@$IMAPFLOW_VERSION (npm) in $NPM_DIR" >&2
+  mkdir -p "$NPM_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$NPM_DIR" "imapflow@$IMAPFLOW_VERSION" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

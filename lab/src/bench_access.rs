@@ -6,6 +6,10 @@
 //!   cluster, APPEND of `--size`-byte messages for `--seconds`, then FETCH BODY[] of random
 //!   messages for `--seconds`; ops/s and latency percentiles.
 //!
+//! - `--sort N`: a mailbox of N varied messages (subjects with reply markers, senders,
+//!   dates, reference chains), then SORT (ARRIVAL, DATE, SUBJECT, FROM), THREAD=REFERENCES and
+//!   SEARCH TEXT each run `--repeat` times on the master; p50 and p99 per command.
+//!
 //! The file-descriptor limit of this process (inherited by the nodes) is raised with
 //! `prlimit` when it is too low for the run.
 
@@ -38,6 +42,12 @@ pub struct BenchAccessArgs {
     pub size: usize,
     #[arg(long, default_value_t = 7900)]
     pub base_port: u16,
+    /// Fill a mailbox with this many messages and time SORT, THREAD and SEARCH TEXT on it.
+    #[arg(long)]
+    pub sort: Option<usize>,
+    /// Runs of each command in the --sort benchmark.
+    #[arg(long, default_value_t = 20)]
+    pub repeat: usize,
 }
 
 const IMAP_PORT: u16 = 7943;
@@ -203,9 +213,10 @@ pub async fn run(args: BenchAccessArgs) -> Result<()> {
     let tmp = std::env::temp_dir().join(format!("halyard-bench-access-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let binary = crate::halyard_binary()?;
-    let result = match args.idle {
-        Some(n) => idle(&args, n, &binary, &tmp).await,
-        None => throughput(&args, &binary, &tmp).await,
+    let result = match (args.idle, args.sort) {
+        (Some(n), _) => idle(&args, n, &binary, &tmp).await,
+        (None, Some(n)) => sort(&args, n, &binary, &tmp).await,
+        (None, None) => throughput(&args, &binary, &tmp).await,
     };
     let _ = std::fs::remove_dir_all(&tmp);
     result
@@ -299,6 +310,102 @@ async fn idle(
         println!("last error: {last_err}");
     }
     drop(held);
+    Ok(())
+}
+
+/// Message `i` of the --sort mailbox: 400 topics, replies chained by References, 97
+/// senders, dates over a year in several zones, one rare word per 1,000 messages.
+fn sort_message(i: usize) -> Vec<u8> {
+    let topic = i % 400;
+    let reply = if i >= 400 { "Re: " } else { "" };
+    let refs = if i >= 400 {
+        format!("References: <m{}@bench.test>\r\n", i - 400)
+    } else {
+        String::new()
+    };
+    let zone = ["+0000", "-0500", "+0900", "+0130"][i % 4];
+    format!(
+        "From: \"Sender {s}\" <sender{s}@bench.test>\r\nTo: bench@bench.test\r\n\
+         Subject: {reply}Topic number {topic}\r\nDate: {day:02} {month} 2025 {h:02}:{m:02}:00 {zone}\r\n\
+         Message-ID: <m{i}@bench.test>\r\n{refs}\r\n\
+         Body of message {i}, about topic {topic}; word{w} appears here.\r\n",
+        s = i % 97,
+        day = 1 + i % 28,
+        month = ["Jan", "Mar", "May", "Jul", "Sep", "Nov"][i % 6],
+        h = i % 24,
+        m = i % 60,
+        w = i % 1000,
+    )
+    .into_bytes()
+}
+
+async fn sort(
+    args: &BenchAccessArgs,
+    n: usize,
+    binary: &std::path::Path,
+    tmp: &std::path::Path,
+) -> Result<()> {
+    let mut c = LocalCluster::new(binary, tmp, &spec(args, args.nodes))?;
+    c.start_all()?;
+    let leader = c.wait_leader("rg1", None, Duration::from_secs(30)).await?;
+    c.wait_leader(META_GROUP, None, Duration::from_secs(30))
+        .await?;
+    setup(&c).await?;
+    let port = IMAP_PORT + 10 * (leader as u16 - 1);
+    // Filled by several clients at once (APPENDs commit in shared batches).
+    let per = n.div_ceil(args.clients.max(1));
+    let mut fills = Vec::new();
+    for k in 0..args.clients.max(1) {
+        fills.push(tokio::spawn(async move {
+            let mut cl = Client::connect(port, None).await?;
+            cl.cmd("LOGIN bench bench-pw", None).await?;
+            for i in (k * per)..((k + 1) * per).min(n) {
+                cl.cmd("APPEND INBOX", Some(&sort_message(i))).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for f in fills {
+        f.await??;
+    }
+    let mut cl = Client::connect(port, None).await?;
+    cl.cmd("LOGIN bench bench-pw", None).await?;
+    let mut tries = 0;
+    while let Err(e) = cl.cmd("SELECT INBOX", None).await {
+        tries += 1;
+        if tries >= 10 {
+            return Err(e.context("SELECT INBOX, 10 tries"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let commands = [
+        "SORT (ARRIVAL) UTF-8 ALL",
+        "SORT (DATE) UTF-8 ALL",
+        "SORT (SUBJECT) UTF-8 ALL",
+        "SORT (FROM) UTF-8 ALL",
+        "THREAD REFERENCES UTF-8 ALL",
+        "SEARCH TEXT word123",
+    ];
+    println!(
+        "IMAP on the master of a {}-node cluster, a mailbox of {n} messages, {} runs each",
+        args.nodes, args.repeat
+    );
+    println!("{:<30} {:>10} {:>10}", "command", "p50", "p99");
+    for text in commands {
+        let mut lat = Vec::new();
+        for _ in 0..args.repeat {
+            let t = Instant::now();
+            cl.cmd(text, None).await?;
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        println!(
+            "{:<30} {:>10.2?} {:>10.2?}",
+            text,
+            pct(&lat, 0.5),
+            pct(&lat, 0.99)
+        );
+    }
     Ok(())
 }
 

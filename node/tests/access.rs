@@ -9,7 +9,7 @@ use halyard_node::config::RaftConfig;
 use halyard_node::local_cluster::{ClusterSpec, LocalCluster};
 
 mod support;
-use support::{WAIT, run_client, script};
+use support::{WAIT, client_command, run_client, script};
 
 /// One access test at a time: they share ports.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -77,6 +77,7 @@ async fn imap_answers_exactly_as_rfc_3501_says() {
     let (_d, _c) = cluster("rfc3501", &sp).await;
     run_client("imap_rfc3501.py", &accounts(17943, 17910));
     run_client("imap_qresync.py", &accounts(17943, 17910));
+    run_client("imap_extensions.py", &accounts(17943, 17910));
 }
 
 /// RFC 3516 BINARY on a raw socket: decoded base64 (NULs, as a literal8) and quoted-printable
@@ -165,6 +166,45 @@ async fn appended_message_survives_kill_of_the_master() {
         assert!(
             Instant::now() < deadline,
             "check on the new master failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// ImapFlow (npm) with QRESYNC and IDLE mirrors a mailbox and sees another session's changes
+/// as FETCH and VANISHED; after a kill -9 of the master it resynchronises on the new one and
+/// gets exactly what changed: QRESYNC stays exact across a failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imapflow_qresync_mirror_is_exact_across_a_master_kill() {
+    let _s = SERIAL.lock().await;
+    let sp = spec(3, 19500, 19543, 19550);
+    let (d, mut c) = cluster("imapflow", &sp).await;
+    let port = |id: u64| 19543 + 10 * (id as u16 - 1);
+    let leader = c.wait_leader("rg1", None, WAIT).await.unwrap();
+    let with = |id: u64, phase: &str| {
+        let mut e = accounts(port(id), 0);
+        e.push(("PHASE", phase.to_string()));
+        e.push(("STATE", d.path().join("flow.json").display().to_string()));
+        e
+    };
+    run_client("imapflow_qresync.cjs", &with(leader, "mirror"));
+    c.kill(leader).unwrap();
+    let new_leader = c.wait_leader("rg1", Some(leader), WAIT).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut cmd = client_command("imapflow_qresync.cjs");
+        for (k, v) in &with(new_leader, "resync") {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "resync on the new master failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );

@@ -475,11 +475,16 @@ pub enum Command {
     /// expunges (see [`crate::apply::vanished`]); a deleted mailbox's tombstones go with
     /// it. Sessions wrap every command that may expunge in it. Command level 2.
     Tracked(Box<Command>),
+    /// Plain commands applied in order as one: if any is refused, none has any effect and
+    /// the entry answers with that refusal; otherwise [`Reply::Batch`] of their replies.
+    /// IMAP MULTIAPPEND (RFC 3502) commits all of one APPEND's messages or none. Command
+    /// level 2.
+    Atomic(Vec<Command>),
 }
 
 /// The newest command level this build applies. Level 1: every command up to
 /// [`Command::Batch`]; level 2 adds [`Command::MoveAny`], [`Command::ClaimRecent`] and
-/// [`Command::Tracked`]. A
+/// [`Command::Tracked`] and [`Command::Atomic`]. A
 /// node proposes a command of level N only when every voter of the group reported a level
 /// of at least N, so a replica never meets an entry it cannot decode during a rolling
 /// upgrade (see ARCHITECTURE.md, "What `apply` does to an existing command never changes in
@@ -515,6 +520,7 @@ impl Command {
             Command::MoveAny { .. } => "move_any",
             Command::ClaimRecent { .. } => "claim_recent",
             Command::Tracked(_) => "tracked",
+            Command::Atomic(_) => "atomic",
         }
     }
 
@@ -524,7 +530,9 @@ impl Command {
             Command::Append { body, .. }
             | Command::Enqueue { body, .. }
             | Command::Noop { payload: body } => body.len() + 256,
-            Command::Batch(cmds) => cmds.iter().map(Command::approx_size).sum(),
+            Command::Batch(cmds) | Command::Atomic(cmds) => {
+                cmds.iter().map(Command::approx_size).sum()
+            }
             _ => 256,
         }
     }

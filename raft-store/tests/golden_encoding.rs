@@ -397,6 +397,19 @@ fn later_commands() -> Vec<(&'static str, Command)> {
                 uids: None,
             })),
         ),
+        (
+            "Atomic",
+            Command::Atomic(vec![
+                Command::Subscribe {
+                    user: u(),
+                    name: "Sent".into(),
+                    subscribed: true,
+                },
+                Command::Noop {
+                    payload: Bytes::new(),
+                },
+            ]),
+        ),
     ]
 }
 
@@ -428,9 +441,10 @@ fn command_variant(c: &Command) -> usize {
         Command::MoveAny { .. } => 22,
         Command::ClaimRecent { .. } => 23,
         Command::Tracked(_) => 24,
+        Command::Atomic(_) => 25,
     }
 }
-const COMMAND_VARIANTS: usize = 25;
+const COMMAND_VARIANTS: usize = 26;
 
 fn dir_commands() -> Vec<(&'static str, DirCommand)> {
     let a = || "ann@example.org".to_string();

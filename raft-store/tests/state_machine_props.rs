@@ -38,6 +38,7 @@ fn arb_uids() -> impl Strategy<Value = Vec<u32>> {
 fn arb_command() -> impl Strategy<Value = Command> {
     prop_oneof![
         6 => arb_plain_command(),
+        1 => proptest::collection::vec(arb_plain_command(), 1..4).prop_map(Command::Atomic),
         3 => (prop::sample::select(USERS.to_vec()), arb_plain_command())
             .prop_map(|(actor, cmd)| Command::As { actor: actor.into(), cmd: Box::new(cmd) }),
     ]

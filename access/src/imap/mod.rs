@@ -5,6 +5,7 @@ mod acl;
 mod binary;
 pub(crate) mod conn;
 mod fetch;
+mod multiappend;
 mod op;
 mod search;
 mod session;
@@ -118,6 +119,9 @@ pub(crate) enum Framed {
     Fatal(Vec<u8>),
     /// An RFC 4314 command (imap-codec has none; see [`acl`]).
     Acl(Tag<'static>, acl::AclCommand),
+    /// An APPEND of several messages (RFC 3502), as one-message APPEND commands for
+    /// imap-codec (see [`multiappend`]).
+    MultiAppend(Tag<'static>, Vec<Vec<u8>>),
 }
 
 /// Input so far is an incomplete command: fine while the current line stays within the limit.
@@ -170,6 +174,38 @@ pub(crate) fn frame(
     use imap_codec::decode::CommandDecodeError;
     use imap_codec::imap_types::core::LiteralMode;
     let buf: &[u8] = input;
+    // All messages of one MULTIAPPEND together stay within a few literals' worth.
+    match multiappend::peek(
+        buf,
+        *literal_end,
+        max_literal,
+        max_literal.saturating_mul(4),
+    ) {
+        multiappend::Peek::Other => {}
+        multiappend::Peek::NeedMore => return need_more(buf, literal_end, max_line),
+        multiappend::Peek::Continue(end) => {
+            *literal_end = end;
+            return Framed::Continue;
+        }
+        multiappend::Peek::TooBig(tag, length, sync) => {
+            let tag = Tag::try_from(tag).ok();
+            return literal_too_big(input, literal_end, tag.as_ref(), length, max_literal, sync);
+        }
+        multiappend::Peek::Command(tag, parts, used) => {
+            let _ = input.split_to(used);
+            *literal_end = 0;
+            return match Tag::try_from(tag) {
+                Ok(t) => Framed::MultiAppend(t, parts),
+                Err(_) => Framed::Reject(status(Kind::Bad, None, None, "invalid tag")),
+            };
+        }
+        multiappend::Peek::Bad(tag, why, used) => {
+            let _ = input.split_to(used);
+            *literal_end = 0;
+            let tag = Tag::try_from(tag).ok();
+            return Framed::Reject(status(Kind::Bad, tag.as_ref(), None, &why));
+        }
+    }
     match acl::peek(buf, *literal_end, max_literal) {
         acl::Peek::Other => {}
         acl::Peek::NeedMore => return need_more(buf, literal_end, max_line),
@@ -285,7 +321,7 @@ mod tests {
             for _ in 0..10_000 {
                 let before = buf.len();
                 match frame(&mut buf, &mut lit, 1024, 1 << 20) {
-                    Framed::Command(_) | Framed::Acl(..) => cmds += 1,
+                    Framed::Command(_) | Framed::Acl(..) | Framed::MultiAppend(..) => cmds += 1,
                     Framed::Reject(_) => rejects += 1,
                     Framed::RejectLine(_) => {
                         rejects += 1;
@@ -310,9 +346,10 @@ mod tests {
 
     #[test]
     fn pipelined_commands_and_literals() {
-        let input = b"a NOOP\r\nb LOGIN {5}\r\nalice {3}\r\npw!\r\nc APPEND INBOX {4+}\r\nabcd\r\n";
-        assert_eq!(drive(input, 3), (3, 0, false));
-        assert_eq!(drive(input, 1000), (3, 0, false));
+        let input = b"a NOOP\r\nb LOGIN {5}\r\nalice {3}\r\npw!\r\nc APPEND INBOX {4+}\r\nabcd\r\n\
+                      d APPEND INBOX {1+}\r\nx (\\Seen) {2+}\r\nyz\r\ne NOOP\r\n";
+        assert_eq!(drive(input, 3), (5, 0, false));
+        assert_eq!(drive(input, 1000), (5, 0, false));
         let (c, r, fatal) = drive(b"x BOGUS\r\ny NOOP\r\n", 1000);
         assert_eq!((c, r, fatal), (1, 1, false));
     }

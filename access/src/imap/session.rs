@@ -117,6 +117,10 @@ pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capa
         Capability::CondStore,
         Capability::QResync,
         Capability::Binary,
+        Capability::Compress {
+            algorithm: imap_codec::imap_types::extensions::compress::CompressionAlgorithm::Deflate,
+        },
+        atom("MULTIAPPEND"),
         atom("ACL"),
         atom("RIGHTS=texk"),
         atom("CHILDREN"),
@@ -410,6 +414,7 @@ impl Session {
                         return Ok(());
                     }
                 }
+                Framed::MultiAppend(tag, parts) => self.multi_append(&tag, parts).await?,
             }
         }
     }
@@ -626,6 +631,7 @@ impl Session {
             CommandBody::GetQuota { root } => self.get_quota(&tag, root).await?,
             CommandBody::SetQuota { .. } => self.set_quota(&tag).await?,
             CommandBody::Idle => return self.idle(&tag).await,
+            CommandBody::Compress { .. } => self.compress(&tag).await?,
             // The commands from here on need a selected mailbox.
             CommandBody::Unselect
             | CommandBody::Close

@@ -35,6 +35,47 @@ assert via.uid("FETCH", uid, "(BODY.PEEK[TEXT])")[1][0][1] == b"through the mult
 direct.noop()
 assert int(direct.response("EXISTS")[1][-1]) >= 1, direct.response("EXISTS")
 
+# COMPRESS=DEFLATE (RFC 4978) through the relay: negotiated with the master end to end.
+import zlib
+
+raw = socket.create_connection((HOST, ports[follower - 1]), timeout=15)
+rf = raw.makefile("rb")
+assert rf.readline().startswith(b"* OK")
+raw.sendall(f"c1 LOGIN {USER} {PW}\r\nc2 COMPRESS DEFLATE\r\n".encode())
+while not rf.readline().startswith(b"c1 OK"):
+    pass
+line = rf.readline()
+assert line.startswith(b"c2 OK"), line
+out = zlib.compressobj(wbits=-15)
+inf = zlib.decompressobj(wbits=-15)
+
+
+def zsend(text):
+    raw.sendall(out.compress(text.encode()) + out.flush(zlib.Z_SYNC_FLUSH))
+
+
+def zread_until(tag):
+    got = b""
+    deadline = time.time() + 15
+    while not re.search(rb"(^|\r\n)" + tag + rb" (OK|NO|BAD)[^\r]*\r\n", got):
+        assert time.time() < deadline, got
+        chunk = raw.recv(65536)
+        assert chunk, got
+        got += inf.decompress(chunk)
+    return got
+
+
+zsend(f"c3 SELECT INBOX\r\nc4 UID FETCH {uid.decode()} (BODY.PEEK[TEXT])\r\n")
+got = zread_until(b"c4")
+assert b"c3 OK" in got and b"through the multiplexor" in got, got
+zsend("c5 COMPRESS DEFLATE\r\n")  # a second time: NO [COMPRESSIONACTIVE]
+got = zread_until(b"c5")
+assert b"c5 NO [COMPRESSIONACTIVE]" in got, got
+zsend("c6 LOGOUT\r\n")
+got = zread_until(b"c6")
+assert b"* BYE" in got, got
+raw.close()
+
 P = poplib.POP3(HOST, pops[follower - 1])
 P.user(USER)
 r = P.pass_(PW)

@@ -1,6 +1,6 @@
 //! Shared by the integration tests that drive `halyard serve` processes with real clients:
 //! starting a cluster with the example.org domain and its users, running `halyard ctl`, and
-//! running the Python client scripts in tests/clients.
+//! running the client scripts in tests/clients (Python, and Node.js for the npm libraries).
 #![allow(dead_code)]
 
 use std::process::Command;
@@ -29,14 +29,38 @@ pub fn script(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
+/// Where `scripts/deps.sh --test` installs the npm client libraries (ImapFlow).
+pub fn npm_modules() -> std::path::PathBuf {
+    std::env::var_os("HALYARD_NPM_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/halyard-npm")
+        })
+        .join("node_modules")
+}
+
+/// The command that runs a client script: Python, or Node.js for `.cjs` scripts (with the
+/// npm libraries on its module path).
+pub fn client_command(name: &str) -> Command {
+    let mut cmd = if name.ends_with(".cjs") {
+        let mut c = Command::new("node");
+        c.env("NODE_PATH", npm_modules());
+        c
+    } else {
+        Command::new("python3")
+    };
+    cmd.arg(script(name));
+    cmd
+}
+
 /// Runs a client script with these environment variables; fails the test with its output.
 pub fn run_client(name: &str, env: &[(&str, String)]) {
-    let mut cmd = Command::new("python3");
-    cmd.arg(script(name));
+    let mut cmd = client_command(name);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("python3");
+    let out = cmd.output().expect("client script");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

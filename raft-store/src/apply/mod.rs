@@ -88,6 +88,25 @@ pub fn apply_command<R: KvRead>(txn: &mut Txn<'_, R>, cmd: &Command) -> Result<R
     }
 }
 
+/// [`Command::Atomic`]: every command or none. Each applies over the writes of the ones
+/// before it (all in `t`); the first refusal returns, and the caller's nested transaction
+/// drops everything `t` holds.
+fn atomic<R: KvRead>(t: &mut Txn<'_, R>, cmds: &[Command]) -> Outcome {
+    let mut replies = Vec::with_capacity(cmds.len());
+    for c in cmds {
+        if matches!(c, Command::Batch(_) | Command::Atomic(_)) {
+            refuse!(ApplyError::Invalid(
+                "an atomic command holds plain commands".into()
+            ));
+        }
+        match apply_inner(t, c)? {
+            Ok(r) => replies.push(r),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(Ok(Reply::Batch(replies)))
+}
+
 /// One command, not a batch: each arm hands it to the function of its concern.
 fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
     match cmd {
@@ -175,6 +194,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
         ),
         Command::ClaimRecent { user, mailbox } => message::claim_recent(t, user, mailbox),
         Command::Tracked(cmd) => vanished::tracked(t, cmd),
+        Command::Atomic(cmds) => atomic(t, cmds),
         Command::As { actor, cmd } => rights::as_actor(t, actor, cmd),
         Command::Enqueue { .. } => queue::enqueue(t, cmd),
         Command::Deliver { .. } => queue::deliver(t, cmd),

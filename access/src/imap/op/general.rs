@@ -1,5 +1,5 @@
 //! Commands about the session rather than a mailbox: CAPABILITY, NOOP/CHECK, LOGOUT and ID
-//! (valid in any state), and ENABLE (of CONDSTORE and QRESYNC).
+//! (valid in any state), ENABLE (of CONDSTORE and QRESYNC) and COMPRESS (RFC 4978).
 
 use std::io;
 
@@ -71,5 +71,23 @@ impl Session {
         })
         .await?;
         self.ok(tag, None, "ENABLE completed").await
+    }
+
+    /// COMPRESS DEFLATE (the one algorithm the parser accepts): the tagged OK is the last
+    /// plain byte; DEFLATE both ways from then on, also through the multiplexor's relay,
+    /// which copies bytes.
+    pub(crate) async fn compress(&mut self, tag: &Tag<'_>) -> io::Result<()> {
+        if self.conn.is_compressed() {
+            let b = crate::imap::status(
+                crate::imap::Kind::No,
+                Some(tag),
+                Some(imap_codec::imap_types::response::Code::CompressionActive),
+                "DEFLATE is already active",
+            );
+            return self.conn.write(&b).await;
+        }
+        self.ok(tag, None, "DEFLATE active").await?;
+        self.conn.start_deflate();
+        Ok(())
     }
 }
