@@ -78,6 +78,7 @@ async fn imap_answers_exactly_as_rfc_3501_says() {
     run_client("imap_rfc3501.py", &accounts(17943, 17910));
     run_client("imap_qresync.py", &accounts(17943, 17910));
     run_client("imap_extensions.py", &accounts(17943, 17910));
+    run_client("imap_list_extended.py", &accounts(17943, 17910));
 }
 
 /// RFC 3516 BINARY on a raw socket: decoded base64 (NULs, as a literal8) and quoted-printable

@@ -1,4 +1,5 @@
-//! Framing of the RFC 4314 commands (SETACL, DELETEACL, GETACL, LISTRIGHTS, MYRIGHTS).
+//! Framing of the RFC 4314 commands (SETACL, DELETEACL, GETACL, LISTRIGHTS, MYRIGHTS), and
+//! the lexer every small framer of this crate shares (see also [`super::listext`]).
 //!
 //! Why not imap-codec: 2.0.0-alpha.10 has no ACL commands or responses. Their arguments are
 //! only astrings (RFC 3501 atom, quoted string or literal), so this module reads a tag, the
@@ -31,12 +32,12 @@ pub enum AclCommand {
     },
 }
 
-/// What the framer found at the start of the buffer.
+/// What a framer found at the start of the buffer; `C` is the command it frames.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Peek {
-    /// Not an ACL command: let imap-codec have it.
+pub enum Peek<C = AclCommand> {
+    /// Not a command of this framer: let imap-codec have it.
     Other,
-    /// An ACL command whose end has not arrived yet.
+    /// A command of this framer whose end has not arrived yet.
     NeedMore,
     /// A synchronising literal of an acceptable size: send a continuation request; its
     /// data ends at this buffer offset.
@@ -44,14 +45,14 @@ pub enum Peek {
     /// A literal over the size limit (tag, size, synchronising?).
     TooBig(String, u64, bool),
     /// A complete command and the number of bytes it used.
-    Command(String, AclCommand, usize),
+    Command(String, C, usize),
     /// A complete but malformed command: (tag, why, bytes used).
     Bad(String, String, usize),
 }
 
 const NAMES: [&str; 5] = ["SETACL", "DELETEACL", "GETACL", "LISTRIGHTS", "MYRIGHTS"];
 
-fn is_atom_char(b: u8) -> bool {
+pub(super) fn is_atom_char(b: u8) -> bool {
     b > 0x20 && b < 0x7f && !b"(){%*\"\\]".contains(&b)
 }
 
@@ -66,16 +67,17 @@ enum Tok {
 }
 
 /// Reads astrings from `buf` at `pos`. `Err(Peek)` for need-more/continue/too-big/bad.
-struct Lexer<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    tag: String,
-    literal_end: usize,
-    max_literal: u64,
+pub(super) struct Lexer<'a> {
+    pub buf: &'a [u8],
+    pub pos: usize,
+    pub tag: String,
+    /// Where the literal the client was invited to send ends (0: none).
+    pub literal_end: usize,
+    pub max_literal: u64,
 }
 
 impl Lexer<'_> {
-    fn bad(&self, why: &str) -> Peek {
+    pub(super) fn bad<C>(&self, why: &str) -> Peek<C> {
         // Drop up to the end of the current line (if it has arrived).
         let end = self.buf[self.pos.min(self.buf.len())..]
             .windows(2)
@@ -87,115 +89,152 @@ impl Lexer<'_> {
         }
     }
 
-    fn next(&mut self) -> Result<Tok, Peek> {
-        let b = self.buf;
-        match b.get(self.pos) {
-            None => return Err(Peek::NeedMore),
-            Some(b'\r') => {
-                return match b.get(self.pos + 1) {
-                    None => Err(Peek::NeedMore),
-                    Some(b'\n') => Ok(Tok::Eol(self.pos + 2)),
-                    Some(_) => Err(self.bad("stray CR")),
-                };
-            }
-            Some(b' ') => self.pos += 1,
-            Some(_) => return Err(self.bad("expected a space between arguments")),
-        }
-        match b.get(self.pos) {
+    /// The end of the command at `pos` (CRLF): `Some(position after it)`; `None` when the
+    /// next byte is something else.
+    pub(super) fn eol<C>(&self) -> Result<Option<usize>, Peek<C>> {
+        match self.buf.get(self.pos) {
             None => Err(Peek::NeedMore),
-            Some(b'"') => {
-                let mut out = Vec::new();
-                let mut i = self.pos + 1;
-                loop {
-                    match b.get(i) {
-                        None => return Err(Peek::NeedMore),
-                        Some(b'"') => {
-                            self.pos = i + 1;
-                            return Ok(Tok::Value(out));
-                        }
-                        Some(b'\\') => match b.get(i + 1) {
-                            None => return Err(Peek::NeedMore),
-                            Some(c @ (b'"' | b'\\')) => {
-                                out.push(*c);
-                                i += 2;
-                            }
-                            Some(_) => return Err(self.bad("bad escape in quoted string")),
-                        },
-                        Some(b'\r' | b'\n' | 0) => {
-                            self.pos = i;
-                            return Err(self.bad("unterminated quoted string"));
-                        }
-                        Some(c) => {
-                            out.push(*c);
-                            i += 1;
-                        }
-                    }
-                }
-            }
-            Some(b'{') => {
-                let close = match b[self.pos..].iter().position(|c| *c == b'}') {
-                    Some(c) => self.pos + c,
-                    None if b.len() - self.pos > 24 => return Err(self.bad("bad literal")),
-                    None => return Err(Peek::NeedMore),
-                };
-                let spec = &b[self.pos + 1..close];
-                let (digits, nonsync) = match spec.strip_suffix(b"+") {
-                    Some(d) => (d, true),
-                    None => (spec, false),
-                };
-                let Some(len) = std::str::from_utf8(digits)
-                    .ok()
-                    .filter(|d| !d.is_empty() && d.len() <= 19)
-                    .and_then(|d| d.parse::<u64>().ok())
-                else {
-                    return Err(self.bad("bad literal size"));
-                };
-                match b.get(close + 1..close + 3) {
-                    None | Some([b'\r']) => return Err(Peek::NeedMore),
-                    Some(b"\r\n") => {}
-                    Some(_) => return Err(self.bad("a literal's size must end the line")),
-                }
-                if len > self.max_literal {
-                    return Err(Peek::TooBig(self.tag.clone(), len, !nonsync));
-                }
-                let start = close + 3;
-                let end = start + len as usize;
-                if b.len() < end {
-                    if !nonsync && self.literal_end < end {
-                        return Err(Peek::Continue(end));
-                    }
-                    return Err(Peek::NeedMore);
-                }
-                self.pos = end;
-                Ok(Tok::Value(b[start..end].to_vec()))
-            }
+            Some(b'\r') => match self.buf.get(self.pos + 1) {
+                None => Err(Peek::NeedMore),
+                Some(b'\n') => Ok(Some(self.pos + 2)),
+                Some(_) => Err(self.bad("stray CR")),
+            },
+            Some(_) => Ok(None),
+        }
+    }
+
+    fn next<C>(&mut self) -> Result<Tok, Peek<C>> {
+        if let Some(end) = self.eol()? {
+            return Ok(Tok::Eol(end));
+        }
+        if self.buf.get(self.pos) != Some(&b' ') {
+            return Err(self.bad("expected a space between arguments"));
+        }
+        self.pos += 1;
+        match self.buf.get(self.pos) {
+            None => Err(Peek::NeedMore),
+            Some(b'"') => self.quoted().map(Tok::Value),
+            Some(b'{') => self.literal().map(Tok::Value),
             Some(_) => {
-                let start = self.pos;
-                while b.get(self.pos).is_some_and(|c| is_atom_char(*c)) {
-                    self.pos += 1;
-                }
-                if self.pos == start {
+                let v = self.run(is_atom_char)?;
+                if v.is_empty() {
                     return Err(self.bad("expected an atom, a quoted string or a literal"));
                 }
-                if self.pos == b.len() {
-                    return Err(Peek::NeedMore);
-                }
-                Ok(Tok::Value(b[start..self.pos].to_vec()))
+                Ok(Tok::Value(v))
             }
         }
     }
+
+    /// The quoted string that starts at `pos`, unescaped.
+    pub(super) fn quoted<C>(&mut self) -> Result<Vec<u8>, Peek<C>> {
+        let b = self.buf;
+        let mut out = Vec::new();
+        let mut i = self.pos + 1;
+        loop {
+            match b.get(i) {
+                None => return Err(Peek::NeedMore),
+                Some(b'"') => {
+                    self.pos = i + 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => match b.get(i + 1) {
+                    None => return Err(Peek::NeedMore),
+                    Some(c @ (b'"' | b'\\')) => {
+                        out.push(*c);
+                        i += 2;
+                    }
+                    Some(_) => return Err(self.bad("bad escape in quoted string")),
+                },
+                Some(b'\r' | b'\n' | 0) => {
+                    self.pos = i;
+                    return Err(self.bad("unterminated quoted string"));
+                }
+                Some(c) => {
+                    out.push(*c);
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// The literal (`{n}` or `{n+}`, CRLF, data) that starts at `pos`: its size is checked
+    /// before anything is allocated, and a synchronising one is answered with `Continue`.
+    pub(super) fn literal<C>(&mut self) -> Result<Vec<u8>, Peek<C>> {
+        let b = self.buf;
+        let close = match b[self.pos..].iter().position(|c| *c == b'}') {
+            Some(c) => self.pos + c,
+            None if b.len() - self.pos > 24 => return Err(self.bad("bad literal")),
+            None => return Err(Peek::NeedMore),
+        };
+        let spec = &b[self.pos + 1..close];
+        let (digits, nonsync) = match spec.strip_suffix(b"+") {
+            Some(d) => (d, true),
+            None => (spec, false),
+        };
+        let Some(len) = std::str::from_utf8(digits)
+            .ok()
+            .filter(|d| !d.is_empty() && d.len() <= 19)
+            .and_then(|d| d.parse::<u64>().ok())
+        else {
+            return Err(self.bad("bad literal size"));
+        };
+        match b.get(close + 1..close + 3) {
+            None | Some([b'\r']) => return Err(Peek::NeedMore),
+            Some(b"\r\n") => {}
+            Some(_) => return Err(self.bad("a literal's size must end the line")),
+        }
+        if len > self.max_literal {
+            return Err(Peek::TooBig(self.tag.clone(), len, !nonsync));
+        }
+        let start = close + 3;
+        let end = start + len as usize;
+        if b.len() < end {
+            if !nonsync && self.literal_end < end {
+                return Err(Peek::Continue(end));
+            }
+            return Err(Peek::NeedMore);
+        }
+        self.pos = end;
+        Ok(b[start..end].to_vec())
+    }
+
+    /// The bytes from `pos` on that `ok` accepts (possibly none). One that reaches the end of
+    /// the buffer may go on in bytes not yet received: `NeedMore`.
+    pub(super) fn run<C>(&mut self, ok: fn(u8) -> bool) -> Result<Vec<u8>, Peek<C>> {
+        let start = self.pos;
+        while self.buf.get(self.pos).is_some_and(|c| ok(*c)) {
+            self.pos += 1;
+        }
+        if self.pos == self.buf.len() {
+            return Err(Peek::NeedMore);
+        }
+        Ok(self.buf[start..self.pos].to_vec())
+    }
 }
 
-/// Looks at the start of `buf` for an ACL command. `literal_end` is where the literal the
-/// client was invited to send ends (0: none).
-pub fn peek(buf: &[u8], literal_end: usize, max_literal: u64) -> Peek {
+/// Where a command the caller frames starts: tag and command name (one of `names`, any case).
+pub(super) enum Head {
+    /// Not one of `names` (or no usable tag): imap-codec's.
+    Other,
+    /// The name may be one of `names` but has not fully arrived.
+    NeedMore,
+    /// `names[which]`, with the tag, and where the arguments start (after the name).
+    Found {
+        which: usize,
+        tag: String,
+        pos: usize,
+    },
+}
+
+/// Reads `tag SP name` and tells whether `name` is one of `names`.
+pub(super) fn head(buf: &[u8], names: &[&str]) -> Head {
     // tag SP name (SP | CRLF)
     let Some(sp) = buf.iter().position(|b| *b == b' ') else {
-        return Peek::Other;
+        return Head::Other;
     };
     let tag = &buf[..sp];
     if tag.is_empty() || !tag.iter().all(|b| is_tag_char(*b)) {
-        return Peek::Other;
+        return Head::Other;
     }
     let rest = &buf[sp + 1..];
     let name_len = rest
@@ -203,19 +242,34 @@ pub fn peek(buf: &[u8], literal_end: usize, max_literal: u64) -> Peek {
         .position(|b| *b == b' ' || *b == b'\r')
         .unwrap_or(rest.len());
     let name = &rest[..name_len];
-    let Some(which) = NAMES
+    let Some(which) = names
         .iter()
         .position(|n| n.as_bytes().eq_ignore_ascii_case(name))
     else {
-        return Peek::Other;
+        return Head::Other;
     };
     if name_len == rest.len() {
-        return Peek::NeedMore;
+        return Head::NeedMore;
     }
+    Head::Found {
+        which,
+        tag: String::from_utf8_lossy(tag).into_owned(),
+        pos: sp + 1 + name_len,
+    }
+}
+
+/// Looks at the start of `buf` for an ACL command. `literal_end` is where the literal the
+/// client was invited to send ends (0: none).
+pub fn peek(buf: &[u8], literal_end: usize, max_literal: u64) -> Peek {
+    let (which, tag, pos) = match head(buf, &NAMES) {
+        Head::Other => return Peek::Other,
+        Head::NeedMore => return Peek::NeedMore,
+        Head::Found { which, tag, pos } => (which, tag, pos),
+    };
     let mut lx = Lexer {
         buf,
-        pos: sp + 1 + name_len,
-        tag: String::from_utf8_lossy(tag).into_owned(),
+        pos,
+        tag,
         literal_end,
         max_literal,
     };

@@ -5,6 +5,7 @@ mod acl;
 mod binary;
 pub(crate) mod conn;
 mod fetch;
+mod listext;
 mod multiappend;
 mod op;
 mod search;
@@ -119,6 +120,9 @@ pub(crate) enum Framed {
     Fatal(Vec<u8>),
     /// An RFC 4314 command (imap-codec has none; see [`acl`]).
     Acl(Tag<'static>, acl::AclCommand),
+    /// An extended LIST, STATUS with APPENDLIMIT, or CREATE with parameters (forms
+    /// imap-codec does not parse; see [`listext`]).
+    Ext(Tag<'static>, listext::ExtCommand),
     /// An APPEND of several messages (RFC 3502), as one-message APPEND commands for
     /// imap-codec (see [`multiappend`]).
     MultiAppend(Tag<'static>, Vec<Vec<u8>>),
@@ -163,6 +167,44 @@ fn literal_too_big(
     }
 }
 
+/// What one of the small framers ([`acl`], [`listext`]) found, as a [`Framed`]; `None` when
+/// the command is not theirs (imap-codec's then). `limits`: longest line, largest literal.
+fn framed_by<C>(
+    peek: acl::Peek<C>,
+    input: &mut bytes::BytesMut,
+    literal_end: &mut usize,
+    limits: (usize, u64),
+    command: fn(Tag<'static>, C) -> Framed,
+) -> Option<Framed> {
+    let (max_line, max_literal) = limits;
+    Some(match peek {
+        acl::Peek::Other => return None,
+        acl::Peek::NeedMore => need_more(input, literal_end, max_line),
+        acl::Peek::Continue(end) => {
+            *literal_end = end;
+            Framed::Continue
+        }
+        acl::Peek::TooBig(tag, length, sync) => {
+            let tag = Tag::try_from(tag).ok();
+            literal_too_big(input, literal_end, tag.as_ref(), length, max_literal, sync)
+        }
+        acl::Peek::Command(tag, cmd, used) => {
+            let _ = input.split_to(used);
+            *literal_end = 0;
+            match Tag::try_from(tag) {
+                Ok(t) => command(t, cmd),
+                Err(_) => Framed::Reject(status(Kind::Bad, None, None, "invalid tag")),
+            }
+        }
+        acl::Peek::Bad(tag, why, used) => {
+            let _ = input.split_to(used);
+            *literal_end = 0;
+            let tag = Tag::try_from(tag).ok();
+            Framed::Reject(status(Kind::Bad, tag.as_ref(), None, &why))
+        }
+    })
+}
+
 /// Takes the next command out of the connection's buffer. `literal_end` remembers where the
 /// literal being received ends (0: none), so literal bytes do not count as line length.
 pub(crate) fn frame(
@@ -173,65 +215,22 @@ pub(crate) fn frame(
 ) -> Framed {
     use imap_codec::decode::CommandDecodeError;
     use imap_codec::imap_types::core::LiteralMode;
-    let buf: &[u8] = input;
+    let acl = acl::peek(input, *literal_end, max_literal);
+    let limits = (max_line, max_literal);
+    if let Some(f) = framed_by(acl, input, literal_end, limits, Framed::Acl) {
+        return f;
+    }
+    let ext = listext::peek(input, *literal_end, max_literal);
+    if let Some(f) = framed_by(ext, input, literal_end, limits, Framed::Ext) {
+        return f;
+    }
     // All messages of one MULTIAPPEND together stay within a few literals' worth.
-    match multiappend::peek(
-        buf,
-        *literal_end,
-        max_literal,
-        max_literal.saturating_mul(4),
-    ) {
-        multiappend::Peek::Other => {}
-        multiappend::Peek::NeedMore => return need_more(buf, literal_end, max_line),
-        multiappend::Peek::Continue(end) => {
-            *literal_end = end;
-            return Framed::Continue;
-        }
-        multiappend::Peek::TooBig(tag, length, sync) => {
-            let tag = Tag::try_from(tag).ok();
-            return literal_too_big(input, literal_end, tag.as_ref(), length, max_literal, sync);
-        }
-        multiappend::Peek::Command(tag, parts, used) => {
-            let _ = input.split_to(used);
-            *literal_end = 0;
-            return match Tag::try_from(tag) {
-                Ok(t) => Framed::MultiAppend(t, parts),
-                Err(_) => Framed::Reject(status(Kind::Bad, None, None, "invalid tag")),
-            };
-        }
-        multiappend::Peek::Bad(tag, why, used) => {
-            let _ = input.split_to(used);
-            *literal_end = 0;
-            let tag = Tag::try_from(tag).ok();
-            return Framed::Reject(status(Kind::Bad, tag.as_ref(), None, &why));
-        }
+    let total = max_literal.saturating_mul(4);
+    let multi = multiappend::peek(input, *literal_end, max_literal, total);
+    if let Some(f) = framed_by(multi, input, literal_end, limits, Framed::MultiAppend) {
+        return f;
     }
-    match acl::peek(buf, *literal_end, max_literal) {
-        acl::Peek::Other => {}
-        acl::Peek::NeedMore => return need_more(buf, literal_end, max_line),
-        acl::Peek::Continue(end) => {
-            *literal_end = end;
-            return Framed::Continue;
-        }
-        acl::Peek::TooBig(tag, length, sync) => {
-            let tag = Tag::try_from(tag).ok();
-            return literal_too_big(input, literal_end, tag.as_ref(), length, max_literal, sync);
-        }
-        acl::Peek::Command(tag, cmd, used) => {
-            let _ = input.split_to(used);
-            *literal_end = 0;
-            return match Tag::try_from(tag) {
-                Ok(t) => Framed::Acl(t, cmd),
-                Err(_) => Framed::Reject(status(Kind::Bad, None, None, "invalid tag")),
-            };
-        }
-        acl::Peek::Bad(tag, why, used) => {
-            let _ = input.split_to(used);
-            *literal_end = 0;
-            let tag = Tag::try_from(tag).ok();
-            return Framed::Reject(status(Kind::Bad, tag.as_ref(), None, &why));
-        }
-    }
+    let buf: &[u8] = input;
     match CommandCodec::default().decode_static(buf) {
         Ok((rest, cmd)) => {
             let used = buf.len() - rest.len();
@@ -321,7 +320,10 @@ mod tests {
             for _ in 0..10_000 {
                 let before = buf.len();
                 match frame(&mut buf, &mut lit, 1024, 1 << 20) {
-                    Framed::Command(_) | Framed::Acl(..) | Framed::MultiAppend(..) => cmds += 1,
+                    Framed::Command(_)
+                    | Framed::Acl(..)
+                    | Framed::Ext(..)
+                    | Framed::MultiAppend(..) => cmds += 1,
                     Framed::Reject(_) => rejects += 1,
                     Framed::RejectLine(_) => {
                         rejects += 1;
@@ -352,6 +354,33 @@ mod tests {
         assert_eq!(drive(input, 1000), (5, 0, false));
         let (c, r, fatal) = drive(b"x BOGUS\r\ny NOOP\r\n", 1000);
         assert_eq!((c, r, fatal), (1, 1, false));
+    }
+
+    #[test]
+    fn extended_forms_are_framed_beside_imap_codec() {
+        let input = b"a LIST (SUBSCRIBED) \"\" (\"x\" {1}\r\ny) RETURN (STATUS (SIZE))\r\n\
+                      b LIST {0}\r\n *\r\nc STATUS INBOX (APPENDLIMIT)\r\n\
+                      d CREATE x (USE (\\Sent))\r\ne CREATE y\r\nf STATUS y (SIZE)\r\n";
+        for chunk in [1, 5, 1000] {
+            assert_eq!(drive(input, chunk), (6, 0, false));
+        }
+        let kind = |line: &[u8]| {
+            let mut buf = BytesMut::from(line);
+            match frame(&mut buf, &mut 0, 1024, 1 << 20) {
+                Framed::Command(_) => "imap-codec",
+                Framed::Ext(..) => "ext",
+                Framed::Reject(_) => "reject",
+                _ => "other",
+            }
+        };
+        assert_eq!(kind(b"a LIST \"\" *\r\n"), "imap-codec");
+        assert_eq!(kind(b"a LIST () \"\" *\r\n"), "ext");
+        assert_eq!(kind(b"a LIST \"\" * RETURN (CHILDREN)\r\n"), "ext");
+        assert_eq!(kind(b"a STATUS x (SIZE)\r\n"), "imap-codec");
+        assert_eq!(kind(b"a STATUS x (SIZE APPENDLIMIT)\r\n"), "ext");
+        assert_eq!(kind(b"a CREATE x\r\n"), "imap-codec");
+        assert_eq!(kind(b"a CREATE x (USE (\\Junk))\r\n"), "ext");
+        assert_eq!(kind(b"a LIST (RECURSIVEMATCH) \"\" *\r\n"), "reject");
     }
 
     #[test]

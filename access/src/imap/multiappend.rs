@@ -11,24 +11,9 @@
 //! for each synchronising literal, `LITERAL+`, literal8 `~{n}`), and bounds the whole command
 //! by `max_total` bytes of message data.
 
-/// What the framer found at the start of the buffer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Peek {
-    /// Not an APPEND of several messages (yet): let imap-codec have it.
-    Other,
-    /// A MULTIAPPEND whose end has not arrived.
-    NeedMore,
-    /// A synchronising literal of an acceptable size: send a continuation request; its data
-    /// ends at this buffer offset.
-    Continue(usize),
-    /// Over a limit (tag, size, synchronising?).
-    TooBig(String, u64, bool),
-    /// A complete MULTIAPPEND: the tag, one one-message APPEND command per message, and the
-    /// number of bytes used.
-    Command(String, Vec<Vec<u8>>, usize),
-    /// Malformed: (tag, why, bytes used).
-    Bad(String, String, usize),
-}
+/// What the framer found: the shape every framer of ours answers with (see `acl`); a
+/// complete command is one one-message APPEND command per message.
+pub type Peek = super::acl::Peek<Vec<Vec<u8>>>;
 
 /// A line of the command up to a literal (or its end), and the literal after it.
 struct Piece {

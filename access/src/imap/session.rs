@@ -9,6 +9,9 @@
 //! - `op/auth.rs`: STARTTLS, LOGIN, AUTHENTICATE, and relaying the session to the master.
 //! - `op/select.rs`: SELECT/EXAMINE, UNSELECT, CLOSE; syncing the selected mailbox's view.
 //! - `op/mailbox.rs`: NAMESPACE, CREATE, DELETE, RENAME, (UN)SUBSCRIBE, LIST/LSUB, STATUS.
+//! - `op/list_ext.rs`: the forms `listext.rs` frames: extended LIST (RFC 5258, RFC 5819
+//!   LIST-STATUS, RFC 6154 SPECIAL-USE), STATUS with APPENDLIMIT (RFC 7889), CREATE with
+//!   `USE` (RFC 6154 CREATE-SPECIAL-USE).
 //! - `op/append.rs`: APPEND.
 //! - `op/store.rs`: STORE, EXPUNGE, UID EXPUNGE, COPY, MOVE.
 //! - `op/quota.rs`: GETQUOTAROOT, GETQUOTA, SETQUOTA.
@@ -125,12 +128,31 @@ pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capa
         atom("RIGHTS=texk"),
         atom("CHILDREN"),
         atom("SPECIAL-USE"),
+        atom("CREATE-SPECIAL-USE"),
+        atom("LIST-EXTENDED"),
+        atom("LIST-STATUS"),
+        Capability::StatusSize,
+        append_limit(shared),
         Capability::Sort(None),
         Capability::Sort(Some(SortAlgorithm::Display)),
         Capability::Thread(ThreadingAlgorithm::OrderedSubject),
         Capability::Thread(ThreadingAlgorithm::References),
     ]);
     caps
+}
+
+/// RFC 7889 `APPENDLIMIT=<n>`: the largest message APPEND takes, which is the largest
+/// literal (a bigger one is refused with `NO [TOOBIG]` before any of it is read), the same
+/// for every mailbox.
+fn append_limit(shared: &Shared) -> Capability<'static> {
+    let text = format!("APPENDLIMIT={}", append_limit_value(shared));
+    Capability::from(Atom::try_from(text).expect("an atom"))
+}
+
+/// The limit [`append_limit`] advertises, also STATUS's APPENDLIMIT item: RFC 3501's
+/// `number` is 32-bit, so a larger configured limit is announced as the largest one.
+pub(crate) fn append_limit_value(shared: &Shared) -> u64 {
+    shared.cfg.max_literal_bytes.min(u64::from(u32::MAX))
 }
 
 /// The session's picture of the selected mailbox.
@@ -411,6 +433,11 @@ impl Session {
                 }
                 Framed::Acl(tag, cmd) => {
                     if !self.acl_command(tag, cmd).await? {
+                        return Ok(());
+                    }
+                }
+                Framed::Ext(tag, cmd) => {
+                    if !self.ext_command(tag, cmd).await? {
                         return Ok(());
                     }
                 }

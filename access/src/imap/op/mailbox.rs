@@ -1,10 +1,11 @@
 //! Mailbox commands: NAMESPACE, CREATE, DELETE, RENAME, SUBSCRIBE/UNSUBSCRIBE, LIST/LSUB
 //! (the user's own mailboxes and those shared with them under `Other Users/`, with CHILDREN
-//! and SPECIAL-USE attributes) and STATUS.
+//! and SPECIAL-USE attributes) and STATUS (with RFC 8438's SIZE). The extended forms of
+//! LIST, STATUS and CREATE are in `list_ext.rs`, on the pieces here.
 
 use std::io;
 
-use halyard_raft_store::Command as StoreCommand;
+use halyard_raft_store::{Command as StoreCommand, MailboxRecord};
 use imap_codec::imap_types::core::{Atom, IString, QuotedChar, Tag};
 use imap_codec::imap_types::extensions::namespace::Namespace;
 use imap_codec::imap_types::flag::FlagNameAttribute;
@@ -13,19 +14,22 @@ use imap_codec::imap_types::response::{Data, Response};
 use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
 
 use crate::imap::encode;
+use crate::imap::listext::StatusItem;
 use crate::imap::session::{
-    DELIMITER, OTHER_USERS, Session, Target, display_name, noperm, now_uidvalidity, nz,
-    wire_mailbox,
+    DELIMITER, OTHER_USERS, Session, Target, append_limit_value, display_name, noperm,
+    now_uidvalidity, nz, wire_mailbox,
 };
 use crate::mutf7;
 use crate::store::StoreFail;
 
 /// One name LIST/LSUB may show.
-struct ListEntry {
-    name: String,
-    selectable: bool,
-    subscribed: bool,
-    special_use: Option<String>,
+pub(super) struct ListEntry {
+    pub(super) name: String,
+    /// A mailbox by this name exists (every mailbox here is selectable); false for the
+    /// levels above mailboxes, and for subscriptions to mailboxes that are gone.
+    pub(super) selectable: bool,
+    pub(super) subscribed: bool,
+    pub(super) special_use: Option<String>,
 }
 
 impl Session {
@@ -47,6 +51,17 @@ impl Session {
     }
 
     pub(crate) async fn create(&mut self, tag: &Tag<'_>, mailbox: &Mailbox<'_>) -> io::Result<()> {
+        self.create_with_use(tag, mailbox, None).await
+    }
+
+    /// CREATE, with the special use RFC 6154's `USE` parameter asked for (`Some(None)`: none
+    /// at all); without it (`None`), well-known names get theirs (see `special_use_for`).
+    pub(super) async fn create_with_use(
+        &mut self,
+        tag: &Tag<'_>,
+        mailbox: &Mailbox<'_>,
+        special_use: Option<Option<String>>,
+    ) -> io::Result<()> {
         let Some(n) = self.target(tag, mailbox).await? else {
             return Ok(());
         };
@@ -55,7 +70,7 @@ impl Session {
                 .no(tag, None, "that name is the other users' namespace")
                 .await;
         }
-        let special = special_use_for(&n.name);
+        let special = special_use.unwrap_or_else(|| special_use_for(&n.name));
         let r = self
             .propose_on(
                 &n.owner,
@@ -261,7 +276,7 @@ impl Session {
     /// Every name LIST can show this user, sorted: their own mailboxes, the mailboxes other
     /// users shared with them (`l` right) under `Other Users/<owner>/`, and the levels above
     /// those as `\Noselect` so that `%` browsing reaches them.
-    fn visible_mailboxes(
+    pub(super) fn visible_mailboxes(
         &self,
         lsub: bool,
     ) -> Result<Vec<ListEntry>, halyard_raft_store::StoreError> {
@@ -335,6 +350,8 @@ impl Session {
             .count() as u32
     }
 
+    /// STATUS as imap-codec parses it (every item but RFC 7889's APPENDLIMIT, which
+    /// `list_ext.rs` answers).
     pub(crate) async fn status_cmd(
         &mut self,
         tag: &Tag<'_>,
@@ -344,58 +361,135 @@ impl Session {
         let Some(target) = self.target(tag, wire).await? else {
             return Ok(());
         };
-        let Target { owner, name } = target;
-        let r = self.acct().reader();
-        let (mb, msgs) = match (r.mailbox(&owner, &name), r.messages(&owner, &name)) {
-            (Ok(Some(mb)), Ok(Some(m))) => (mb, m),
-            (Ok(None), _) | (_, Ok(None)) => {
-                return self.no(tag, None, &format!("no mailbox {name}")).await;
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
-            }
+        let Some(mb) = self.status_mailbox(tag, &target).await? else {
+            return Ok(());
         };
-        match self.rights_on(&owner, &mb) {
-            None => return self.no(tag, None, &format!("no mailbox {name}")).await,
-            Some(r) if !r.has('r') => {
-                return self
-                    .no(tag, Some(noperm()), "STATUS needs the \"r\" right")
-                    .await;
-            }
-            Some(_) => {}
-        }
-        let mut out = Vec::new();
-        for i in items {
-            out.push(match i {
-                StatusDataItemName::Messages => StatusDataItem::Messages(mb.exists),
-                StatusDataItemName::Recent => {
-                    StatusDataItem::Recent(self.recent_in(&owner, &mb, &msgs))
-                }
-                StatusDataItemName::UidNext => StatusDataItem::UidNext(nz(mb.uidnext)),
-                StatusDataItemName::UidValidity => StatusDataItem::UidValidity(nz(mb.uidvalidity)),
-                StatusDataItemName::Unseen => StatusDataItem::Unseen(
-                    msgs.iter()
-                        .filter(|m| !m.flags.iter().any(|f| f == "\\Seen"))
-                        .count() as u32,
-                ),
-                StatusDataItemName::HighestModSeq => {
-                    StatusDataItem::HighestModSeq(mb.highestmodseq)
-                }
-                _ => continue,
-            });
-        }
+        let wanted: Vec<StatusItem> = items.iter().filter_map(item_of).collect();
+        let values = match self.status_values(&target.owner, &mb, &wanted) {
+            Ok(v) => v,
+            Err(e) => return self.fail(tag, StoreFail::Unavailable(e.to_string())).await,
+        };
         self.send_data(Data::Status {
             mailbox: wire.clone(),
-            items: out.into(),
+            items: values
+                .into_iter()
+                .filter_map(data_item)
+                .collect::<Vec<_>>()
+                .into(),
         })
         .await?;
         self.ok(tag, None, "STATUS completed").await
     }
+
+    /// The mailbox STATUS reports on, once it is known to exist for this user and the user
+    /// may read it (`r`); `None` when the answer (NO) has been sent.
+    pub(super) async fn status_mailbox(
+        &mut self,
+        tag: &Tag<'_>,
+        target: &Target,
+    ) -> io::Result<Option<MailboxRecord>> {
+        let name = &target.name;
+        let mb = match self.acct().reader().mailbox(&target.owner, name) {
+            Ok(Some(mb)) => mb,
+            Ok(None) => {
+                self.no(tag, None, &format!("no mailbox {name}")).await?;
+                return Ok(None);
+            }
+            Err(e) => {
+                self.fail(tag, StoreFail::Unavailable(e.to_string()))
+                    .await?;
+                return Ok(None);
+            }
+        };
+        match self.rights_on(&target.owner, &mb) {
+            None => self.no(tag, None, &format!("no mailbox {name}")).await?,
+            Some(r) if !r.has('r') => {
+                self.no(tag, Some(noperm()), "STATUS needs the \"r\" right")
+                    .await?
+            }
+            Some(_) => return Ok(Some(mb)),
+        }
+        Ok(None)
+    }
+
+    /// The values of `items` for `owner`'s mailbox `mb`, in their order. The messages are
+    /// read only for the items that count them (RECENT, UNSEEN); SIZE (RFC 8438) is the
+    /// mailbox's kept total of message sizes.
+    pub(super) fn status_values(
+        &self,
+        owner: &str,
+        mb: &MailboxRecord,
+        items: &[StatusItem],
+    ) -> Result<Vec<(StatusItem, u64)>, halyard_raft_store::StoreError> {
+        let msgs = if items
+            .iter()
+            .any(|i| matches!(i, StatusItem::Recent | StatusItem::Unseen))
+        {
+            self.acct()
+                .reader()
+                .messages(owner, &mb.name)?
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Ok(items
+            .iter()
+            .map(|i| {
+                let v = match i {
+                    StatusItem::Messages => u64::from(mb.exists),
+                    StatusItem::Recent => u64::from(self.recent_in(owner, mb, &msgs)),
+                    StatusItem::UidNext => u64::from(nz(mb.uidnext).get()),
+                    StatusItem::UidValidity => u64::from(nz(mb.uidvalidity).get()),
+                    StatusItem::Unseen => msgs
+                        .iter()
+                        .filter(|m| !m.flags.iter().any(|f| f == "\\Seen"))
+                        .count() as u64,
+                    StatusItem::HighestModSeq => mb.highestmodseq,
+                    StatusItem::Size => mb.bytes,
+                    StatusItem::AppendLimit => append_limit_value(&self.shared),
+                };
+                (*i, v)
+            })
+            .collect())
+    }
+}
+
+/// The item a STATUS imap-codec parsed asks for; `None` for those this server does not
+/// report (IMAP4rev2's DELETED and DELETED-STORAGE).
+fn item_of(name: &StatusDataItemName) -> Option<StatusItem> {
+    Some(match name {
+        StatusDataItemName::Messages => StatusItem::Messages,
+        StatusDataItemName::Recent => StatusItem::Recent,
+        StatusDataItemName::UidNext => StatusItem::UidNext,
+        StatusDataItemName::UidValidity => StatusItem::UidValidity,
+        StatusDataItemName::Unseen => StatusItem::Unseen,
+        StatusDataItemName::HighestModSeq => StatusItem::HighestModSeq,
+        StatusDataItemName::Size => StatusItem::Size,
+        StatusDataItemName::Deleted | StatusDataItemName::DeletedStorage => return None,
+    })
+}
+
+/// A value as imap-types writes it (APPENDLIMIT has no imap-types item).
+fn data_item((item, v): (StatusItem, u64)) -> Option<StatusDataItem> {
+    let n32 = || u32::try_from(v).unwrap_or(u32::MAX);
+    Some(match item {
+        StatusItem::Messages => StatusDataItem::Messages(n32()),
+        StatusItem::Recent => StatusDataItem::Recent(n32()),
+        StatusItem::UidNext => StatusDataItem::UidNext(nz(n32())),
+        StatusItem::UidValidity => StatusDataItem::UidValidity(nz(n32())),
+        StatusItem::Unseen => StatusDataItem::Unseen(n32()),
+        StatusItem::HighestModSeq => StatusDataItem::HighestModSeq(v),
+        StatusItem::Size => StatusDataItem::Size(v),
+        StatusItem::AppendLimit => return None,
+    })
 }
 
 /// Adds every level above `name` (`a` and `a/b` of `a/b/c`) that is not an entry yet, as a
 /// non-selectable one.
-fn add_levels_above(entries: &mut std::collections::BTreeMap<String, ListEntry>, name: &str) {
+pub(super) fn add_levels_above(
+    entries: &mut std::collections::BTreeMap<String, ListEntry>,
+    name: &str,
+) {
     let mut cut = name.len();
     while let Some(i) = name[..cut].rfind(DELIMITER) {
         cut = i;

@@ -6,6 +6,7 @@ mod append;
 mod auth;
 mod general;
 mod idle;
+mod list_ext;
 mod mailbox;
 pub(crate) mod qresync;
 mod quota;
