@@ -599,7 +599,7 @@ mod tests {
             crate::imap::Framed::Continue
         ));
         buf.extend_from_slice(b"a\x00\xffcd\n\r\n");
-        let crate::imap::Framed::Command(cmd) =
+        let crate::imap::Framed::Command(cmd, _) =
             crate::imap::frame(&mut buf, &mut lit, 1024, 1 << 20)
         else {
             panic!("no command");

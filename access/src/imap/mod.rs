@@ -1,9 +1,12 @@
 //! The IMAP4rev1 server: accepting connections, framing commands (imap-codec, with literal
-//! limits enforced before anything is allocated), and the session state machine.
+//! limits enforced before anything is allocated; `acl` frames the RFC 4314 commands it lacks,
+//! and `esearch`'s pre-pass the ESEARCH/SEARCHRES syntax it lacks), and the session state
+//! machine.
 
 mod acl;
 mod binary;
 pub(crate) mod conn;
+mod esearch;
 mod fetch;
 mod listext;
 mod multiappend;
@@ -107,7 +110,8 @@ pub(crate) fn bye(text: &str) -> Vec<u8> {
 
 /// The result of trying to take one command from the buffer.
 pub(crate) enum Framed {
-    Command(Box<Command<'static>>),
+    /// A command, with what the ESEARCH/SEARCHRES pre-pass took out of it (see [`esearch`]).
+    Command(Box<Command<'static>>, esearch::Extras),
     /// More bytes are needed.
     NeedMore,
     /// A synchronising literal of this size may be sent: send a continuation request.
@@ -231,12 +235,23 @@ pub(crate) fn frame(
         return f;
     }
     let buf: &[u8] = input;
-    match CommandCodec::default().decode_static(buf) {
+    // imap-codec reads the command with its RETURN clause cut out and `$` replaced.
+    let rewrite = match esearch::prepass(buf) {
+        esearch::Prepass::Same => None,
+        esearch::Prepass::NeedMore => return need_more(buf, literal_end, max_line),
+        esearch::Prepass::Rewritten(r) => Some(r),
+    };
+    let parse: &[u8] = rewrite.as_ref().map_or(buf, |r| &r.bytes);
+    match CommandCodec::default().decode_static(parse) {
         Ok((rest, cmd)) => {
-            let used = buf.len() - rest.len();
+            let used = parse.len() - rest.len();
+            let (used, extras) = match &rewrite {
+                Some(r) => (r.original_len(used), r.extras),
+                None => (used, esearch::Extras::default()),
+            };
             let _ = input.split_to(used);
             *literal_end = 0;
-            Framed::Command(Box::new(cmd))
+            Framed::Command(Box::new(cmd), extras)
         }
         Err(CommandDecodeError::Incomplete) => need_more(buf, literal_end, max_line),
         Err(CommandDecodeError::LiteralFound { tag, length, mode }) => {
@@ -250,6 +265,7 @@ pub(crate) fn frame(
                     mode == LiteralMode::Sync,
                 )
             } else {
+                // The literal ends the client's bytes as it ends the rewritten ones.
                 *literal_end = buf.len() + length as usize;
                 match mode {
                     LiteralMode::Sync => Framed::Continue,
@@ -278,7 +294,11 @@ pub(crate) fn frame(
                     Framed::Reject(r)
                 }
                 None => {
-                    input.clear();
+                    // Keep a trailing CR, as `skip_line` does: its LF may be next, and
+                    // without it the skip would run on through the following command.
+                    let keep = usize::from(buf.last() == Some(&b'\r'));
+                    let n = input.len() - keep;
+                    let _ = input.split_to(n);
                     Framed::RejectLine(r)
                 }
             }
@@ -320,7 +340,7 @@ mod tests {
             for _ in 0..10_000 {
                 let before = buf.len();
                 match frame(&mut buf, &mut lit, 1024, 1 << 20) {
-                    Framed::Command(_)
+                    Framed::Command(..)
                     | Framed::Acl(..)
                     | Framed::Ext(..)
                     | Framed::MultiAppend(..) => cmds += 1,
@@ -367,7 +387,7 @@ mod tests {
         let kind = |line: &[u8]| {
             let mut buf = BytesMut::from(line);
             match frame(&mut buf, &mut 0, 1024, 1 << 20) {
-                Framed::Command(_) => "imap-codec",
+                Framed::Command(..) => "imap-codec",
                 Framed::Ext(..) => "ext",
                 Framed::Reject(_) => "reject",
                 _ => "other",
@@ -402,6 +422,63 @@ mod tests {
             frame(&mut buf, &mut lit, 1024, 1 << 20),
             Framed::Fatal(_)
         ));
+    }
+
+    /// What `frame` makes of `input` fed `chunk` bytes at a time: each command with what the
+    /// pre-pass found in it, or the rejection (the rest of a rejected line skipped, as the
+    /// session does).
+    fn framed(input: &[u8], chunk: usize) -> Vec<String> {
+        let mut buf = BytesMut::new();
+        let mut lit = 0;
+        let mut out = Vec::new();
+        let mut skipping = false;
+        for piece in input.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            loop {
+                if skipping {
+                    match buf.windows(2).position(|w| w == b"\r\n") {
+                        Some(p) => {
+                            let _ = buf.split_to(p + 2);
+                            skipping = false;
+                        }
+                        None => {
+                            let keep = usize::from(buf.last() == Some(&b'\r'));
+                            let _ = buf.split_to(buf.len() - keep);
+                            break;
+                        }
+                    }
+                }
+                match frame(&mut buf, &mut lit, 1024, 1 << 20) {
+                    Framed::Command(c, extras) => out.push(format!("{c:?} {extras:?}")),
+                    Framed::Reject(r) => out.push(String::from_utf8_lossy(&r).into_owned()),
+                    Framed::RejectLine(r) => {
+                        out.push(String::from_utf8_lossy(&r).into_owned());
+                        skipping = true;
+                    }
+                    Framed::NeedMore | Framed::Continue => break,
+                    Framed::Fatal(r) => panic!("{}", String::from_utf8_lossy(&r)),
+                    Framed::Acl(..) | Framed::Ext(..) | Framed::MultiAppend(..) => {
+                        panic!("not a command of imap-codec")
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn esearch_and_dollar_frame_alike_in_any_pieces() {
+        let input = b"a UID SEARCH RETURN (MIN SAVE) SUBJECT {3}\r\n$ $ UID $\r\n\
+            b FETCH $ (FLAGS)\r\nc SEARCH RETURN (BOGUS) ALL\r\nd UID EXPUNGE $\r\n";
+        let whole = framed(input, input.len());
+        assert_eq!(whole.len(), 4, "{whole:#?}");
+        assert!(whole[0].contains("min: true") && whole[0].contains("save: true"));
+        assert!(whole[0].contains("dollar: true") && whole[1].contains("dollar: true"));
+        assert!(whole[2].starts_with("c BAD"), "{}", whole[2]);
+        assert!(whole[3].contains("ExpungeUid") && whole[3].contains("dollar: true"));
+        for chunk in 1..input.len() {
+            assert_eq!(framed(input, chunk), whole, "in pieces of {chunk}");
+        }
     }
 
     proptest! {

@@ -1,6 +1,7 @@
-//! SEARCH (RFC 3501 §6.4.4, with CONDSTORE's MODSEQ): flags, sizes, dates and UIDs come from
-//! the index; header and text keys parse the stored message (only when a key needs it). The
-//! search itself ([`Session::matching`]) is shared with SORT and THREAD (`sort.rs`).
+//! SEARCH (RFC 3501 §6.4.4, with CONDSTORE's MODSEQ, RFC 4731's ESEARCH result options and
+//! RFC 5182's SAVE and `$`): flags, sizes, dates and UIDs come from the index; header and
+//! text keys parse the stored message (only when a key needs it). The search itself
+//! ([`Session::matching`]) is shared with SORT and THREAD (`sort.rs`), so `$` works there too.
 
 use std::collections::HashMap;
 use std::io;
@@ -8,12 +9,14 @@ use std::num::{NonZeroU32, NonZeroU64};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use halyard_raft_store::MessageRecord;
-use imap_codec::imap_types::core::Tag;
+use imap_codec::imap_types::core::{Charset, Tag};
 use imap_codec::imap_types::response::{Data, Response};
 use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::sequence::SequenceSet;
 use mail_parser::MessageParser;
 
 use super::encode;
+use super::esearch::{self, Found};
 use super::session::{Session, set_contains};
 
 /// One message being tested. Everything read or parsed for it is kept for the other search
@@ -159,16 +162,31 @@ fn contains(hay: &str, needle: &[u8]) -> bool {
     hay.contains(&String::from_utf8_lossy(needle).to_lowercase())
 }
 
-fn matches(k: &SearchKey<'_>, c: &mut Candidate<'_>, max_seq: u32, max_uid: u32) -> bool {
+/// What a message is tested against besides its own data: the largest sequence number and
+/// UID (`*` in a set), and RFC 5182's saved result when the command wrote `$`.
+struct Scope<'a> {
+    max_seq: u32,
+    max_uid: u32,
+    saved: Option<&'a [u32]>,
+}
+
+impl Scope<'_> {
+    /// Whether `set` names the message numbered `n` (`largest` for `*`) whose UID is `uid`.
+    fn names(&self, set: &SequenceSet, n: u32, largest: u32, uid: u32) -> bool {
+        match self.saved {
+            Some(saved) if esearch::is_marker(set) => saved.binary_search(&uid).is_ok(),
+            _ => set_contains(set, n, largest),
+        }
+    }
+}
+
+fn matches(k: &SearchKey<'_>, c: &mut Candidate<'_>, scope: &Scope<'_>) -> bool {
     match k {
-        SearchKey::And(keys) => keys
-            .as_ref()
-            .iter()
-            .all(|k| matches(k, c, max_seq, max_uid)),
-        SearchKey::Or(a, b) => matches(a, c, max_seq, max_uid) || matches(b, c, max_seq, max_uid),
-        SearchKey::Not(k) => !matches(k, c, max_seq, max_uid),
-        SearchKey::SequenceSet(s) => set_contains(s, c.seq, max_seq),
-        SearchKey::Uid(s) => set_contains(s, c.uid, max_uid),
+        SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c, scope)),
+        SearchKey::Or(a, b) => matches(a, c, scope) || matches(b, c, scope),
+        SearchKey::Not(k) => !matches(k, c, scope),
+        SearchKey::SequenceSet(s) => scope.names(s, c.seq, scope.max_seq, c.uid),
+        SearchKey::Uid(s) => scope.names(s, c.uid, scope.max_uid, c.uid),
         SearchKey::All => true,
         SearchKey::Answered => c.has("\\Answered"),
         SearchKey::Unanswered => !c.has("\\Answered"),
@@ -287,8 +305,11 @@ impl Session {
                 .flatten()
                 .unwrap_or_default()
         };
-        let max_seq = sel.uids.len() as u32;
-        let max_uid = sel.uids.last().copied().unwrap_or(0);
+        let scope = Scope {
+            max_seq: sel.uids.len() as u32,
+            max_uid: sel.uids.last().copied().unwrap_or(0),
+            saved: self.extras.dollar.then_some(sel.saved.as_slice()),
+        };
         let mut hits = Vec::new();
         for (i, u) in sel.uids.iter().enumerate() {
             let Some(&at) = by_uid.get(u) else { continue };
@@ -312,10 +333,7 @@ impl Session {
                 body: None,
                 load: &load,
             };
-            if criteria
-                .iter()
-                .all(|k| matches(k, &mut c, max_seq, max_uid))
-            {
+            if criteria.iter().all(|k| matches(k, &mut c, &scope)) {
                 hits.push(Hit {
                     seq: c.seq,
                     uid: c.uid,
@@ -339,25 +357,73 @@ impl Session {
         self.ok(tag, None, done).await
     }
 
+    /// SEARCH and UID SEARCH, extended (RFC 4731's result options, RFC 5182's SAVE) when the
+    /// framer found a RETURN clause. A charset other than US-ASCII and UTF-8 is refused with
+    /// `NO [BADCHARSET]` (RFC 3501 §6.4.4).
     pub(crate) async fn search(
         &mut self,
         tag: &Tag<'_>,
+        charset: Option<Charset<'_>>,
         criteria: Vec<SearchKey<'_>>,
         uid: bool,
     ) -> io::Result<()> {
-        let Some(m) = self.matching(tag, &criteria).await? else {
+        let returns = self.extras.returns;
+        let supported = match &charset {
+            Some(c) => self.charset_supported(tag, c).await?,
+            None => true,
+        };
+        let matched = if supported {
+            self.matching(tag, &criteria).await?
+        } else {
+            None
+        };
+        let Some(m) = matched else {
+            // A SAVE search answered NO empties `$` (RFC 5182 §2.1).
+            if returns.is_some_and(|r| r.save)
+                && let Some(sel) = self.sel.as_mut()
+            {
+                sel.saved.clear();
+            }
             return Ok(());
         };
-        let nums = m
+        let number = |h: &Hit| if uid { h.uid } else { h.seq };
+        let Some(r) = returns else {
+            let nums = m
+                .hits
+                .iter()
+                .filter_map(|h| NonZeroU32::new(number(h)))
+                .collect();
+            let b = encode(&Response::Data(Data::Search(
+                nums,
+                highest_modseq(&criteria, &m.hits),
+            )));
+            return self.answer(tag, &b, "SEARCH completed").await;
+        };
+        let found: Vec<Found> = m
             .hits
             .iter()
-            .filter_map(|h| NonZeroU32::new(if uid { h.uid } else { h.seq }))
+            .map(|h| Found {
+                number: number(h),
+                modseq: h.modseq,
+            })
             .collect();
-        let b = encode(&Response::Data(Data::Search(
-            nums,
-            highest_modseq(&criteria, &m.hits),
-        )));
-        self.answer(tag, &b, "SEARCH completed").await
+        let modseq = criteria.iter().any(mentions_modseq);
+        let line = esearch::response(tag.as_ref(), uid, r, &found, modseq);
+        if r.save {
+            // Saved as UIDs, so that later changes of sequence numbers do not move it.
+            let saved = esearch::returned(r, m.hits.len())
+                .into_iter()
+                .map(|i| m.hits[i].uid)
+                .collect();
+            self.sel.as_mut().expect("selected").saved = saved;
+        }
+        let done = if r.save {
+            "SEARCH completed, result saved"
+        } else {
+            "SEARCH completed"
+        };
+        self.answer(tag, line.as_deref().unwrap_or_default(), done)
+            .await
     }
 }
 

@@ -41,6 +41,7 @@ use imap_codec::imap_types::response::{Capability, Code, Data, Response};
 use tokio::sync::broadcast;
 
 use super::conn::Conn;
+use super::esearch::Extras;
 use super::{Framed, Kind, bye, encode, frame, skip_line, status};
 use crate::Shared;
 use crate::mutf7;
@@ -137,6 +138,8 @@ pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capa
         Capability::Sort(Some(SortAlgorithm::Display)),
         Capability::Thread(ThreadingAlgorithm::OrderedSubject),
         Capability::Thread(ThreadingAlgorithm::References),
+        atom("ESEARCH"),
+        atom("SEARCHRES"),
     ]);
     caps
 }
@@ -181,6 +184,10 @@ pub(crate) struct Selected {
     pub keywords: Vec<String>,
     /// The messages that are `\Recent` in this session (RFC 3501 §2.3.2).
     pub recent: Recent,
+    /// RFC 5182's search result variable, `$`: the UIDs (ascending) the last SEARCH with
+    /// SAVE saved. It lives and dies with the selected mailbox (empty after SELECT, EXAMINE,
+    /// UNSELECT, CLOSE), and loses messages as their expunges are reported.
+    pub saved: Vec<u32>,
 }
 
 /// RFC 3501 `\Recent`: a message is recent in the one session that first learns of it.
@@ -270,6 +277,9 @@ pub struct Session {
     pub(crate) feed: Option<broadcast::Receiver<Arc<Change>>>,
     /// The session was relayed to the master and is over.
     pub(crate) relayed: bool,
+    /// What the framer's pre-pass took out of the command being handled: its ESEARCH
+    /// result options, and whether it wrote `$` (see [`super::esearch`]).
+    pub(crate) extras: Extras,
 }
 
 /// What a command handler returns: false when the session is over.
@@ -367,6 +377,7 @@ impl Session {
             literal_end: 0,
             feed: None,
             relayed: false,
+            extras: Extras::default(),
         }
     }
 
@@ -401,8 +412,11 @@ impl Session {
                 self.shared.cfg.max_literal_bytes,
             );
             match framed {
-                Framed::Command(c) => {
-                    if !self.handle(*c).await? || self.relayed {
+                Framed::Command(c, extras) => {
+                    self.extras = extras;
+                    let go_on = self.handle(*c).await?;
+                    self.extras = Extras::default();
+                    if !go_on || self.relayed {
                         return Ok(());
                     }
                 }
@@ -681,8 +695,13 @@ impl Session {
             CommandBody::ExpungeUid { sequence_set } => {
                 self.expunge_uid(&tag, &sequence_set).await?
             }
-            CommandBody::Search { criteria, uid, .. } => {
-                self.search(&tag, criteria.into_inner(), uid).await?
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => {
+                self.search(&tag, charset, criteria.into_inner(), uid)
+                    .await?
             }
             CommandBody::Sort {
                 sort_criteria,

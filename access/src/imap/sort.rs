@@ -34,8 +34,8 @@ use super::encode;
 use super::search::highest_modseq;
 use super::session::Session;
 
-/// The charsets SORT and THREAD accept for their search strings (RFC 5256 §3: US-ASCII and
-/// UTF-8 MUST be implemented).
+/// The charsets SORT, THREAD and SEARCH accept for their search strings (RFC 5256 §3: US-ASCII
+/// and UTF-8 MUST be implemented).
 const CHARSETS: [&str; 2] = ["US-ASCII", "UTF-8"];
 
 impl Session {
@@ -132,9 +132,9 @@ impl Session {
         self.answer(tag, &b, "THREAD completed").await
     }
 
-    /// Answers `NO [BADCHARSET (US-ASCII UTF-8)]` (RFC 5256 §3) unless `charset` is one of
-    /// [`CHARSETS`]; true when it is.
-    async fn charset_supported(
+    /// Answers `NO [BADCHARSET (US-ASCII UTF-8)]` (RFC 5256 §3, RFC 3501 §6.4.4) unless
+    /// `charset` is one of [`CHARSETS`]; true when it is.
+    pub(crate) async fn charset_supported(
         &mut self,
         tag: &Tag<'_>,
         charset: &Charset<'_>,

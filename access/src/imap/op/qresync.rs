@@ -192,6 +192,13 @@ impl Session {
         let Ok(Some(mb)) = reader.mailbox(&sel.owner, &sel.name) else {
             return Ok(());
         };
+        // `$` (RFC 5182): the saved UIDs; when none are saved, nothing can have vanished.
+        let saved = self.is_saved(set).then(|| ranges_to_set(&runs(&sel.saved)));
+        let set = match &saved {
+            None => set,
+            Some(Some(s)) => s,
+            Some(None) => return Ok(()),
+        };
         let out = vanished_since(reader, &mb, since, Some(set), &sel.uids);
         self.send(&out).await
     }

@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 use crate::imap::session::{
     Recent, Selected, Session, Target, fetch_flags, flags_of, noperm, nz, set_contains, set_max,
 };
-use crate::imap::{Kind, encode, status};
+use crate::imap::{Kind, encode, esearch, status};
 use crate::store::StoreFail;
 
 impl Session {
@@ -144,6 +144,7 @@ impl Session {
             expunged: Default::default(),
             keywords,
             recent,
+            saved: Vec::new(),
         });
         if let Some((uidvalidity, modseq, known)) = resync {
             let out =
@@ -246,6 +247,10 @@ impl Session {
                 let uid = sel.uids[seq - 1];
                 if sel.expunged.remove(&uid) {
                     sel.uids.remove(seq - 1);
+                    // An expunged message leaves `$` (RFC 5182 §2.1).
+                    if let Ok(i) = sel.saved.binary_search(&uid) {
+                        sel.saved.remove(i);
+                    }
                     sel.flags.remove(&uid);
                     sel.changed.remove(&uid);
                     if self.qresync {
@@ -337,24 +342,37 @@ impl Session {
         Ok(())
     }
 
+    /// Whether `set` is RFC 5182's `$` (the framer put [`esearch::MARKER`] in its place).
+    pub(crate) fn is_saved(&self, set: &SequenceSet) -> bool {
+        self.extras.dollar && esearch::is_marker(set)
+    }
+
     /// (sequence number, uid) of the messages a set names, in order.
     pub(crate) fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<(u32, u32)> {
         let Some(sel) = &self.sel else { return vec![] };
+        let numbered = sel.uids.iter().enumerate().map(|(i, u)| (i as u32 + 1, *u));
+        if self.is_saved(set) {
+            // `$` names the same messages in FETCH and UID FETCH alike (RFC 5182 §2.1).
+            return numbered
+                .filter(|(_, u)| sel.saved.binary_search(u).is_ok())
+                .collect();
+        }
         let Some(&max_uid) = sel.uids.last() else {
             return vec![];
         };
         // Ascending, each message once, whatever order or overlap the set has.
         let largest = if uid { max_uid } else { sel.uids.len() as u32 };
-        sel.uids
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (i as u32 + 1, *u))
+        numbered
             .filter(|(seq, u)| set_contains(set, if uid { *u } else { *seq }, largest))
             .collect()
     }
 
-    /// Whether every sequence number of a non-UID set exists.
+    /// Whether every sequence number of a non-UID set exists. `$` always does: even empty,
+    /// it is a valid set that names nothing (RFC 5182 §2.1).
     pub(crate) fn seqs_valid(&self, set: &SequenceSet) -> bool {
+        if self.is_saved(set) {
+            return true;
+        }
         let n = self.sel.as_ref().map_or(0, |s| s.uids.len() as u32);
         if n == 0 {
             return false;
