@@ -133,16 +133,35 @@ pub(crate) enum Framed {
 }
 
 /// Input so far is an incomplete command: fine while the current line stays within the limit.
-fn need_more(buf: &[u8], literal_end: &mut usize, max_line: usize) -> Framed {
+///
+/// imap-codec reports a literal (`LiteralFound`) only when the input ends right after its
+/// `{n}`; a LITERAL+ client sends the data with it, and then imap-codec just says
+/// "incomplete". So the command's lines and literals are walked here: inside a literal's data
+/// nothing counts as line length (and `literal_end` remembers where it ends, so this walk
+/// happens once per literal), a literal over `max_literal` ends the connection (its data is
+/// already on its way), and only the current line is held to `max_line`.
+fn need_more(buf: &[u8], literal_end: &mut usize, max_line: usize, max_literal: u64) -> Framed {
     if buf.len() <= *literal_end {
         return Framed::NeedMore;
     }
-    // Bytes since the last line end or literal must stay within a line.
-    let line_start = buf
-        .windows(2)
-        .rposition(|w| w == b"\r\n")
-        .map_or(0, |p| p + 2)
-        .max(*literal_end);
+    let mut line_start = 0;
+    while let Some(p) = buf[line_start..].windows(2).position(|w| w == b"\r\n") {
+        let next = line_start + p + 2;
+        line_start = match multiappend::literal_marker(&buf[line_start..line_start + p]) {
+            Some((_, n, _, _)) if n > max_literal => {
+                *literal_end = 0;
+                return Framed::Fatal(bye(&format!(
+                    "literal of {n} bytes is over the {max_literal}-byte limit"
+                )));
+            }
+            Some((_, n, _, _)) if next + n as usize >= buf.len() => {
+                *literal_end = next + n as usize;
+                return Framed::NeedMore;
+            }
+            Some((_, n, _, _)) => next + n as usize,
+            None => next,
+        };
+    }
     if buf.len() - line_start > max_line {
         *literal_end = 0;
         return Framed::Fatal(bye(&format!("command line longer than {max_line} bytes")));
@@ -183,7 +202,7 @@ fn framed_by<C>(
     let (max_line, max_literal) = limits;
     Some(match peek {
         acl::Peek::Other => return None,
-        acl::Peek::NeedMore => need_more(input, literal_end, max_line),
+        acl::Peek::NeedMore => need_more(input, literal_end, max_line, max_literal),
         acl::Peek::Continue(end) => {
             *literal_end = end;
             Framed::Continue
@@ -238,7 +257,7 @@ pub(crate) fn frame(
     // imap-codec reads the command with its RETURN clause cut out and `$` replaced.
     let rewrite = match esearch::prepass(buf) {
         esearch::Prepass::Same => None,
-        esearch::Prepass::NeedMore => return need_more(buf, literal_end, max_line),
+        esearch::Prepass::NeedMore => return need_more(buf, literal_end, max_line, max_literal),
         esearch::Prepass::Rewritten(r) => Some(r),
     };
     let parse: &[u8] = rewrite.as_ref().map_or(buf, |r| &r.bytes);
@@ -253,7 +272,7 @@ pub(crate) fn frame(
             *literal_end = 0;
             Framed::Command(Box::new(cmd), extras)
         }
-        Err(CommandDecodeError::Incomplete) => need_more(buf, literal_end, max_line),
+        Err(CommandDecodeError::Incomplete) => need_more(buf, literal_end, max_line, max_literal),
         Err(CommandDecodeError::LiteralFound { tag, length, mode }) => {
             if u64::from(length) > max_literal {
                 literal_too_big(
@@ -401,6 +420,19 @@ mod tests {
         assert_eq!(kind(b"a CREATE x\r\n"), "imap-codec");
         assert_eq!(kind(b"a CREATE x (USE (\\Junk))\r\n"), "ext");
         assert_eq!(kind(b"a LIST (RECURSIVEMATCH) \"\" *\r\n"), "reject");
+    }
+
+    /// A non-synchronising literal larger than a line, arriving with its header and in
+    /// pieces (as LITERAL+ clients send it): its data never counts as line length.
+    #[test]
+    fn a_big_literal_plus_arriving_in_pieces_is_one_command() {
+        let data = vec![b'x'; 300_000];
+        let mut input = format!("c APPEND INBOX {{{}+}}\r\n", data.len()).into_bytes();
+        input.extend_from_slice(&data);
+        input.extend_from_slice(b"\r\nd NOOP\r\n");
+        for chunk in [2048, 65536, 1 << 20] {
+            assert_eq!(drive(&input, chunk), (2, 0, false), "chunks of {chunk}");
+        }
     }
 
     #[test]
