@@ -20,6 +20,7 @@ use imap_codec::imap_types::command::FetchModifier;
 use imap_codec::imap_types::core::{IString, Literal, NString, Tag, Vec1};
 use imap_codec::imap_types::datetime::DateTime;
 use imap_codec::imap_types::envelope::{Address, Envelope as WireEnvelope};
+use imap_codec::imap_types::extensions::utf8::QuotedUtf8;
 use imap_codec::imap_types::fetch::{
     Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
 };
@@ -34,14 +35,33 @@ fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
-fn nstr(s: Option<&str>) -> NString<'static> {
+/// A header value as an RFC 6855 UTF-8 quoted string: only after ENABLE UTF8=ACCEPT
+/// (`utf8`), only for text that is not ASCII (ASCII goes out as it always did), and only when
+/// the quoted syntax can carry it (no NUL, CR or LF). Otherwise the caller's string, which
+/// for non-ASCII text is a literal holding the same bytes.
+fn utf8_quoted(s: &str, utf8: bool) -> Option<IString<'static>> {
+    if !utf8 || s.is_ascii() {
+        return None;
+    }
+    QuotedUtf8::try_from(s.to_string())
+        .ok()
+        .map(IString::QuotedUtf8)
+}
+
+fn nstr(s: Option<&str>, utf8: bool) -> NString<'static> {
     match s {
-        Some(s) => NString::try_from(s.to_string()).unwrap_or(NString(None)),
+        Some(s) => match utf8_quoted(s, utf8) {
+            Some(q) => NString(Some(q)),
+            None => NString::try_from(s.to_string()).unwrap_or(NString(None)),
+        },
         None => NString(None),
     }
 }
 
-fn istr(s: &str) -> IString<'static> {
+fn istr(s: &str, utf8: bool) -> IString<'static> {
+    if let Some(q) = utf8_quoted(s, utf8) {
+        return q;
+    }
     IString::try_from(s.to_string()).unwrap_or_else(|_| {
         IString::Literal(Literal::unvalidated(without_nul(s.as_bytes().to_vec())))
     })
@@ -120,48 +140,48 @@ pub(super) fn data(bytes: Vec<u8>) -> NString<'static> {
     )))))
 }
 
-fn addresses(list: &[Addr]) -> Vec<Address<'static>> {
+fn addresses(list: &[Addr], utf8: bool) -> Vec<Address<'static>> {
     list.iter()
         .map(|a| Address {
-            name: nstr(a.name.as_deref()),
-            adl: nstr(a.adl.as_deref()),
-            mailbox: nstr(a.mailbox.as_deref()),
-            host: nstr(a.host.as_deref()),
+            name: nstr(a.name.as_deref(), utf8),
+            adl: nstr(a.adl.as_deref(), utf8),
+            mailbox: nstr(a.mailbox.as_deref(), utf8),
+            host: nstr(a.host.as_deref(), utf8),
         })
         .collect()
 }
 
-pub(crate) fn envelope(e: &Envelope) -> WireEnvelope<'static> {
+pub(crate) fn envelope(e: &Envelope, utf8: bool) -> WireEnvelope<'static> {
     WireEnvelope {
-        date: nstr(e.date.as_deref()),
-        subject: nstr(e.subject.as_deref()),
-        from: addresses(&e.from),
-        sender: addresses(&e.sender),
-        reply_to: addresses(&e.reply_to),
-        to: addresses(&e.to),
-        cc: addresses(&e.cc),
-        bcc: addresses(&e.bcc),
-        in_reply_to: nstr(e.in_reply_to.as_deref()),
-        message_id: nstr(e.message_id.as_deref()),
+        date: nstr(e.date.as_deref(), utf8),
+        subject: nstr(e.subject.as_deref(), utf8),
+        from: addresses(&e.from, utf8),
+        sender: addresses(&e.sender, utf8),
+        reply_to: addresses(&e.reply_to, utf8),
+        to: addresses(&e.to, utf8),
+        cc: addresses(&e.cc, utf8),
+        bcc: addresses(&e.bcc, utf8),
+        in_reply_to: nstr(e.in_reply_to.as_deref(), utf8),
+        message_id: nstr(e.message_id.as_deref(), utf8),
     }
 }
 
-fn params(p: &[(String, String)]) -> Vec<(IString<'static>, IString<'static>)> {
+fn params(p: &[(String, String)], utf8: bool) -> Vec<(IString<'static>, IString<'static>)> {
     p.iter()
-        .map(|(k, v)| (istr(&k.to_uppercase()), istr(v)))
+        .map(|(k, v)| (istr(&k.to_uppercase(), utf8), istr(v, utf8)))
         .collect()
 }
 
-fn disposition(p: &BodyPart) -> Disposition<'static> {
+fn disposition(p: &BodyPart, utf8: bool) -> Disposition<'static> {
     Disposition {
         disposition: p
             .disposition
             .as_ref()
-            .map(|(d, ps)| (istr(&d.to_uppercase()), params(ps))),
+            .map(|(d, ps)| (istr(&d.to_uppercase(), utf8), params(ps, utf8))),
         tail: Some(Language {
-            language: p.language.iter().map(|l| istr(l)).collect(),
+            language: p.language.iter().map(|l| istr(l, utf8)).collect(),
             tail: Some(Location {
-                location: nstr(p.location.as_deref()),
+                location: nstr(p.location.as_deref(), utf8),
                 extensions: vec![],
             }),
         }),
@@ -169,16 +189,17 @@ fn disposition(p: &BodyPart) -> Disposition<'static> {
 }
 
 /// BODYSTRUCTURE (`extended`) or BODY of a part.
-pub(crate) fn structure(p: &BodyPart, extended: bool) -> BodyStructure<'static> {
+pub(crate) fn structure(p: &BodyPart, extended: bool, utf8: bool) -> BodyStructure<'static> {
     if let BodyKind::Multipart { parts } = &p.kind {
-        let bodies: Vec<BodyStructure> = parts.iter().map(|c| structure(c, extended)).collect();
+        let bodies: Vec<BodyStructure> =
+            parts.iter().map(|c| structure(c, extended, utf8)).collect();
         if let Ok(bodies) = Vec1::try_from(bodies) {
             return BodyStructure::Multi {
                 bodies,
-                subtype: istr(&p.subtype.to_uppercase()),
+                subtype: istr(&p.subtype.to_uppercase(), utf8),
                 extension_data: extended.then(|| MultiPartExtensionData {
-                    parameter_list: params(&p.params),
-                    tail: Some(disposition(p)),
+                    parameter_list: params(&p.params, utf8),
+                    tail: Some(disposition(p, utf8)),
                 }),
             };
         }
@@ -187,33 +208,33 @@ pub(crate) fn structure(p: &BodyPart, extended: bool) -> BodyStructure<'static> 
     let lines = p.lines.min(u32::MAX as u64) as u32;
     let specific = match &p.kind {
         BodyKind::Text => SpecificFields::Text {
-            subtype: istr(&p.subtype.to_uppercase()),
+            subtype: istr(&p.subtype.to_uppercase(), utf8),
             number_of_lines: lines,
         },
         BodyKind::Message { envelope: e, body } => SpecificFields::Message {
-            envelope: Box::new(envelope(e)),
-            body_structure: Box::new(structure(body, extended)),
+            envelope: Box::new(envelope(e, utf8)),
+            body_structure: Box::new(structure(body, extended, utf8)),
             number_of_lines: lines,
         },
         _ => SpecificFields::Basic {
-            r#type: istr(&p.media_type.to_uppercase()),
-            subtype: istr(&p.subtype.to_uppercase()),
+            r#type: istr(&p.media_type.to_uppercase(), utf8),
+            subtype: istr(&p.subtype.to_uppercase(), utf8),
         },
     };
     BodyStructure::Single {
         body: Body {
             basic: BasicFields {
-                parameter_list: params(&p.params),
-                id: nstr(p.id.as_deref()),
-                description: nstr(p.description.as_deref()),
-                content_transfer_encoding: istr(&p.encoding.to_uppercase()),
+                parameter_list: params(&p.params, utf8),
+                id: nstr(p.id.as_deref(), utf8),
+                description: nstr(p.description.as_deref(), utf8),
+                content_transfer_encoding: istr(&p.encoding.to_uppercase(), utf8),
                 size,
             },
             specific,
         },
         extension_data: extended.then(|| SinglePartExtensionData {
-            md5: nstr(p.md5.as_deref()),
-            tail: Some(disposition(p)),
+            md5: nstr(p.md5.as_deref(), utf8),
+            tail: Some(disposition(p, utf8)),
         }),
     }
 }
@@ -608,13 +629,13 @@ impl Session {
                         None => continue,
                     },
                     MessageDataItemName::Envelope => {
-                        MessageDataItem::Envelope(envelope(&meta.envelope))
+                        MessageDataItem::Envelope(envelope(&meta.envelope, self.utf8))
                     }
                     MessageDataItemName::Body => {
-                        MessageDataItem::Body(structure(&meta.body, false))
+                        MessageDataItem::Body(structure(&meta.body, false, self.utf8))
                     }
                     MessageDataItemName::BodyStructure => {
-                        MessageDataItem::BodyStructure(structure(&meta.body, true))
+                        MessageDataItem::BodyStructure(structure(&meta.body, true, self.utf8))
                     }
                     MessageDataItemName::BodyExt {
                         section, partial, ..
@@ -723,13 +744,14 @@ mod tests {
     use imap_codec::decode::Decoder;
     use proptest::prelude::*;
 
-    /// ENVELOPE + BODYSTRUCTURE of `raw`, encoded in a FETCH response and decoded again.
-    fn round_trip(raw: &[u8]) {
+    /// ENVELOPE + BODYSTRUCTURE of `raw`, encoded in a FETCH response and decoded again,
+    /// with UTF-8 quoted strings (`utf8`, after ENABLE UTF8=ACCEPT) or without; the bytes.
+    fn round_trip_as(raw: &[u8], utf8: bool) -> Vec<u8> {
         let meta = halyard_raft_store::mime::message_meta(raw);
         let items = Vec1::try_from(vec![
-            MessageDataItem::Envelope(envelope(&meta.envelope)),
-            MessageDataItem::BodyStructure(structure(&meta.body, true)),
-            MessageDataItem::Body(structure(&meta.body, false)),
+            MessageDataItem::Envelope(envelope(&meta.envelope, utf8)),
+            MessageDataItem::BodyStructure(structure(&meta.body, true, utf8)),
+            MessageDataItem::Body(structure(&meta.body, false, utf8)),
         ])
         .unwrap();
         let resp = Response::Data(Data::Fetch { seq: nz(1), items });
@@ -739,6 +761,28 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e:?}: {}", String::from_utf8_lossy(&bytes)));
         assert!(rest.is_empty());
         assert_eq!(back, resp, "{}", String::from_utf8_lossy(&bytes));
+        bytes
+    }
+
+    fn round_trip(raw: &[u8]) {
+        round_trip_as(raw, false);
+        round_trip_as(raw, true);
+    }
+
+    /// A raw UTF-8 Subject (RFC 6532) goes out as a literal until ENABLE UTF8=ACCEPT, as a
+    /// UTF-8 quoted string after it; ASCII values are written alike either way.
+    #[test]
+    fn utf8_header_values_are_quoted_only_once_enabled() {
+        let raw = "From: J <j@example.org>\r\nSubject: Grüße\r\n\r\nhi\r\n".as_bytes();
+        let before = String::from_utf8(round_trip_as(raw, false)).unwrap();
+        let after = String::from_utf8(round_trip_as(raw, true)).unwrap();
+        assert!(before.contains("{7}\r\nGrüße"), "{before}");
+        assert!(after.contains("\"Grüße\""), "{after}");
+        assert!(
+            after.contains("((\"J\" NIL \"j\" \"example.org\"))"),
+            "{after}"
+        );
+        assert!(!after.contains('{'), "{after}");
     }
 
     #[test]

@@ -455,9 +455,11 @@ fn item<'a>(name: &MessageDataItemName<'a>, meta: &MessageMeta, raw: &[u8]) -> M
     let read = |a: u64, b: u64| raw[a as usize..b as usize].to_vec();
     let (size, root) = (raw.len() as u64, &meta.body);
     match name {
-        MessageDataItemName::Envelope => MessageDataItem::Envelope(envelope(&meta.envelope)),
-        MessageDataItemName::Body => MessageDataItem::Body(structure(root, false)),
-        MessageDataItemName::BodyStructure => MessageDataItem::BodyStructure(structure(root, true)),
+        MessageDataItemName::Envelope => MessageDataItem::Envelope(envelope(&meta.envelope, false)),
+        MessageDataItemName::Body => MessageDataItem::Body(structure(root, false, false)),
+        MessageDataItemName::BodyStructure => {
+            MessageDataItem::BodyStructure(structure(root, true, false))
+        }
         MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(size as u32),
         MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(data(raw.to_vec())),
         MessageDataItemName::Rfc822Header => {

@@ -10,6 +10,7 @@ mod esearch;
 mod fetch;
 mod listext;
 mod multiappend;
+mod names;
 mod op;
 mod search;
 mod session;
@@ -127,9 +128,9 @@ pub(crate) enum Framed {
     /// An extended LIST, STATUS with APPENDLIMIT, or CREATE with parameters (forms
     /// imap-codec does not parse; see [`listext`]).
     Ext(Tag<'static>, listext::ExtCommand),
-    /// An APPEND of several messages (RFC 3502), as one-message APPEND commands for
-    /// imap-codec (see [`multiappend`]).
-    MultiAppend(Tag<'static>, Vec<Vec<u8>>),
+    /// An APPEND of several messages (RFC 3502), or with RFC 6855's UTF8 data item, as
+    /// one-message APPEND commands for imap-codec (see [`multiappend`]).
+    MultiAppend(Tag<'static>, multiappend::Appends),
 }
 
 /// Input so far is an incomplete command: fine while the current line stays within the limit.

@@ -359,7 +359,8 @@ impl Session {
 
     /// SEARCH and UID SEARCH, extended (RFC 4731's result options, RFC 5182's SAVE) when the
     /// framer found a RETURN clause. A charset other than US-ASCII and UTF-8 is refused with
-    /// `NO [BADCHARSET]` (RFC 3501 §6.4.4).
+    /// `NO [BADCHARSET]` (RFC 3501 §6.4.4); after ENABLE UTF8=ACCEPT, any CHARSET is a BAD
+    /// (RFC 6855 §3: strings are UTF-8 then, and a charset label would contradict that).
     pub(crate) async fn search(
         &mut self,
         tag: &Tag<'_>,
@@ -369,6 +370,11 @@ impl Session {
     ) -> io::Result<()> {
         let returns = self.extras.returns;
         let supported = match &charset {
+            Some(_) if self.utf8 => {
+                let text = "no CHARSET after ENABLE UTF8=ACCEPT: search strings are UTF-8";
+                self.bad(tag, text).await?;
+                false
+            }
             Some(c) => self.charset_supported(tag, c).await?,
             None => true,
         };

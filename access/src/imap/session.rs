@@ -12,7 +12,9 @@
 //! - `op/list_ext.rs`: the forms `listext.rs` frames: extended LIST (RFC 5258, RFC 5819
 //!   LIST-STATUS, RFC 6154 SPECIAL-USE), STATUS with APPENDLIMIT (RFC 7889), CREATE with
 //!   `USE` (RFC 6154 CREATE-SPECIAL-USE).
-//! - `op/append.rs`: APPEND.
+//! - `op/append.rs`: APPEND (with MULTIAPPEND and RFC 6855's UTF8 data item).
+//! - `names.rs`: mailbox names on the wire: modified UTF-7, or UTF-8 after ENABLE
+//!   UTF8=ACCEPT (RFC 6855).
 //! - `op/store.rs`: STORE, EXPUNGE, UID EXPUNGE, COPY, MOVE.
 //! - `op/quota.rs`: GETQUOTAROOT, GETQUOTA, SETQUOTA.
 //! - `op/idle.rs`: IDLE.
@@ -35,6 +37,7 @@ use imap_codec::imap_types::core::{Atom, Tag, Vec1};
 use imap_codec::imap_types::extensions::quota::Resource;
 use imap_codec::imap_types::extensions::sort::SortAlgorithm;
 use imap_codec::imap_types::extensions::thread::ThreadingAlgorithm;
+use imap_codec::imap_types::extensions::utf8::Utf8Kind;
 use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::response::{Capability, Code, Data, Response};
@@ -44,7 +47,6 @@ use super::conn::Conn;
 use super::esearch::Extras;
 use super::{Framed, Kind, bye, encode, frame, skip_line, status};
 use crate::Shared;
-use crate::mutf7;
 use crate::store::{Account, StoreFail};
 
 pub const DELIMITER: char = '/';
@@ -140,6 +142,7 @@ pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capa
         Capability::Thread(ThreadingAlgorithm::References),
         atom("ESEARCH"),
         atom("SEARCHRES"),
+        Capability::Utf8(Utf8Kind::Accept),
     ]);
     caps
 }
@@ -273,6 +276,10 @@ pub struct Session {
     pub(crate) condstore: bool,
     /// `ENABLE QRESYNC` was given: expunges are reported as VANISHED (RFC 7162 §3.2.10).
     pub(crate) qresync: bool,
+    /// `ENABLE UTF8=ACCEPT` was given (RFC 6855): mailbox names are UTF-8 both ways, not
+    /// modified UTF-7, SEARCH takes no CHARSET, APPEND takes the `UTF8` data item, and
+    /// strings may go out as UTF-8 quoted strings.
+    pub(crate) utf8: bool,
     literal_end: usize,
     pub(crate) feed: Option<broadcast::Receiver<Arc<Change>>>,
     /// The session was relayed to the master and is over.
@@ -329,13 +336,13 @@ pub(crate) fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
-pub(crate) fn mailbox_name(m: &Mailbox<'_>) -> Result<String, String> {
+/// The name a command gives, in the session's convention (`utf8`: RFC 6855's UTF-8, else
+/// modified UTF-7; see [`super::names`]), canonical and checked.
+pub(crate) fn mailbox_name(m: &Mailbox<'_>, utf8: bool) -> Result<String, String> {
     match m {
         Mailbox::Inbox => Ok("INBOX".into()),
         Mailbox::Other(o) => {
-            let raw = std::str::from_utf8(o.as_ref())
-                .map_err(|_| "mailbox name is not modified UTF-7".to_string())?;
-            let name = mutf7::decode(raw)?;
+            let name = super::names::name_of(o.as_ref(), utf8)?;
             let name = halyard_raft_store::apply::canonical_mailbox(&name);
             // `foo/` declares a hierarchy level (RFC 3501 §6.3.3): the name is `foo`.
             let name = match name.strip_suffix(halyard_raft_store::HIERARCHY_DELIMITER) {
@@ -348,10 +355,6 @@ pub(crate) fn mailbox_name(m: &Mailbox<'_>) -> Result<String, String> {
             Ok(name)
         }
     }
-}
-
-pub(crate) fn wire_mailbox(name: &str) -> Mailbox<'static> {
-    Mailbox::try_from(mutf7::encode(name)).unwrap_or(Mailbox::Inbox)
 }
 
 pub(crate) fn flag_strings(flags: &[Flag<'_>]) -> Vec<String> {
@@ -374,6 +377,7 @@ impl Session {
             sel: None,
             condstore: false,
             qresync: false,
+            utf8: false,
             literal_end: 0,
             feed: None,
             relayed: false,
@@ -455,7 +459,7 @@ impl Session {
                         return Ok(());
                     }
                 }
-                Framed::MultiAppend(tag, parts) => self.multi_append(&tag, parts).await?,
+                Framed::MultiAppend(tag, appends) => self.multi_append(&tag, appends).await?,
             }
         }
     }
@@ -620,10 +624,12 @@ impl Session {
         tag: &Tag<'_>,
         mailbox: &Mailbox<'_>,
     ) -> io::Result<Option<Target>> {
-        match mailbox_name(mailbox).and_then(|n| split_target(&self.acct().user, n)) {
+        let name = mailbox_name(mailbox, self.utf8);
+        match name.and_then(|n| split_target(&self.acct().user, n)) {
             Ok(t) => Ok(Some(t)),
             // The command parsed: a name the server cannot use is a NO, not a BAD (RFC 3501
-            // §5.1.3 lets a server refuse names that are not modified UTF-7).
+            // §5.1.3 lets a server refuse names that are not modified UTF-7; after ENABLE
+            // UTF8=ACCEPT, names that are not UTF-8 or hold characters RFC 6855 §3 bars).
             Err(e) => {
                 self.no(tag, Some(cannot()), &e).await?;
                 Ok(None)

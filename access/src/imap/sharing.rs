@@ -41,7 +41,7 @@ impl Session {
         let me = self.acct().user.clone();
         let target = Mailbox::try_from(raw_mailbox.clone())
             .map_err(|_| "invalid mailbox name".to_string())
-            .and_then(|m| mailbox_name(&m))
+            .and_then(|m| mailbox_name(&m, self.utf8))
             .and_then(|n| split_target(&me, n));
         let target = match target {
             Ok(t) => t,
@@ -51,7 +51,7 @@ impl Session {
             }
         };
         // The mailbox as the client named it, for the untagged response.
-        let wire = astring(&raw_mailbox);
+        let wire = super::names::echo(&raw_mailbox, self.utf8);
         let mb = match self.acct().reader().mailbox(&target.owner, &target.name) {
             Ok(Some(mb)) => mb,
             Ok(None) => {

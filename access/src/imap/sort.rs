@@ -133,13 +133,20 @@ impl Session {
     }
 
     /// Answers `NO [BADCHARSET (US-ASCII UTF-8)]` (RFC 5256 §3, RFC 3501 §6.4.4) unless
-    /// `charset` is one of [`CHARSETS`]; true when it is.
+    /// `charset` is one of [`CHARSETS`]; true when it is. After ENABLE UTF8=ACCEPT only
+    /// UTF-8 is, and another charset is a BAD (RFC 6855 §3 as its erratum 4029 extends it
+    /// to SORT and THREAD, whose charset is mandatory).
     pub(crate) async fn charset_supported(
         &mut self,
         tag: &Tag<'_>,
         charset: &Charset<'_>,
     ) -> io::Result<bool> {
         let name: &str = charset.as_ref();
+        if self.utf8 && !name.eq_ignore_ascii_case("UTF-8") {
+            let text = format!("charset {name} after ENABLE UTF8=ACCEPT: strings are UTF-8");
+            self.bad(tag, &text).await?;
+            return Ok(false);
+        }
         if CHARSETS.iter().any(|c| c.eq_ignore_ascii_case(name)) {
             return Ok(true);
         }

@@ -1,7 +1,9 @@
 //! APPEND: the message's ENVELOPE and MIME structure are computed once, for the index, and
 //! it is appended through the group's log; the tagged OK carries APPENDUID (RFC 4315). The
-//! message may come as a literal8 (RFC 3516). MULTIAPPEND (RFC 3502): the messages of one
-//! APPEND go in one [`StoreCommand::Atomic`] entry, all committed or none.
+//! message may come as a literal8 (RFC 3516), or as RFC 6855's `UTF8 (literal8)` once the
+//! session gave ENABLE UTF8=ACCEPT (stored as given: the index reads UTF-8 headers as they
+//! are). MULTIAPPEND (RFC 3502): the messages of one APPEND go in one
+//! [`StoreCommand::Atomic`] entry, all committed or none.
 
 use std::io;
 
@@ -13,7 +15,7 @@ use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::response::Code;
 
-use crate::imap::session::{Session, flag_strings, now_ms, nz};
+use crate::imap::session::{Session, cannot, flag_strings, now_ms, nz};
 
 /// A message as an APPEND command carries it: the bytes to store, or why not.
 fn body_of(message: &LiteralOrLiteral8<'_>) -> Result<bytes::Bytes, &'static str> {
@@ -93,18 +95,40 @@ impl Session {
         }
     }
 
-    /// MULTIAPPEND: `parts` are one-message APPEND commands (see `imap::multiappend`), parsed
-    /// here by imap-codec; one atomic entry appends them all, or nothing happens.
+    /// An APPEND `imap::multiappend` framed: one-message APPEND commands, parsed here by
+    /// imap-codec. One message (with a UTF8 data item) is a plain APPEND; for several
+    /// (MULTIAPPEND) one atomic entry appends them all, or nothing happens. A UTF8 data item
+    /// before ENABLE UTF8=ACCEPT is refused with NO, as RFC 6855 §4 says.
     pub(crate) async fn multi_append(
         &mut self,
         tag: &Tag<'_>,
-        parts: Vec<Vec<u8>>,
+        appends: crate::imap::multiappend::Appends,
     ) -> io::Result<()> {
         use imap_codec::CommandCodec;
         use imap_codec::decode::Decoder;
         use imap_codec::imap_types::command::CommandBody;
         if self.account.is_none() {
             return self.bad(tag, "APPEND needs a login first").await;
+        }
+        if appends.utf8 && !self.utf8 {
+            let text = "a UTF8 data item needs ENABLE UTF8=ACCEPT first (RFC 6855)";
+            return self.no(tag, Some(cannot()), text).await;
+        }
+        let parts = appends.parts;
+        if let [one] = &parts[..] {
+            let Ok((_, c)) = CommandCodec::default().decode(one) else {
+                return self.bad(tag, "syntax error in APPEND").await;
+            };
+            let CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } = c.body
+            else {
+                return self.bad(tag, "not an APPEND").await;
+            };
+            return self.append(tag, &mailbox, flags, date, message).await;
         }
         if self.acct().group.command_level() < 2 {
             let text = "MULTIAPPEND is not available until every replica runs this version";

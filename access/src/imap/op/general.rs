@@ -1,10 +1,12 @@
 //! Commands about the session rather than a mailbox: CAPABILITY, NOOP/CHECK, LOGOUT and ID
-//! (valid in any state), ENABLE (of CONDSTORE and QRESYNC) and COMPRESS (RFC 4978).
+//! (valid in any state), ENABLE (of CONDSTORE, QRESYNC and UTF8=ACCEPT) and COMPRESS
+//! (RFC 4978).
 
 use std::io;
 
 use imap_codec::imap_types::core::{IString, NString, Tag, Vec1};
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+use imap_codec::imap_types::extensions::utf8::Utf8Kind;
 use imap_codec::imap_types::response::Data;
 
 use crate::imap::bye;
@@ -49,14 +51,29 @@ impl Session {
         self.ok(tag, None, "ID completed").await
     }
 
+    /// ENABLE (RFC 5161): answers `* ENABLED` with what it turned on, of CONDSTORE, QRESYNC
+    /// and UTF8=ACCEPT (RFC 6855); anything else is left out, as RFC 5161 §3.1 says.
+    ///
+    /// RFC 5161 makes ENABLE a command of the authenticated state, given before any SELECT.
+    /// The server need not check that; for UTF8=ACCEPT it does, since a change of how
+    /// mailbox names are read while one is selected is a client's mistake worth a BAD (the
+    /// other extensions are enabled in the selected state, as they always were).
     pub(crate) async fn enable(
         &mut self,
         tag: &Tag<'_>,
         capabilities: Vec1<CapabilityEnable<'_>>,
     ) -> io::Result<()> {
+        let accept = CapabilityEnable::Utf8(Utf8Kind::Accept);
+        if self.sel.is_some() && capabilities.as_ref().contains(&accept) {
+            let text = "ENABLE UTF8=ACCEPT must come before SELECT or EXAMINE (RFC 5161)";
+            return self.bad(tag, text).await;
+        }
         let mut enabled = Vec::new();
         for c in capabilities.as_ref() {
-            if matches!(c, CapabilityEnable::CondStore) {
+            if *c == accept {
+                self.utf8 = true;
+                enabled.push(accept.clone());
+            } else if matches!(c, CapabilityEnable::CondStore) {
                 self.condstore = true;
                 enabled.push(CapabilityEnable::CondStore);
             } else if c.to_string().eq_ignore_ascii_case("QRESYNC") {

@@ -20,10 +20,9 @@ use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::response::{Code, CodeOther};
 
 use super::mailbox::{ListEntry, add_levels_above};
-use crate::imap::acl::astring;
 use crate::imap::listext::{ExtCommand, Returns, Selection, StatusItem};
+use crate::imap::names::{echo, text_of, wire_astring};
 use crate::imap::session::{DELIMITER, Session, display_name, split_target};
-use crate::mutf7;
 use crate::store::StoreFail;
 
 /// One line of an extended LIST answer.
@@ -39,7 +38,8 @@ pub(super) struct Listed {
 }
 
 /// What an extended LIST asks for, with the patterns already joined to the reference and
-/// decoded from modified UTF-7.
+/// decoded from the session's convention (modified UTF-7, or UTF-8 after ENABLE
+/// UTF8=ACCEPT).
 pub(super) struct Criteria {
     pub patterns: Vec<String>,
     pub selection: Selection,
@@ -112,15 +112,11 @@ pub(super) fn select(entries: &[ListEntry], c: &Criteria) -> Vec<Listed> {
     out
 }
 
-/// A mailbox name as LIST and STATUS write it: modified UTF-7, as an astring.
-fn wire_name(name: &str) -> Vec<u8> {
-    astring(mutf7::encode(name).as_bytes())
-}
-
-/// `* LIST (<attributes>) "/" <name>[ ("CHILDINFO" ("SUBSCRIBED"))]`.
-pub(super) fn list_line(l: &Listed) -> Vec<u8> {
+/// `* LIST (<attributes>) "/" <name>[ ("CHILDINFO" ("SUBSCRIBED"))]`, the name in modified
+/// UTF-7, or in UTF-8 (`utf8`) after ENABLE UTF8=ACCEPT.
+pub(super) fn list_line(l: &Listed, utf8: bool) -> Vec<u8> {
     let mut out = format!("* LIST ({}) \"{DELIMITER}\" ", l.attrs.join(" ")).into_bytes();
-    out.extend(wire_name(&l.name));
+    out.extend(wire_astring(&l.name, utf8));
     if l.childinfo {
         out.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
     }
@@ -252,16 +248,19 @@ impl Session {
             self.send(root.as_bytes()).await?;
             return self.ok(tag, None, "LIST completed").await;
         }
-        let text = |b: &[u8]| mutf7::decode(&String::from_utf8_lossy(b));
-        let Ok(reference) = text(reference) else {
-            return self.bad(tag, "reference is not modified UTF-7").await;
+        let utf8 = self.utf8;
+        let convention = if utf8 { "UTF-8" } else { "modified UTF-7" };
+        let Ok(reference) = text_of(reference, utf8) else {
+            let text = format!("reference is not {convention}");
+            return self.bad(tag, &text).await;
         };
         let Ok(patterns) = patterns
             .iter()
-            .map(|p| text(p).map(|p| format!("{reference}{p}")))
+            .map(|p| text_of(p, utf8).map(|p| format!("{reference}{p}")))
             .collect::<Result<Vec<_>, _>>()
         else {
-            return self.bad(tag, "pattern is not modified UTF-7").await;
+            let text = format!("pattern is not {convention}");
+            return self.bad(tag, &text).await;
         };
         let entries = match self.list_candidates(selection.subscribed) {
             Ok(e) => e,
@@ -274,7 +273,7 @@ impl Session {
         };
         let mut out = Vec::new();
         for l in select(&entries, &criteria) {
-            out.extend(list_line(&l));
+            out.extend(list_line(&l, utf8));
             if l.exists && !returns.status.is_empty() {
                 match self.list_status(&l.name, &returns.status) {
                     Ok(line) => out.extend(line.unwrap_or_default()),
@@ -303,7 +302,8 @@ impl Session {
             return Ok(None);
         }
         let values = self.status_values(&t.owner, &mb, items)?;
-        Ok(Some(status_line(&wire_name(shown), &values)))
+        let name = wire_astring(shown, self.utf8);
+        Ok(Some(status_line(&name, &values)))
     }
 
     /// STATUS with APPENDLIMIT (RFC 7889), which imap-codec does not parse; the other items
@@ -330,7 +330,7 @@ impl Session {
         // The mailbox as the client named it (INBOX in its canonical spelling).
         let wire = match &mailbox {
             Mailbox::Inbox => b"INBOX".to_vec(),
-            Mailbox::Other(o) => astring(o.as_ref()),
+            Mailbox::Other(o) => echo(o.as_ref(), self.utf8),
         };
         self.send(&status_line(&wire, &values)).await?;
         self.ok(tag, None, "STATUS completed").await
@@ -402,7 +402,7 @@ mod tests {
         };
         select(entries, &c)
             .iter()
-            .map(|l| String::from_utf8(list_line(l)).unwrap())
+            .map(|l| String::from_utf8(list_line(l, false)).unwrap())
             .collect()
     }
 
@@ -502,8 +502,9 @@ mod tests {
             ),
             b"* STATUS INBOX (MESSAGES 3 SIZE 1234 APPENDLIMIT 9)\r\n"
         );
-        assert_eq!(wire_name("Entwürfe"), b"Entw&APw-rfe");
-        assert_eq!(wire_name("a b"), b"\"a b\"");
+        assert_eq!(wire_astring("Entwürfe", false), b"Entw&APw-rfe");
+        assert_eq!(wire_astring("a b", false), b"\"a b\"");
+        assert_eq!(wire_astring("Entwürfe", true), "\"Entwürfe\"".as_bytes());
     }
 
     #[test]

@@ -15,11 +15,11 @@ use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
 
 use crate::imap::encode;
 use crate::imap::listext::StatusItem;
+use crate::imap::names::{text_of, wire_mailbox};
 use crate::imap::session::{
     DELIMITER, OTHER_USERS, Session, Target, append_limit_value, display_name, noperm,
-    now_uidvalidity, nz, wire_mailbox,
+    now_uidvalidity, nz,
 };
-use crate::mutf7;
 use crate::store::StoreFail;
 
 /// One name LIST/LSUB may show.
@@ -172,12 +172,12 @@ impl Session {
         lsub: bool,
     ) -> io::Result<()> {
         let reference = match &reference {
-            Mailbox::Inbox => "INBOX".to_string(),
-            Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+            Mailbox::Inbox => b"INBOX".as_slice(),
+            Mailbox::Other(o) => o.as_ref(),
         };
         let pattern = match &pattern {
-            ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
-            ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+            ListMailbox::Token(t) => t.as_ref(),
+            ListMailbox::String(s) => s.as_ref(),
         };
         let delim = QuotedChar::try_from(DELIMITER).ok();
         if pattern.is_empty() && !lsub {
@@ -190,8 +190,9 @@ impl Session {
             .await?;
             return self.ok(tag, None, "LIST completed").await;
         }
-        let full = match (mutf7::decode(&reference), mutf7::decode(&pattern)) {
+        let full = match (text_of(reference, self.utf8), text_of(pattern, self.utf8)) {
             (Ok(r), Ok(p)) => format!("{r}{p}"),
+            _ if self.utf8 => return self.bad(tag, "pattern is not UTF-8").await,
             _ => return self.bad(tag, "pattern is not modified UTF-7").await,
         };
         let entries = match self.visible_mailboxes(lsub) {
@@ -249,13 +250,13 @@ impl Session {
                 Data::Lsub {
                     items,
                     delimiter: delim,
-                    mailbox: wire_mailbox(&e.name),
+                    mailbox: wire_mailbox(&e.name, self.utf8),
                 }
             } else {
                 Data::List {
                     items,
                     delimiter: delim,
-                    mailbox: wire_mailbox(&e.name),
+                    mailbox: wire_mailbox(&e.name, self.utf8),
                 }
             };
             out.extend(encode(&Response::Data(d)));
