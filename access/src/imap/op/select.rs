@@ -240,31 +240,7 @@ impl Session {
         }
         let mut out = Vec::new();
         if allow_expunge && !sel.expunged.is_empty() {
-            // Highest sequence number first, so each number is right when sent.
-            let mut seq = sel.uids.len();
-            let mut vanished = Vec::new();
-            while seq > 0 {
-                let uid = sel.uids[seq - 1];
-                if sel.expunged.remove(&uid) {
-                    sel.uids.remove(seq - 1);
-                    // An expunged message leaves `$` (RFC 5182 §2.1).
-                    if let Ok(i) = sel.saved.binary_search(&uid) {
-                        sel.saved.remove(i);
-                    }
-                    sel.flags.remove(&uid);
-                    sel.changed.remove(&uid);
-                    if self.qresync {
-                        vanished.push(uid);
-                    } else {
-                        out.extend(encode(&Response::Data(Data::Expunge(nz(seq as u32)))));
-                    }
-                }
-                seq -= 1;
-            }
-            // With QRESYNC, one VANISHED for them all (RFC 7162 §3.2.10).
-            vanished.reverse();
-            out.extend(crate::imap::op::qresync::vanished(false, &vanished));
-            sel.expunged.clear();
+            out.extend(report_expunges(sel, self.qresync));
         }
         // Which messages the responses below show flags of: those added from here on, and
         // the changed ones.
@@ -379,6 +355,33 @@ impl Session {
         }
         set_max(set, n) <= n
     }
+}
+
+/// EXPUNGE responses for the messages `sel` learned are gone (or, with QRESYNC, one
+/// VANISHED for them all, RFC 7162 §3.2.10); they leave the session's view.
+fn report_expunges(sel: &mut Selected, qresync: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Highest sequence number first, so each number is right when sent.
+    let mut seq = sel.uids.len();
+    let mut vanished = Vec::new();
+    while seq > 0 {
+        let uid = sel.uids[seq - 1];
+        if sel.expunged.remove(&uid) {
+            sel.uids.remove(seq - 1);
+            sel.flags.remove(&uid);
+            sel.changed.remove(&uid);
+            if qresync {
+                vanished.push(uid);
+            } else {
+                out.extend(encode(&Response::Data(Data::Expunge(nz(seq as u32)))));
+            }
+        }
+        seq -= 1;
+    }
+    vanished.reverse();
+    out.extend(crate::imap::op::qresync::vanished(false, &vanished));
+    sel.expunged.clear();
+    out
 }
 
 /// Proposes [`StoreCommand::ClaimRecent`] for `owner`'s mailbox `name`: the UIDs that are
