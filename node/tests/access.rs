@@ -2,14 +2,11 @@
 //! against `halyard serve` processes: every command, two sessions seeing each other, hostile
 //! input, and an acknowledged APPEND surviving a kill -9 of the master.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
-
 use halyard_node::config::RaftConfig;
 use halyard_node::local_cluster::{ClusterSpec, LocalCluster};
 
 mod support;
-use support::{WAIT, client_command, run_client, script};
+use support::{WAIT, run_client, run_client_until_ok};
 
 /// One access test at a time: they share ports.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -151,31 +148,13 @@ async fn appended_message_survives_kill_of_the_master() {
     c.kill(leader).unwrap();
     let new_leader = c.wait_leader("rg1", Some(leader), WAIT).await.unwrap();
     // The meta group may have lost its leader too; logins need the directory only locally.
-    let deadline = Instant::now() + WAIT;
     let mut env = accounts(port(new_leader), 0);
     env.push(("PHASE", "check".into()));
     env.push((
         "STATE",
         _d.path().join("appended.txt").display().to_string(),
     ));
-    loop {
-        let mut cmd = Command::new("python3");
-        cmd.arg(script("imap_failover.py"));
-        for (k, v) in &env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().unwrap();
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "check on the new master failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    run_client_until_ok("imap_failover.py", &env, WAIT).await;
 }
 
 /// ImapFlow (npm) with QRESYNC and IDLE mirrors a mailbox and sees another session's changes
@@ -197,24 +176,7 @@ async fn imapflow_qresync_mirror_is_exact_across_a_master_kill() {
     run_client("imapflow_qresync.cjs", &with(leader, "mirror"));
     c.kill(leader).unwrap();
     let new_leader = c.wait_leader("rg1", Some(leader), WAIT).await.unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mut cmd = client_command("imapflow_qresync.cjs");
-        for (k, v) in &with(new_leader, "resync") {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().unwrap();
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "resync on the new master failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    run_client_until_ok("imapflow_qresync.cjs", &with(new_leader, "resync"), WAIT).await;
 }
 
 /// mbsync two-way sync and fetchmail's UIDL keep mode, then the same Maildir synced again

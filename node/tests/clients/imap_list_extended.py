@@ -19,39 +19,18 @@ Environment: IMAP_PORT, USER, PASSWORD (alice), USER2, PASSWORD2 (bob), HOST. Th
 largest literal is 16 MiB (node/tests/access.rs), so APPENDLIMIT is 16777216.
 """
 import os
-import socket
 
-HOST = os.environ.get("HOST", "127.0.0.1")
-PORT = int(os.environ["IMAP_PORT"])
+import imapraw
+
 USER, PW = os.environ["USER"], os.environ["PASSWORD"]
 USER2, PW2 = os.environ["USER2"], os.environ["PASSWORD2"]
 OWNER = "alice@example.org"
 LIMIT = 16 << 20
 
 
-class Raw:
+class Raw(imapraw.Raw):
     def __init__(self):
-        self.s = socket.create_connection((HOST, PORT), timeout=20)
-        self.f = self.s.makefile("rb")
-        self.n = 0
-        assert self.f.readline().startswith(b"* OK")
-
-    def cmd(self, text):
-        self.n += 1
-        tag = f"x{self.n}".encode()
-        self.s.sendall(tag + b" " + text.encode() + b"\r\n")
-        lines = []
-        while True:
-            line = self.f.readline()
-            assert line, f"connection closed during {text!r}"
-            if line.startswith(tag + b" "):
-                return lines, line[len(tag) + 1:]
-            lines.append(line)
-
-    def ok(self, text):
-        lines, done = self.cmd(text)
-        assert done.startswith(b"OK"), f"{text}: {done} {lines}"
-        return lines
+        super().__init__("x", strip_tag=True)
 
     def expect(self, text, *want):
         """The command succeeds with exactly these untagged lines, in this order."""

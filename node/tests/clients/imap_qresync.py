@@ -8,40 +8,14 @@ Environment: IMAP_PORT, USER, PASSWORD, HOST.
 """
 import os
 import re
-import socket
 
-HOST = os.environ.get("HOST", "127.0.0.1")
-PORT = int(os.environ["IMAP_PORT"])
+import imapraw
+
 USER, PW = os.environ["USER"], os.environ["PASSWORD"]
 
 
-class Raw:
-    def __init__(self):
-        self.s = socket.create_connection((HOST, PORT), timeout=20)
-        self.f = self.s.makefile("rb")
-        self.n = 0
-        assert self.f.readline().startswith(b"* OK")
-
-    def cmd(self, text):
-        self.n += 1
-        tag = f"q{self.n}".encode()
-        self.s.sendall(tag + b" " + text.encode() + b"\r\n")
-        lines = []
-        while True:
-            line = self.f.readline()
-            assert line, f"connection closed during {text!r}"
-            if line.startswith(tag + b" "):
-                return lines, line
-            lines.append(line)
-
-    def ok(self, text):
-        lines, done = self.cmd(text)
-        assert done.split()[1] == b"OK", f"{text}: {done} {lines}"
-        return lines
-
-    def append(self, mailbox, body):
-        lines = self.ok(f"APPEND {mailbox} {{{len(body)}+}}\r\n{body}")
-        return lines
+def Raw():
+    return imapraw.Raw("q")
 
 
 def one(lines, prefix):

@@ -60,33 +60,11 @@ ok(M.delete("rfc3501-dates"))
 
 
 # --- a raw session, to see the order of untagged responses ---------------------------------
-import socket
+import imapraw
 
 
-class Raw:
-    def __init__(self):
-        self.s = socket.create_connection((HOST, PORT), timeout=20)
-        self.f = self.s.makefile("rb")
-        self.n = 0
-        assert self.f.readline().startswith(b"* OK")
-
-    def cmd(self, text):
-        """Sends one command; returns the untagged lines and the tagged line."""
-        self.n += 1
-        tag = f"r{self.n}".encode()
-        self.s.sendall(tag + b" " + text.encode() + b"\r\n")
-        lines = []
-        while True:
-            line = self.f.readline()
-            assert line, f"connection closed during {text!r}"
-            if line.startswith(tag + b" "):
-                return lines, line
-            lines.append(line)
-
-    def ok(self, text):
-        lines, done = self.cmd(text)
-        assert done.split()[1] == b"OK", f"{text}: {done} {lines}"
-        return lines
+def Raw():
+    return imapraw.Raw("r")
 
 
 def nums(lines, word=b"SEARCH"):

@@ -11,7 +11,7 @@ Exits non-zero (with the failing assertion) on any deviation.
 import imaplib
 import os
 import re
-import socket
+import imapraw
 
 HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = int(os.environ["IMAP_PORT"])
@@ -126,34 +126,8 @@ for raw, internal in MESSAGES:
 M.logout()
 
 
-class Raw:
-    def __init__(self):
-        self.s = socket.create_connection((HOST, PORT), timeout=20)
-        self.f = self.s.makefile("rb")
-        self.n = 0
-        assert self.f.readline().startswith(b"* OK")
-
-    def cmd(self, text):
-        """Sends one command; returns the untagged lines and the tagged line."""
-        self.n += 1
-        tag = f"s{self.n}".encode()
-        self.s.sendall(tag + b" " + text.encode() + b"\r\n")
-        lines = []
-        while True:
-            line = self.f.readline()
-            assert line, f"connection closed during {text!r}"
-            if line.startswith(tag + b" "):
-                return lines, line
-            lines.append(line)
-
-    def ok(self, text):
-        lines, done = self.cmd(text)
-        assert done.split()[1] == b"OK", f"{text}: {done} {lines}"
-        return lines
-
-    def status(self, text):
-        lines, done = self.cmd(text)
-        return done.split(b" ", 2)[1], done
+def Raw():
+    return imapraw.Raw("s")
 
 
 def only(lines, word):

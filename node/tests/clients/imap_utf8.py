@@ -10,10 +10,9 @@ Environment: IMAP_PORT, USER, PASSWORD, HOST.
 """
 import os
 import re
-import socket
 
-HOST = os.environ.get("HOST", "127.0.0.1")
-PORT = int(os.environ["IMAP_PORT"])
+import imapraw
+
 USER, PW = os.environ["USER"], os.environ["PASSWORD"]
 
 # 日本語 and ü in modified UTF-7 are RFC 3501's own example and a plain BMP character.
@@ -23,31 +22,9 @@ RENAMED, RENAMED7 = "Entwürfe/Ärger", "Entw&APw-rfe/&AMQ-rger"
 SUBJECT = "Grüße aus 日本"
 
 
-class Raw:
+class Raw(imapraw.Raw):
     def __init__(self):
-        self.s = socket.create_connection((HOST, PORT), timeout=20)
-        self.f = self.s.makefile("rb")
-        self.n = 0
-        assert self.f.readline().startswith(b"* OK")
-
-    def cmd(self, text):
-        """Sends one command (str, sent as UTF-8, or bytes); its untagged lines and done."""
-        self.n += 1
-        tag = f"u{self.n}".encode()
-        body = text if isinstance(text, bytes) else text.encode()
-        self.s.sendall(tag + b" " + body + b"\r\n")
-        lines = []
-        while True:
-            line = self.f.readline()
-            assert line, f"connection closed during {text!r}"
-            if line.startswith(tag + b" "):
-                return lines, line[len(tag) + 1:]
-            lines.append(line)
-
-    def ok(self, text):
-        lines, done = self.cmd(text)
-        assert done.startswith(b"OK"), f"{text}: {done} {lines}"
-        return lines
+        super().__init__("u", strip_tag=True)
 
     def exact(self, text, done, lines=None):
         """The command answers exactly `done` (after its tag), with exactly `lines`."""

@@ -70,6 +70,30 @@ pub fn run_client(name: &str, env: &[(&str, String)]) {
     eprintln!("{text}");
 }
 
+/// Runs a client script until it succeeds (right after a change of master a client may meet
+/// a temporary failure and retries, as a mail client would); fails the test with the last
+/// output once `wait` has passed.
+pub async fn run_client_until_ok(name: &str, env: &[(&str, String)], wait: Duration) {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let mut cmd = client_command(name);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("client script");
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Starts the cluster, waits for the meta and rg1 leaders, creates example.org and `users`
 /// (address, login, password).
 pub async fn cluster(
