@@ -54,12 +54,66 @@ pub struct Returns {
 }
 
 /// What the pre-pass took out of one command, for the session.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extras {
     /// The command was an extended SEARCH with these result options.
     pub returns: Option<Returns>,
     /// The command wrote `$`, now [`MARKER`].
     pub dollar: bool,
+    /// A FETCH asked for RFC 8474's EMAILID or THREADID (each now `UID` for imap-codec).
+    pub fetch_ids: FetchIds,
+    /// RFC 8474's EMAILID and THREADID search keys, the `i`-th now the sequence set
+    /// [`ID_MARKERS`]`[i]`.
+    pub id_keys: Vec<IdKey>,
+}
+
+/// The RFC 8474 items of a FETCH.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchIds {
+    pub email: bool,
+    pub thread: bool,
+    /// The client also asked for UID itself (so the placeholder's UID is not extra).
+    pub uid: bool,
+}
+
+impl FetchIds {
+    pub fn any(&self) -> bool {
+        self.email || self.thread
+    }
+}
+
+/// An RFC 8474 search key and its objectid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdKey {
+    Email(String),
+    Thread(String),
+}
+
+/// The sequence sets that stand for the EMAILID and THREADID keys of a rewritten SEARCH,
+/// SORT or THREAD, in order: at most this many such keys per command (more are refused, as
+/// imap-codec refuses the keys themselves). Like [`MARKER`], they mean a key only in a command
+/// the pre-pass rewrote, and a command that writes their text itself is left alone.
+pub const ID_MARKERS: [&[u8]; 8] = [
+    b"4294967287:4294967287",
+    b"4294967288:4294967288",
+    b"4294967289:4294967289",
+    b"4294967290:4294967290",
+    b"4294967291:4294967291",
+    b"4294967292:4294967292",
+    b"4294967293:4294967293",
+    b"4294967294:4294967294",
+];
+
+/// Which [`ID_MARKERS`] entry `set` is, as imap-codec parses it.
+pub fn id_marker(set: &SequenceSet) -> Option<usize> {
+    match set.0.as_ref() {
+        [Sequence::Range(SeqOrUid::Value(a), SeqOrUid::Value(b))] if a == b => {
+            let first = u32::MAX - ID_MARKERS.len() as u32;
+            let v = a.get();
+            (first..u32::MAX).contains(&v).then(|| (v - first) as usize)
+        }
+        _ => None,
+    }
 }
 
 /// `len` bytes at `at` in the client's bytes become `with`.
@@ -272,12 +326,16 @@ pub fn prepass(buf: &[u8]) -> Prepass {
     let mut edits = Vec::new();
     let mut extras = Extras::default();
     let step = match name.as_slice() {
-        b"FETCH" | b"STORE" | b"COPY" | b"MOVE" => first_set(&mut s, &mut edits),
+        b"FETCH" => match first_set(&mut s, &mut edits) {
+            Step::Go => fetch_items(&mut s, &mut edits, &mut extras.fetch_ids),
+            other => other,
+        },
+        b"STORE" | b"COPY" | b"MOVE" => first_set(&mut s, &mut edits),
         b"EXPUNGE" if uid => first_set(&mut s, &mut edits),
         b"SEARCH" => search(&mut s, &mut edits, &mut extras),
         b"SORT" | b"THREAD" => {
             if sort_or_thread_head(&mut s, name == b"SORT") {
-                keys(&mut s, &mut edits, false)
+                keys(&mut s, &mut edits, false, &mut extras.id_keys)
             } else {
                 Step::Same
             }
@@ -318,7 +376,8 @@ enum Step {
     Go,
 }
 
-/// The first argument of FETCH, STORE, COPY, MOVE, UID EXPUNGE: a sequence set.
+/// The first argument of FETCH, STORE, COPY, MOVE, UID EXPUNGE: a sequence set, `$`
+/// replaced by [`MARKER`].
 fn first_set(s: &mut Scan<'_>, edits: &mut Vec<Edit>) -> Step {
     if s.next() != Tok::Space {
         return Step::Same;
@@ -333,7 +392,54 @@ fn first_set(s: &mut Scan<'_>, edits: &mut Vec<Edit>) -> Step {
             Step::Go
         }
         Tok::Cut(a) if &s.buf[a..] == b"$" => Step::NeedMore,
+        Tok::Atom(..) => Step::Go,
         _ => Step::Same,
+    }
+}
+
+/// Whether the buffer's last bytes, from `a`, may be the start of one of `words`.
+fn may_become(s: &Scan<'_>, a: usize, words: &[&[u8]]) -> bool {
+    let cut = s.buf[a..].to_ascii_uppercase();
+    words.iter().any(|w| w.starts_with(&cut))
+}
+
+/// FETCH's items after the set: RFC 8474's EMAILID and THREADID (which imap-codec does not
+/// know) become `UID`, noted in `ids` with whether the client asked for UID itself. Only the
+/// item list's own level is looked at, never the field names of a `HEADER.FIELDS (…)`
+/// section, and it stops where the list (or the single item) ends, before any modifiers.
+fn fetch_items(s: &mut Scan<'_>, edits: &mut Vec<Edit>, ids: &mut FetchIds) -> Step {
+    const IDS: [&[u8]; 2] = [b"EMAILID", b"THREADID"];
+    if s.next() != Tok::Space {
+        return Step::Go;
+    }
+    let mut depth = 0usize;
+    loop {
+        match s.next() {
+            Tok::Open => depth += 1,
+            Tok::Close if depth <= 1 => return Step::Go,
+            Tok::Close => depth -= 1,
+            Tok::Atom(a, e) if depth <= 1 => {
+                match s.text(a, e).to_ascii_uppercase().as_slice() {
+                    b"EMAILID" => ids.email = true,
+                    b"THREADID" => ids.thread = true,
+                    b"UID" => ids.uid = true,
+                    _ => {}
+                }
+                if IDS.iter().any(|w| s.text(a, e).eq_ignore_ascii_case(w)) {
+                    edits.push(Edit {
+                        at: a,
+                        len: e - a,
+                        with: b"UID",
+                    });
+                }
+                if depth == 0 {
+                    return Step::Go;
+                }
+            }
+            Tok::Cut(a) if depth <= 1 && may_become(s, a, &IDS) => return Step::NeedMore,
+            Tok::Eol | Tok::End | Tok::Cut(_) | Tok::Bad => return Step::Go,
+            Tok::Atom(..) | Tok::Str | Tok::Space => {}
+        }
     }
 }
 
@@ -368,7 +474,7 @@ fn search(s: &mut Scan<'_>, edits: &mut Vec<Edit>, extras: &mut Extras) -> Step 
         }
         _ => s.pos = keys_from,
     }
-    keys(s, edits, true)
+    keys(s, edits, true, &mut extras.id_keys)
 }
 
 /// ` (opt *(SP opt))` after RETURN (RFC 4466 `search-return-opts`), with the options this
@@ -482,9 +588,42 @@ fn arity(key: &[u8], first: bool) -> Arity {
     }
 }
 
+/// An RFC 8474 search key (`EMAILID objectid`, `THREADID objectid`) whose name is the atom
+/// `a..e`: replaced, name and argument, by the next of [`ID_MARKERS`]. `None` when the atom
+/// is another key.
+fn id_key(
+    s: &mut Scan<'_>,
+    (a, e): (usize, usize),
+    edits: &mut Vec<Edit>,
+    ids: &mut Vec<IdKey>,
+) -> Option<Step> {
+    let name = s.text(a, e).to_ascii_uppercase();
+    let make: fn(String) -> IdKey = match name.as_slice() {
+        b"EMAILID" => IdKey::Email,
+        b"THREADID" => IdKey::Thread,
+        _ => return None,
+    };
+    Some(match (s.next(), s.next()) {
+        (Tok::Space, Tok::Atom(va, ve)) if super::objectid::is_objectid(s.text(va, ve)) => {
+            let Some(&with) = ID_MARKERS.get(ids.len()) else {
+                return Some(Step::Same);
+            };
+            edits.push(Edit {
+                at: a,
+                len: ve - a,
+                with,
+            });
+            ids.push(make(String::from_utf8_lossy(s.text(va, ve)).into_owned()));
+            Step::Go
+        }
+        (Tok::Cut(_) | Tok::End, _) | (Tok::Space, Tok::Cut(_) | Tok::End) => Step::NeedMore,
+        _ => Step::Same,
+    })
+}
+
 /// Walks search keys to the end of the command (or of the buffer), replacing each `$` that
-/// stands for a sequence set: as a key, or as the argument of `UID`.
-fn keys(s: &mut Scan<'_>, edits: &mut Vec<Edit>, charset: bool) -> Step {
+/// stands for a sequence set (as a key, or as the argument of `UID`) and each RFC 8474 key.
+fn keys(s: &mut Scan<'_>, edits: &mut Vec<Edit>, charset: bool, ids: &mut Vec<IdKey>) -> Step {
     let mut args = 0usize;
     let mut uid_arg = false;
     let mut modseq = false;
@@ -497,6 +636,9 @@ fn keys(s: &mut Scan<'_>, edits: &mut Vec<Edit>, charset: bool) -> Step {
             Tok::Eol | Tok::End => break,
             Tok::Bad => return Step::Same,
             Tok::Cut(a) if &s.buf[a..] == b"$" => return Step::NeedMore,
+            Tok::Cut(a) if args == 0 && may_become(s, a, &[b"EMAILID", b"THREADID"]) => {
+                return Step::NeedMore;
+            }
             Tok::Cut(_) => break,
             Tok::Open | Tok::Close => false,
             Tok::Str if modseq => {
@@ -511,8 +653,18 @@ fn keys(s: &mut Scan<'_>, edits: &mut Vec<Edit>, charset: bool) -> Step {
                 false
             }
             Tok::Atom(a, e) => {
+                if args == 0 && !modseq {
+                    match id_key(s, (a, e), edits, ids) {
+                        Some(Step::Go) => {
+                            first = false;
+                            continue;
+                        }
+                        Some(other) => return other,
+                        None => {}
+                    }
+                }
                 let text = s.text(a, e);
-                writes_marker |= text == MARKER;
+                writes_marker |= text == MARKER || ID_MARKERS.contains(&text);
                 let is_set = if modseq {
                     modseq = false;
                     false
@@ -542,7 +694,7 @@ fn keys(s: &mut Scan<'_>, edits: &mut Vec<Edit>, charset: bool) -> Step {
             });
         }
     }
-    if writes_marker && edits.iter().any(|e| e.with == MARKER) {
+    if writes_marker && edits.iter().any(|e| !e.with.is_empty()) {
         return Step::Same;
     }
     Step::Go
@@ -826,6 +978,99 @@ mod tests {
     }
 
     #[test]
+    fn fetch_objectid_items_become_uid() {
+        let r = rewritten(b"a FETCH 1:* (EMAILID threadid)\r\n");
+        assert_eq!(r.bytes, b"a FETCH 1:* (UID UID)\r\n");
+        let ids = FetchIds {
+            email: true,
+            thread: true,
+            uid: false,
+        };
+        assert_eq!(r.extras.fetch_ids, ids);
+        let r = rewritten(b"a FETCH 2 EMAILID\r\n");
+        assert_eq!(r.bytes, b"a FETCH 2 UID\r\n");
+        // Field names of a section are not items; UID asked for by the client is noted.
+        let input =
+            b"a UID FETCH $ (UID BODY.PEEK[HEADER.FIELDS (EMAILID)] THREADID) (CHANGEDSINCE 4)\r\n";
+        let (body, extras, used) = parsed(input);
+        assert_eq!(used, input.len());
+        assert!(extras.dollar && extras.fetch_ids.uid && extras.fetch_ids.thread);
+        assert!(!extras.fetch_ids.email);
+        let CommandBody::Fetch { .. } = body else {
+            panic!("{body:?}")
+        };
+        let r = rewritten(input);
+        let text = String::from_utf8(r.bytes).unwrap();
+        assert!(text.contains("(EMAILID)] UID)"), "{text}");
+        // Cut inside a name that may become one: wait.
+        assert_eq!(prepass(b"a FETCH 1 (FLAGS EMAI"), Prepass::NeedMore);
+        assert_eq!(prepass(b"a FETCH 1 (FLAGS ENV"), Prepass::Same);
+    }
+
+    #[test]
+    fn objectid_search_keys_become_markers() {
+        let input = b"a UID SEARCH EMAILID M1a OR THREADID T-2 EMAILID M_3 UNSEEN\r\n";
+        let (body, extras, used) = parsed(input);
+        assert_eq!(used, input.len());
+        assert_eq!(
+            extras.id_keys,
+            vec![
+                IdKey::Email("M1a".into()),
+                IdKey::Thread("T-2".into()),
+                IdKey::Email("M_3".into()),
+            ]
+        );
+        let CommandBody::Search { criteria, .. } = body else {
+            panic!("{body:?}")
+        };
+        let text = format!("{criteria:?}");
+        let markers: Vec<usize> = (0..ID_MARKERS.len())
+            .filter(|i| {
+                let m = String::from_utf8_lossy(ID_MARKERS[*i]);
+                let n = m.split(':').next().unwrap().to_string();
+                text.contains(&n)
+            })
+            .collect();
+        assert_eq!(markers, vec![0, 1, 2], "{text}");
+        let set: SequenceSet = std::str::from_utf8(ID_MARKERS[5])
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert_eq!(id_marker(&set), Some(5));
+        let set: SequenceSet = "4294967286:4294967286".try_into().unwrap();
+        assert_eq!(id_marker(&set), None);
+        assert_eq!(id_marker(&"4294967295".try_into().unwrap()), None);
+        // In SORT and THREAD too.
+        let r = rewritten(b"a SORT (DATE) UTF-8 THREADID Tx\r\n");
+        assert_eq!(r.extras.id_keys, vec![IdKey::Thread("Tx".into())]);
+        // An argument named EMAILID is not a key; a bad objectid is imap-codec's to refuse.
+        assert_eq!(prepass(b"a SEARCH SUBJECT EMAILID\r\n"), Prepass::Same);
+        assert_eq!(prepass(b"a SEARCH EMAILID \"M1\"\r\n"), Prepass::Same);
+        assert_eq!(prepass(b"a SEARCH EMAILID M.1\r\n"), Prepass::Same);
+        // The client writing a marker itself next to a key: left alone.
+        assert_eq!(
+            prepass(b"a SEARCH EMAILID M1 4294967287:4294967287\r\n"),
+            Prepass::Same
+        );
+        // More keys than markers: left alone.
+        let many = format!("a SEARCH{}\r\n", " EMAILID M1".repeat(9));
+        assert_eq!(prepass(many.as_bytes()), Prepass::Same);
+        for cut in [
+            &b"a SEARCH EMAILID"[..],
+            b"a SEARCH EMAILID ",
+            b"a SEARCH THREA",
+            b"a SEARCH EMAILID M1",
+        ] {
+            assert_eq!(
+                prepass(cut),
+                Prepass::NeedMore,
+                "{}",
+                String::from_utf8_lossy(cut)
+            );
+        }
+    }
+
+    #[test]
     fn left_to_imap_codec() {
         for c in [
             // Unknown or malformed result options, RETURN elsewhere, `$` in a list.
@@ -969,7 +1214,8 @@ mod tests {
             .prop_map(|(name, pieces)| format!("t {name} {}\r\n", pieces.join(" ")))
     }
 
-    /// Whether the tokens of `cmd` (outside strings and literals) include `$` or RETURN.
+    /// Whether the tokens of `cmd` (outside strings and literals) include `$`, RETURN or an
+    /// RFC 8474 name.
     fn writes_a_construct(cmd: &str) -> bool {
         let mut s = Scan {
             buf: cmd.as_bytes(),
@@ -980,7 +1226,11 @@ mod tests {
             match s.next() {
                 Tok::Atom(a, e) => {
                     let t = s.text(a, e);
-                    if t == b"$" || t.eq_ignore_ascii_case(b"RETURN") {
+                    if t == b"$"
+                        || t.eq_ignore_ascii_case(b"RETURN")
+                        || t.eq_ignore_ascii_case(b"EMAILID")
+                        || t.eq_ignore_ascii_case(b"THREADID")
+                    {
                         return true;
                     }
                 }

@@ -27,6 +27,7 @@ use imap_codec::imap_types::fetch::{
 use imap_codec::imap_types::response::{Data, Response};
 use imap_codec::imap_types::sequence::SequenceSet;
 
+use super::esearch::FetchIds;
 use super::session::{Session, fetch_flags};
 use super::{Kind, binary, encode, status};
 use crate::store::StoreFail;
@@ -390,6 +391,7 @@ fn item_names(
     names: MacroOrMessageDataItemNames<'_>,
     uid: bool,
     condstore: bool,
+    ids: FetchIds,
 ) -> Vec<MessageDataItemName<'_>> {
     let mut names: Vec<MessageDataItemName> = match names {
         MacroOrMessageDataItemNames::Macro(m) => {
@@ -408,6 +410,13 @@ fn item_names(
         }
         MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
     };
+    // The pre-pass wrote UID for each RFC 8474 item: one UID at most, and none that only
+    // stands for them.
+    let mut seen = false;
+    names.retain(|n| *n != MessageDataItemName::Uid || !std::mem::replace(&mut seen, true));
+    if ids.any() && !ids.uid {
+        names.retain(|n| *n != MessageDataItemName::Uid);
+    }
     if uid && !names.contains(&MessageDataItemName::Uid) {
         names.insert(0, MessageDataItemName::Uid);
     }
@@ -500,7 +509,7 @@ impl Session {
             );
             return self.conn.write(&b).await;
         }
-        let names = item_names(names, uid, self.condstore);
+        let names = item_names(names, uid, self.condstore, self.extras.fetch_ids);
         if vanished && let Some(since) = changed_since {
             let reader = self.acct().reader();
             self.vanished_for_fetch(&reader, set, since).await?;
@@ -667,54 +676,25 @@ impl Session {
             if newly_seen.contains(u) && !with_flags {
                 items.push(MessageDataItem::Flags(fetch_flags(&flags, recent)));
             }
+            let ids = super::objectid::fetch_text(self.extras.fetch_ids, rec, &|| {
+                read(0, meta.body.body_start)
+            });
             let Ok(items) = Vec1::try_from(items) else {
+                // Only RFC 8474 items were asked for: imap-types has none of them.
+                if !ids.is_empty() {
+                    out.extend(format!("* {seq} FETCH ({})\r\n", ids.trim_start()).into_bytes());
+                }
                 continue;
             };
             let response = Response::Data(Data::Fetch {
                 seq: nz(*seq),
                 items,
             });
-            if streams.is_empty() {
-                out.extend(encode(&response));
-            } else {
-                // Write what came before, then this response with each marker literal
-                // replaced by its range, read and written a chunk at a time.
-                for frag in imap_codec::ResponseCodec::default().encode(&response) {
-                    match frag {
-                        Fragment::Line { data } => out.extend_from_slice(&data),
-                        Fragment::Literal { data, .. } => {
-                            let slot = (0..streams.len()).find(|k| stream_marker(*k) == data);
-                            let Some(k) = slot else {
-                                out.extend_from_slice(&data);
-                                continue;
-                            };
-                            let (a, b) = streams[k];
-                            // The line ends with this marker's "{len}\r\n": give the real length.
-                            if let Some(brace) = out.iter().rposition(|c| *c == b'{') {
-                                out.truncate(brace);
-                            }
-                            out.extend_from_slice(format!("{{{}}}\r\n", b - a).as_bytes());
-                            self.conn.write(&out).await?;
-                            out.clear();
-                            let mut pos = a;
-                            while pos < b {
-                                let end = (pos + STREAM_CHUNK).min(b);
-                                // The length is announced: a read that fails now can
-                                // only end the connection, never send other bytes.
-                                let chunk = match reader.body_range(&rec.body, pos, end) {
-                                    Ok(Some(c)) if c.len() as u64 == end - pos => c,
-                                    _ => {
-                                        return Err(io::Error::other(
-                                            "stored body unreadable while streaming",
-                                        ));
-                                    }
-                                };
-                                self.conn.write(&without_nul(chunk)).await?;
-                                pos = end;
-                            }
-                        }
-                    }
-                }
+            write_fetch(&mut self.conn, &mut out, &response, &streams, &reader, rec).await?;
+            // RFC 8474 items go last, before the response's closing parenthesis.
+            if !ids.is_empty() && out.ends_with(b")\r\n") {
+                let at = out.len() - 3;
+                out.splice(at..at, ids.into_bytes());
             }
             if out.len() > 1 << 20 {
                 self.conn.write(&out).await?;
@@ -731,6 +711,62 @@ impl Session {
         let b = status(Kind::No, Some(tag), None, &f.to_string());
         self.conn.write(&b).await
     }
+}
+
+/// Appends one FETCH response to `out`; each literal that stands for a large range of
+/// the stored body (`streams`, see [`stream_marker`]) is written from the store a chunk
+/// at a time, `out` being flushed before it.
+async fn write_fetch(
+    conn: &mut crate::imap::conn::Conn,
+    out: &mut Vec<u8>,
+    response: &Response<'_>,
+    streams: &[(u64, u64)],
+    reader: &halyard_raft_store::SmShared,
+    rec: &MessageRecord,
+) -> io::Result<()> {
+    if streams.is_empty() {
+        out.extend(encode(response));
+    } else {
+        // Write what came before, then this response with each marker literal
+        // replaced by its range, read and written a chunk at a time.
+        for frag in imap_codec::ResponseCodec::default().encode(response) {
+            match frag {
+                Fragment::Line { data } => out.extend_from_slice(&data),
+                Fragment::Literal { data, .. } => {
+                    let slot = (0..streams.len()).find(|k| stream_marker(*k) == data);
+                    let Some(k) = slot else {
+                        out.extend_from_slice(&data);
+                        continue;
+                    };
+                    let (a, b) = streams[k];
+                    // The line ends with this marker's "{len}\r\n": give the real length.
+                    if let Some(brace) = out.iter().rposition(|c| *c == b'{') {
+                        out.truncate(brace);
+                    }
+                    out.extend_from_slice(format!("{{{}}}\r\n", b - a).as_bytes());
+                    conn.write(out).await?;
+                    out.clear();
+                    let mut pos = a;
+                    while pos < b {
+                        let end = (pos + STREAM_CHUNK).min(b);
+                        // The length is announced: a read that fails now can
+                        // only end the connection, never send other bytes.
+                        let chunk = match reader.body_range(&rec.body, pos, end) {
+                            Ok(Some(c)) if c.len() as u64 == end - pos => c,
+                            _ => {
+                                return Err(io::Error::other(
+                                    "stored body unreadable while streaming",
+                                ));
+                            }
+                        };
+                        conn.write(&without_nul(chunk)).await?;
+                        pos = end;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

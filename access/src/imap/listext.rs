@@ -18,7 +18,8 @@
 use super::acl::{Head, Lexer, Peek, head, is_atom_char};
 
 /// A STATUS data item this server reports (RFC 3501, RFC 7162 HIGHESTMODSEQ, RFC 8438
-/// SIZE, RFC 7889 APPENDLIMIT).
+/// SIZE, RFC 7889 APPENDLIMIT, IMAP4rev2's DELETED, RFC 9208's DELETED-STORAGE, RFC 8474's
+/// MAILBOXID).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusItem {
     Messages,
@@ -29,10 +30,14 @@ pub enum StatusItem {
     HighestModSeq,
     Size,
     AppendLimit,
+    Deleted,
+    DeletedStorage,
+    /// Its value is the mailbox's internal id, shown as the MAILBOXID derived from it.
+    MailboxId,
 }
 
 impl StatusItem {
-    pub const ALL: [StatusItem; 8] = [
+    pub const ALL: [StatusItem; 11] = [
         StatusItem::Messages,
         StatusItem::Recent,
         StatusItem::UidNext,
@@ -41,6 +46,9 @@ impl StatusItem {
         StatusItem::HighestModSeq,
         StatusItem::Size,
         StatusItem::AppendLimit,
+        StatusItem::Deleted,
+        StatusItem::DeletedStorage,
+        StatusItem::MailboxId,
     ];
 
     /// The item's name on the wire.
@@ -54,6 +62,9 @@ impl StatusItem {
             StatusItem::HighestModSeq => "HIGHESTMODSEQ",
             StatusItem::Size => "SIZE",
             StatusItem::AppendLimit => "APPENDLIMIT",
+            StatusItem::Deleted => "DELETED",
+            StatusItem::DeletedStorage => "DELETED-STORAGE",
+            StatusItem::MailboxId => "MAILBOXID",
         }
     }
 
@@ -392,16 +403,17 @@ fn status_items(names: &[Item]) -> Result<Vec<StatusItem>, String> {
     Ok(out)
 }
 
-/// `STATUS mailbox (items)` when the items include APPENDLIMIT; `None` otherwise (for
-/// imap-codec, which also judges every malformed STATUS).
+/// `STATUS mailbox (items)` when the items include APPENDLIMIT or MAILBOXID; `None`
+/// otherwise (for imap-codec, which also judges every malformed STATUS).
 fn status(items: Vec<Item>) -> Option<ExtCommand> {
     let [mailbox, Item::List(names)] = &items[..] else {
         return None;
     };
-    let asks_limit = names
-        .iter()
-        .any(|n| matches!(n, Item::Atom(a) if a.eq_ignore_ascii_case(b"APPENDLIMIT")));
-    if !asks_limit {
+    let ours = names.iter().any(|n| {
+        matches!(n, Item::Atom(a)
+            if a.eq_ignore_ascii_case(b"APPENDLIMIT") || a.eq_ignore_ascii_case(b"MAILBOXID"))
+    });
+    if !ours {
         return None;
     }
     Some(ExtCommand::Status {

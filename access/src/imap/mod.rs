@@ -11,6 +11,7 @@ mod fetch;
 mod listext;
 mod multiappend;
 mod names;
+mod objectid;
 mod op;
 mod search;
 mod session;
@@ -266,7 +267,7 @@ pub(crate) fn frame(
         Ok((rest, cmd)) => {
             let used = parse.len() - rest.len();
             let (used, extras) = match &rewrite {
-                Some(r) => (r.original_len(used), r.extras),
+                Some(r) => (r.original_len(used), r.extras.clone()),
                 None => (used, esearch::Extras::default()),
             };
             let _ = input.split_to(used);

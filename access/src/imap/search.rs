@@ -16,7 +16,8 @@ use imap_codec::imap_types::sequence::SequenceSet;
 use mail_parser::MessageParser;
 
 use super::encode;
-use super::esearch::{self, Found};
+use super::esearch::{self, Found, IdKey};
+use super::objectid;
 use super::session::{Session, set_contains};
 
 /// One message being tested. Everything read or parsed for it is kept for the other search
@@ -110,6 +111,12 @@ impl Candidate<'_> {
             .map(String::as_str)
     }
 
+    /// RFC 8474's THREADID, from the envelope and the raw References field.
+    fn thread_id(&mut self) -> String {
+        let header = self.header_bytes();
+        objectid::thread_id_of(self.rec, &header)
+    }
+
     fn header_block(&mut self) -> &str {
         self.parse_headers();
         self.header_block.as_deref().unwrap_or_default()
@@ -168,6 +175,8 @@ struct Scope<'a> {
     max_seq: u32,
     max_uid: u32,
     saved: Option<&'a [u32]>,
+    /// RFC 8474 keys the pre-pass replaced by [`esearch::ID_MARKERS`].
+    ids: &'a [IdKey],
 }
 
 impl Scope<'_> {
@@ -185,7 +194,11 @@ fn matches(k: &SearchKey<'_>, c: &mut Candidate<'_>, scope: &Scope<'_>) -> bool 
         SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c, scope)),
         SearchKey::Or(a, b) => matches(a, c, scope) || matches(b, c, scope),
         SearchKey::Not(k) => !matches(k, c, scope),
-        SearchKey::SequenceSet(s) => scope.names(s, c.seq, scope.max_seq, c.uid),
+        SearchKey::SequenceSet(s) => match esearch::id_marker(s).and_then(|i| scope.ids.get(i)) {
+            Some(IdKey::Email(id)) => objectid::email_id(c.rec) == *id,
+            Some(IdKey::Thread(id)) => c.thread_id() == *id,
+            None => scope.names(s, c.seq, scope.max_seq, c.uid),
+        },
         SearchKey::Uid(s) => scope.names(s, c.uid, scope.max_uid, c.uid),
         SearchKey::All => true,
         SearchKey::Answered => c.has("\\Answered"),
@@ -309,6 +322,7 @@ impl Session {
             max_seq: sel.uids.len() as u32,
             max_uid: sel.uids.last().copied().unwrap_or(0),
             saved: self.extras.dollar.then_some(sel.saved.as_slice()),
+            ids: &self.extras.id_keys,
         };
         let mut hits = Vec::new();
         for (i, u) in sel.uids.iter().enumerate() {

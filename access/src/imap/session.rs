@@ -143,6 +143,7 @@ pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capa
         atom("ESEARCH"),
         atom("SEARCHRES"),
         Capability::Utf8(Utf8Kind::Accept),
+        atom("OBJECTID"),
     ]);
     caps
 }

@@ -175,7 +175,7 @@ fn envelope<'r>(rec: &'r MessageRecord, reader: &SmShared) -> Cow<'r, Envelope> 
 
 /// A message's header block, read up to where its body starts (the whole message when the
 /// index does not know where that is: [`header_value`] stops at the blank line anyway).
-fn header_block(rec: &MessageRecord, reader: &SmShared) -> Vec<u8> {
+pub(super) fn header_block(rec: &MessageRecord, reader: &SmShared) -> Vec<u8> {
     let bytes = match &rec.meta {
         Some(m) => reader.body_range(&rec.body, 0, m.body.body_start),
         None => reader.body(&rec.body),
@@ -185,7 +185,7 @@ fn header_block(rec: &MessageRecord, reader: &SmShared) -> Vec<u8> {
 
 /// The value of the first `name` field of a header block, unfolded (line breaks removed);
 /// `None` when there is no such field.
-fn header_value(header: &[u8], name: &str) -> Option<String> {
+pub(super) fn header_value(header: &[u8], name: &str) -> Option<String> {
     let mut value: Option<Vec<u8>> = None;
     for line in header.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -535,7 +535,7 @@ impl ThreadMsg {
 /// equal: angle brackets, quoting, quoted-pair backslashes and folding whitespace removed
 /// (`<"a b"@x>` is `a b@x`, `<"01KF"@x>` is `01KF@x`). Comments outside identifiers are
 /// skipped, other text between them ignored.
-fn msg_ids(text: &str) -> Vec<String> {
+pub(super) fn msg_ids(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut chars = text.chars();
     let mut comment = 0usize;

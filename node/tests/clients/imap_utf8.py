@@ -26,6 +26,13 @@ class Raw(imapraw.Raw):
     def __init__(self):
         super().__init__("u", strip_tag=True)
 
+    def created(self, text):
+        """A CREATE succeeds, with its MAILBOXID (RFC 8474) and nothing untagged."""
+        got_lines, got = self.cmd(text)
+        assert re.fullmatch(rb"OK \[MAILBOXID \([A-Za-z0-9_-]+\)\] CREATE completed\r\n", got), (
+            text, got, got_lines)
+        assert not got_lines, (text, got_lines)
+
     def exact(self, text, done, lines=None):
         """The command answers exactly `done` (after its tag), with exactly `lines`."""
         got_lines, got = self.cmd(text)
@@ -54,7 +61,7 @@ A.exact(f'CREATE "{NAME}"',
 # The same name as a literal: refused alike.
 A.exact(b"CREATE {%d+}\r\n" % len(NAME.encode()) + NAME.encode(),
         'NO [CANNOT] mailbox name "Entw?rfe/???": not modified UTF-7 (byte 0xc3)')
-A.exact("CREATE Gr&APw-n", "OK CREATE completed")
+A.created("CREATE Gr&APw-n")
 A.exact('LIST "" Gr*', "OK LIST completed", ['* LIST (\\HasNoChildren) "/" Gr&APw-n'])
 # APPEND's UTF8 data item needs ENABLE first (RFC 6855 §4): NO, and the session goes on.
 msg = f"From: a@example.org\r\nSubject: {SUBJECT}\r\n\r\nHallo\r\n".encode()
@@ -69,7 +76,7 @@ C.exact("ENABLE UTF8=ACCEPT",
 A.exact("ENABLE UTF8=ACCEPT", "OK ENABLE completed", ["* ENABLED UTF8=ACCEPT"])
 
 # --- after ENABLE: UTF-8 names both ways --------------------------------------------------
-A.exact(f'CREATE "{NAME}"', "OK CREATE completed")
+A.created(f'CREATE "{NAME}"')
 A.exact(f'LIST "" "Entwürfe/%"', "OK LIST completed",
         [f'* LIST (\\HasNoChildren) "/" "{NAME}"'])
 A.exact('LIST "" Gr*', "OK LIST completed", ['* LIST (\\HasNoChildren) "/" "Grün"'])

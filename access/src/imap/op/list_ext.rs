@@ -22,6 +22,7 @@ use imap_codec::imap_types::response::{Code, CodeOther};
 use super::mailbox::{ListEntry, add_levels_above};
 use crate::imap::listext::{ExtCommand, Returns, Selection, StatusItem};
 use crate::imap::names::{echo, text_of, wire_astring};
+use crate::imap::objectid;
 use crate::imap::session::{DELIMITER, Session, display_name, split_target};
 use crate::store::StoreFail;
 
@@ -124,13 +125,17 @@ pub(super) fn list_line(l: &Listed, utf8: bool) -> Vec<u8> {
     out
 }
 
-/// `* STATUS <mailbox> (<item> <value> ...)`, the mailbox already written as an astring.
-pub(super) fn status_line(mailbox: &[u8], values: &[(StatusItem, u64)]) -> Vec<u8> {
+/// `* STATUS <mailbox> (<item> <value> ...)`, the mailbox already written as an astring;
+/// `group` names the group, of which MAILBOXID is derived.
+pub(super) fn status_line(mailbox: &[u8], values: &[(StatusItem, u64)], group: &str) -> Vec<u8> {
     let mut out = b"* STATUS ".to_vec();
     out.extend_from_slice(mailbox);
     let items: Vec<String> = values
         .iter()
-        .map(|(i, v)| format!("{} {v}", i.name()))
+        .map(|(i, v)| match i {
+            StatusItem::MailboxId => format!("MAILBOXID ({})", objectid::mailbox_id(group, *v)),
+            _ => format!("{} {v}", i.name()),
+        })
         .collect();
     out.extend(format!(" ({})\r\n", items.join(" ")).into_bytes());
     out
@@ -303,7 +308,7 @@ impl Session {
         }
         let values = self.status_values(&t.owner, &mb, items)?;
         let name = wire_astring(shown, self.utf8);
-        Ok(Some(status_line(&name, &values)))
+        Ok(Some(status_line(&name, &values, self.acct().group.name())))
     }
 
     /// STATUS with APPENDLIMIT (RFC 7889), which imap-codec does not parse; the other items
@@ -332,7 +337,8 @@ impl Session {
             Mailbox::Inbox => b"INBOX".to_vec(),
             Mailbox::Other(o) => echo(o.as_ref(), self.utf8),
         };
-        self.send(&status_line(&wire, &values)).await?;
+        let line = status_line(&wire, &values, self.acct().group.name());
+        self.send(&line).await?;
         self.ok(tag, None, "STATUS completed").await
     }
 
@@ -498,7 +504,8 @@ mod tests {
                     (StatusItem::Messages, 3),
                     (StatusItem::Size, 1234),
                     (StatusItem::AppendLimit, 9)
-                ]
+                ],
+                "g1"
             ),
             b"* STATUS INBOX (MESSAGES 3 SIZE 1234 APPENDLIMIT 9)\r\n"
         );

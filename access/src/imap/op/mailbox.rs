@@ -5,7 +5,7 @@
 
 use std::io;
 
-use halyard_raft_store::{Command as StoreCommand, MailboxRecord};
+use halyard_raft_store::{Command as StoreCommand, MailboxRecord, Reply};
 use imap_codec::imap_types::core::{Atom, IString, QuotedChar, Tag};
 use imap_codec::imap_types::extensions::namespace::Namespace;
 use imap_codec::imap_types::flag::FlagNameAttribute;
@@ -13,13 +13,13 @@ use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 use imap_codec::imap_types::response::{Data, Response};
 use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
 
-use crate::imap::encode;
 use crate::imap::listext::StatusItem;
 use crate::imap::names::{text_of, wire_mailbox};
 use crate::imap::session::{
     DELIMITER, OTHER_USERS, Session, Target, append_limit_value, display_name, noperm,
     now_uidvalidity, nz,
 };
+use crate::imap::{encode, objectid};
 use crate::store::StoreFail;
 
 /// One name LIST/LSUB may show.
@@ -76,14 +76,27 @@ impl Session {
                 &n.owner,
                 StoreCommand::CreateMailbox {
                     user: n.owner.clone(),
-                    name: n.name,
+                    name: n.name.clone(),
                     uidvalidity: now_uidvalidity(),
                     partition: halyard_raft_store::PRIMARY_PARTITION.into(),
                     special_use: special,
                 },
             )
             .await;
-        self.done(tag, r, "CREATE completed").await
+        let Ok(Reply::Created { uidvalidity }) = r else {
+            return self.done(tag, r, "CREATE completed").await;
+        };
+        self.sync(true).await?;
+        // RFC 8474 §4.1: the new mailbox's MAILBOXID in the tagged OK. The record is read
+        // back (applied here before the reply came); the UIDVALIDITY check makes sure it is
+        // the mailbox this CREATE made.
+        let code = match self.acct().reader().mailbox(&n.owner, &n.name) {
+            Ok(Some(mb)) if mb.uidvalidity == uidvalidity => {
+                Some(objectid::mailbox_code(self.acct().group.name(), mb.id))
+            }
+            _ => None,
+        };
+        self.ok(tag, code, "CREATE completed").await
     }
 
     pub(crate) async fn delete(&mut self, tag: &Tag<'_>, mailbox: &Mailbox<'_>) -> io::Result<()> {
@@ -422,10 +435,15 @@ impl Session {
         mb: &MailboxRecord,
         items: &[StatusItem],
     ) -> Result<Vec<(StatusItem, u64)>, halyard_raft_store::StoreError> {
-        let msgs = if items
-            .iter()
-            .any(|i| matches!(i, StatusItem::Recent | StatusItem::Unseen))
-        {
+        let msgs = if items.iter().any(|i| {
+            matches!(
+                i,
+                StatusItem::Recent
+                    | StatusItem::Unseen
+                    | StatusItem::Deleted
+                    | StatusItem::DeletedStorage
+            )
+        }) {
             self.acct()
                 .reader()
                 .messages(owner, &mb.name)?
@@ -433,6 +451,9 @@ impl Session {
         } else {
             Vec::new()
         };
+        let deleted = msgs
+            .iter()
+            .filter(|m| m.flags.iter().any(|f| f == "\\Deleted"));
         Ok(items
             .iter()
             .map(|i| {
@@ -448,6 +469,9 @@ impl Session {
                     StatusItem::HighestModSeq => mb.highestmodseq,
                     StatusItem::Size => mb.bytes,
                     StatusItem::AppendLimit => append_limit_value(&self.shared),
+                    StatusItem::Deleted => deleted.clone().count() as u64,
+                    StatusItem::DeletedStorage => deleted.clone().map(|m| m.size).sum(),
+                    StatusItem::MailboxId => mb.id,
                 };
                 (*i, v)
             })
@@ -466,7 +490,8 @@ fn item_of(name: &StatusDataItemName) -> Option<StatusItem> {
         StatusDataItemName::Unseen => StatusItem::Unseen,
         StatusDataItemName::HighestModSeq => StatusItem::HighestModSeq,
         StatusDataItemName::Size => StatusItem::Size,
-        StatusDataItemName::Deleted | StatusDataItemName::DeletedStorage => return None,
+        StatusDataItemName::Deleted => StatusItem::Deleted,
+        StatusDataItemName::DeletedStorage => StatusItem::DeletedStorage,
     })
 }
 
@@ -481,7 +506,9 @@ fn data_item((item, v): (StatusItem, u64)) -> Option<StatusDataItem> {
         StatusItem::Unseen => StatusDataItem::Unseen(n32()),
         StatusItem::HighestModSeq => StatusDataItem::HighestModSeq(v),
         StatusItem::Size => StatusDataItem::Size(v),
-        StatusItem::AppendLimit => return None,
+        StatusItem::Deleted => StatusDataItem::Deleted(n32()),
+        StatusItem::DeletedStorage => StatusDataItem::DeletedStorage(v),
+        StatusItem::AppendLimit | StatusItem::MailboxId => return None,
     })
 }
 

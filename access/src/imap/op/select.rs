@@ -128,7 +128,10 @@ impl Session {
                 }
             }
         };
-        let out = select_responses(&mb, &msgs, &uids, &keywords, recent.count(&uids));
+        let mut out = select_responses(&mb, &msgs, &uids, &keywords, recent.count(&uids));
+        // RFC 8474 §4.2.
+        let id = crate::imap::objectid::mailbox_code(self.acct().group.name(), mb.id);
+        out.extend(status(Kind::Ok, None, Some(id), "Ok"));
         self.send(&out).await?;
         self.sel = Some(Selected {
             owner,
