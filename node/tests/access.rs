@@ -67,8 +67,8 @@ async fn imap_commands_with_imaplib() {
 }
 
 /// Issue 21's conformance defects, each as a raw-protocol scenario with the exact answers; then
-/// QRESYNC, ESEARCH/SEARCHRES (RFC 4731, RFC 5182), UTF8=ACCEPT (RFC 6855) and OBJECTID
-/// (RFC 8474), on the same server.
+/// QRESYNC, ESEARCH/SEARCHRES (RFC 4731, RFC 5182), UTF8=ACCEPT (RFC 6855), OBJECTID
+/// (RFC 8474) and IMAP4rev2 (RFC 9051) beside IMAP4rev1, on the same server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imap_answers_exactly_as_rfc_3501_says() {
     let _s = SERIAL.lock().await;
@@ -81,6 +81,7 @@ async fn imap_answers_exactly_as_rfc_3501_says() {
     run_client("imap_esearch.py", &accounts(17943, 17910));
     run_client("imap_utf8.py", &accounts(17943, 17910));
     run_client("imap_objectid.py", &accounts(17943, 17910));
+    run_client("imap_rev2.py", &accounts(17943, 17910));
 }
 
 /// RFC 3516 BINARY on a raw socket: decoded base64 (NULs, as a literal8) and quoted-printable

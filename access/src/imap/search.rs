@@ -382,9 +382,16 @@ impl Session {
         criteria: Vec<SearchKey<'_>>,
         uid: bool,
     ) -> io::Result<()> {
-        let returns = self.extras.returns;
+        // IMAP4rev2 answers every SEARCH with ESEARCH, ALL when no option is named
+        // (RFC 9051 §6.4.4).
+        let returns = self.extras.returns.or_else(|| {
+            self.rev2.then_some(esearch::Returns {
+                all: true,
+                ..esearch::Returns::default()
+            })
+        });
         let supported = match &charset {
-            Some(_) if self.utf8 => {
+            Some(_) if self.utf8_accept => {
                 let text = "no CHARSET after ENABLE UTF8=ACCEPT: search strings are UTF-8";
                 self.bad(tag, text).await?;
                 false

@@ -94,7 +94,10 @@ pub(crate) fn split_target(me: &str, full: String) -> Result<Target, String> {
 
 /// The CAPABILITY list for a session in this state.
 pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capability<'static>> {
-    let mut caps = vec![Capability::Imap4Rev1];
+    let mut caps = vec![
+        Capability::Imap4Rev1,
+        Capability::from(Atom::try_from("IMAP4rev2").expect("an atom")),
+    ];
     let atom = |s: &'static str| Capability::from(Atom::try_from(s).unwrap());
     if !authenticated {
         if shared.tls.is_some() && !tls {
@@ -277,10 +280,15 @@ pub struct Session {
     pub(crate) condstore: bool,
     /// `ENABLE QRESYNC` was given: expunges are reported as VANISHED (RFC 7162 §3.2.10).
     pub(crate) qresync: bool,
-    /// `ENABLE UTF8=ACCEPT` was given (RFC 6855): mailbox names are UTF-8 both ways, not
-    /// modified UTF-7, SEARCH takes no CHARSET, APPEND takes the `UTF8` data item, and
-    /// strings may go out as UTF-8 quoted strings.
+    /// `ENABLE UTF8=ACCEPT` or `ENABLE IMAP4rev2` was given: mailbox names are UTF-8 both
+    /// ways, not modified UTF-7, and strings may go out as UTF-8 quoted strings.
     pub(crate) utf8: bool,
+    /// `ENABLE UTF8=ACCEPT` itself (RFC 6855): SEARCH takes no CHARSET, APPEND takes the
+    /// `UTF8` data item.
+    pub(crate) utf8_accept: bool,
+    /// `ENABLE IMAP4rev2` was given (RFC 9051): the session follows IMAP4rev2's rules where
+    /// they differ from IMAP4rev1's (see `op::general::enable`).
+    pub(crate) rev2: bool,
     literal_end: usize,
     pub(crate) feed: Option<broadcast::Receiver<Arc<Change>>>,
     /// The session was relayed to the master and is over.
@@ -379,6 +387,8 @@ impl Session {
             condstore: false,
             qresync: false,
             utf8: false,
+            utf8_accept: false,
+            rev2: false,
             literal_end: 0,
             feed: None,
             relayed: false,
@@ -405,7 +415,7 @@ impl Session {
             Kind::Ok,
             None,
             Some(Code::Capability(caps)),
-            "Halyard IMAP4rev1 ready",
+            "Halyard IMAP4rev1 IMAP4rev2 ready",
         );
         self.send(&g).await?;
         let autologout = Duration::from_secs(self.shared.cfg.autologout_secs);

@@ -142,7 +142,7 @@ impl Session {
         charset: &Charset<'_>,
     ) -> io::Result<bool> {
         let name: &str = charset.as_ref();
-        if self.utf8 && !name.eq_ignore_ascii_case("UTF-8") {
+        if self.utf8_accept && !name.eq_ignore_ascii_case("UTF-8") {
             let text = format!("charset {name} after ENABLE UTF8=ACCEPT: strings are UTF-8");
             self.bad(tag, &text).await?;
             return Ok(false);

@@ -110,7 +110,7 @@ impl Session {
         if self.account.is_none() {
             return self.bad(tag, "APPEND needs a login first").await;
         }
-        if appends.utf8 && !self.utf8 {
+        if appends.utf8 && !self.utf8_accept {
             let text = "a UTF8 data item needs ENABLE UTF8=ACCEPT first (RFC 6855)";
             return self.no(tag, Some(cannot()), text).await;
         }

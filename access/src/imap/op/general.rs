@@ -51,36 +51,64 @@ impl Session {
         self.ok(tag, None, "ID completed").await
     }
 
-    /// ENABLE (RFC 5161): answers `* ENABLED` with what it turned on, of CONDSTORE, QRESYNC
-    /// and UTF8=ACCEPT (RFC 6855); anything else is left out, as RFC 5161 §3.1 says.
+    /// ENABLE (RFC 5161): answers `* ENABLED` with what this command turned on, of
+    /// CONDSTORE, QRESYNC, UTF8=ACCEPT (RFC 6855) and IMAP4rev2 (RFC 9051); anything else,
+    /// and what was on already, is left out (RFC 5161 §3.1, RFC 9051 §6.3.1).
     ///
     /// RFC 5161 makes ENABLE a command of the authenticated state, given before any SELECT.
-    /// The server need not check that; for UTF8=ACCEPT it does, since a change of how
-    /// mailbox names are read while one is selected is a client's mistake worth a BAD (the
-    /// other extensions are enabled in the selected state, as they always were).
+    /// The server need not check that; for UTF8=ACCEPT and IMAP4rev2 it does, since a change
+    /// of how mailbox names are read while one is selected is a client's mistake worth a BAD
+    /// (the other extensions are enabled in the selected state, as they always were).
+    ///
+    /// What IMAP4rev2 changes in this session, from then on:
+    /// - mailbox names and strings are UTF-8 (as under UTF8=ACCEPT; SEARCH keeps its CHARSET,
+    ///   which rev2 allows, and APPEND its plain literals);
+    /// - nothing is `\Recent`: SELECT sends no `* n RECENT` and no `[UNSEEN n]`, claims no
+    ///   recent messages (they stay recent for the next IMAP4rev1 session), and no FETCH,
+    ///   STATUS or SEARCH shows one;
+    /// - SEARCH answers `* ESEARCH` (RETURN (ALL) when it names no options), never `* SEARCH`;
+    /// - SELECT and EXAMINE send the mailbox's `* LIST` line (§6.3.2).
+    ///
+    /// The rest of IMAP4rev2 is what the server does in either mode: `[CLOSED]`, STATUS
+    /// DELETED and SIZE, UID EXPUNGE, MOVE, LIST-EXTENDED, BINARY, unsolicited FETCH with UID.
     pub(crate) async fn enable(
         &mut self,
         tag: &Tag<'_>,
         capabilities: Vec1<CapabilityEnable<'_>>,
     ) -> io::Result<()> {
         let accept = CapabilityEnable::Utf8(Utf8Kind::Accept);
-        if self.sel.is_some() && capabilities.as_ref().contains(&accept) {
-            let text = "ENABLE UTF8=ACCEPT must come before SELECT or EXAMINE (RFC 5161)";
-            return self.bad(tag, text).await;
+        let is = |c: &CapabilityEnable<'_>, name: &str| c.to_string().eq_ignore_ascii_case(name);
+        let names_change = capabilities
+            .as_ref()
+            .iter()
+            .find(|c| **c == accept || is(c, "IMAP4rev2"));
+        if self.sel.is_some()
+            && let Some(c) = names_change
+        {
+            let text = format!("ENABLE {c} must come before SELECT or EXAMINE (RFC 5161)");
+            return self.bad(tag, &text).await;
         }
-        let mut enabled = Vec::new();
+        let mut enabled: Vec<CapabilityEnable<'static>> = Vec::new();
         for c in capabilities.as_ref() {
-            if *c == accept {
+            let flag = if *c == accept {
                 self.utf8 = true;
-                enabled.push(accept.clone());
+                &mut self.utf8_accept
             } else if matches!(c, CapabilityEnable::CondStore) {
-                self.condstore = true;
-                enabled.push(CapabilityEnable::CondStore);
-            } else if c.to_string().eq_ignore_ascii_case("QRESYNC") {
+                &mut self.condstore
+            } else if is(c, "QRESYNC") {
                 // QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
-                self.qresync = true;
                 self.condstore = true;
-                enabled.push(c.clone());
+                &mut self.qresync
+            } else if is(c, "IMAP4rev2") {
+                self.utf8 = true;
+                &mut self.rev2
+            } else {
+                continue;
+            };
+            let newly = !std::mem::replace(flag, true);
+            let c = imap_codec::imap_types::IntoStatic::into_static(c.clone());
+            if newly && !enabled.contains(&c) {
+                enabled.push(c);
             }
         }
         self.send_data(Data::Enabled {

@@ -246,19 +246,7 @@ impl Session {
                 .iter()
                 .take_while(|c| c.name.starts_with(&prefix) || c.name < prefix)
                 .any(|c| c.name.starts_with(&prefix));
-            let mut items: Vec<FlagNameAttribute> = Vec::new();
-            let attr = |s: &str| FlagNameAttribute::from(Atom::try_from(s.to_string()).unwrap());
-            if !e.selectable || lsub_placeholder {
-                items.push(FlagNameAttribute::Noselect);
-            }
-            items.push(attr(if children {
-                "HasChildren"
-            } else {
-                "HasNoChildren"
-            }));
-            if let Some(su) = &e.special_use {
-                items.push(attr(su.trim_start_matches('\\')));
-            }
+            let items = attributes(e.selectable && !lsub_placeholder, children, e);
             let d = if lsub {
                 Data::Lsub {
                     items,
@@ -285,6 +273,28 @@ impl Session {
             },
         )
         .await
+    }
+
+    /// The `* LIST` line of `owner`'s mailbox `name` as LIST shows it: IMAP4rev2's SELECT
+    /// sends it (RFC 9051 §6.3.2).
+    pub(crate) fn list_line(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Vec<u8>, halyard_raft_store::StoreError> {
+        let shown = display_name(&self.acct().user, owner, name);
+        let entries = self.visible_mailboxes(false)?;
+        let prefix = format!("{shown}{DELIMITER}");
+        let children = entries.iter().any(|e| e.name.starts_with(&prefix));
+        let items = match entries.iter().find(|e| e.name == shown) {
+            Some(e) => attributes(e.selectable, children, e),
+            None => Vec::new(),
+        };
+        Ok(encode(&Response::Data(Data::List {
+            items,
+            delimiter: QuotedChar::try_from(DELIMITER).ok(),
+            mailbox: wire_mailbox(&shown, self.utf8),
+        })))
     }
 
     /// Every name LIST can show this user, sorted: their own mailboxes, the mailboxes other
@@ -570,6 +580,25 @@ fn special_use_for(name: &str) -> Option<String> {
         }
         .to_string(),
     )
+}
+
+/// The attributes LIST shows for an entry: `\Noselect` unless it is `selectable`,
+/// `\HasChildren` or `\HasNoChildren`, its special use.
+fn attributes(selectable: bool, children: bool, e: &ListEntry) -> Vec<FlagNameAttribute<'static>> {
+    let attr = |s: &str| FlagNameAttribute::from(Atom::try_from(s.to_string()).unwrap());
+    let mut items = Vec::new();
+    if !selectable {
+        items.push(FlagNameAttribute::Noselect);
+    }
+    items.push(attr(if children {
+        "HasChildren"
+    } else {
+        "HasNoChildren"
+    }));
+    if let Some(su) = &e.special_use {
+        items.push(attr(su.trim_start_matches('\\')));
+    }
+    items
 }
 
 #[cfg(test)]

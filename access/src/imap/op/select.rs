@@ -115,7 +115,8 @@ impl Session {
         let keywords = keywords_in(msgs.iter().flat_map(|m| m.flags.iter()), &[]);
         // Claimed after the index was read: the claim covers every message read, and the
         // ones that arrive meanwhile come through the feed, already claimed.
-        let recent = if self.acct().group.command_level() < 2 {
+        // IMAP4rev2 has no \Recent: such a session neither shows nor claims any.
+        let recent = if self.rev2 || self.acct().group.command_level() < 2 {
             Recent::default()
         } else if read_only {
             Recent::unclaimed_from(reader.recent_mark(mb.id).unwrap_or(u32::MAX))
@@ -128,10 +129,21 @@ impl Session {
                 }
             }
         };
-        let mut out = select_responses(&mb, &msgs, &uids, &keywords, recent.count(&uids));
+        let count = (!self.rev2).then(|| recent.count(&uids));
+        let mut out = select_responses(&mb, &msgs, &uids, &keywords, count);
         // RFC 8474 §4.2.
         let id = crate::imap::objectid::mailbox_code(self.acct().group.name(), mb.id);
         out.extend(status(Kind::Ok, None, Some(id), "Ok"));
+        if self.rev2 {
+            // RFC 9051 §6.3.2: the mailbox's LIST line.
+            match self.list_line(&owner, &name) {
+                Ok(line) => out.extend(line),
+                Err(e) => {
+                    self.feed = None;
+                    return self.fail(tag, StoreFail::Unavailable(e.to_string())).await;
+                }
+            }
+        }
         self.send(&out).await?;
         self.sel = Some(Selected {
             owner,
@@ -193,6 +205,7 @@ impl Session {
     /// lagging feed, a rename/delete of the mailbox or an installed snapshot make it re-read
     /// the whole index.
     pub(crate) async fn sync(&mut self, allow_expunge: bool) -> io::Result<()> {
+        let rev2 = self.rev2;
         let Some(sel) = &mut self.sel else {
             return Ok(());
         };
@@ -291,9 +304,11 @@ impl Session {
                     }
                 }
                 out.extend(encode(&Response::Data(Data::Exists(sel.uids.len() as u32))));
-                out.extend(encode(&Response::Data(Data::Recent(
-                    sel.recent.count(&sel.uids),
-                ))));
+                if !rev2 {
+                    out.extend(encode(&Response::Data(Data::Recent(
+                        sel.recent.count(&sel.uids),
+                    ))));
+                }
             }
         }
         if !sel.changed.is_empty() {
@@ -414,13 +429,14 @@ async fn claim_recent(
     }
 }
 
-/// The untagged responses SELECT and EXAMINE send before their tagged OK.
+/// The untagged responses SELECT and EXAMINE send before their tagged OK. `recent`: the
+/// `* n RECENT` count, `None` under IMAP4rev2, which has neither it nor `[UNSEEN n]`.
 fn select_responses(
     mb: &MailboxRecord,
     msgs: &[MessageRecord],
     uids: &[u32],
     keywords: &[String],
-    recent: u32,
+    recent: Option<u32>,
 ) -> Vec<u8> {
     // The mailbox record was read before the index: a message appended in between is in
     // `msgs` but not yet in the record's UIDNEXT / HIGHESTMODSEQ. Never announce a UIDNEXT
@@ -439,8 +455,10 @@ fn select_responses(
         .map(|p| p as u32 + 1);
     let mut out = flag_lists(keywords);
     out.extend(encode(&Response::Data(Data::Exists(uids.len() as u32))));
-    out.extend(encode(&Response::Data(Data::Recent(recent))));
-    if let Some(u) = first_unseen {
+    if let Some(recent) = recent {
+        out.extend(encode(&Response::Data(Data::Recent(recent))));
+    }
+    if let Some(u) = first_unseen.filter(|_| recent.is_some()) {
         out.extend(status(
             Kind::Ok,
             None,
