@@ -68,7 +68,8 @@ async fn imap_commands_with_imaplib() {
 
 /// Issue 21's conformance defects, each as a raw-protocol scenario with the exact answers; then
 /// QRESYNC, ESEARCH/SEARCHRES (RFC 4731, RFC 5182), UTF8=ACCEPT (RFC 6855), OBJECTID
-/// (RFC 8474) and IMAP4rev2 (RFC 9051) beside IMAP4rev1, on the same server.
+/// (RFC 8474) and IMAP4rev2 (RFC 9051) beside IMAP4rev1, on the same server; then ImapFlow
+/// as an IMAP4rev2 client using OBJECTID.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imap_answers_exactly_as_rfc_3501_says() {
     let _s = SERIAL.lock().await;
@@ -82,6 +83,7 @@ async fn imap_answers_exactly_as_rfc_3501_says() {
     run_client("imap_utf8.py", &accounts(17943, 17910));
     run_client("imap_objectid.py", &accounts(17943, 17910));
     run_client("imap_rev2.py", &accounts(17943, 17910));
+    run_client("imapflow_rev2.cjs", &accounts(17943, 17910));
 }
 
 /// RFC 3516 BINARY on a raw socket: decoded base64 (NULs, as a literal8) and quoted-printable
