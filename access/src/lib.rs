@@ -9,12 +9,11 @@
 //! before reading; other sessions' changes reach a session through the group's change feed.
 //!
 //! **Multiplexor** (the seed's MMP): a session that reaches a node which is not the master of
-//! the user's group authenticates there, then is relayed byte for byte to the master's
-//! IMAP/POP3 listener (`[[cluster.nodes]] imap`/`pop3`), where the multiplexor logs in with the
-//! same credentials. When the master changes, sessions served by the old master end with
-//! `* BYE` (IMAP) or are closed (POP3), and clients reconnect. The relay between nodes is
-//! plaintext on the cluster network (as the seed's MMP to its back ends); put that network on
-//! a private segment.
+//! the user's group authenticates there, then is handed to the master as that authenticated
+//! user over the cluster's mutual-TLS RPC ([`RelayHop`], [`serve_relayed`]; see [`proxy`]):
+//! no password and no message crosses the cluster network in clear, and logins through any
+//! node work with `require_tls_for_login`. When the master changes, sessions served by the
+//! old master end with `* BYE` (IMAP) or are closed (POP3), and clients reconnect.
 //!
 //! Commands are parsed and responses serialised with `imap-codec` (2.0 alpha: 1.0 lacks ID,
 //! NAMESPACE, UID EXPUNGE and CONDSTORE).
@@ -49,15 +48,74 @@ pub struct Backend {
     /// same the MTA delivers into).
     pub default_group: Option<String>,
     pub node_id: u64,
-    /// Where the other nodes serve IMAP and POP3, for the multiplexor.
-    pub peers: HashMap<u64, PeerAccess>,
+    /// The multiplexor's hop to other nodes; `None`: sessions of users whose master is
+    /// another node are refused (a node without cluster RPC, in tests).
+    pub relay: Option<Arc<dyn RelayHop>>,
 }
 
-/// A node's mail access addresses as the other nodes reach them.
-#[derive(Debug, Clone, Default)]
-pub struct PeerAccess {
-    pub imap: Option<String>,
-    pub pop3: Option<String>,
+/// Which protocol a relayed session speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayProtocol {
+    Imap,
+    Pop3,
+}
+
+impl RelayProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayProtocol::Imap => "imap",
+            RelayProtocol::Pop3 => "pop3",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RelayProtocol> {
+        match s {
+            "imap" => Some(RelayProtocol::Imap),
+            "pop3" => Some(RelayProtocol::Pop3),
+            _ => None,
+        }
+    }
+}
+
+/// What the accepting node tells the master about a session it relays (see [`proxy`]).
+#[derive(Debug, Clone)]
+pub struct RelayOpen {
+    pub protocol: RelayProtocol,
+    /// The user the accepting node authenticated.
+    pub principal: halyard_directory::Principal,
+    /// The client's address as the accepting node saw it.
+    pub client: SocketAddr,
+    /// The client reached the accepting node over TLS.
+    pub client_tls: bool,
+    pub via_node: u64,
+}
+
+/// The multiplexor's way to another node, implemented by the node over the cluster's
+/// mutual-TLS RPC: opens a relayed session on the node at cluster address `addr` and returns
+/// this side of a byte stream to it.
+pub trait RelayHop: Send + Sync + 'static {
+    fn open(
+        &self,
+        addr: String,
+        open: RelayOpen,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<tokio::io::DuplexStream, String>> + Send + '_>,
+    >;
+}
+
+/// Serves a session another node relays to this one (the master of the user's group):
+/// `io` carries the client's bytes, already authenticated there as `open.principal`.
+pub async fn serve_relayed(shared: Arc<Shared>, io: tokio::io::DuplexStream, open: RelayOpen) {
+    let write_timeout = Duration::from_secs(shared.cfg.write_timeout_secs);
+    let stream = halyard_net::Stream::Relayed {
+        io,
+        client_tls: open.client_tls,
+    };
+    let conn = imap::conn::Conn::new(stream, open.client, write_timeout);
+    match open.protocol {
+        RelayProtocol::Imap => imap::serve_relayed(conn, shared, open).await,
+        RelayProtocol::Pop3 => pop3::serve_relayed(conn, shared, open).await,
+    }
 }
 
 /// The running listeners; [`AccessServer::shutdown`] stops them.
@@ -68,6 +126,8 @@ pub struct AccessServer {
     listeners: ListenerSet,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// What every session of this node shares: for [`serve_relayed`].
+    pub shared: Arc<Shared>,
     /// Bound addresses (useful when a port 0 was configured).
     pub imap_addr: Option<SocketAddr>,
     pub imaps_addr: Option<SocketAddr>,
@@ -130,29 +190,6 @@ fn listeners(cfg: &AccessConfig, shared: &Arc<Shared>) -> Vec<Listener> {
     ]
 }
 
-/// Where the multiplexor sends a session: the master's address for `proto`, or why not.
-pub(crate) fn master_address(
-    shared: &Shared,
-    acct: &store::Account,
-    pop3: bool,
-) -> Result<(u64, String), String> {
-    let Some(master) = acct.master() else {
-        return Err("the master of your mailboxes is being elected; try again".into());
-    };
-    let peer = shared.backend.peers.get(&master);
-    let addr = if pop3 {
-        peer.and_then(|p| p.pop3.clone())
-    } else {
-        peer.and_then(|p| p.imap.clone())
-    };
-    addr.map(|a| (master, a)).ok_or_else(|| {
-        format!(
-            "node {master} (master of your mailboxes) has no {} address configured",
-            if pop3 { "POP3" } else { "IMAP" }
-        )
-    })
-}
-
 impl AccessServer {
     /// Binds every configured listener (failing early and clearly on a port in use) and
     /// starts accepting.
@@ -191,6 +228,7 @@ impl AccessServer {
         }
         tracing::info!(imap = ?cfg.imap_listen, imaps = ?cfg.imaps_listen, pop3 = ?cfg.pop3_listen, pop3s = ?cfg.pop3s_listen, "message access started");
         Ok(AccessServer {
+            shared,
             imap_addr: listeners.addr("access.imap_listen"),
             imaps_addr: listeners.addr("access.imaps_listen"),
             service,

@@ -51,6 +51,21 @@ impl Drop for MaildropLock {
 }
 
 /// Serves one admitted connection (TLS already up on an implicit-TLS port).
+/// A session relayed from another node's multiplexor (see [`crate::serve_relayed`]).
+pub(crate) async fn serve_relayed(conn: Conn, shared: Arc<Shared>, open: crate::RelayOpen) {
+    let peer = conn.peer;
+    let mut s = Pop3 {
+        shared,
+        conn,
+        pending_user: None,
+        drop: None,
+        relayed: false,
+    };
+    if let Err(e) = s.run_relayed(open.principal, open.via_node).await {
+        tracing::debug!(peer = %peer, error = %e, "relayed POP3 session ended");
+    }
+}
+
 pub(crate) async fn serve(accepted: halyard_net::Accepted, shared: Arc<Shared>) {
     let write_timeout = Duration::from_secs(shared.cfg.write_timeout_secs);
     let peer = accepted.peer;
@@ -153,6 +168,36 @@ impl Pop3 {
 
     async fn run(&mut self) -> io::Result<()> {
         self.send("+OK Halyard POP3 ready\r\n").await?;
+        self.commands().await
+    }
+
+    /// A session another node's multiplexor authenticated and relays here: the answer to its
+    /// PASS (or AUTH) comes from this node, the master, which opens the maildrop; then
+    /// commands, in the TRANSACTION state. No greeting: the client had it from that node.
+    async fn run_relayed(
+        &mut self,
+        principal: halyard_directory::Principal,
+        via: u64,
+    ) -> io::Result<()> {
+        let acct = match crate::store::account(&self.shared, principal).await {
+            Ok(a) if a.master() == Some(self.shared.backend.node_id) => a,
+            Ok(_) => {
+                return self
+                    .send("-ERR [SYS/TEMP] the master of your mailbox moved; try again\r\n")
+                    .await;
+            }
+            Err(e) => return self.send(&format!("-ERR [SYS/TEMP] {e}\r\n")).await,
+        };
+        tracing::info!(user = %acct.user, via, "POP3 login (relayed)");
+        self.open_maildrop(acct).await?;
+        if self.drop.is_none() {
+            return Ok(());
+        }
+        self.commands().await
+    }
+
+    /// Reads and answers commands until the session ends.
+    async fn commands(&mut self) -> io::Result<()> {
         loop {
             if self.relayed {
                 return Ok(());
@@ -476,8 +521,14 @@ impl Pop3 {
         };
         self.shared.limits.login_succeeded(login);
         if acct.master() != Some(self.shared.backend.node_id) {
-            return self.relay(&acct, login, password).await;
+            return self.relay(&acct).await;
         }
+        self.open_maildrop(acct).await
+    }
+
+    /// Locks and reads the maildrop of a user this node is the master for; answers the
+    /// login with `+OK` and the maildrop's size, or `-ERR`.
+    async fn open_maildrop(&mut self, acct: Account) -> io::Result<()> {
         let Some(lock) = MaildropLock::take(&acct.user) else {
             return self
                 .send("-ERR [IN-USE] maildrop already locked by another session\r\n")
@@ -511,21 +562,26 @@ impl Pop3 {
         .await
     }
 
-    /// The multiplexor: log in on the master and relay the rest of the session.
-    async fn relay(&mut self, acct: &Account, login: &str, password: &str) -> io::Result<()> {
-        let (master, addr) = match crate::master_address(&self.shared, acct, true) {
-            Ok(x) => x,
-            Err(e) => return self.send(&format!("-ERR [SYS/TEMP] {e}\r\n")).await,
+    /// The multiplexor: hand the authenticated session to the master (over the cluster's
+    /// mutual TLS, see [`crate::proxy`]), forward its answer, and relay the rest.
+    async fn relay(&mut self, acct: &Account) -> io::Result<()> {
+        let open = crate::RelayOpen {
+            protocol: crate::RelayProtocol::Pop3,
+            principal: acct.principal.clone(),
+            client: self.conn.peer,
+            client_tls: self.conn.is_tls(),
+            via_node: self.shared.backend.node_id,
         };
-        match crate::proxy::pop3_upstream(&addr, login, password).await {
-            Ok(up) => {
+        match crate::proxy::upstream(&self.shared, acct, open).await {
+            Ok((master, answer, up)) => {
+                // The master's answer to the login (its maildrop lock and size, or why not).
+                if !answer.starts_with("+OK") {
+                    return self.send(&format!("{answer}\r\n")).await;
+                }
+                let via = self.shared.backend.node_id;
+                self.send(&format!("{answer} (via node {via})\r\n")).await?;
                 tracing::info!(user = %acct.user, master, "POP3 session relayed to the master");
                 self.relayed = true;
-                self.send(&format!(
-                    "+OK logged in (via node {})\r\n",
-                    self.shared.backend.node_id
-                ))
-                .await?;
                 crate::proxy::relay(&mut self.conn, up).await
             }
             Err(e) => self.send(&format!("-ERR [SYS/TEMP] {e}\r\n")).await,

@@ -1,99 +1,77 @@
-//! The multiplexor's relay: log in to the master's IMAP or POP3 listener with the client's
-//! credentials, then copy bytes both ways until either side closes.
+//! The multiplexor's relay. A node that is not the master of a user's group authenticates
+//! the user itself (directory, Argon2id or LDAP bind, whatever mechanism the client used),
+//! then hands the session to the master **as that already-authenticated user**: through the
+//! node's [`RelayHop`] (the cluster's mutual-TLS admin API, where only a node certificate may
+//! open a relayed session), with a header naming the user's principal, the client's address
+//! and whether the client used TLS. No password, and no mail, crosses the cluster network in
+//! clear; the master answers with one line (`+OK`, or `-ERR why`; for POP3 its answer to the
+//! login), then the two nodes copy the session's bytes both ways until either side closes.
+//!
+//! The master records the client's real address (the header's), for its limits and logs.
 
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::imap::conn::Conn;
+use crate::store::Account;
+use crate::{RelayOpen, Shared};
 
+/// How long the master may take to answer a relayed session's opening.
 const STEP: Duration = Duration::from_secs(15);
 
-async fn read_line(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<String, String> {
-    loop {
-        if let Some(p) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=p).collect();
-            return Ok(String::from_utf8_lossy(&line).trim_end().to_string());
-        }
-        if buf.len() > 64 * 1024 {
-            return Err("master sent an over-long line".into());
-        }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(STEP, s.read(&mut chunk))
-            .await
-            .map_err(|_| "master did not answer in time".to_string())?
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("master closed the connection".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
+/// The longest first line a master may answer with.
+const MAX_ANSWER: usize = 1024;
 
-async fn connect(addr: &str) -> Result<TcpStream, String> {
-    let s = tokio::time::timeout(STEP, TcpStream::connect(addr))
+/// Opens a relayed session on the master of `acct`'s group: the master's node id, its
+/// first line (without CRLF) and the stream to it.
+pub async fn upstream(
+    shared: &Shared,
+    acct: &Account,
+    open: RelayOpen,
+) -> Result<(u64, String, tokio::io::DuplexStream), String> {
+    let Some(master) = acct.master() else {
+        return Err("the master of your mailboxes is being elected; try again".into());
+    };
+    let Some(addr) = acct.group.leader_elsewhere() else {
+        return Err("the master of your mailboxes is not known yet; try again".into());
+    };
+    let Some(hop) = shared.backend.relay.as_ref() else {
+        return Err("this node cannot reach the master of your mailboxes".into());
+    };
+    let mut io = tokio::time::timeout(STEP, hop.open(addr.clone(), open))
         .await
-        .map_err(|_| format!("master at {addr} did not accept in time"))?
-        .map_err(|e| format!("master at {addr}: {e}"))?;
-    let _ = s.set_nodelay(true);
-    Ok(s)
+        .map_err(|_| format!("node {master} did not accept the session in time"))??;
+    let answer = tokio::time::timeout(STEP, first_line(&mut io))
+        .await
+        .map_err(|_| format!("node {master} did not answer in time"))?
+        .map_err(|e| format!("node {master}: {e}"))?;
+    Ok((master, answer, io))
 }
 
-/// A logged-in IMAP connection to the master.
-pub async fn imap_upstream(addr: &str, login: &str, password: &str) -> Result<TcpStream, String> {
-    let mut s = connect(addr).await?;
-    let mut buf = Vec::new();
-    let greeting = read_line(&mut s, &mut buf).await?;
-    if !greeting.starts_with("* OK") {
-        return Err(format!("master greeted with {greeting:?}"));
-    }
-    // Literals (LITERAL+) carry any byte of the login and password without quoting rules.
-    let mut cmd = format!("mmp1 LOGIN {{{}+}}\r\n", login.len()).into_bytes();
-    cmd.extend_from_slice(login.as_bytes());
-    cmd.extend_from_slice(format!(" {{{}+}}\r\n", password.len()).as_bytes());
-    cmd.extend_from_slice(password.as_bytes());
-    cmd.extend_from_slice(b"\r\n");
-    s.write_all(&cmd).await.map_err(|e| e.to_string())?;
+/// The master's first line, read a byte at a time so that nothing after it is taken from
+/// the session.
+async fn first_line<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<String> {
+    let mut line = Vec::new();
     loop {
-        let line = read_line(&mut s, &mut buf).await?;
-        if let Some(rest) = line.strip_prefix("mmp1 ") {
-            return if rest.starts_with("OK") {
-                Ok(s)
-            } else {
-                Err(format!("master refused the login: {rest}"))
-            };
+        let b = io.read_u8().await?;
+        if b == b'\n' {
+            let text = String::from_utf8_lossy(&line);
+            return Ok(text.trim_end_matches('\r').to_string());
         }
-    }
-}
-
-/// A logged-in POP3 connection to the master.
-pub async fn pop3_upstream(addr: &str, login: &str, password: &str) -> Result<TcpStream, String> {
-    let mut s = connect(addr).await?;
-    let mut buf = Vec::new();
-    let greeting = read_line(&mut s, &mut buf).await?;
-    if !greeting.starts_with("+OK") {
-        return Err(format!("master greeted with {greeting:?}"));
-    }
-    for (what, value) in [("USER", login), ("PASS", password)] {
-        if value.contains(['\r', '\n']) || value.len() > 4096 {
-            return Err(format!("{what} cannot be relayed"));
+        if line.len() >= MAX_ANSWER {
+            return Err(io::Error::other("the master's answer is too long"));
         }
-        let line = format!("{what} {value}\r\n");
-        s.write_all(line.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let answer = read_line(&mut s, &mut buf).await?;
-        if !answer.starts_with("+OK") {
-            return Err(answer.trim_start_matches("-ERR ").to_string());
-        }
+        line.push(b);
     }
-    Ok(s)
 }
 
 /// Copies bytes both ways (first whatever the client already sent) until one side closes.
-pub async fn relay(client: &mut Conn, mut upstream: TcpStream) -> io::Result<()> {
+pub async fn relay<U>(client: &mut Conn, mut upstream: U) -> io::Result<()>
+where
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     if !client.buf.is_empty() {
         upstream.write_all(&client.buf).await?;
         client.buf.clear();
@@ -102,4 +80,19 @@ pub async fn relay(client: &mut Conn, mut upstream: TcpStream) -> io::Result<()>
     let _ = tokio::io::copy_bidirectional(&mut client.stream, &mut upstream).await;
     let _ = client.stream.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_line_leaves_the_rest() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        b.write_all(b"+OK\r\n* 1 EXISTS\r\n").await.unwrap();
+        assert_eq!(first_line(&mut a).await.unwrap(), "+OK");
+        let mut rest = [0u8; 12];
+        a.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"* 1 EXISTS\r\n");
+    }
 }

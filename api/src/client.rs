@@ -70,6 +70,17 @@ impl Admin {
         self.client.clone()
     }
 
+    /// Opens a relayed IMAP/POP3 session on this node (the multiplexor's hop): `outbound`
+    /// starts with the header chunk, then carries the client's bytes; the answer stream
+    /// carries the session's.
+    pub async fn relay<S>(&self, outbound: S) -> Result<tonic::Streaming<pb::RelayChunk>>
+    where
+        S: tonic::IntoStreamingRequest<Message = pb::RelayChunk>,
+    {
+        let r = self.rpc().relay(outbound).await.map_err(plain)?;
+        Ok(r.into_inner())
+    }
+
     pub async fn status(&self) -> Result<NodeStatus> {
         let r = self
             .rpc()

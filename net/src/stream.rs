@@ -12,6 +12,13 @@ use tokio_rustls::server::TlsStream;
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// A session the multiplexor of another node relays to this one over the cluster's
+    /// mutual TLS: the client's bytes, already authenticated there. `client_tls`: the client
+    /// reached that node over TLS.
+    Relayed {
+        io: tokio::io::DuplexStream,
+        client_tls: bool,
+    },
     /// Only while the handshake is in progress.
     Gone,
 }
@@ -106,6 +113,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Relayed { io, .. } => Pin::new(io).poll_read(cx, buf),
             Stream::Gone => Poll::Ready(Err(io::Error::other("connection is upgrading"))),
         }
     }
@@ -120,6 +128,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Relayed { io, .. } => Pin::new(io).poll_write(cx, buf),
             Stream::Gone => Poll::Ready(Err(io::Error::other("connection is upgrading"))),
         }
     }
@@ -128,6 +137,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Relayed { io, .. } => Pin::new(io).poll_flush(cx),
             Stream::Gone => Poll::Ready(Ok(())),
         }
     }
@@ -136,6 +146,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Relayed { io, .. } => Pin::new(io).poll_shutdown(cx),
             Stream::Gone => Poll::Ready(Ok(())),
         }
     }

@@ -68,6 +68,20 @@ fn domain_of(address: &str) -> &str {
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminRpc {
+    type RelayStream = tokio_stream::wrappers::ReceiverStream<Result<pb::RelayChunk, Status>>;
+
+    /// The multiplexor's hop: a session another node authenticated (see [`crate::relay`]).
+    async fn relay(
+        &self,
+        req: Request<tonic::Streaming<pb::RelayChunk>>,
+    ) -> Result<Response<Self::RelayStream>, Status> {
+        let access = self.node.access.get().cloned();
+        let rx = crate::relay::serve(access, self.node.tls.is_some(), req).await?;
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
     async fn status(
         &self,
         _req: Request<pb::StatusRequest>,

@@ -188,11 +188,13 @@ pub struct TlsConfig {
 pub struct PeerConfig {
     pub id: u64,
     pub addr: String,
-    /// That node's IMAP (plain/STARTTLS) address as the other nodes reach it: where the
-    /// multiplexor sends a session whose mailboxes that node is the master of.
+    /// That node's IMAP (plain/STARTTLS) address as the other nodes reach it. No longer
+    /// used: the multiplexor hands sessions to the master over the cluster RPC (`addr`, mutual
+    /// TLS), never to its IMAP listener with the user's password. Still accepted, so that
+    /// existing configuration files load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imap: Option<String>,
-    /// Same for POP3.
+    /// Same for POP3 (no longer used either).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pop3: Option<String>,
     /// A witness votes and keeps the log but never leads or serves (the quorum device that

@@ -31,6 +31,7 @@ pub mod forward;
 pub mod local_cluster;
 pub mod network;
 pub mod raft_rpc;
+pub mod relay;
 pub mod runtime;
 pub mod shared;
 pub mod tls;

@@ -268,6 +268,7 @@ impl Node {
             last_heard: Default::default(),
             config: cfg.clone(),
             tls: tls.clone(),
+            access: Default::default(),
         });
 
         let (stop, mut stop_rx) = watch::channel(false);
@@ -308,23 +309,11 @@ impl Node {
                 directory: shared.directory.clone(),
                 default_group: cfg.default_group.clone(),
                 node_id: cfg.node_id,
-                peers: cfg
-                    .cluster
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        (
-                            n.id,
-                            halyard_access::PeerAccess {
-                                imap: n.imap.clone(),
-                                pop3: n.pop3.clone(),
-                            },
-                        )
-                    })
-                    .collect(),
+                relay: Some(Arc::new(crate::relay::GrpcRelay::new(tls.clone()))),
             },
         )
         .await?;
+        let _ = shared.access.set(access.shared.clone());
         let mta = halyard_mta::MtaServer::start(
             cfg.mta.clone(),
             halyard_mta::Backend {

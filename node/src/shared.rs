@@ -33,6 +33,9 @@ pub struct NodeShared {
     pub config: NodeConfig,
     /// Cluster TLS material, for admin calls to other nodes.
     pub tls: Option<TlsMaterial>,
+    /// This node's IMAP/POP3 server, once started: where sessions relayed by other nodes'
+    /// multiplexors are served (see [`crate::relay`]).
+    pub access: std::sync::OnceLock<Arc<halyard_access::Shared>>,
 }
 
 impl NodeShared {

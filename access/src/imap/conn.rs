@@ -66,7 +66,14 @@ impl Conn {
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self.stream, Stream::Tls(_))
+        matches!(
+            self.stream,
+            Stream::Tls(_)
+                | Stream::Relayed {
+                    client_tls: true,
+                    ..
+                }
+        )
     }
 
     /// Writes everything or fails (including on timeout).

@@ -44,6 +44,15 @@ pub(crate) async fn serve(accepted: halyard_net::Accepted, shared: Arc<Shared>) 
     }
 }
 
+/// A session relayed from another node's multiplexor (see [`crate::serve_relayed`]).
+pub(crate) async fn serve_relayed(conn: Conn, shared: Arc<Shared>, open: crate::RelayOpen) {
+    let peer = conn.peer;
+    let mut s = session::Session::new(shared, conn);
+    if let Err(e) = s.run_relayed(open.principal, open.via_node).await {
+        tracing::debug!(peer = %peer, error = %e, "relayed IMAP session ended");
+    }
+}
+
 /// Serialises one response.
 pub(crate) fn encode(r: &Response<'_>) -> Vec<u8> {
     ResponseCodec::default().encode(r).dump()

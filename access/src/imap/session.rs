@@ -418,6 +418,31 @@ impl Session {
             "Halyard IMAP4rev1 IMAP4rev2 ready",
         );
         self.send(&g).await?;
+        self.commands().await
+    }
+
+    /// A session another node's multiplexor authenticated and relays here (this node is the
+    /// master of the user's group): `+OK` or `-ERR reason` to that node, then commands, in
+    /// the authenticated state, with no greeting (the client had it from that node).
+    pub(crate) async fn run_relayed(
+        &mut self,
+        principal: halyard_directory::Principal,
+        via: u64,
+    ) -> io::Result<()> {
+        let acct = match crate::store::account(&self.shared, principal).await {
+            Ok(a) if a.master() == Some(self.shared.backend.node_id) => a,
+            Ok(_) => return self.send(b"-ERR this node is not the master\r\n").await,
+            Err(e) => return self.send(format!("-ERR {e}\r\n").as_bytes()).await,
+        };
+        tracing::info!(user = %acct.user, group = acct.group.name(), peer = %self.conn.peer, via, "IMAP login (relayed)");
+        self.ensure_inbox_and_quota(&acct).await;
+        self.account = Some(acct);
+        self.send(b"+OK\r\n").await?;
+        self.commands().await
+    }
+
+    /// Reads and answers commands until the session ends.
+    async fn commands(&mut self) -> io::Result<()> {
         let autologout = Duration::from_secs(self.shared.cfg.autologout_secs);
         loop {
             let framed = frame(

@@ -68,7 +68,7 @@ impl Session {
             Ok(Some(p)) => match crate::store::account(&self.shared, p).await {
                 Ok(acct) if acct.master() != Some(self.shared.backend.node_id) => {
                     self.shared.limits.login_succeeded(login);
-                    self.relay(tag, &acct, login, password).await
+                    self.relay(tag, &acct).await
                 }
                 Ok(acct) => {
                     self.shared.limits.login_succeeded(login);
@@ -100,26 +100,28 @@ impl Session {
         }
     }
 
-    /// The multiplexor: this node is not the master of the user's group; log in on the
-    /// master and relay the rest of the session to it.
-    async fn relay(
-        &mut self,
-        tag: &Tag<'_>,
-        acct: &Account,
-        login: &str,
-        password: &str,
-    ) -> io::Result<()> {
+    /// The multiplexor: this node is not the master of the user's group; hand the
+    /// authenticated session to the master (over the cluster's mutual TLS, as the user this
+    /// node authenticated: no password travels, see [`crate::proxy`]) and relay the rest.
+    async fn relay(&mut self, tag: &Tag<'_>, acct: &Account) -> io::Result<()> {
         let unavailable = || {
             Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
                 b"UNAVAILABLE".as_slice(),
             ))
         };
-        let (master, addr) = match crate::master_address(&self.shared, acct, false) {
-            Ok(x) => x,
-            Err(e) => return self.no(tag, Some(unavailable()), &e).await,
+        let open = crate::RelayOpen {
+            protocol: crate::RelayProtocol::Imap,
+            principal: acct.principal.clone(),
+            client: self.conn.peer,
+            client_tls: self.conn.is_tls(),
+            via_node: self.shared.backend.node_id,
         };
-        match crate::proxy::imap_upstream(&addr, login, password).await {
-            Ok(up) => {
+        match crate::proxy::upstream(&self.shared, acct, open).await {
+            Ok((_, answer, _)) if answer != "+OK" => {
+                let why = answer.trim_start_matches("-ERR ").to_string();
+                self.no(tag, Some(unavailable()), &why).await
+            }
+            Ok((master, _, up)) => {
                 tracing::info!(user = %acct.user, master, peer = %self.conn.peer, "IMAP session relayed to the master");
                 let caps = Vec1::try_from(capabilities(&self.shared, true, true))
                     .map_err(|_| io::Error::other("caps"))?;
@@ -137,7 +139,7 @@ impl Session {
     }
 
     /// Every user has an INBOX; the store enforces the directory's quota.
-    async fn ensure_inbox_and_quota(&self, acct: &Account) {
+    pub(crate) async fn ensure_inbox_and_quota(&self, acct: &Account) {
         let r = acct.reader();
         if let Ok(None) = r.mailbox(&acct.user, "INBOX") {
             let _ = acct
