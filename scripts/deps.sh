@@ -10,8 +10,9 @@ BUILD_PKGS=(libclang-dev clang g++ make pkg-config)
 # Postfix provides smtp-sink (a relay target) and smtp-source (the benchmark client); its own
 # daemon is left unconfigured and stopped. dnsmasq serves MX records on loopback.
 # Chaos: iptables (NFQUEUE rules of the delay nemesis), faketime/libfaketime (clock nemeses).
+# tcpdump captures the testbed's cluster bridge (no secret may cross it in clear).
 TEST_PKGS=(iproute2 procps slapd ldap-utils python3 isync fetchmail swaks libnet-ssleay-perl
-  libio-socket-ssl-perl postfix dnsmasq-base nftables iptables faketime libfaketime)
+  libio-socket-ssl-perl postfix dnsmasq-base nftables iptables faketime libfaketime tcpdump)
 
 want=("${BUILD_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then

@@ -80,6 +80,12 @@ pub enum ClusterCmd {
         /// Wait at most this long for every group to have a holder.
         #[arg(long, default_value_t = 60)]
         wait_secs: u64,
+        /// Refuse IMAP/POP3 logins without TLS (`require_tls_for_login`, the production
+        /// setting). Every node always has a mail certificate (`<state>/certs/mail.pem`, for
+        /// `mail.cluster.test` and the node and floating addresses, signed by
+        /// `certs/mail-ca.pem`), STARTTLS/STLS, and IMAPS (993) and POP3S (995) listeners.
+        #[arg(long)]
+        require_tls: bool,
     },
     /// Stop the nodes and remove every namespace, interface and the state directory.
     Down {
@@ -197,12 +203,21 @@ pub async fn main(args: ClusterArgs) -> Result<()> {
             witness,
             binary,
             wait_secs,
+            require_tls,
         } => {
             let binary = match binary {
                 Some(b) => b,
                 None => crate::halyard_binary()?,
             };
-            let st = up(&args.prefix, &dir, nodes, topology, witness, &binary)?;
+            let st = up(
+                &args.prefix,
+                &dir,
+                nodes,
+                topology,
+                witness,
+                &binary,
+                require_tls,
+            )?;
             let ok = wait_for_holders(&st, Duration::from_secs(wait_secs)).await;
             print_state(&st).await;
             ok
@@ -316,6 +331,7 @@ fn up(
     topology: Topology,
     witness: bool,
     binary: &Path,
+    require_tls: bool,
 ) -> Result<ClusterState> {
     if !(1..=9).contains(&nodes) || (witness && nodes > 8) {
         bail!("--nodes: 1 to 9 nodes in all (addresses .1-.9)");
@@ -383,6 +399,14 @@ fn up(
         let ids: Vec<u64> = (1..=total).collect();
         let certs = dir.join("certs");
         halyard_node::tls::generate(&certs, &ids)?;
+        let mut mail_names = vec!["mail.cluster.test".to_string()];
+        mail_names.extend(ids.iter().map(|id| format!("{NET}.{id}")));
+        mail_names.extend(
+            groups
+                .iter()
+                .map(|g| g.1.split('/').next().unwrap_or("").to_string()),
+        );
+        halyard_node::tls::generate_mail_server(&certs, &mail_names)?;
         let mut node_states = Vec::new();
         for id in &ids {
             let ns = format!("{prefix}-n{id}");
@@ -451,6 +475,11 @@ fn up(
                 access: halyard_access::AccessConfig {
                     imap_listen: serves.then(|| format!("{}:143", n.ip)),
                     pop3_listen: serves.then(|| format!("{}:110", n.ip)),
+                    imaps_listen: serves.then(|| format!("{}:993", n.ip)),
+                    pop3s_listen: serves.then(|| format!("{}:995", n.ip)),
+                    tls_cert: Some(certs.join("mail.pem")),
+                    tls_key: Some(certs.join("mail.key")),
+                    require_tls_for_login: require_tls,
                     ..Default::default()
                 },
                 mta: halyard_mta::MtaConfig {

@@ -114,6 +114,27 @@ impl Bed {
         (o.status.success(), text(&o))
     }
 
+    /// `halyard ctl` with `input` on its standard input (passwords).
+    fn ctl_stdin(&self, node: u64, args: &[&str], input: &str) -> (bool, String) {
+        let mut c = Command::new(halyard())
+            .arg("ctl")
+            .arg("--config")
+            .arg(self.dir.join(format!("node-{node}.toml")))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("halyard ctl");
+        let _ = c
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{input}\n").as_bytes());
+        let o = c.wait_with_output().expect("halyard ctl");
+        (o.status.success(), text(&o))
+    }
+
     fn probe(&self, address: &str, secs: f64) -> Child {
         Command::new(lab())
             .args([
@@ -656,5 +677,84 @@ fn jepsen_campaign_is_valid_and_the_broken_build_is_caught() {
     assert!(
         text.contains("INVALID") && text.contains("lost ("),
         "{text}"
+    );
+}
+
+/// Issue 22 §1: with logins requiring TLS (the production setting), IMAP and POP3 logins
+/// work through every node, the master's and the others' (the multiplexor), and neither the
+/// user's password nor a message's body crosses the cluster bridge in clear: the whole
+/// bridge is captured with tcpdump while they happen, and the capture is searched for both.
+#[test]
+fn multiplexed_logins_carry_no_secret_across_the_cluster_bridge() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::up("s", &["--nodes", "3", "--require-tls"]);
+    wait_banner(RG1, Duration::from_secs(30), |n| n == 1);
+    let tag = format!("{:08x}", std::process::id());
+    let password = format!("Qx7-{tag}-never-on-the-wire");
+    let marker = format!("BODY-{tag}-never-on-the-wire");
+    let (ok, out) = bed.ctl_stdin(
+        1,
+        &["user", "add", "carol@demo.test", "--login", "carol"],
+        &password,
+    );
+    assert!(ok, "user add: {out}");
+    let pcap = bed.dir.join("bridge.pcap");
+    let mut dump = Command::new("ip")
+        .args(["netns", "exec", &format!("{}-br", bed.prefix)])
+        .args(["tcpdump", "-i", "br0", "-n", "-U", "-s", "0", "-w"])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump (scripts/deps.sh --test installs it)");
+    let started = Instant::now();
+    while !pcap.exists() && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let certs = bed.dir.join("certs");
+    run_client(
+        "mmp_secrets.py",
+        &[
+            ("NODES", "198.18.0.1,198.18.0.2,198.18.0.3".into()),
+            ("MASTER", "198.18.0.1".into()),
+            ("CAFILE", certs.join("mail-ca.pem").display().to_string()),
+            ("USER", "carol".into()),
+            ("PASSWORD", password.clone()),
+            ("MARKER", marker.clone()),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-INT", &dump.id().to_string()])
+        .status();
+    let _ = dump.wait();
+    let bytes = std::fs::read(&pcap).expect("the capture");
+    // Node-to-node traffic was captured (the relayed sessions and Raft), so a clean search
+    // below means something.
+    let between = Command::new("tcpdump")
+        .args(["-n", "-r"])
+        .arg(&pcap)
+        .arg("tcp port 7700 and src net 198.18.0.0/24 and not host 198.18.0.254")
+        .output()
+        .expect("tcpdump -r");
+    let packets = String::from_utf8_lossy(&between.stdout).lines().count();
+    eprintln!(
+        "capture: {} bytes, {packets} packets between nodes on the cluster RPC port",
+        bytes.len()
+    );
+    assert!(packets > 100, "hardly any node-to-node traffic captured");
+    let found = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(
+        !found(&password),
+        "the password crossed the bridge in clear"
+    );
+    assert!(
+        !found(&marker),
+        "the message body crossed the bridge in clear"
+    );
+    assert!(
+        !found("carol"),
+        "the login name crossed the bridge in clear"
     );
 }
