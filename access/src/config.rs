@@ -63,6 +63,13 @@ pub struct AccessConfig {
     /// rule that matches decides, no match allows. Refused clients get `* BYE` / `-ERR`.
     #[serde(default)]
     pub client_access: Vec<String>,
+    /// Rules for IMAP (ports 143 and 993) only, checked before `client_access`: first match
+    /// decides, no match goes on to `client_access`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imap_client_access: Vec<String>,
+    /// Same for POP3 (ports 110 and 995).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pop3_client_access: Vec<String>,
     /// Longest command line (without literals).
     #[serde(default = "d_max_line")]
     pub max_line_bytes: usize,
@@ -95,6 +102,8 @@ impl Default for AccessConfig {
             max_connections_per_ip: d_max_per_ip(),
             max_connection_rate_per_ip: 0,
             client_access: vec![],
+            imap_client_access: vec![],
+            pop3_client_access: vec![],
             max_line_bytes: d_max_line(),
             max_literal_bytes: d_max_literal(),
             autologout_secs: d_autologout(),
@@ -138,8 +147,14 @@ impl AccessConfig {
                 "needs tls_cert and tls_key".into(),
             ));
         }
-        if let Err(e) = halyard_net::admission::parse_rules(&self.client_access) {
-            return Err(("access.client_access".into(), e));
+        for (key, rules) in [
+            ("access.client_access", &self.client_access),
+            ("access.imap_client_access", &self.imap_client_access),
+            ("access.pop3_client_access", &self.pop3_client_access),
+        ] {
+            if let Err(e) = halyard_net::admission::parse_rules(rules) {
+                return Err((key.into(), e));
+            }
         }
         if self.max_line_bytes < 1024 {
             return Err((

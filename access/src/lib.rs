@@ -176,11 +176,22 @@ impl Protocol for Pop3 {
 fn listeners(cfg: &AccessConfig, shared: &Arc<Shared>) -> Vec<Listener> {
     let imap: Arc<dyn Protocol> = Arc::new(Imap(shared.clone()));
     let pop3: Arc<dyn Protocol> = Arc::new(Pop3(shared.clone()));
+    // Validated at start.
+    let rules = |r: &[String]| Arc::new(halyard_net::admission::parse_rules(r).unwrap_or_default());
+    let (imap_rules, pop3_rules) = (
+        rules(&cfg.imap_client_access),
+        rules(&cfg.pop3_client_access),
+    );
     let l = |key, addr: &Option<String>, implicit_tls, protocol: &Arc<dyn Protocol>| Listener {
         key,
         addr: addr.clone(),
         implicit_tls,
         protocol: protocol.clone(),
+        rules: if Arc::ptr_eq(protocol, &imap) {
+            imap_rules.clone()
+        } else {
+            pop3_rules.clone()
+        },
     };
     vec![
         l("access.imap_listen", &cfg.imap_listen, false, &imap),

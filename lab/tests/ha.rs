@@ -758,3 +758,87 @@ fn multiplexed_logins_carry_no_secret_across_the_cluster_bridge() {
         "the login name crossed the bridge in clear"
     );
 }
+
+/// The first line a server at `ip:port` sends, read from inside namespace `ns` (the host's
+/// own namespace when `None`); empty when it sends nothing within 5 s.
+fn first_line_from(ns: Option<&str>, ip: &str, port: u16) -> String {
+    let script = format!(
+        "import socket\ns = socket.create_connection(('{ip}', {port}), 5)\ns.settimeout(5)\n\
+         print(s.makefile('rb').readline().decode().strip())"
+    );
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "python3", "-c", &script]);
+            c
+        }
+        None => {
+            let mut c = Command::new("python3");
+            c.args(["-c", &script]);
+            c
+        }
+    };
+    let o = cmd.output().expect("python3");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Issue 22 §3: per-service client access rules, checked before any banner. Node 2 denies
+/// the testbed's client namespace for IMAP and SMTP only: from there, IMAP gets `* BYE` and
+/// SMTP `554 5.7.1` with nothing else, POP3 and submission still greet; the host (another
+/// address) gets every banner; the node logs each refusal.
+#[test]
+fn per_service_client_access_refuses_before_any_banner() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::up("f", &["--nodes", "3"]);
+    wait_banner(RG1, Duration::from_secs(30), |n| n == 1);
+    let path = bed.dir.join("node-2.toml");
+    let mut cfg: toml::Table = std::fs::read_to_string(&path)
+        .expect("node-2.toml")
+        .parse()
+        .expect("node-2.toml parses");
+    let deny = toml::Value::Array(vec!["deny 198.18.0.200/32".into()]);
+    for (section, key) in [
+        ("access", "imap_client_access"),
+        ("mta", "smtp_client_access"),
+    ] {
+        cfg.get_mut(section)
+            .and_then(|s| s.as_table_mut())
+            .unwrap_or_else(|| panic!("[{section}] in node-2.toml"))
+            .insert(key.into(), deny.clone());
+    }
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    bed.kill(2);
+    bed.start(2);
+    let client = format!("{}-c1", bed.prefix);
+    let n2 = "198.18.0.2";
+    let started = Instant::now();
+    while !first_line_from(None, n2, 143).starts_with("* OK") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "node 2 did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let imap = first_line_from(Some(&client), n2, 143);
+    assert!(
+        imap.starts_with("* BYE") && imap.contains("not allowed"),
+        "{imap}"
+    );
+    let imaps = first_line_from(Some(&client), n2, 993);
+    assert!(imaps.is_empty() || imaps.starts_with("* BYE"), "{imaps}");
+    let smtp = first_line_from(Some(&client), n2, 25);
+    assert!(smtp.starts_with("554 5.7.1"), "{smtp}");
+    let pop3 = first_line_from(Some(&client), n2, 110);
+    assert!(pop3.starts_with("+OK"), "{pop3}");
+    let submission = first_line_from(Some(&client), n2, 587);
+    assert!(submission.starts_with("220"), "{submission}");
+    // Another node, and node 2 from the host: unaffected.
+    assert!(first_line_from(Some(&client), "198.18.0.3", 143).starts_with("* OK"));
+    assert!(first_line_from(None, n2, 25).starts_with("220"));
+    let log = std::fs::read_to_string(bed.dir.join("node-2.log")).unwrap_or_default();
+    assert!(
+        log.contains("refused by the listener's client_access rules")
+            && log.contains("198.18.0.200"),
+        "no log line for the refusals"
+    );
+}

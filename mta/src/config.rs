@@ -42,6 +42,16 @@ pub struct MtaConfig {
     /// `"deny CIDR"`, the first that matches the client's address decides, no match allows.
     /// A denied client gets `554 5.7.1` and is disconnected before anything else.
     pub client_access: Vec<String>,
+    /// Rules for port 25 only, checked before `client_access`: first match decides, no match
+    /// goes on to `client_access`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub smtp_client_access: Vec<String>,
+    /// Same for submission (587 and 465).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub submission_client_access: Vec<String>,
+    /// Same for LMTP.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lmtp_client_access: Vec<String>,
     /// Delay before every 4xx/5xx reply to a command (the seed's tarpit), in milliseconds.
     pub reject_delay_ms: u64,
     /// Time allowed for a whole command line to arrive, and between commands (RFC 5321
@@ -104,6 +114,9 @@ impl Default for MtaConfig {
             max_connections_per_ip: 50,
             trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
             client_access: vec![],
+            smtp_client_access: vec![],
+            submission_client_access: vec![],
+            lmtp_client_access: vec![],
             reject_delay_ms: 0,
             command_timeout_secs: 300,
             write_timeout_secs: 60,
@@ -142,6 +155,16 @@ impl MtaConfig {
     /// Checks the configuration; `(key, problem)` on the first error.
     pub fn validate(&self) -> Result<Vec<Network>, (String, String)> {
         self.access_rules()?;
+        for (key, rules) in [
+            ("mta.smtp_client_access", &self.smtp_client_access),
+            (
+                "mta.submission_client_access",
+                &self.submission_client_access,
+            ),
+            ("mta.lmtp_client_access", &self.lmtp_client_access),
+        ] {
+            halyard_net::admission::parse_rules(rules).map_err(|e| (key.to_string(), e))?;
+        }
         let nets = self
             .trusted_networks
             .iter()

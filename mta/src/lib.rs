@@ -302,6 +302,15 @@ impl Protocol for Smtp {
 
 /// The configured listeners: (config key, address, protocol, implicit TLS).
 fn listeners(cfg: &MtaConfig, shared: &Arc<Shared>) -> Vec<Listener> {
+    // Validated at start.
+    let rules = |kind| {
+        let r = match kind {
+            Kind::Smtp => &cfg.smtp_client_access,
+            Kind::Submission => &cfg.submission_client_access,
+            Kind::Lmtp => &cfg.lmtp_client_access,
+        };
+        Arc::new(halyard_net::admission::parse_rules(r).unwrap_or_default())
+    };
     let l = |key, addr: &Option<String>, kind, implicit_tls| Listener {
         key,
         addr: addr.clone(),
@@ -310,6 +319,7 @@ fn listeners(cfg: &MtaConfig, shared: &Arc<Shared>) -> Vec<Listener> {
             shared: shared.clone(),
             kind,
         }),
+        rules: rules(kind),
     };
     vec![
         l("mta.smtp_listen", &cfg.smtp_listen, Kind::Smtp, false),

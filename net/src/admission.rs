@@ -6,8 +6,10 @@
 //! written by the protocol in its own words (`421 4.7.0 ...`, `* BYE ...`, `-ERR ...`).
 //!
 //! Memory is bounded under a flood of distinct addresses: at most [`MAX_TRACKED`] addresses
-//! have a rate history; past that the history is forgotten (a flood then gets through the
-//! rate limit for a minute, never the connection caps).
+//! have a rate history. Past that, histories older than the rate window go first, then the
+//! half of the addresses seen least recently ([`evict`]); an address that keeps connecting
+//! is the most recent and keeps its history, so a flood of new addresses cannot reset the
+//! limit of the one hammering the server (it used to clear the whole table).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -156,6 +158,24 @@ struct Conns {
     per_ip: HashMap<IpAddr, usize>,
 }
 
+/// Makes room in a full rate table: drops histories with nothing in the window, then, if
+/// that freed less than a tenth, the half of the addresses whose last connection is oldest.
+/// O(n) once per MAX_TRACKED / 2 new addresses at worst.
+fn evict(r: &mut HashMap<IpAddr, VecDeque<Instant>>, now: Instant) {
+    r.retain(|_, t| {
+        t.back()
+            .is_some_and(|l| now.duration_since(*l) <= RATE_WINDOW)
+    });
+    if r.len() < MAX_TRACKED - MAX_TRACKED / 10 {
+        return;
+    }
+    let mut last: Vec<Instant> = r.values().filter_map(|t| t.back().copied()).collect();
+    let mid = last.len() / 2;
+    let (_, cut, _) = last.select_nth_unstable(mid);
+    let cut = *cut;
+    r.retain(|_, t| t.back().is_some_and(|l| *l > cut));
+}
+
 /// The admission gate of one service.
 pub struct Admission {
     limits: Limits,
@@ -201,8 +221,8 @@ impl Admission {
         if rate > 0 {
             let now = Instant::now();
             let mut r = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-            if r.len() > MAX_TRACKED {
-                r.clear();
+            if r.len() >= MAX_TRACKED && !r.contains_key(&ip) {
+                evict(&mut r, now);
             }
             let times = r.entry(ip).or_default();
             while times
@@ -212,6 +232,10 @@ impl Admission {
                 times.pop_front();
             }
             if times.len() >= rate as usize {
+                // Still trying: the address stays recent for eviction (the count is kept).
+                if let Some(last) = times.back_mut() {
+                    *last = now;
+                }
                 return Err(Refused::Rate);
             }
             times.push_back(now);
@@ -320,5 +344,33 @@ mod tests {
         });
         assert_eq!(a.admit(ip("192.0.2.9")).err(), Some(Refused::Denied));
         assert!(a.admit(ip("198.51.100.1")).is_ok());
+    }
+
+    /// Issue 22 §7: a flood of new addresses filling the rate table must not reset the limit
+    /// of the address that keeps connecting (the table used to be cleared when full).
+    #[test]
+    fn a_flood_of_new_addresses_does_not_reset_a_busy_address() {
+        let a = Admission::new(Limits {
+            max_connections: usize::MAX,
+            max_connections_per_ip: usize::MAX,
+            max_connection_rate_per_ip: 3,
+            rules: vec![],
+        });
+        let busy = ip("192.0.2.1");
+        for _ in 0..3 {
+            drop(a.admit(busy).unwrap());
+        }
+        assert_eq!(a.admit(busy).err(), Some(Refused::Rate));
+        for i in 0..(MAX_TRACKED as u32 + 1_000) {
+            let other = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            drop(a.admit(other).unwrap());
+            if i % 20_000 == 0 {
+                // The busy address keeps trying: it stays the most recent one.
+                assert_eq!(a.admit(busy).err(), Some(Refused::Rate), "after {i}");
+            }
+        }
+        assert_eq!(a.admit(busy).err(), Some(Refused::Rate));
+        let tracked = a.rates.lock().unwrap().len();
+        assert!(tracked <= MAX_TRACKED, "{tracked} addresses tracked");
     }
 }

@@ -59,6 +59,9 @@ pub struct Listener {
     /// TLS from the first byte (ports 465, 993, 995).
     pub implicit_tls: bool,
     pub protocol: Arc<dyn Protocol>,
+    /// This listener's own allow/deny rules (its protocol's `*_client_access`), checked
+    /// before the service's: first match decides, no match passes on to the service's rules.
+    pub rules: Arc<Vec<crate::admission::AccessRule>>,
 }
 
 /// Listeners sharing one admission gate and one TLS configuration.
@@ -148,15 +151,29 @@ impl Service {
         Ok(set)
     }
 
-    /// Admission, implicit TLS, then the protocol: the life of one connection.
+    /// The listener's own rules, admission, implicit TLS, then the protocol: the life of
+    /// one connection.
     async fn connection(
         self,
         mut tcp: TcpStream,
         peer: SocketAddr,
-        implicit_tls: bool,
-        protocol: Arc<dyn Protocol>,
+        l: Listener,
         stop: watch::Receiver<bool>,
     ) {
+        let Listener {
+            implicit_tls,
+            protocol,
+            rules,
+            key,
+            ..
+        } = l;
+        if !crate::admission::rules_admit(&rules, peer.ip()) {
+            tracing::info!(service = self.inner.name, listener = key, %peer, "connection refused by the listener's client_access rules");
+            let _ = tcp
+                .write_all(&protocol.refusal(Refused::Denied, peer))
+                .await;
+            return;
+        }
         let guard = match self.inner.admission.admit(peer.ip()) {
             Ok(g) => g,
             Err(why) => {
@@ -208,20 +225,17 @@ pub async fn next_connection(
 async fn accept_loop(
     service: Service,
     listener: TcpListener,
-    implicit_tls: bool,
-    protocol: Arc<dyn Protocol>,
+    l: Listener,
     mut stop: watch::Receiver<bool>,
     sessions: Option<Arc<Sessions>>,
 ) {
-    let what = protocol.name();
+    let what = l.protocol.name();
     while let Some((tcp, peer)) = next_connection(&listener, &mut stop, what).await {
-        let task = tokio::spawn(service.clone().connection(
-            tcp,
-            peer,
-            implicit_tls,
-            protocol.clone(),
-            stop.clone(),
-        ));
+        let task = tokio::spawn(
+            service
+                .clone()
+                .connection(tcp, peer, l.clone(), stop.clone()),
+        );
         if let Some(s) = &sessions {
             s.add(task.abort_handle());
         }
@@ -309,8 +323,7 @@ impl ListenerSet {
         self.tasks.push(tokio::spawn(accept_loop(
             service.clone(),
             tcp,
-            l.implicit_tls,
-            l.protocol.clone(),
+            l.clone(),
             self.stop_rx.clone(),
             sessions,
         )));
@@ -377,6 +390,7 @@ mod tests {
                 addr: Some("127.0.0.1:0".into()),
                 implicit_tls: false,
                 protocol: Arc::new(Echo),
+                rules: Arc::new(Vec::new()),
             }],
             Admission::new(limits),
             None,
@@ -460,6 +474,7 @@ mod tests {
                 addr: Some(format!("127.0.0.1:{port}")),
                 implicit_tls: false,
                 protocol: Arc::new(Echo),
+                rules: Arc::new(Vec::new()),
             }],
             Admission::new(Limits::default()),
             None,
