@@ -96,6 +96,14 @@ impl pb::admin_server::Admin for AdminRpc {
         let req = req.into_inner();
         let cmd: Command = bincode::deserialize(&req.command)
             .map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
+        // With LDAP configured nothing reads the embedded directory: a change there would be
+        // silently lost, so `ctl domain|user|alias|list` is refused instead.
+        if matches!(cmd, Command::Directory(_)) && self.node.directory_kind == "ldap" {
+            return Err(Status::failed_precondition(
+                "this cluster's directory is LDAP ([directory.ldap]): manage domains, users, \
+                 aliases and lists in the LDAP server; the embedded directory is not used",
+            ));
+        }
         let result: Result<Reply, ProposeError> = match self.node.groups.get(&req.group) {
             Some(g) => g.propose(cmd).await,
             None => Err(ProposeError::NoSuchGroup(req.group.clone())),

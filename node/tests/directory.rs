@@ -292,6 +292,19 @@ async fn serve_uses_configured_ldap_directory() {
         r.contains("\"via_alias\": true") && r.contains("\"ldap\""),
         "{r}"
     );
+    // Issue 22 §7: writing the embedded directory, which nothing reads, is refused clearly.
+    for args in [
+        &["user", "add", "carol@example.org"][..],
+        &["domain", "add", "example.net"][..],
+    ] {
+        let o = ctl(&c, 1, args, "secret\n");
+        assert!(
+            !o.ok && o.stderr.contains("directory is LDAP"),
+            "{args:?}: {}{}",
+            o.stdout,
+            o.stderr
+        );
+    }
 
     // slapd down: the cached answer still resolves, an uncached address is a temporary
     // failure (not "Unknown").
