@@ -324,6 +324,69 @@ fn plan(nodes: u64, topology: Topology, witness: Option<u64>) -> Result<Vec<Grou
     })
 }
 
+/// The configuration of testbed node `n`: its groups, mutual TLS between nodes, fast
+/// failure detection, IMAP/POP3 (plain and implicit TLS) and SMTP/submission on its address.
+fn node_config(
+    n: &NodeState,
+    dir: &Path,
+    certs: &Path,
+    peers: &[PeerConfig],
+    groups: Vec<GroupConfig>,
+    default_group: Option<String>,
+    require_tls: bool,
+) -> NodeConfig {
+    let serves = !n.witness;
+    NodeConfig {
+        node_id: n.id,
+        data_dir: dir.join(format!("node-{}", n.id)),
+        default_group,
+        cluster: ClusterConfig {
+            listen: format!("{}:7700", n.ip),
+            advertise: None,
+            plaintext: false,
+            tls: Some(TlsConfig {
+                ca: certs.join("ca.pem"),
+                cert: certs.join(format!("node-{}.pem", n.id)),
+                key: certs.join(format!("node-{}.key", n.id)),
+            }),
+            nodes: peers.to_vec(),
+        },
+        groups,
+        // Fast failure detection on a quiet LAN: heartbeats every 50 ms, followers
+        // stand for election after 400 ms (their lease) + 250-400 ms of silence.
+        raft: RaftConfig {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 250,
+            election_timeout_max_ms: 400,
+            ..RaftConfig::default()
+        },
+        directory: Default::default(),
+        access: halyard_access::AccessConfig {
+            imap_listen: serves.then(|| format!("{}:143", n.ip)),
+            pop3_listen: serves.then(|| format!("{}:110", n.ip)),
+            imaps_listen: serves.then(|| format!("{}:993", n.ip)),
+            pop3s_listen: serves.then(|| format!("{}:995", n.ip)),
+            tls_cert: Some(certs.join("mail.pem")),
+            tls_key: Some(certs.join("mail.key")),
+            require_tls_for_login: require_tls,
+            ..Default::default()
+        },
+        mta: halyard_mta::MtaConfig {
+            hostname: format!("node{}.cluster.test", n.id),
+            smtp_listen: serves.then(|| format!("{}:25", n.ip)),
+            submission_listen: serves.then(|| format!("{}:587", n.ip)),
+            ..Default::default()
+        },
+        fencing: FencingConfig {
+            interface: Some("eth0".into()),
+            announce_count: 3,
+            announce_gap_ms: 100,
+            failback_after_ms: 3_000,
+            ..FencingConfig::default()
+        },
+    }
+}
+
 fn up(
     prefix: &str,
     dir: &Path,
@@ -446,56 +509,8 @@ fn up(
                     failback: true,
                 })
                 .collect();
-            let serves = !n.witness;
-            let cfg = NodeConfig {
-                node_id: n.id,
-                data_dir: dir.join(format!("node-{}", n.id)),
-                default_group: groups.first().map(|g| g.0.clone()),
-                cluster: ClusterConfig {
-                    listen: format!("{}:7700", n.ip),
-                    advertise: None,
-                    plaintext: false,
-                    tls: Some(TlsConfig {
-                        ca: certs.join("ca.pem"),
-                        cert: certs.join(format!("node-{}.pem", n.id)),
-                        key: certs.join(format!("node-{}.key", n.id)),
-                    }),
-                    nodes: peers.clone(),
-                },
-                groups: mine,
-                // Fast failure detection on a quiet LAN: heartbeats every 50 ms, followers
-                // stand for election after 400 ms (their lease) + 250-400 ms of silence.
-                raft: RaftConfig {
-                    heartbeat_ms: 50,
-                    election_timeout_min_ms: 250,
-                    election_timeout_max_ms: 400,
-                    ..RaftConfig::default()
-                },
-                directory: Default::default(),
-                access: halyard_access::AccessConfig {
-                    imap_listen: serves.then(|| format!("{}:143", n.ip)),
-                    pop3_listen: serves.then(|| format!("{}:110", n.ip)),
-                    imaps_listen: serves.then(|| format!("{}:993", n.ip)),
-                    pop3s_listen: serves.then(|| format!("{}:995", n.ip)),
-                    tls_cert: Some(certs.join("mail.pem")),
-                    tls_key: Some(certs.join("mail.key")),
-                    require_tls_for_login: require_tls,
-                    ..Default::default()
-                },
-                mta: halyard_mta::MtaConfig {
-                    hostname: format!("node{}.cluster.test", n.id),
-                    smtp_listen: serves.then(|| format!("{}:25", n.ip)),
-                    submission_listen: serves.then(|| format!("{}:587", n.ip)),
-                    ..Default::default()
-                },
-                fencing: FencingConfig {
-                    interface: Some("eth0".into()),
-                    announce_count: 3,
-                    announce_gap_ms: 100,
-                    failback_after_ms: 3_000,
-                    ..FencingConfig::default()
-                },
-            };
+            let default_group = groups.first().map(|g| g.0.clone());
+            let cfg = node_config(n, dir, &certs, &peers, mine, default_group, require_tls);
             std::fs::write(&n.config, toml::to_string(&cfg)?)?;
         }
         let st = ClusterState {

@@ -95,35 +95,41 @@ impl RelayHop for GrpcRelay {
                 }
             };
             let (local, remote) = tokio::io::duplex(CHUNK);
-            tokio::spawn(pump(remote, inbound, move |data| {
-                let tx = tx.clone();
-                async move { tx.send(pb::RelayChunk { open: None, data }).await.is_ok() }
+            tokio::spawn(pump(remote, inbound, tx, |data| pb::RelayChunk {
+                open: None,
+                data,
             }));
             Ok(local)
         })
     }
 }
 
-/// Copies `io` into chunks given to `send` (until `io` ends or `send` says the other side
-/// is gone) and `inbound`'s chunks into `io` (until the stream ends or fails), both at once.
-async fn pump<F, Fut>(io: DuplexStream, mut inbound: Streaming<pb::RelayChunk>, send: F)
-where
-    F: Fn(Vec<u8>) -> Fut,
-    Fut: Future<Output = bool>,
-{
+/// Copies `io` into chunks sent on `tx` (until `io` ends or the other side is gone) and
+/// `inbound`'s chunks into `io` (until the stream ends or fails), both at once. `tx` is
+/// dropped as soon as `io` ends, which ends this side's stream: the other side's copy then
+/// ends too, and neither waits for the other forever (a relay that held its sender until
+/// both directions were done kept every finished session's stream open, and a node's
+/// shutdown waited for them).
+async fn pump<T>(
+    io: DuplexStream,
+    mut inbound: Streaming<pb::RelayChunk>,
+    tx: mpsc::Sender<T>,
+    wrap: fn(Vec<u8>) -> T,
+) {
     let (mut rd, mut wr) = tokio::io::split(io);
-    let up = async {
+    let up = async move {
         let mut buf = vec![0u8; CHUNK];
         loop {
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if !send(buf[..n].to_vec()).await {
+                    if tx.send(wrap(buf[..n].to_vec())).await.is_err() {
                         break;
                     }
                 }
             }
         }
+        drop(tx);
     };
     let down = async {
         while let Ok(Some(c)) = inbound.message().await {
@@ -197,13 +203,8 @@ pub async fn serve(
     }
     tokio::spawn(halyard_access::serve_relayed(access, local, open));
     let (tx, rx) = mpsc::channel(DEPTH);
-    tokio::spawn(pump(remote, inbound, move |data| {
-        let tx = tx.clone();
-        async move {
-            tx.send(Ok(pb::RelayChunk { open: None, data }))
-                .await
-                .is_ok()
-        }
+    tokio::spawn(pump(remote, inbound, tx, |data| {
+        Ok(pb::RelayChunk { open: None, data })
     }));
     Ok(rx)
 }
