@@ -50,33 +50,21 @@ impl Drop for MaildropLock {
     }
 }
 
-/// Serves one admitted connection (TLS already up on an implicit-TLS port).
 /// A session relayed from another node's multiplexor (see [`crate::serve_relayed`]).
 pub(crate) async fn serve_relayed(conn: Conn, shared: Arc<Shared>, open: crate::RelayOpen) {
     let peer = conn.peer;
-    let mut s = Pop3 {
-        shared,
-        conn,
-        pending_user: None,
-        drop: None,
-        relayed: false,
-    };
+    let mut s = Pop3::new(shared, conn);
     if let Err(e) = s.run_relayed(open.principal, open.via_node).await {
         tracing::debug!(peer = %peer, error = %e, "relayed POP3 session ended");
     }
 }
 
+/// Serves one admitted connection (TLS already up on an implicit-TLS port).
 pub(crate) async fn serve(accepted: halyard_net::Accepted, shared: Arc<Shared>) {
     let write_timeout = Duration::from_secs(shared.cfg.write_timeout_secs);
     let peer = accepted.peer;
     let conn = Conn::new(accepted.stream, peer, write_timeout);
-    let mut s = Pop3 {
-        shared,
-        conn,
-        pending_user: None,
-        drop: None,
-        relayed: false,
-    };
+    let mut s = Pop3::new(shared, conn);
     if let Err(e) = s.run().await {
         tracing::debug!(peer = %peer, error = %e, "POP3 session ended");
     }
@@ -105,6 +93,16 @@ enum Line {
 }
 
 impl Pop3 {
+    fn new(shared: Arc<Shared>, conn: Conn) -> Pop3 {
+        Pop3 {
+            shared,
+            conn,
+            pending_user: None,
+            drop: None,
+            relayed: false,
+        }
+    }
+
     async fn send(&mut self, s: &str) -> io::Result<()> {
         self.conn.write(s.as_bytes()).await
     }
@@ -179,13 +177,8 @@ impl Pop3 {
         principal: halyard_directory::Principal,
         via: u64,
     ) -> io::Result<()> {
-        let acct = match crate::store::account(&self.shared, principal).await {
-            Ok(a) if a.master() == Some(self.shared.backend.node_id) => a,
-            Ok(_) => {
-                return self
-                    .send("-ERR [SYS/TEMP] the master of your mailbox moved; try again\r\n")
-                    .await;
-            }
+        let acct = match crate::store::relayed_account(&self.shared, principal).await {
+            Ok(a) => a,
             Err(e) => return self.send(&format!("-ERR [SYS/TEMP] {e}\r\n")).await,
         };
         tracing::info!(user = %acct.user, via, "POP3 login (relayed)");

@@ -28,6 +28,16 @@ pub struct Account {
     pub record: UserRecord,
 }
 
+/// The account of a session another node's multiplexor authenticated and relays here: only
+/// while this node is the master of the user's group (else the why, for `-ERR`).
+pub async fn relayed_account(shared: &Shared, principal: Principal) -> Result<Account, String> {
+    let acct = account(shared, principal).await?;
+    if acct.master() != Some(shared.backend.node_id) {
+        return Err("this node is no longer the master of your mailboxes; try again".into());
+    }
+    Ok(acct)
+}
+
 /// Finds where `principal`'s mailboxes live and checks this node may serve them.
 pub async fn account(shared: &Shared, principal: Principal) -> Result<Account, String> {
     let record = match shared.backend.directory.user(&principal.mail).await {

@@ -13,18 +13,18 @@
 //! With `plaintext = true` (demos on loopback only) there is no certificate to check and the
 //! hop is as open as the rest of the cluster RPC.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use halyard_access::{RelayHop, RelayOpen, RelayProtocol};
-use halyard_api::{Admin, pb};
+use halyard_api::pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
+use crate::forward::AdminPool;
 use crate::tls::{CLUSTER_DOMAIN, TlsMaterial};
 
 /// Bytes per chunk and buffered in each direction of a relayed session.
@@ -35,30 +35,14 @@ const DEPTH: usize = 8;
 
 /// The accepting node's side, keeping one admin connection per master address.
 pub struct GrpcRelay {
-    tls: Option<TlsMaterial>,
-    clients: tokio::sync::Mutex<HashMap<String, Admin>>,
+    pool: AdminPool,
 }
 
 impl GrpcRelay {
     pub fn new(tls: Option<TlsMaterial>) -> GrpcRelay {
         GrpcRelay {
-            tls,
-            clients: Default::default(),
+            pool: AdminPool::new(tls),
         }
-    }
-
-    async fn client(&self, addr: &str) -> Result<Admin, String> {
-        if let Some(c) = self.clients.lock().await.get(addr) {
-            return Ok(c.clone());
-        }
-        let c = Admin::connect(addr, self.tls.clone())
-            .await
-            .map_err(|e| format!("master at {addr}: {e:#}"))?;
-        self.clients
-            .lock()
-            .await
-            .insert(addr.to_string(), c.clone());
-        Ok(c)
     }
 }
 
@@ -82,7 +66,7 @@ impl RelayHop for GrpcRelay {
             };
             let (tx, rx) = mpsc::channel(DEPTH);
             let _ = tx.send(header).await;
-            let admin = self.client(&addr).await?;
+            let admin = self.pool.get(&addr).await?;
             let inbound = match admin
                 .relay(tokio_stream::wrappers::ReceiverStream::new(rx))
                 .await
@@ -90,7 +74,7 @@ impl RelayHop for GrpcRelay {
                 Ok(s) => s,
                 Err(e) => {
                     // A broken connection is not kept for the next session.
-                    self.clients.lock().await.remove(&addr);
+                    self.pool.forget(&addr).await;
                     return Err(format!("master at {addr}: {e:#}"));
                 }
             };

@@ -429,9 +429,8 @@ impl Session {
         principal: halyard_directory::Principal,
         via: u64,
     ) -> io::Result<()> {
-        let acct = match crate::store::account(&self.shared, principal).await {
-            Ok(a) if a.master() == Some(self.shared.backend.node_id) => a,
-            Ok(_) => return self.send(b"-ERR this node is not the master\r\n").await,
+        let acct = match crate::store::relayed_account(&self.shared, principal).await {
+            Ok(a) => a,
             Err(e) => return self.send(format!("-ERR {e}\r\n").as_bytes()).await,
         };
         tracing::info!(user = %acct.user, group = acct.group.name(), peer = %self.conn.peer, via, "IMAP login (relayed)");
