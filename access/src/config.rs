@@ -49,6 +49,14 @@ pub struct AccessConfig {
     pub tls_cert: Option<PathBuf>,
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) whose client certificates log in with SASL EXTERNAL. Clients
+    /// are asked for a certificate, never required to present one.
+    #[serde(default)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How a client certificate names its user: `san-email` (the subjectAltName's email,
+    /// else the subject's emailAddress) or `subject-cn`.
+    #[serde(default = "d_external_identity")]
+    pub external_identity: String,
     /// Refuse LOGIN/AUTHENTICATE/USER before TLS (advertises LOGINDISABLED).
     #[serde(default)]
     pub require_tls_for_login: bool,
@@ -88,6 +96,10 @@ pub struct AccessConfig {
     pub max_login_failures: u32,
 }
 
+fn d_external_identity() -> String {
+    "san-email".into()
+}
+
 impl Default for AccessConfig {
     fn default() -> Self {
         AccessConfig {
@@ -97,6 +109,8 @@ impl Default for AccessConfig {
             pop3s_listen: None,
             tls_cert: None,
             tls_key: None,
+            tls_client_ca: None,
+            external_identity: d_external_identity(),
             require_tls_for_login: false,
             max_connections: d_max_connections(),
             max_connections_per_ip: d_max_per_ip(),
@@ -139,6 +153,15 @@ impl AccessConfig {
             return Err((
                 "access.tls_cert".into(),
                 "implicit-TLS listeners need tls_cert and tls_key".into(),
+            ));
+        }
+        if let Err(e) = self.external_identity.parse::<halyard_net::ExternalIdentity>() {
+            return Err(("access.external_identity".into(), e));
+        }
+        if !tls && self.tls_client_ca.is_some() {
+            return Err((
+                "access.tls_client_ca".into(),
+                "needs tls_cert and tls_key".into(),
             ));
         }
         if !tls && self.require_tls_for_login {

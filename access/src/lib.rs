@@ -24,6 +24,7 @@ pub mod limits;
 pub mod mutf7;
 pub mod pop3;
 pub mod proxy;
+pub(crate) mod sasl;
 pub mod store;
 
 use std::collections::HashMap;
@@ -208,7 +209,12 @@ impl AccessServer {
         cfg.validate()
             .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(c), Some(k)) => Some(halyard_net::Tls::load("access", c, k)?),
+            (Some(c), Some(k)) => Some(halyard_net::Tls::load_with_client_ca(
+                "access",
+                c,
+                k,
+                cfg.tls_client_ca.as_deref(),
+            )?),
             _ => None,
         };
         let shared = Arc::new(Shared {

@@ -9,7 +9,8 @@
 //!   session that ends any other way deletes nothing.
 //! - `UIDL` is `<UIDVALIDITY>.<UID>`: stable across sessions, restarts and failovers.
 //! - APOP is not offered: it needs the cleartext password on the server, and Halyard keeps
-//!   only Argon2id hashes (or binds to LDAP). Use USER/PASS or AUTH PLAIN over TLS.
+//!   only Argon2id hashes (or binds to LDAP). Use AUTH SCRAM-SHA-256(-PLUS), EXTERNAL, or
+//!   USER/PASS and AUTH PLAIN over TLS (the mechanisms are [`halyard_directory::sasl`]'s).
 
 use std::collections::HashSet;
 use std::io;
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use halyard_directory::DirectoryError;
+use halyard_directory::sasl::{self, Mechanism, Outcome};
 use halyard_raft_store::{Command as StoreCommand, MessageRecord};
 
 use crate::Shared;
@@ -157,7 +158,12 @@ impl Pop3 {
                 c.push_str("STLS\r\n");
             }
             if !self.shared.cfg.require_tls_for_login || tls {
-                c.push_str("USER\r\nSASL PLAIN LOGIN\r\n");
+                c.push_str("USER\r\nSASL");
+                for m in crate::sasl::offered(&self.shared, &self.conn) {
+                    c.push(' ');
+                    c.push_str(m.name());
+                }
+                c.push_str("\r\n");
             }
         }
         c.push_str(".\r\n");
@@ -404,105 +410,71 @@ impl Pop3 {
         if let Some(e) = self.login_refused() {
             return self.send(&e).await;
         }
-        let b64 = base64::engine::general_purpose::STANDARD;
         let mut parts = arg.split_whitespace();
         let mech = parts.next().unwrap_or("").to_ascii_uppercase();
         let initial = parts.next().map(str::to_string);
-        let decode = |s: &str| -> Option<Vec<u8>> {
-            if s == "=" {
-                Some(Vec::new())
-            } else {
-                b64.decode(s.trim()).ok()
+        let offered = crate::sasl::offered(&self.shared, &self.conn);
+        if mech.is_empty() {
+            let mut list = String::from("+OK\r\n");
+            for m in &offered {
+                list.push_str(m.name());
+                list.push_str("\r\n");
             }
-        };
-        match mech.as_str() {
-            "" => self.send("+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n").await,
-            "PLAIN" => {
-                let resp = match initial {
-                    Some(i) => i,
-                    None => {
-                        self.send("+ \r\n").await?;
-                        match self.read_line().await? {
-                            Line::Text(t) => t,
-                            Line::Closed => return Ok(()),
-                        }
-                    }
-                };
-                if resp == "*" {
-                    return self.send("-ERR authentication cancelled\r\n").await;
-                }
-                let Some(data) = decode(&resp) else {
-                    return self.send("-ERR malformed base64\r\n").await;
-                };
-                let parts: Vec<&[u8]> = data.split(|b| *b == 0).collect();
-                if parts.len() != 3 || (!parts[0].is_empty() && parts[0] != parts[1]) {
-                    return self.send("-ERR [AUTH] malformed PLAIN response\r\n").await;
-                }
-                let login = String::from_utf8_lossy(parts[1]).into_owned();
-                let pw = String::from_utf8_lossy(parts[2]).into_owned();
-                self.login(&login, &pw).await
-            }
-            "LOGIN" => {
-                let user = match initial {
-                    Some(i) => i,
-                    None => {
-                        self.send(&format!("+ {}\r\n", b64.encode("Username:")))
-                            .await?;
-                        match self.read_line().await? {
-                            Line::Text(t) => t,
-                            Line::Closed => return Ok(()),
-                        }
-                    }
-                };
-                self.send(&format!("+ {}\r\n", b64.encode("Password:")))
-                    .await?;
-                let pass = match self.read_line().await? {
-                    Line::Text(t) => t,
-                    Line::Closed => return Ok(()),
-                };
-                if user == "*" || pass == "*" {
-                    return self.send("-ERR authentication cancelled\r\n").await;
-                }
-                match (decode(&user), decode(&pass)) {
-                    (Some(u), Some(p)) => {
-                        let u = String::from_utf8_lossy(&u).into_owned();
-                        let p = String::from_utf8_lossy(&p).into_owned();
-                        self.login(&u, &p).await
-                    }
-                    _ => self.send("-ERR malformed base64\r\n").await,
-                }
-            }
-            other => {
-                self.send(&format!("-ERR mechanism {other} is not supported\r\n"))
-                    .await
-            }
+            list.push_str(".\r\n");
+            return self.send(&list).await;
         }
+        let Some(m) = Mechanism::parse(&mech).filter(|m| offered.contains(m)) else {
+            return self
+                .send(&format!("-ERR mechanism {mech} is not supported\r\n"))
+                .await;
+        };
+        let initial = match initial.as_deref() {
+            None => None,
+            Some("=") => Some(Vec::new()),
+            Some(i) => match base64::engine::general_purpose::STANDARD.decode(i.trim()) {
+                Ok(d) => Some(d),
+                Err(_) => return self.send("-ERR malformed base64\r\n").await,
+            },
+        };
+        let facts = crate::sasl::tls_facts(&self.shared, &self.conn);
+        let dir = self.shared.backend.directory.clone();
+        let gate = crate::sasl::gate(self.shared.clone(), self.conn.peer.ip());
+        let mut x = Pop3Sasl(self, false);
+        let outcome = sasl::run(&*dir, m, initial, &mut x, &facts, &gate).await?;
+        if x.1 {
+            return Ok(()); // the client went away mid-exchange
+        }
+        self.authenticated(outcome).await
     }
 
     async fn login(&mut self, login: &str, password: &str) -> io::Result<()> {
         if let Some(e) = self.login_refused() {
             return self.send(&e).await;
         }
-        let ip = self.conn.peer.ip();
-        if !self.shared.limits.login_allowed(ip, login) {
-            return self
-                .send("-ERR [SYS/TEMP] too many failed logins; try again later\r\n")
-                .await;
-        }
-        let principal = match self
-            .shared
-            .backend
-            .directory
-            .authenticate(login, password)
-            .await
-        {
-            Ok(Some(p)) => p,
-            Ok(None) => {
-                let delay = self.shared.limits.login_failed(ip, login);
+        let dir = self.shared.backend.directory.clone();
+        let gate = crate::sasl::gate(self.shared.clone(), self.conn.peer.ip());
+        let outcome = sasl::password(&*dir, login, password, &gate).await?;
+        self.authenticated(outcome).await
+    }
+
+    /// Answers an authentication, whatever the mechanism (see the IMAP session's).
+    async fn authenticated(&mut self, outcome: Outcome) -> io::Result<()> {
+        let principal = match outcome {
+            Outcome::Success(p) => p,
+            Outcome::Failed { login, why } => {
+                tracing::info!(login = %login, peer = %self.conn.peer, why, "POP3 authentication failed");
+                let delay = self.shared.limits.login_failed(self.conn.peer.ip(), &login);
                 tokio::time::sleep(delay).await;
-                return self.send("-ERR [AUTH] wrong login or password\r\n").await;
+                return self.send("-ERR [AUTH] authentication failed\r\n").await;
             }
-            Err(DirectoryError::Unavailable(e)) => {
+            Outcome::Throttled { .. } => {
+                return self
+                    .send("-ERR [SYS/TEMP] too many failed logins; try again later\r\n")
+                    .await;
+            }
+            Outcome::Cancelled => return self.send("-ERR authentication cancelled\r\n").await,
+            Outcome::Malformed(m) => return self.send(&format!("-ERR {m}\r\n")).await,
+            Outcome::Unavailable(e) => {
                 return self
                     .send(&format!("-ERR [SYS/TEMP] directory unavailable: {e}\r\n"))
                     .await;
@@ -512,7 +484,7 @@ impl Pop3 {
             Ok(a) => a,
             Err(e) => return self.send(&format!("-ERR [SYS/TEMP] {e}\r\n")).await,
         };
-        self.shared.limits.login_succeeded(login);
+        crate::sasl::succeeded(&self.shared, &acct.principal);
         if acct.master() != Some(self.shared.backend.node_id) {
             return self.relay(&acct).await;
         }
@@ -615,6 +587,29 @@ impl Pop3 {
                 self.send(&format!("-ERR [SYS/TEMP] deletions not committed: {e}\r\n"))
                     .await
             }
+        }
+    }
+}
+
+/// POP3's continuations (`+ base64`, RFC 5034) as a SASL exchange; `.1` is set when the
+/// client closed the connection mid-exchange.
+struct Pop3Sasl<'a>(&'a mut Pop3, bool);
+
+#[async_trait::async_trait]
+impl sasl::Exchange for Pop3Sasl<'_> {
+    async fn challenge(&mut self, data: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        self.0.send(&format!("+ {}\r\n", b64.encode(data))).await?;
+        match self.0.read_line().await? {
+            Line::Closed => {
+                self.1 = true;
+                Ok(None)
+            }
+            Line::Text(t) if t.trim() == "*" => Ok(None),
+            Line::Text(t) => b64
+                .decode(t.trim())
+                .map(Some)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not base64")),
         }
     }
 }

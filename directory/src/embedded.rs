@@ -295,4 +295,34 @@ impl Directory for EmbeddedDirectory {
     async fn user(&self, login: &str) -> Result<Option<UserRecord>, DirectoryError> {
         self.find_login(login).map_err(unavailable)
     }
+
+    fn has_scram(&self) -> bool {
+        true
+    }
+
+    async fn scram_keys(
+        &self,
+        login: &str,
+    ) -> Result<Option<(Principal, crate::sasl::ScramKeys)>, DirectoryError> {
+        let Some(u) = self.find_login(login).map_err(unavailable)? else {
+            return Ok(None);
+        };
+        if u.status != UserStatus::Active {
+            return Ok(None);
+        }
+        let keys = self
+            .sm
+            .directory(|r| r.scram(&u.mail))
+            .map_err(unavailable)?;
+        Ok(keys.map(|k| {
+            (
+                Principal {
+                    dn: u.dn,
+                    uid: u.uid,
+                    mail: u.mail,
+                },
+                k,
+            )
+        }))
+    }
 }

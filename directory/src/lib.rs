@@ -13,6 +13,7 @@ pub mod cache;
 pub mod embedded;
 pub mod filter;
 pub mod ldap;
+pub mod sasl;
 pub mod schema;
 
 use serde::{Deserialize, Serialize};
@@ -121,6 +122,18 @@ pub trait Directory: Send + Sync {
     async fn domain(&self, name: &str) -> Result<Option<DomainRecord>, DirectoryError>;
     /// The user record of a login name (uid) or address, whatever its status.
     async fn user(&self, login: &str) -> Result<Option<UserRecord>, DirectoryError>;
+    /// Whether this directory keeps SCRAM keys (so SCRAM-SHA-256 may be offered).
+    fn has_scram(&self) -> bool {
+        false
+    }
+    /// The SCRAM-SHA-256 keys of an active user (login is a uid or an address); `Ok(None)`
+    /// for an unknown or inactive login, or one without keys.
+    async fn scram_keys(
+        &self,
+        _login: &str,
+    ) -> Result<Option<(Principal, sasl::ScramKeys)>, DirectoryError> {
+        Ok(None)
+    }
 }
 
 /// Splits and normalises an address: local part kept as is, domain lower-cased. `None` for

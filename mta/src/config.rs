@@ -21,6 +21,11 @@ pub struct MtaConfig {
     /// Certificate chain and key (PEM) for STARTTLS and port 465; re-read on SIGHUP.
     pub tls_cert: Option<std::path::PathBuf>,
     pub tls_key: Option<std::path::PathBuf>,
+    /// CA certificates (PEM) whose client certificates authenticate with SASL EXTERNAL on
+    /// submission. Asked for, never required.
+    pub tls_client_ca: Option<std::path::PathBuf>,
+    /// `san-email` or `subject-cn`: how a client certificate names its user.
+    pub external_identity: String,
     /// Refuse AUTH on a connection without TLS when TLS is configured (538 5.7.11).
     pub require_tls_for_auth: bool,
     /// Failed AUTH attempts allowed per connection before it is closed.
@@ -104,6 +109,8 @@ impl Default for MtaConfig {
             lmtp_listen: None,
             tls_cert: None,
             tls_key: None,
+            tls_client_ca: None,
+            external_identity: "san-email".into(),
             require_tls_for_auth: true,
             max_auth_failures: 3,
             max_errors: 50,
@@ -183,6 +190,15 @@ impl MtaConfig {
             return Err((
                 "mta.tls_cert".into(),
                 "tls_cert and tls_key go together".into(),
+            ));
+        }
+        if let Err(e) = self.external_identity.parse::<halyard_net::ExternalIdentity>() {
+            return Err(("mta.external_identity".into(), e));
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err((
+                "mta.tls_client_ca".into(),
+                "needs tls_cert and tls_key".into(),
             ));
         }
         if self.submissions_listen.is_some() && self.tls_cert.is_none() {

@@ -153,7 +153,10 @@ impl MtaServer {
         let trusted = cfg.validate().map_err(|(k, m)| format!("{k}: {m}"))?;
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(c), Some(k)) => {
-                Some(halyard_net::Tls::load("mta", c, k).map_err(|e| format!("{e:#}"))?)
+                Some(
+                    halyard_net::Tls::load_with_client_ca("mta", c, k, cfg.tls_client_ca.as_deref())
+                        .map_err(|e| format!("{e:#}"))?,
+                )
             }
             _ => None,
         };

@@ -22,4 +22,4 @@ pub mod tls;
 pub use admission::{AccessRule, Admission, ConnGuard, Limits, Network, Refused};
 pub use listen::{Accepted, Listener, ListenerSet, Protocol, ServeFuture, Service, Sessions};
 pub use stream::Stream;
-pub use tls::Tls;
+pub use tls::{Acceptor, ExternalIdentity, Tls, certificate_identity};

@@ -11,7 +11,9 @@ use tokio_rustls::server::TlsStream;
 
 pub enum Stream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    /// With the `tls-server-end-point` channel binding of the certificate it was accepted
+    /// with (a reload may change the acceptor's since).
+    Tls(Box<TlsStream<TcpStream>>, std::sync::Arc<Vec<u8>>),
     /// A session the multiplexor of another node relays to this one over the cluster's
     /// mutual TLS: the client's bytes, already authenticated there. `client_tls`: the client
     /// reached that node over TLS.
@@ -27,7 +29,7 @@ impl Stream {
     /// Protocol and cipher suite, for the `Received:` header and logs.
     pub fn tls_info(&self) -> Option<String> {
         match self {
-            Stream::Tls(t) => {
+            Stream::Tls(t, _) => {
                 let (_, c) = t.get_ref();
                 Some(format!(
                     "{} with cipher {}",
@@ -41,6 +43,42 @@ impl Stream {
             }
             _ => None,
         }
+    }
+
+    /// `tls-exporter` channel binding data (RFC 9266): 32 bytes of keying material under
+    /// the label `EXPORTER-Channel-Binding`. TLS 1.3 only: under TLS 1.2 the exporter is only
+    /// unique with the extended master secret, which the session does not tell.
+    pub fn tls_exporter(&self) -> Option<Vec<u8>> {
+        let Stream::Tls(t, _) = self else {
+            return None;
+        };
+        let (_, c) = t.get_ref();
+        if c.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+            return None;
+        }
+        c.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+            .ok()
+    }
+
+    /// `tls-server-end-point` channel binding data (RFC 5929 §4.1): the hash of this
+    /// server's certificate.
+    pub fn tls_server_end_point(&self) -> Option<Vec<u8>> {
+        match self {
+            Stream::Tls(_, ep) if !ep.is_empty() => Some(ep.as_ref().clone()),
+            _ => None,
+        }
+    }
+
+    /// The verified client certificate (DER), when the client presented one (only asked
+    /// for where a client CA is configured).
+    pub fn client_certificate(&self) -> Option<Vec<u8>> {
+        let Stream::Tls(t, _) = self else {
+            return None;
+        };
+        let (_, c) = t.get_ref();
+        c.peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| leaf.as_ref().to_vec())
     }
 
     /// Ends the conversation politely: sends what is buffered, half-closes, then reads and
@@ -89,11 +127,11 @@ impl Stream {
     }
 
     /// TLS handshake on the plain connection.
-    pub async fn start_tls(&mut self, acceptor: tokio_rustls::TlsAcceptor) -> io::Result<()> {
+    pub async fn start_tls(&mut self, acceptor: crate::Acceptor) -> io::Result<()> {
         match std::mem::replace(self, Stream::Gone) {
             Stream::Plain(tcp) => {
-                let tls = acceptor.accept(tcp).await?;
-                *self = Stream::Tls(Box::new(tls));
+                let tls = acceptor.inner.accept(tcp).await?;
+                *self = Stream::Tls(Box::new(tls), acceptor.end_point);
                 Ok(())
             }
             other => {
@@ -112,7 +150,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Relayed { io, .. } => Pin::new(io).poll_read(cx, buf),
             Stream::Gone => Poll::Ready(Err(io::Error::other("connection is upgrading"))),
         }
@@ -127,7 +165,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::Relayed { io, .. } => Pin::new(io).poll_write(cx, buf),
             Stream::Gone => Poll::Ready(Err(io::Error::other("connection is upgrading"))),
         }
@@ -136,7 +174,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::Relayed { io, .. } => Pin::new(io).poll_flush(cx),
             Stream::Gone => Poll::Ready(Ok(())),
         }
@@ -145,7 +183,7 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Relayed { io, .. } => Pin::new(io).poll_shutdown(cx),
             Stream::Gone => Poll::Ready(Ok(())),
         }

@@ -105,6 +105,16 @@ impl pb::admin_server::Admin for AdminRpc {
             ));
         }
         let result: Result<Reply, ProposeError> = match self.node.groups.get(&req.group) {
+            // A command some member could not decode would stop that member's apply.
+            Some(g) if cmd.level() > g.command_level() => {
+                return Err(Status::failed_precondition(format!(
+                    "a member of group {} runs an older build (command level {} < {}): \
+                     upgrade every node first",
+                    req.group,
+                    g.command_level(),
+                    cmd.level()
+                )));
+            }
             Some(g) => g.propose(cmd).await,
             None => Err(ProposeError::NoSuchGroup(req.group.clone())),
         };

@@ -367,8 +367,10 @@ impl NodeConfig {
         for p in [
             &mut self.access.tls_cert,
             &mut self.access.tls_key,
+            &mut self.access.tls_client_ca,
             &mut self.mta.tls_cert,
             &mut self.mta.tls_key,
+            &mut self.mta.tls_client_ca,
         ]
         .into_iter()
         .flatten()

@@ -11,6 +11,7 @@ use std::io::{IsTerminal, Read};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use halyard_directory::embedded::hash_password;
+use halyard_directory::sasl::{ScramKeys, scram_keys};
 use halyard_raft_store::directory::{
     DirAddress, DirCommand, DirDomain, DirStatus, DirUser, NO_LIMIT, UserPatch, canonical_address,
     canonical_domain,
@@ -307,13 +308,52 @@ pub fn read_password() -> Result<String> {
 }
 
 async fn change(admin: &Admin, cmd: DirCommand) -> Result<()> {
-    match admin
-        .propose_to_leader(META_GROUP, &Command::Directory(cmd))
-        .await?
-    {
+    propose_dir(admin, &Command::Directory(cmd)).await
+}
+
+async fn propose_dir(admin: &Admin, cmd: &Command) -> Result<()> {
+    match admin.propose_to_leader(META_GROUP, cmd).await? {
         Reply::Done => Ok(()),
+        Reply::Batch(replies) => match replies.into_iter().find(|r| *r != Reply::Done) {
+            None => Ok(()),
+            Some(Reply::Error(e)) => bail!("{e}"),
+            Some(other) => bail!("unexpected reply {other:?}"),
+        },
         Reply::Error(e) => bail!("{e}"),
         other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+/// The node refused a command because a member of the meta group runs an older build.
+fn older_build(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("runs an older build")
+}
+
+/// `cmd` (a new user or a new password) and the user's SCRAM keys in one atomic entry, so
+/// SCRAM never authenticates a password other than the current one. A meta group with a
+/// member too old for SCRAM keys gets `cmd` alone and a warning.
+async fn with_scram(
+    admin: &Admin,
+    cmd: DirCommand,
+    address: &str,
+    keys: ScramKeys,
+) -> Result<()> {
+    let both = Command::Atomic(vec![
+        Command::Directory(cmd.clone()),
+        Command::Directory(DirCommand::SetScram {
+            address: address.to_string(),
+            keys: Some(keys),
+        }),
+    ]);
+    match propose_dir(admin, &both).await {
+        Err(e) if older_build(&e) => {
+            eprintln!(
+                "warning: a node of the meta group runs an older build: SCRAM-SHA-256 keys \
+                 not set (PLAIN and LOGIN work; run `ctl user passwd` again after the upgrade)"
+            );
+            change(admin, cmd).await
+        }
+        r => r,
     }
 }
 
@@ -464,6 +504,7 @@ pub async fn user_cmd(admin: &Admin, cmd: &UserCmd) -> Result<()> {
             };
             let password = read_password()?;
             let password_hash = hash_password(&password).map_err(anyhow::Error::msg)?;
+            let scram = scram_keys(&password, &password_hash).map_err(anyhow::Error::msg)?;
             let u = DirUser {
                 address: address.clone(),
                 login,
@@ -476,25 +517,23 @@ pub async fn user_cmd(admin: &Admin, cmd: &UserCmd) -> Result<()> {
                 mail_host: opts.mail_host.clone(),
                 aliases: vec![],
             };
-            change(admin, DirCommand::AddUser(u)).await?;
+            with_scram(admin, DirCommand::AddUser(u), &address, scram).await?;
             println!("user {address} added");
         }
         UserCmd::Passwd { address } => {
             let address = addr(address)?;
             let password = read_password()?;
             let h = hash_password(&password).map_err(anyhow::Error::msg)?;
+            let scram = scram_keys(&password, &h).map_err(anyhow::Error::msg)?;
             let patch = UserPatch {
                 password_hash: Some(h),
                 ..Default::default()
             };
-            change(
-                admin,
-                DirCommand::UpdateUser {
-                    address: address.clone(),
-                    patch,
-                },
-            )
-            .await?;
+            let cmd = DirCommand::UpdateUser {
+                address: address.clone(),
+                patch,
+            };
+            with_scram(admin, cmd, &address, scram).await?;
             println!("password of {address} changed");
         }
         UserCmd::Set {
@@ -540,13 +579,21 @@ pub async fn user_cmd(admin: &Admin, cmd: &UserCmd) -> Result<()> {
         }
         UserCmd::Del { address } => {
             let address = addr(address)?;
-            change(
-                admin,
-                DirCommand::DeleteUser {
+            let del = DirCommand::DeleteUser {
+                address: address.clone(),
+            };
+            // The SCRAM record goes with the user (where the meta group can carry it).
+            let both = Command::Atomic(vec![
+                Command::Directory(DirCommand::SetScram {
                     address: address.clone(),
-                },
-            )
-            .await?;
+                    keys: None,
+                }),
+                Command::Directory(del.clone()),
+            ]);
+            match propose_dir(admin, &both).await {
+                Err(e) if older_build(&e) => change(admin, del).await?,
+                r => r?,
+            }
             println!("user {address} deleted");
         }
         UserCmd::List { domain: d, json } => {

@@ -11,6 +11,7 @@
 //! | `a\0<address>`      | [`DirAddress`]: what an address is (user, alias, list)       |
 //! | `u\0<address>`      | [`DirUser`]                                                  |
 //! | `i\0<login>`        | the address of the user whose login (uid) this is            |
+//! | `s\0<address>`      | [`ScramKeys`] of the user (SCRAM-SHA-256, RFC 5802/7677)     |
 //!
 //! Addresses are compared case-insensitively, as the Sun schema's `mail` attribute is
 //! (caseIgnoreIA5Match): the whole address is lower-cased. Passwords arrive already hashed
@@ -164,6 +165,38 @@ pub enum DirCommand {
     DeleteList {
         address: String,
     },
+    /// Sets (or with `None` removes) a user's SCRAM-SHA-256 keys. Command level 3. The keys
+    /// only count while the user's Argon2id hash is the one they were derived beside
+    /// ([`ScramKeys::for_hash`]), so a password changed without them, or a user deleted and
+    /// created again, never leaves the old password usable through SCRAM.
+    SetScram {
+        address: String,
+        keys: Option<ScramKeys>,
+    },
+}
+
+/// A user's SCRAM-SHA-256 verifier (RFC 5802 §3): what the server needs to check a proof
+/// without knowing the password. Derived by `halyard ctl` from the password, so neither the
+/// password nor the salted password crosses the network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramKeys {
+    /// PBKDF2 iterations (at least 4096, RFC 7677 §4).
+    pub iterations: u32,
+    pub salt: Vec<u8>,
+    /// H(ClientKey).
+    pub stored_key: Vec<u8>,
+    /// HMAC(SaltedPassword, "Server Key").
+    pub server_key: Vec<u8>,
+    /// The first 16 bytes of SHA-256 of the Argon2id PHC string set with these keys.
+    pub for_hash: Vec<u8>,
+}
+
+impl ScramKeys {
+    /// What [`ScramKeys::for_hash`] holds for a PHC string.
+    pub fn hash_binding(password_hash: &str) -> Vec<u8> {
+        use sha2::Digest;
+        sha2::Sha256::digest(password_hash.as_bytes())[..16].to_vec()
+    }
 }
 
 pub mod dkeys {
@@ -187,6 +220,9 @@ pub mod dkeys {
     }
     pub fn login(l: &str) -> Vec<u8> {
         k(b'i', l)
+    }
+    pub fn scram(a: &str) -> Vec<u8> {
+        k(b's', a)
     }
     pub const DOMAINS: &[u8] = b"d\0";
     pub const USERS: &[u8] = b"u\0";
@@ -526,6 +562,25 @@ pub fn apply_dir<R: KvRead>(t: &mut Txn<'_, R>, cmd: &DirCommand) -> Outcome {
             }
             t.delete(Cf::Directory, dkeys::address(address));
         }
+        DirCommand::SetScram { address, keys } => {
+            if get::<DirUser, R>(t, &dkeys::user(address))?.is_none() {
+                refuse!("no user {address}");
+            }
+            match keys {
+                Some(k) => {
+                    if k.iterations < 4096
+                        || k.salt.len() < 16
+                        || k.stored_key.len() != 32
+                        || k.server_key.len() != 32
+                        || k.for_hash.len() != 16
+                    {
+                        refuse!("malformed SCRAM-SHA-256 keys");
+                    }
+                    put(t, dkeys::scram(address), k)?;
+                }
+                None => t.delete(Cf::Directory, dkeys::scram(address)),
+            }
+        }
     }
     t.events.push(Event::DirectoryChanged);
     Ok(Ok(Reply::Done))
@@ -566,6 +621,15 @@ impl<R: KvRead> DirReader<'_, R> {
     }
     pub fn user(&self, address: &str) -> Result<Option<DirUser>, StoreError> {
         self.get(&dkeys::user(address))
+    }
+    /// The user's SCRAM keys, when set beside its current password hash.
+    pub fn scram(&self, address: &str) -> Result<Option<ScramKeys>, StoreError> {
+        let Some(u) = self.user(address)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .get::<ScramKeys>(&dkeys::scram(address))?
+            .filter(|k| k.for_hash == ScramKeys::hash_binding(&u.password_hash)))
     }
     pub fn user_by_login(&self, login: &str) -> Result<Option<DirUser>, StoreError> {
         match self.get::<String>(&dkeys::login(login))? {

@@ -484,14 +484,28 @@ pub enum Command {
 
 /// The newest command level this build applies. Level 1: every command up to
 /// [`Command::Batch`]; level 2 adds [`Command::MoveAny`], [`Command::ClaimRecent`] and
-/// [`Command::Tracked`] and [`Command::Atomic`]. A
+/// [`Command::Tracked`] and [`Command::Atomic`]; level 3 adds
+/// [`crate::directory::DirCommand::SetScram`] ([`Command::level`] tells a command's). A
 /// node proposes a command of level N only when every voter of the group reported a level
 /// of at least N, so a replica never meets an entry it cannot decode during a rolling
 /// upgrade (see ARCHITECTURE.md, "What `apply` does to an existing command never changes in
 /// place").
-pub const COMMAND_LEVEL: u32 = 2;
+pub const COMMAND_LEVEL: u32 = 3;
 
 impl Command {
+    /// The command level (see [`COMMAND_LEVEL`]) a replica needs to decode and apply this
+    /// command, its nested commands included.
+    pub fn level(&self) -> u32 {
+        match self {
+            Command::Directory(crate::directory::DirCommand::SetScram { .. }) => 3,
+            Command::Batch(cmds) => cmds.iter().map(Command::level).max().unwrap_or(1),
+            Command::Atomic(cmds) => cmds.iter().map(Command::level).max().unwrap_or(1).max(2),
+            Command::Tracked(c) => c.level().max(2),
+            Command::MoveAny { .. } | Command::ClaimRecent { .. } => 2,
+            _ => 1,
+        }
+    }
+
     /// Short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use halyard_raft_store::directory::{
-    DirAddress, DirCommand, DirDomain, DirStatus, DirUser, UserPatch,
+    DirAddress, DirCommand, DirDomain, DirStatus, DirUser, ScramKeys, UserPatch,
 };
 use halyard_raft_store::openraft;
 use halyard_raft_store::*;
@@ -508,6 +508,13 @@ fn dir_commands() -> Vec<(&'static str, DirCommand)> {
                 address: "staff@example.org".into(),
             },
         ),
+        (
+            "SetScram",
+            DirCommand::SetScram {
+                address: a(),
+                keys: Some(scram()),
+            },
+        ),
     ]
 }
 
@@ -524,9 +531,20 @@ fn dir_command_variant(c: &DirCommand) -> usize {
         DirCommand::AddList { .. } => 8,
         DirCommand::ChangeListMembers { .. } => 9,
         DirCommand::DeleteList { .. } => 10,
+        DirCommand::SetScram { .. } => 11,
     }
 }
-const DIR_COMMAND_VARIANTS: usize = 11;
+const DIR_COMMAND_VARIANTS: usize = 12;
+
+fn scram() -> ScramKeys {
+    ScramKeys {
+        iterations: 4096,
+        salt: vec![1; 16],
+        stored_key: vec![2; 32],
+        server_key: vec![3; 32],
+        for_hash: vec![4; 16],
+    }
+}
 
 fn fence_ops() -> Vec<(&'static str, FenceOp)> {
     vec![
@@ -805,6 +823,7 @@ fn records() -> Vec<(&'static str, String)> {
         ("HolderRecord", enc(&holder())),
         ("DirDomain", enc(&domain())),
         ("DirUser", enc(&user())),
+        ("ScramKeys", enc(&scram())),
     ];
     for (name, a) in [
         ("DirAddress::User", DirAddress::User),

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::TlsAcceptor;
 
 pub use halyard_net::Stream;
 
@@ -68,7 +67,7 @@ impl Conn {
     pub fn is_tls(&self) -> bool {
         matches!(
             self.stream,
-            Stream::Tls(_)
+            Stream::Tls(..)
                 | Stream::Relayed {
                     client_tls: true,
                     ..
@@ -130,7 +129,7 @@ impl Conn {
 
     /// Upgrades to TLS in place (STARTTLS/STLS). Any bytes the client sent after the command
     /// and before the handshake are discarded (RFC 3501 §6.2.1: no plaintext injection).
-    pub async fn start_tls(&mut self, acceptor: TlsAcceptor) -> io::Result<()> {
+    pub async fn start_tls(&mut self, acceptor: halyard_net::Acceptor) -> io::Result<()> {
         self.buf.clear();
         tokio::time::timeout(self.write_timeout, self.stream.start_tls(acceptor))
             .await

@@ -93,7 +93,13 @@ pub(crate) fn split_target(me: &str, full: String) -> Result<Target, String> {
 }
 
 /// The CAPABILITY list for a session in this state.
-pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capability<'static>> {
+/// The capabilities to list; `mechanisms`: the SASL mechanisms offered (before login).
+pub fn capabilities(
+    shared: &Shared,
+    tls: bool,
+    authenticated: bool,
+    mechanisms: &[halyard_directory::sasl::Mechanism],
+) -> Vec<Capability<'static>> {
     let mut caps = vec![
         Capability::Imap4Rev1,
         Capability::from(Atom::try_from("IMAP4rev2").expect("an atom")),
@@ -105,9 +111,11 @@ pub fn capabilities(shared: &Shared, tls: bool, authenticated: bool) -> Vec<Capa
         }
         if shared.cfg.require_tls_for_login && !tls {
             caps.push(Capability::LoginDisabled);
-        } else {
-            caps.push(Capability::Auth(AuthMechanism::Plain));
-            caps.push(Capability::Auth(AuthMechanism::Login));
+        }
+        for m in mechanisms {
+            if let Ok(m) = AuthMechanism::try_from(m.name()) {
+                caps.push(Capability::Auth(m));
+            }
         }
         caps.push(Capability::SaslIr);
     }
@@ -406,7 +414,17 @@ impl Session {
     }
 
     pub(crate) fn caps(&self) -> Vec<Capability<'static>> {
-        capabilities(&self.shared, self.conn.is_tls(), self.account.is_some())
+        let mechanisms = if self.account.is_some() {
+            Vec::new()
+        } else {
+            crate::sasl::offered(&self.shared, &self.conn)
+        };
+        capabilities(
+            &self.shared,
+            self.conn.is_tls(),
+            self.account.is_some(),
+            &mechanisms,
+        )
     }
 
     pub(crate) async fn run(&mut self) -> io::Result<()> {

@@ -1,9 +1,10 @@
-//! STARTTLS (RFC 3207) and AUTH (RFC 4954, SASL PLAIN and LOGIN) in the inbound session.
+//! STARTTLS (RFC 3207) and AUTH (RFC 4954) in the inbound session, with the SASL mechanisms of
+//! [`halyard_directory::sasl`] (SCRAM-SHA-256(-PLUS), EXTERNAL, PLAIN, LOGIN).
 
 use std::time::Duration;
 
 use base64::Engine;
-use halyard_directory::DirectoryError;
+use halyard_directory::sasl::{self, Mechanism, Outcome, TlsFacts};
 
 use super::{Line, Session, Transaction};
 
@@ -55,19 +56,53 @@ impl Session {
                     if l == "*" {
                         return Ok(Some(None));
                     }
-                    return Ok(Some(Some(
-                        base64::engine::general_purpose::STANDARD
-                            .decode(l.as_bytes())
-                            .unwrap_or_default(),
-                    )));
+                    return match base64::engine::general_purpose::STANDARD.decode(l.as_bytes()) {
+                        Ok(d) => Ok(Some(Some(d))),
+                        Err(_) => Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "not base64",
+                        )),
+                    };
                 }
-                Line::TooLong => return Ok(Some(Some(Vec::new()))),
+                Line::TooLong => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "too long",
+                    ));
+                }
                 Line::NeedMore => {
                     if !self.read_more().await? {
                         return Ok(None);
                     }
                 }
             }
+        }
+    }
+
+    /// The SASL mechanisms to offer now (none where TLS is required and absent).
+    pub(super) fn mechanisms(&self) -> Vec<Mechanism> {
+        if !self.auth_offered() {
+            return Vec::new();
+        }
+        sasl::offered(&*self.shared.backend.directory, &self.tls_facts())
+    }
+
+    fn tls_facts(&self) -> TlsFacts {
+        let rule = self
+            .shared
+            .cfg
+            .external_identity
+            .parse::<halyard_net::ExternalIdentity>()
+            .unwrap_or_default();
+        TlsFacts {
+            active: self.stream.tls_info().is_some(),
+            exporter: self.stream.tls_exporter(),
+            end_point: self.stream.tls_server_end_point(),
+            client_identity: self.shared.cfg.tls_client_ca.as_ref().and_then(|_| {
+                self.stream
+                    .client_certificate()
+                    .and_then(|der| halyard_net::certificate_identity(&der, rule))
+            }),
         }
     }
 
@@ -94,77 +129,53 @@ impl Session {
                 .await?;
             return Ok(true);
         }
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let decode = |s: &str| b64.decode(s.as_bytes()).ok();
-        // One SASL round: challenge, then the client's answer (or the end of the session).
-        macro_rules! step {
-            ($challenge:expr) => {{
-                self.reply(334, $challenge);
-                match self.sasl_line().await? {
-                    None => return Ok(false),
-                    Some(None) => {
-                        self.refuse(501, "5.0.0 authentication cancelled").await?;
-                        return Ok(true);
-                    }
-                    Some(Some(d)) => d,
-                }
-            }};
-        }
-        let (login, password) = match mechanism {
-            smtp_proto::AUTH_PLAIN => {
-                let data = if initial.is_empty() {
-                    Some(step!(""))
-                } else if initial == "=" {
-                    Some(Vec::new())
-                } else {
-                    decode(&initial)
-                };
-                let parts: Vec<Vec<u8>> = data
-                    .unwrap_or_default()
-                    .split(|b| *b == 0)
-                    .map(<[u8]>::to_vec)
-                    .collect();
-                if parts.len() != 3 || (!parts[0].is_empty() && parts[0] != parts[1]) {
-                    self.refuse(501, "5.5.2 malformed PLAIN response").await?;
+        let offered = self.mechanisms();
+        let mech = match mechanism {
+            smtp_proto::AUTH_PLAIN => Some(Mechanism::Plain),
+            smtp_proto::AUTH_LOGIN => Some(Mechanism::Login),
+            smtp_proto::AUTH_SCRAM_SHA_256 => Some(Mechanism::ScramSha256),
+            smtp_proto::AUTH_SCRAM_SHA_256_PLUS => Some(Mechanism::ScramSha256Plus),
+            smtp_proto::AUTH_EXTERNAL => Some(Mechanism::External),
+            _ => None,
+        };
+        let Some(mech) = mech.filter(|m| offered.contains(m)) else {
+            let names: Vec<&str> = offered.iter().map(|m| m.name()).collect();
+            self.refuse(
+                504,
+                &format!("5.5.4 mechanism not supported ({})", names.join(", ")),
+            )
+            .await?;
+            return Ok(true);
+        };
+        // RFC 4954 §4: "=" is an empty initial response.
+        let initial = match initial.as_str() {
+            "" => None,
+            "=" => Some(Vec::new()),
+            i => match base64::engine::general_purpose::STANDARD.decode(i.as_bytes()) {
+                Ok(d) => Some(d),
+                Err(_) => {
+                    self.refuse(501, "5.5.2 initial response is not base64")
+                        .await?;
                     return Ok(true);
                 }
-                (
-                    String::from_utf8_lossy(&parts[1]).into_owned(),
-                    String::from_utf8_lossy(&parts[2]).into_owned(),
-                )
-            }
-            smtp_proto::AUTH_LOGIN => {
-                let user = if initial.is_empty() {
-                    step!("VXNlcm5hbWU6")
-                } else {
-                    decode(&initial).unwrap_or_default()
-                };
-                let pw = step!("UGFzc3dvcmQ6");
-                (
-                    String::from_utf8_lossy(&user).into_owned(),
-                    String::from_utf8_lossy(&pw).into_owned(),
-                )
-            }
-            _ => {
-                self.refuse(504, "5.5.4 mechanism not supported (PLAIN, LOGIN)")
-                    .await?;
-                return Ok(true);
-            }
+            },
         };
-        match self
-            .shared
-            .backend
-            .directory
-            .authenticate(&login, &password)
-            .await
-        {
-            Ok(Some(p)) => {
-                tracing::info!(user = %p.mail, peer = %self.peer, "SMTP AUTH");
+        let facts = self.tls_facts();
+        let dir = self.shared.backend.directory.clone();
+        let mut x = SmtpSasl(self, false);
+        let outcome = sasl::run(&*dir, mech, initial, &mut x, &facts, &|_: &str| true).await?;
+        if x.1 {
+            return Ok(false); // the client went away mid-exchange
+        }
+        match outcome {
+            Outcome::Success(p) => {
+                tracing::info!(user = %p.mail, mechanism = mech.name(), peer = %self.peer, "SMTP AUTH");
                 self.auth = Some(p.mail);
                 self.reply(235, "2.7.0 authentication successful");
                 Ok(true)
             }
-            Ok(None) => {
+            Outcome::Failed { login, why } => {
+                tracing::info!(login = %login, peer = %self.peer, why, "SMTP AUTH failed");
                 self.auth_failures += 1;
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 self.reply(535, "5.7.8 authentication credentials invalid");
@@ -174,11 +185,44 @@ impl Session {
                 }
                 Ok(true)
             }
-            Err(DirectoryError::Unavailable(_)) => {
+            Outcome::Throttled { .. } => {
+                self.refuse(454, "4.7.0 too many failed logins; try again later")
+                    .await?;
+                Ok(true)
+            }
+            Outcome::Cancelled => {
+                self.refuse(501, "5.0.0 authentication cancelled").await?;
+                Ok(true)
+            }
+            Outcome::Malformed(m) => {
+                self.refuse(501, &format!("5.5.2 {m}")).await?;
+                Ok(true)
+            }
+            Outcome::Unavailable(_) => {
                 self.refuse(454, "4.7.0 temporary authentication failure")
                     .await?;
                 Ok(true)
             }
+        }
+    }
+}
+
+/// SMTP's `334 base64` continuations (RFC 4954) as a SASL exchange; `.1` is set when the
+/// client closed the connection mid-exchange.
+struct SmtpSasl<'a>(&'a mut Session, bool);
+
+#[async_trait::async_trait]
+impl sasl::Exchange for SmtpSasl<'_> {
+    async fn challenge(&mut self, data: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+        self.0.reply(334, &b64);
+        self.0.flush().await?;
+        match self.0.sasl_line().await? {
+            None => {
+                self.1 = true;
+                Ok(None)
+            }
+            Some(d) => Ok(d),
         }
     }
 }

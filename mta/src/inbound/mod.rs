@@ -344,8 +344,10 @@ impl Session {
                 if self.shared.tls.is_some() && !tls {
                     caps.push("STARTTLS".into());
                 }
-                if self.auth_offered() {
-                    caps.push("AUTH PLAIN LOGIN".into());
+                let mechanisms = self.mechanisms();
+                if !mechanisms.is_empty() {
+                    let names: Vec<&str> = mechanisms.iter().map(|m| m.name()).collect();
+                    caps.push(format!("AUTH {}", names.join(" ")));
                 }
                 for (i, c) in caps.iter().enumerate() {
                     let sep = if i + 1 == caps.len() { ' ' } else { '-' };

@@ -6,7 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use base64::Engine;
-use halyard_directory::DirectoryError;
+use halyard_directory::sasl::{self, Mechanism, Outcome};
 use halyard_raft_store::Command as StoreCommand;
 use imap_codec::AuthenticateDataCodec;
 use imap_codec::decode::Decoder;
@@ -39,39 +39,28 @@ impl Session {
         password: &str,
     ) -> io::Result<()> {
         if self.shared.cfg.require_tls_for_login && !self.conn.is_tls() {
-            let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
-                b"PRIVACYREQUIRED".as_slice(),
-            ));
-            return self.no(tag, Some(code), "use STARTTLS first").await;
-        }
-        let ip = self.conn.peer.ip();
-        if !self.shared.limits.login_allowed(ip, login) {
-            let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
-                b"UNAVAILABLE".as_slice(),
-            ));
             return self
-                .no(tag, Some(code), "too many failed logins; try again later")
+                .no(tag, Some(code("PRIVACYREQUIRED")), "use STARTTLS first")
                 .await;
         }
-        let unavailable = || {
-            Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
-                b"UNAVAILABLE".as_slice(),
-            ))
-        };
-        match self
-            .shared
-            .backend
-            .directory
-            .authenticate(login, password)
-            .await
-        {
-            Ok(Some(p)) => match crate::store::account(&self.shared, p).await {
+        let dir = self.shared.backend.directory.clone();
+        let gate = crate::sasl::gate(self.shared.clone(), self.conn.peer.ip());
+        let outcome = sasl::password(&*dir, login, password, &gate).await?;
+        self.authenticated(tag, outcome).await
+    }
+
+    /// Answers an authentication, whatever the mechanism: a success logs in here or hands
+    /// the session to the master; a failure counts against the login and the address alike.
+    async fn authenticated(&mut self, tag: &Tag<'_>, outcome: Outcome) -> io::Result<()> {
+        let ip = self.conn.peer.ip();
+        match outcome {
+            Outcome::Success(p) => match crate::store::account(&self.shared, p).await {
                 Ok(acct) if acct.master() != Some(self.shared.backend.node_id) => {
-                    self.shared.limits.login_succeeded(login);
+                    crate::sasl::succeeded(&self.shared, &acct.principal);
                     self.relay(tag, &acct).await
                 }
                 Ok(acct) => {
-                    self.shared.limits.login_succeeded(login);
+                    crate::sasl::succeeded(&self.shared, &acct.principal);
                     tracing::info!(user = %acct.user, group = acct.group.name(), peer = %self.conn.peer, "IMAP login");
                     self.ensure_inbox_and_quota(&acct).await;
                     self.account = Some(acct);
@@ -79,20 +68,33 @@ impl Session {
                     self.ok(tag, Some(Code::Capability(caps)), "logged in")
                         .await
                 }
-                Err(e) => self.no(tag, Some(unavailable()), &e).await,
+                Err(e) => self.no(tag, Some(code("UNAVAILABLE")), &e).await,
             },
-            Ok(None) => {
-                let delay = self.shared.limits.login_failed(ip, login);
+            Outcome::Failed { login, why } => {
+                tracing::info!(login = %login, peer = %self.conn.peer, why, "IMAP authentication failed");
+                let delay = self.shared.limits.login_failed(ip, &login);
                 tokio::time::sleep(delay).await;
-                let code = Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
-                    b"AUTHENTICATIONFAILED".as_slice(),
-                ));
-                self.no(tag, Some(code), "wrong login or password").await
-            }
-            Err(DirectoryError::Unavailable(e)) => {
                 self.no(
                     tag,
-                    Some(unavailable()),
+                    Some(code("AUTHENTICATIONFAILED")),
+                    "authentication failed",
+                )
+                .await
+            }
+            Outcome::Throttled { .. } => {
+                self.no(
+                    tag,
+                    Some(code("UNAVAILABLE")),
+                    "too many failed logins; try again later",
+                )
+                .await
+            }
+            Outcome::Cancelled => self.bad(tag, "authentication cancelled").await,
+            Outcome::Malformed(m) => self.bad(tag, &m).await,
+            Outcome::Unavailable(e) => {
+                self.no(
+                    tag,
+                    Some(code("UNAVAILABLE")),
                     &format!("directory unavailable: {e}"),
                 )
                 .await
@@ -123,7 +125,7 @@ impl Session {
             }
             Ok((master, _, up)) => {
                 tracing::info!(user = %acct.user, master, peer = %self.conn.peer, "IMAP session relayed to the master");
-                let caps = Vec1::try_from(capabilities(&self.shared, true, true))
+                let caps = Vec1::try_from(capabilities(&self.shared, true, true, &[]))
                     .map_err(|_| io::Error::other("caps"))?;
                 self.ok(
                     tag,
@@ -172,61 +174,31 @@ impl Session {
         mechanism: AuthMechanism<'_>,
         initial: Option<Vec<u8>>,
     ) -> io::Result<()> {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        match mechanism {
-            AuthMechanism::Plain => {
-                let data = match initial {
-                    Some(d) => d,
-                    None => match self.sasl_step(b"").await? {
-                        Some(d) => d,
-                        None => return self.bad(tag, "authentication cancelled").await,
-                    },
-                };
-                // authzid NUL authcid NUL password
-                let parts: Vec<&[u8]> = data.split(|b| *b == 0).collect();
-                if parts.len() != 3 {
-                    return self.bad(tag, "malformed PLAIN response").await;
-                }
-                let (authz, authc, pw) = (parts[0], parts[1], parts[2]);
-                if !authz.is_empty() && authz != authc {
-                    return self
-                        .no(tag, None, "acting as another user is not allowed")
-                        .await;
-                }
-                let login = String::from_utf8_lossy(authc).into_owned();
-                let pw = String::from_utf8_lossy(pw).into_owned();
-                self.login(tag, &login, &pw).await
-            }
-            AuthMechanism::Login => {
-                let user = match initial {
-                    Some(d) => d,
-                    None => match self
-                        .sasl_step(&b64.encode("Username:").into_bytes())
-                        .await?
-                    {
-                        Some(d) => d,
-                        None => return self.bad(tag, "authentication cancelled").await,
-                    },
-                };
-                let pw = match self
-                    .sasl_step(&b64.encode("Password:").into_bytes())
-                    .await?
-                {
-                    Some(d) => d,
-                    None => return self.bad(tag, "authentication cancelled").await,
-                };
-                let login = String::from_utf8_lossy(&user).into_owned();
-                let pw = String::from_utf8_lossy(&pw).into_owned();
-                self.login(tag, &login, &pw).await
-            }
-            other => {
-                self.no(tag, None, &format!("mechanism {other} is not supported"))
-                    .await
-            }
+        if self.shared.cfg.require_tls_for_login && !self.conn.is_tls() {
+            return self
+                .no(tag, Some(code("PRIVACYREQUIRED")), "use STARTTLS first")
+                .await;
         }
+        let offered = crate::sasl::offered(&self.shared, &self.conn);
+        let Some(mech) = Mechanism::parse(mechanism.as_ref()).filter(|m| offered.contains(m))
+        else {
+            return self
+                .no(
+                    tag,
+                    None,
+                    &format!("mechanism {mechanism} is not supported here"),
+                )
+                .await;
+        };
+        let facts = crate::sasl::tls_facts(&self.shared, &self.conn);
+        let dir = self.shared.backend.directory.clone();
+        let gate = crate::sasl::gate(self.shared.clone(), self.conn.peer.ip());
+        let outcome = sasl::run(&*dir, mech, initial, &mut ImapSasl(self), &facts, &gate).await?;
+        self.authenticated(tag, outcome).await
     }
 
-    /// One SASL round: sends a challenge, returns the decoded answer (None: cancelled).
+    /// One SASL round: sends a challenge, returns the decoded answer (None: cancelled; an
+    /// answer that is not base64 is an `InvalidData` error).
     async fn sasl_step(&mut self, challenge_b64: &[u8]) -> io::Result<Option<Vec<u8>>> {
         let mut line = b"+ ".to_vec();
         line.extend_from_slice(challenge_b64);
@@ -258,9 +230,29 @@ impl Session {
                     } else {
                         self.conn.buf.clear();
                     }
-                    return Ok(None);
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "SASL response is not base64",
+                    ));
                 }
             }
         }
+    }
+}
+
+fn code(c: &'static str) -> Code<'static> {
+    Code::Other(imap_codec::imap_types::response::CodeOther::unvalidated(
+        c.as_bytes(),
+    ))
+}
+
+/// IMAP's continuation requests (`+ base64`) as a SASL exchange.
+struct ImapSasl<'a>(&'a mut Session);
+
+#[async_trait::async_trait]
+impl sasl::Exchange for ImapSasl<'_> {
+    async fn challenge(&mut self, data: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+        self.0.sasl_step(b64.as_bytes()).await
     }
 }
