@@ -12,7 +12,7 @@ BUILD_PKGS=(libclang-dev clang g++ make pkg-config)
 # Chaos: iptables (NFQUEUE rules of the delay nemesis), faketime/libfaketime (clock nemeses).
 # tcpdump captures the testbed's cluster bridge (no secret may cross it in clear).
 TEST_PKGS=(iproute2 procps slapd ldap-utils python3 isync fetchmail swaks libnet-ssleay-perl
-  libio-socket-ssl-perl postfix dnsmasq-base nftables iptables faketime libfaketime tcpdump)
+  libio-socket-ssl-perl postfix dnsmasq-base nftables iptables faketime libfaketime tcpdump openssl)
 
 want=("${BUILD_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then
@@ -45,6 +45,22 @@ if [ "${1:-}" = "--test" ] && ! grep -qs "\"version\": \"$IMAPFLOW_VERSION\"" "$
   echo "installing: imapflow@$IMAPFLOW_VERSION (npm) in $NPM_DIR" >&2
   mkdir -p "$NPM_DIR"
   npm install --silent --no-audit --no-fund --prefix "$NPM_DIR" "imapflow@$IMAPFLOW_VERSION" >/dev/null
+fi
+
+# PyPI client libraries of the tests, pinned, outside the clone (node/tests/support puts them on
+# PYTHONPATH; HALYARD_PY_DIR overrides): scramp (SCRAM-SHA-256 client, MIT-0).
+PY_DIR="${HALYARD_PY_DIR:-$HOME/.cache/halyard-py}"
+SCRAMP_VERSION=1.5.0
+if [ "${1:-}" = "--test" ] && [ ! -d "$PY_DIR/scramp-$SCRAMP_VERSION.dist-info" ]; then
+  echo "installing: scramp==$SCRAMP_VERSION (PyPI) in $PY_DIR" >&2
+  python3 -m pip --version >/dev/null 2>&1 || {
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  }
+  mkdir -p "$PY_DIR"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --root-user-action=ignore --target "$PY_DIR" "scramp==$SCRAMP_VERSION" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

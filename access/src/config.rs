@@ -155,7 +155,10 @@ impl AccessConfig {
                 "implicit-TLS listeners need tls_cert and tls_key".into(),
             ));
         }
-        if let Err(e) = self.external_identity.parse::<halyard_net::ExternalIdentity>() {
+        if let Err(e) = self
+            .external_identity
+            .parse::<halyard_net::ExternalIdentity>()
+        {
             return Err(("access.external_identity".into(), e));
         }
         if !tls && self.tls_client_ca.is_some() {

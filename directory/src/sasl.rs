@@ -51,7 +51,12 @@ fn b64() -> base64::engine::GeneralPurpose {
 pub fn scram_keys(password: &str, password_hash: &str) -> Result<ScramKeys, String> {
     let mut salt = vec![0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| format!("no randomness for the salt: {e}"))?;
-    Ok(scram_keys_with(password, password_hash, salt, SCRAM_ITERATIONS))
+    Ok(scram_keys_with(
+        password,
+        password_hash,
+        salt,
+        SCRAM_ITERATIONS,
+    ))
 }
 
 fn scram_keys_with(password: &str, password_hash: &str, salt: Vec<u8>, i: u32) -> ScramKeys {
@@ -162,9 +167,14 @@ pub enum Outcome {
     Success(Principal),
     /// Wrong credentials, an account that may not log in, or a proof that does not verify:
     /// counts as a failed login of `login`. `why` is for the log, never for the client.
-    Failed { login: String, why: String },
+    Failed {
+        login: String,
+        why: String,
+    },
     /// The gate refused `login` before anything was verified.
-    Throttled { login: String },
+    Throttled {
+        login: String,
+    },
     Cancelled,
     /// A protocol error in the client's messages (told to the client).
     Malformed(String),
@@ -255,7 +265,10 @@ pub async fn run(
             if let Some(a) = &cf.authzid
                 && !same_user(a, &principal)
             {
-                return Ok(failed(&cf.user, "SCRAM with another authorisation identity"));
+                return Ok(failed(
+                    &cf.user,
+                    "SCRAM with another authorisation identity",
+                ));
             }
             // RFC 5802 §5: the server's signature proves to the client that the server
             // knew its key; IMAP, POP3 and SMTP carry it as a last challenge.
@@ -302,10 +315,15 @@ async fn external(
     gate: &(dyn Fn(&str) -> bool + Send + Sync),
 ) -> io::Result<Outcome> {
     let Ok(authzid) = std::str::from_utf8(authzid) else {
-        return Ok(Outcome::Malformed("authorisation identity is not UTF-8".into()));
+        return Ok(Outcome::Malformed(
+            "authorisation identity is not UTF-8".into(),
+        ));
     };
     let Some(id) = &tls.client_identity else {
-        return Ok(failed(authzid, "EXTERNAL without a verified client certificate"));
+        return Ok(failed(
+            authzid,
+            "EXTERNAL without a verified client certificate",
+        ));
     };
     if !gate(id) {
         return Ok(Outcome::Throttled { login: id.clone() });
@@ -507,7 +525,7 @@ impl ClientFirst {
         let mut fields = without_proof.split(',');
         let c = match fields.next() {
             Some(c) if c.starts_with("c=") => b64()
-                .decode(c[2..].as_bytes())
+                .decode(&c.as_bytes()[2..])
                 .map_err(|_| ScramError::Encoding)?,
             _ => return Err(ScramError::Encoding),
         };
@@ -556,8 +574,7 @@ mod tests {
         let tls = TlsFacts::default();
         let cf = ClientFirst::parse(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", false, &tls).unwrap();
         assert_eq!(cf.user, "user");
-        let server_first =
-            "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+        let server_first = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
         let v = cf
             .verify_final(
                 b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
@@ -591,7 +608,10 @@ mod tests {
             client_identity: None,
         };
         let m = b"y,,n=u,r=abc";
-        assert_eq!(ClientFirst::parse(m, false, &bound), Err(ScramError::ServerDoesBind));
+        assert_eq!(
+            ClientFirst::parse(m, false, &bound),
+            Err(ScramError::ServerDoesBind)
+        );
         assert!(ClientFirst::parse(m, false, &none).is_ok());
         assert_eq!(
             ClientFirst::parse(b"p=tls-exporter,,n=u,r=abc", false, &bound),

@@ -192,7 +192,10 @@ impl MtaConfig {
                 "tls_cert and tls_key go together".into(),
             ));
         }
-        if let Err(e) = self.external_identity.parse::<halyard_net::ExternalIdentity>() {
+        if let Err(e) = self
+            .external_identity
+            .parse::<halyard_net::ExternalIdentity>()
+        {
             return Err(("mta.external_identity".into(), e));
         }
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {

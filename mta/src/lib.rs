@@ -152,12 +152,10 @@ impl MtaServer {
     pub async fn start(cfg: MtaConfig, backend: Backend) -> Result<MtaServer, String> {
         let trusted = cfg.validate().map_err(|(k, m)| format!("{k}: {m}"))?;
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(c), Some(k)) => {
-                Some(
-                    halyard_net::Tls::load_with_client_ca("mta", c, k, cfg.tls_client_ca.as_deref())
-                        .map_err(|e| format!("{e:#}"))?,
-                )
-            }
+            (Some(c), Some(k)) => Some(
+                halyard_net::Tls::load_with_client_ca("mta", c, k, cfg.tls_client_ca.as_deref())
+                    .map_err(|e| format!("{e:#}"))?,
+            ),
             _ => None,
         };
         let relay = Arc::new(relay::Relay::new(&cfg)?);

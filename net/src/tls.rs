@@ -128,11 +128,13 @@ fn build(section: &str, cert: &Path, key: &Path, client_ca: Option<&Path>) -> Re
                     .add(c.with_context(|| format!("{section}.tls_client_ca {}", ca.display()))?)
                     .with_context(|| format!("{section}.tls_client_ca {}", ca.display()))?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .allow_unauthenticated()
-                    .build()
-                    .with_context(|| format!("{section}.tls_client_ca {}", ca.display()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .with_context(|| format!("{section}.tls_client_ca {}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };

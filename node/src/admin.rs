@@ -98,7 +98,7 @@ impl pb::admin_server::Admin for AdminRpc {
             .map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
         // With LDAP configured nothing reads the embedded directory: a change there would be
         // silently lost, so `ctl domain|user|alias|list` is refused instead.
-        if matches!(cmd, Command::Directory(_)) && self.node.directory_kind == "ldap" {
+        if writes_directory(&cmd) && self.node.directory_kind == "ldap" {
             return Err(Status::failed_precondition(
                 "this cluster's directory is LDAP ([directory.ldap]): manage domains, users, \
                  aliases and lists in the LDAP server; the embedded directory is not used",
@@ -359,5 +359,15 @@ impl pb::admin_server::Admin for AdminRpc {
             })
             .map_err(internal)?;
         records(&v)
+    }
+}
+
+/// Whether `cmd` changes the embedded directory (itself or inside a batch).
+fn writes_directory(cmd: &Command) -> bool {
+    match cmd {
+        Command::Directory(_) => true,
+        Command::Batch(cmds) | Command::Atomic(cmds) => cmds.iter().any(writes_directory),
+        Command::Tracked(c) => writes_directory(c),
+        _ => false,
     }
 }

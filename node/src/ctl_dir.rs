@@ -332,12 +332,7 @@ fn older_build(e: &anyhow::Error) -> bool {
 /// `cmd` (a new user or a new password) and the user's SCRAM keys in one atomic entry, so
 /// SCRAM never authenticates a password other than the current one. A meta group with a
 /// member too old for SCRAM keys gets `cmd` alone and a warning.
-async fn with_scram(
-    admin: &Admin,
-    cmd: DirCommand,
-    address: &str,
-    keys: ScramKeys,
-) -> Result<()> {
+async fn with_scram(admin: &Admin, cmd: DirCommand, address: &str, keys: ScramKeys) -> Result<()> {
     let both = Command::Atomic(vec![
         Command::Directory(cmd.clone()),
         Command::Directory(DirCommand::SetScram {

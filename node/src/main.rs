@@ -8,6 +8,7 @@
 //!     halyard ctl ... members add|promote|remove --group G --id N [--addr HOST:PORT]
 //!     halyard ctl ... snapshot --group G
 //!     halyard certs --out DIR --nodes 1,2,3
+//!     halyard certs --out DIR --users alice@example.org,bob@example.org
 //!     halyard-lab bench [--nodes 3] [--proposers 64] [--seconds 20] [--size 10240]
 //!     halyard-lab bench-access [--idle N | --nodes 3 --clients 16 --seconds 10 --size 10240]
 //!
@@ -76,13 +77,17 @@ enum Cmd {
     /// Internal: the helper a node starts to remove its floating addresses if it dies.
     #[command(hide = true)]
     FenceGuard,
-    /// Generate a cluster CA and node certificates for mutual TLS.
+    /// Generate a cluster CA and node certificates for mutual TLS (--nodes), or a CA and
+    /// client certificates for mail users' SASL EXTERNAL (--users).
     Certs {
         #[arg(long)]
         out: PathBuf,
         /// Comma-separated node ids.
+        #[arg(long, required_unless_present = "users")]
+        nodes: Option<String>,
+        /// Comma-separated mail addresses: a users CA and a client certificate for each.
         #[arg(long)]
-        nodes: String,
+        users: Option<String>,
     },
 }
 
@@ -148,13 +153,23 @@ fn main() {
             Cmd::Demo { data_dir, nodes } => demo::run(data_dir, nodes).await,
             Cmd::Ctl(args) => ctl::run(args).await,
             Cmd::FenceGuard => Ok(()),
-            Cmd::Certs { out, nodes } => {
-                let ids = ctl::parse_ids(&nodes)?;
-                tls::generate(&out, &ids)?;
-                println!(
-                    "wrote cluster CA and certificates for nodes {nodes} and ctl to {}",
-                    out.display()
-                );
+            Cmd::Certs { out, nodes, users } => {
+                if let Some(nodes) = nodes {
+                    let ids = ctl::parse_ids(&nodes)?;
+                    tls::generate(&out, &ids)?;
+                    println!(
+                        "wrote cluster CA and certificates for nodes {nodes} and ctl to {}",
+                        out.display()
+                    );
+                }
+                if let Some(users) = users {
+                    let list: Vec<String> = users.split(',').map(str::to_string).collect();
+                    tls::generate_user_certs(&out, &list)?;
+                    println!(
+                        "wrote users CA and client certificates for {users} to {}",
+                        out.display()
+                    );
+                }
                 Ok(())
             }
         }

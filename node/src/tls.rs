@@ -94,6 +94,39 @@ pub fn generate_mail_server(dir: &Path, names: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Writes a CA for mail users' client certificates and one certificate per address (its
+/// subjectAltName email and common name), for SASL EXTERNAL (`access.tls_client_ca`,
+/// `mta.tls_client_ca`): `users-ca.pem`, `users-ca.key`, `user-<address>.pem`,
+/// `user-<address>.key`. Each run makes a new CA: issue every user's certificate in one run,
+/// or use the site's own CA.
+pub fn generate_user_certs(dir: &Path, addresses: &[String]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (ca_cert, issuer) = new_ca("Halyard mail users CA")?;
+    write_private(
+        &dir.join("users-ca.key"),
+        issuer_key_pem(&issuer).as_bytes(),
+    )?;
+    std::fs::write(dir.join("users-ca.pem"), ca_cert.pem())?;
+    for a in addresses {
+        let a = a.trim().to_lowercase();
+        if !a.contains('@') || a.contains(['/', ' ']) {
+            anyhow::bail!("{a:?} is not a mail address");
+        }
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.subject_alt_names = vec![rcgen::SanType::Rfc822Name(a.as_str().try_into()?)];
+        p.distinguished_name.push(DnType::CommonName, a.clone());
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = p.signed_by(&key, &issuer)?;
+        std::fs::write(dir.join(format!("user-{a}.pem")), cert.pem())?;
+        write_private(
+            &dir.join(format!("user-{a}.key")),
+            key.serialize_pem().as_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
 fn issuer_key_pem(issuer: &Issuer<'_, KeyPair>) -> String {
     issuer.key().serialize_pem()
 }

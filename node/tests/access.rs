@@ -278,3 +278,48 @@ async fn multiplexor_relays_to_the_master_and_says_bye_when_it_moves() {
     ]);
     run_client("multiplexor.py", &env);
 }
+
+/// Modern SASL (issue 22 §2) with client implementations we did not write: Python's scramp
+/// drives SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (tls-server-end-point over imaplib, poplib and
+/// smtplib; tls-exporter with the keying material OpenSSL's s_client exports); EXTERNAL with
+/// client certificates from a users CA (`halyard certs --users`); failures of every mechanism
+/// count against the same throttle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_and_external_with_real_clients() {
+    let _s = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("mail");
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    halyard_node::tls::generate_mail_server(&certs, &names).unwrap();
+    halyard_node::tls::generate_user_certs(
+        &certs,
+        &["alice@example.org".into(), "mallory@example.org".into()],
+    )
+    .unwrap();
+    let mut sp = spec(1, 19600, 19643, 19610);
+    sp.access.imaps_listen = Some("127.0.0.1:19693".into());
+    sp.access.pop3s_listen = Some("127.0.0.1:19695".into());
+    sp.access.tls_cert = Some(certs.join("mail.pem"));
+    sp.access.tls_key = Some(certs.join("mail.key"));
+    sp.access.tls_client_ca = Some(certs.join("users-ca.pem"));
+    sp.access.require_tls_for_login = true;
+    sp.access.max_login_failures = 4;
+    sp.mta.submission_listen = Some("127.0.0.1:19687".into());
+    sp.mta.tls_cert = Some(certs.join("mail.pem"));
+    sp.mta.tls_key = Some(certs.join("mail.key"));
+    sp.mta.tls_client_ca = Some(certs.join("users-ca.pem"));
+    let (_d, _c) = cluster("sasl", &sp).await;
+    let mut env = accounts(19643, 19610);
+    let cert = |n: &str| certs.join(n).display().to_string();
+    env.extend([
+        ("IMAPS_PORT", "19693".to_string()),
+        ("POP3S_PORT", "19695".to_string()),
+        ("SUBMISSION_PORT", "19687".to_string()),
+        ("CAFILE", cert("mail-ca.pem")),
+        ("ALICE_CERT", cert("user-alice@example.org.pem")),
+        ("ALICE_KEY", cert("user-alice@example.org.key")),
+        ("MALLORY_CERT", cert("user-mallory@example.org.pem")),
+        ("MALLORY_KEY", cert("user-mallory@example.org.key")),
+    ]);
+    run_client("sasl_modern.py", &env);
+}

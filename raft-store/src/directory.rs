@@ -543,47 +543,62 @@ pub fn apply_dir<R: KvRead>(t: &mut Txn<'_, R>, cmd: &DirCommand) -> Outcome {
             members.dedup();
             put(t, dkeys::address(address), &DirAddress::List { members })?;
         }
-        DirCommand::DeleteList { address } => {
-            let Some(DirAddress::List { .. }) = get::<DirAddress, R>(t, &dkeys::address(address))?
-            else {
-                refuse!("no list {address}");
-            };
-            // Aliases of the list go with it.
-            let aliases: Vec<Vec<u8>> = t
-                .scan(Cf::Directory, dkeys::ADDRESSES)?
-                .into_iter()
-                .filter(|(_, v)| {
-                    matches!(decode::<DirAddress>(v), Ok(DirAddress::Alias { target }) if &target == address)
-                })
-                .map(|(k, _)| k)
-                .collect();
-            for k in aliases {
-                t.delete(Cf::Directory, k);
-            }
-            t.delete(Cf::Directory, dkeys::address(address));
-        }
-        DirCommand::SetScram { address, keys } => {
-            if get::<DirUser, R>(t, &dkeys::user(address))?.is_none() {
-                refuse!("no user {address}");
-            }
-            match keys {
-                Some(k) => {
-                    if k.iterations < 4096
-                        || k.salt.len() < 16
-                        || k.stored_key.len() != 32
-                        || k.server_key.len() != 32
-                        || k.for_hash.len() != 16
-                    {
-                        refuse!("malformed SCRAM-SHA-256 keys");
-                    }
-                    put(t, dkeys::scram(address), k)?;
-                }
-                None => t.delete(Cf::Directory, dkeys::scram(address)),
-            }
-        }
+        DirCommand::DeleteList { address } => tri!(delete_list(t, address)?),
+        DirCommand::SetScram { address, keys } => tri!(set_scram(t, address, keys.as_ref())?),
     }
     t.events.push(Event::DirectoryChanged);
     Ok(Ok(Reply::Done))
+}
+
+/// A list and the aliases pointing at it.
+fn delete_list<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    address: &str,
+) -> Result<Result<(), ApplyError>, StoreError> {
+    let Some(DirAddress::List { .. }) = get::<DirAddress, R>(t, &dkeys::address(address))? else {
+        return Ok(Err(ApplyError::Invalid(format!("no list {address}"))));
+    };
+    // Aliases of the list go with it.
+    let aliases: Vec<Vec<u8>> = t
+        .scan(Cf::Directory, dkeys::ADDRESSES)?
+        .into_iter()
+        .filter(|(_, v)| {
+            matches!(decode::<DirAddress>(v), Ok(DirAddress::Alias { target }) if target == address)
+        })
+        .map(|(k, _)| k)
+        .collect();
+    for k in aliases {
+        t.delete(Cf::Directory, k);
+    }
+    t.delete(Cf::Directory, dkeys::address(address));
+    Ok(Ok(()))
+}
+
+fn set_scram<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    address: &str,
+    keys: Option<&ScramKeys>,
+) -> Result<Result<(), ApplyError>, StoreError> {
+    if get::<DirUser, R>(t, &dkeys::user(address))?.is_none() {
+        return Ok(Err(ApplyError::Invalid(format!("no user {address}"))));
+    }
+    match keys {
+        Some(k) => {
+            if k.iterations < 4096
+                || k.salt.len() < 16
+                || k.stored_key.len() != 32
+                || k.server_key.len() != 32
+                || k.for_hash.len() != 16
+            {
+                return Ok(Err(ApplyError::Invalid(
+                    "malformed SCRAM-SHA-256 keys".into(),
+                )));
+            }
+            put(t, dkeys::scram(address), k)?;
+        }
+        None => t.delete(Cf::Directory, dkeys::scram(address)),
+    }
+    Ok(Ok(()))
 }
 
 /// Read access to the embedded directory (a replica of the meta group).
@@ -721,6 +736,46 @@ mod tests {
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    /// SCRAM keys only count beside the password hash they were set with: a password changed
+    /// without them (or a user deleted and created again) leaves no old password usable.
+    #[test]
+    fn scram_keys_follow_the_password_hash() {
+        let mut m = Mem(BTreeMap::new());
+        m.ok(DirCommand::AddDomain(domain("example.org", &[])));
+        let keys = |h: &str| ScramKeys {
+            iterations: 4096,
+            salt: vec![1; 16],
+            stored_key: vec![2; 32],
+            server_key: vec![3; 32],
+            for_hash: ScramKeys::hash_binding(h),
+        };
+        let set = |k| DirCommand::SetScram {
+            address: "joe@example.org".into(),
+            keys: k,
+        };
+        assert!(m.refused(set(Some(keys(HASH)))).contains("no user"));
+        m.ok(DirCommand::AddUser(user("joe@example.org")));
+        let mut weak = keys(HASH);
+        weak.iterations = 1000;
+        assert!(m.refused(set(Some(weak))).contains("malformed"));
+        m.ok(set(Some(keys(HASH))));
+        let read = |m: &Mem| DirReader(m).scram("joe@example.org").unwrap();
+        assert_eq!(read(&m), Some(keys(HASH)));
+        let other = "$argon2id$v=19$m=19456,t=2,p=1$b3RoZXJzYWx0$b3RoZXJoYXNo";
+        m.ok(DirCommand::UpdateUser {
+            address: "joe@example.org".into(),
+            patch: UserPatch {
+                password_hash: Some(other.into()),
+                ..Default::default()
+            },
+        });
+        assert_eq!(read(&m), None, "keys of the old password still count");
+        m.ok(set(Some(keys(other))));
+        assert_eq!(read(&m), Some(keys(other)));
+        m.ok(set(None));
+        assert_eq!(read(&m), None);
     }
 
     #[test]

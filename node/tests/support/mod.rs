@@ -40,6 +40,16 @@ pub fn npm_modules() -> std::path::PathBuf {
         .join("node_modules")
 }
 
+/// Where `scripts/deps.sh --test` installs the PyPI client libraries (scramp).
+pub fn python_modules() -> std::path::PathBuf {
+    std::env::var_os("HALYARD_PY_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/halyard-py")
+        })
+}
+
 /// The command that runs a client script: Python, or Node.js for `.cjs` scripts (with the
 /// npm libraries on its module path).
 pub fn client_command(name: &str) -> Command {
@@ -48,7 +58,9 @@ pub fn client_command(name: &str) -> Command {
         c.env("NODE_PATH", npm_modules());
         c
     } else {
-        Command::new("python3")
+        let mut c = Command::new("python3");
+        c.env("PYTHONPATH", python_modules());
+        c
     };
     cmd.arg(script(name));
     cmd
