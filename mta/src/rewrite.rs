@@ -13,7 +13,21 @@
 //! max_jobs = 4                 # deliveries in flight on this channel
 //! retry_minutes = [5, 15, 60]  # then the last value repeats
 //! max_message_bytes = 10485760
+//!
+//! [[mta.channels]]
+//! name = "hub"
+//! kind = "smtp"
+//! domains = ["*"]
+//! host = "smtp.hub.example:587"
+//! tls = "verify"               # opportunistic (default) | verify
+//! tls_ca = "/etc/halyard/hub-ca.pem"   # default: the system's roots
 //! ```
+//!
+//! `tls = "verify"`: the peer must offer STARTTLS and present a certificate that chains to
+//! `tls_ca` (else the system's roots, `/etc/ssl/certs/ca-certificates.crt`) and names the
+//! channel's host; anything else defers the message (4.7.5, it stays queued and is retried)
+//! instead of sending it in clear or to an unverified server. Opportunistic TLS (used when
+//! offered, certificate not checked) stays the default, as for MX delivery.
 //!
 //! Addresses in a domain routed to a configured channel are accepted from any client (like
 //! Postfix's relay_domains); other non-local domains need an authenticated or trusted
@@ -37,6 +51,20 @@ pub enum ChannelKind {
     Discard,
 }
 
+/// Transport security of an SMTP channel.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// STARTTLS when offered, certificate not verified (RFC 7435).
+    #[default]
+    Opportunistic,
+    /// STARTTLS required, certificate verified against the CA and the host name.
+    Verify,
+}
+
+/// Where verified channels find their trust anchors unless `tls_ca` says otherwise.
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
@@ -59,6 +87,12 @@ pub struct ChannelConfig {
     pub retry_minutes: Vec<u64>,
     #[serde(default)]
     pub max_message_bytes: Option<u64>,
+    /// `smtp` channels: `opportunistic` (default) or `verify`.
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// PEM trust anchors for `tls = "verify"` (default: [`SYSTEM_ROOTS`]).
+    #[serde(default)]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl ChannelConfig {
@@ -75,6 +109,14 @@ impl ChannelConfig {
             }
             ChannelKind::Pipe if self.command.is_empty() => {
                 Err(format!("channel {}: pipe needs command", self.name))
+            }
+            k if k != ChannelKind::Smtp
+                && (self.tls != TlsMode::Opportunistic || self.tls_ca.is_some()) =>
+            {
+                Err(format!(
+                    "channel {}: tls and tls_ca apply to smtp channels",
+                    self.name
+                ))
             }
             _ => Ok(()),
         }

@@ -745,6 +745,8 @@ async fn rewrite_rules_and_channels() {
         max_jobs: Some(2),
         retry_minutes: vec![1, 5],
         max_message_bytes: None,
+        tls: Default::default(),
+        tls_ca: None,
     };
     let mut sp = spec(1, 18900, 18943, 18925, 18987);
     sp.mta.rewrite = vec![RewriteRule {
@@ -1128,4 +1130,147 @@ async fn any_command_sequence_gets_well_formed_replies() {
             got.len() - dup.len()
         );
     }
+}
+
+/// Issue 22 §5: an SMTP channel with `tls = "verify"` delivers only over TLS to a server whose
+/// certificate chains to its CA and names its host. A server without STARTTLS, or with a
+/// certificate from another CA, gets nothing: the message stays queued with a 4.7.5 reason.
+/// The default (opportunistic) still delivers to the server without STARTTLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_tls_channels_defer_rather_than_send_unverified() {
+    use halyard_mta::rewrite::{ChannelConfig, ChannelKind, TlsMode};
+    let _s = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let good = tmp.path().join("good");
+    let rogue = tmp.path().join("rogue");
+    halyard_node::tls::generate_mail_server(&good, &names).unwrap();
+    halyard_node::tls::generate_mail_server(&rogue, &names).unwrap();
+    let mut kids = Children(vec![]);
+    let mut sink = |port: u16, certs: Option<&std::path::Path>| {
+        let out = tmp.path().join(format!("sink-{port}"));
+        std::fs::create_dir_all(&out).unwrap();
+        let mut cmd = support::client_command("tls_sink.py");
+        cmd.arg(port.to_string()).arg(&out);
+        if let Some(d) = certs {
+            cmd.arg(d.join("mail.pem")).arg(d.join("mail.key"));
+        }
+        kids.0.push(cmd.spawn().expect("tls_sink.py"));
+        out
+    };
+    let good_out = sink(19711, Some(&good));
+    let plain_out = sink(19712, None);
+    let rogue_out = sink(19713, Some(&rogue));
+    let chan = |name: &str, domain: &str, port: u16, tls| ChannelConfig {
+        name: name.into(),
+        kind: ChannelKind::Smtp,
+        domains: vec![domain.into()],
+        host: Some(format!("127.0.0.1:{port}")),
+        command: vec![],
+        max_jobs: Some(2),
+        retry_minutes: vec![1, 5],
+        max_message_bytes: None,
+        tls,
+        tls_ca: (tls == TlsMode::Verify).then(|| good.join("mail-ca.pem")),
+    };
+    let mut sp = spec(1, 19700, 19743, 19725, 19787);
+    sp.mta.channels = vec![
+        chan("hub", "good.test", 19711, TlsMode::Verify),
+        chan("cleartext", "plain.test", 19712, TlsMode::Verify),
+        chan("impostor", "rogue.test", 19713, TlsMode::Verify),
+        chan(
+            "anyhow",
+            "opportunistic.test",
+            19712,
+            TlsMode::Opportunistic,
+        ),
+    ];
+    let (_d, c) = cluster("verified-tls", &sp).await;
+    for rcpt in [
+        "a@good.test",
+        "b@plain.test",
+        "c@rogue.test",
+        "d@opportunistic.test",
+    ] {
+        let out = Command::new("swaks")
+            .args(["--server", "127.0.0.1:19725", "--from", "alice@example.org"])
+            .args(["--to", rcpt, "--header", &format!("Subject: to {rcpt}")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("queued as"),
+            "{rcpt}: {text}"
+        );
+    }
+    let delivered = |dir: &std::path::Path| -> Vec<String> {
+        walk(dir)
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let g = delivered(&good_out);
+        let p = delivered(&plain_out);
+        if g.len() == 1 && p.len() == 1 {
+            assert!(g[0].starts_with("X-Sink-TLS: yes"), "{}", g[0]);
+            assert!(
+                p[0].contains("Subject: to d@opportunistic.test"),
+                "{}",
+                p[0]
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "good {g:?}, plain {p:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The two verified channels that could not verify kept their messages.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (ok, out, _) = c.ctl(1, &["queue", "list", "--json"], "").unwrap();
+        assert!(ok);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut left: Vec<(String, String)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let r = &e["entry"]["recipients"][0];
+                (
+                    r["spec"]["address"].as_str().unwrap_or("").to_string(),
+                    r["last_error"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        left.sort();
+        let tried = left.len() == 2 && left.iter().all(|(_, e)| !e.is_empty());
+        if tried {
+            assert_eq!(left[0].0, "b@plain.test", "{left:?}");
+            assert!(
+                left[0].1.contains("4.7.5") && left[0].1.contains("STARTTLS"),
+                "{left:?}"
+            );
+            assert_eq!(left[1].0, "c@rogue.test", "{left:?}");
+            assert!(
+                left[1].1.contains("4.7.5") && left[1].1.contains("certificate"),
+                "{left:?}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{left:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        delivered(&rogue_out).is_empty(),
+        "sent to an unverified server"
+    );
+    assert_eq!(
+        delivered(&plain_out).len(),
+        1,
+        "sent in clear on a verified channel"
+    );
 }

@@ -28,6 +28,8 @@ pub(super) struct Open {
     pub(super) exts: Vec<String>,
     pub(super) opened: Instant,
     pub(super) uses: u32,
+    /// The host name whose certificate was verified on this connection, if one was.
+    pub(super) verified_for: Option<String>,
 }
 
 /// Idle connections by server address, each with the id its closing timer knows it by.

@@ -7,7 +7,10 @@
 //!   4xx or drops the connection sends us to the next one.
 //! - Opportunistic STARTTLS (RFC 3207/7435): used when offered, certificates not verified
 //!   (without DANE or MTA-STS there is nothing to verify them against); a failed handshake
-//!   is a temporary failure of that host.
+//!   is a temporary failure of that host. A channel with `tls = "verify"` requires STARTTLS
+//!   and a certificate valid for its host under its CA: anything less is a temporary
+//!   failure (the message stays queued), never a delivery in clear. Its idle connections
+//!   are only reused when they were verified.
 //! - One transaction per (queue entry, domain) with every recipient of that domain;
 //!   ESMTP parameters (SIZE, BODY=8BITMIME, SMTPUTF8, DSN's RET/ENVID/NOTIFY/ORCPT) are sent
 //!   only to servers that advertise them.
@@ -62,6 +65,31 @@ pub struct Relay {
     connect_timeout: Duration,
     io_timeout: Duration,
     tls: tokio_rustls::TlsConnector,
+    /// Verifying connectors of the channels with `tls = "verify"`, by channel name.
+    verified: std::collections::HashMap<String, tokio_rustls::TlsConnector>,
+}
+
+/// A verifying TLS client under the PEM trust anchors in `ca`.
+fn verifying(channel: &str, ca: &std::path::Path) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let what =
+        |e: &dyn std::fmt::Display| format!("mta.channels {channel}: tls_ca {}: {e}", ca.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| what(&e))? {
+        // A bundle may hold certificates rustls cannot use; the others still count.
+        let _ = roots.add(c.map_err(|e| what(&e))?);
+    }
+    if roots.is_empty() {
+        return Err(what(&"no usable CA certificate"));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }
 
 /// Accepts any certificate: opportunistic TLS encrypts against passive listening only.
@@ -144,6 +172,16 @@ impl Relay {
             .build()
         }
         .map_err(|e| format!("mta.dns_servers: {e}"))?;
+        let mut verified = std::collections::HashMap::new();
+        for c in &cfg.channels {
+            if c.tls == crate::rewrite::TlsMode::Verify {
+                let ca = c
+                    .tls_ca
+                    .clone()
+                    .unwrap_or_else(|| crate::rewrite::SYSTEM_ROOTS.into());
+                verified.insert(c.name.clone(), verifying(&c.name, &ca)?);
+            }
+        }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -160,15 +198,23 @@ impl Relay {
             connect_timeout: Duration::from_secs(cfg.connect_timeout_secs),
             io_timeout: Duration::from_secs(cfg.relay_timeout_secs),
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            verified,
         })
+    }
+
+    /// The verifying connector of `channel`, when it has `tls = "verify"`.
+    pub fn verifier(&self, channel: &str) -> Option<&tokio_rustls::TlsConnector> {
+        self.verified.get(channel)
     }
 
     /// Delivers `out` to `domain` (its MX hosts, or `smarthost` when given as
     /// `host:port`); one outcome per recipient, in order.
+    /// `verify`: the channel's verifying connector (`tls = "verify"`).
     pub async fn send(
         &self,
         domain: &str,
         smarthost: Option<&str>,
+        verify: Option<&tokio_rustls::TlsConnector>,
         out: &Outgoing<'_>,
     ) -> Vec<Outcome> {
         let all = |o: Outcome| vec![o; out.rcpts.len()];
@@ -179,12 +225,21 @@ impl Relay {
             };
             let mut last = String::from("no address");
             for ip in ips {
-                match self.deliver_to(&host, SocketAddr::new(ip, port), out).await {
+                match self
+                    .deliver_to(&host, SocketAddr::new(ip, port), verify, out)
+                    .await
+                {
                     Ok(o) => return o,
                     Err(HostFailure(why)) => last = format!("[{ip}]: {why}"),
                 }
             }
-            return all(Outcome::Temporary(format!("4.4.1 {h}: {last}")));
+            // RFC 3463: 4.7.5 "cryptographic failure" when verified TLS was the obstacle.
+            let code = if verify.is_some() && last.contains("TLS") {
+                "4.7.5"
+            } else {
+                "4.4.1"
+            };
+            return all(Outcome::Temporary(format!("{code} {h}: {last}")));
         }
         let hosts = match self.exchangers(domain).await {
             Ok(h) => h,
@@ -201,7 +256,7 @@ impl Relay {
             };
             for ip in addrs {
                 match self
-                    .deliver_to(&host, SocketAddr::new(ip, self.port), out)
+                    .deliver_to(&host, SocketAddr::new(ip, self.port), verify, out)
                     .await
                 {
                     Ok(outcomes) => return outcomes,
@@ -220,12 +275,18 @@ impl Relay {
         &self,
         host: &str,
         sa: SocketAddr,
+        verify: Option<&tokio_rustls::TlsConnector>,
         out: &Outgoing<'_>,
     ) -> Result<Vec<Outcome>, HostFailure> {
         for _ in 0..MAX_IDLE_PER_DESTINATION {
             let Some(mut open) = self.take_idle(sa) else {
                 break;
             };
+            if verify.is_some() && open.verified_for.as_deref() != Some(host) {
+                // Opened without verification (or for another name): not for this channel.
+                self.put_idle(sa, open);
+                break;
+            }
             if matches!(open.conn.cmd("RSET").await, Ok((250, _))) {
                 tracing::debug!(server = %sa, uses = open.uses, "reusing connection");
                 return self.run(open, sa, out).await;
@@ -236,7 +297,7 @@ impl Relay {
             Ok(Err(e)) => return Err(HostFailure(e.to_string())),
             Err(_) => return Err(HostFailure("connection timed out".into())),
         };
-        let open = self.open(tcp, host, sa.ip()).await?;
+        let open = self.open(tcp, host, sa.ip(), verify).await?;
         self.run(open, sa, out).await
     }
 
@@ -293,32 +354,45 @@ impl Relay {
 
     /// Greeting, EHLO (HELO for a server without extensions) and STARTTLS when offered:
     /// a connection ready for transactions.
-    async fn open(&self, tcp: TcpStream, host: &str, ip: IpAddr) -> Result<Open, HostFailure> {
+    async fn open(
+        &self,
+        tcp: TcpStream,
+        host: &str,
+        ip: IpAddr,
+        verify: Option<&tokio_rustls::TlsConnector>,
+    ) -> Result<Open, HostFailure> {
         let mut c = Conn {
             io: BufReader::new(Box::new(tcp) as Box<dyn Io>),
             timeout: self.io_timeout,
             closing: false,
         };
-        let ready = |conn, exts| Open {
+        let ready = |conn, exts, verified_for| Open {
             conn,
             host: host.to_string(),
             ip,
             exts,
             opened: Instant::now(),
             uses: 0,
+            verified_for,
         };
         let (code, text) = c.reply().await?;
         if code != 220 {
             return Err(HostFailure(format!("greeting {code} {text}")));
         }
         let ehlo = c.cmd(&format!("EHLO {}", self.hostname)).await?;
+        if ehlo.0 != 250 && verify.is_some() {
+            return Err(HostFailure(format!(
+                "EHLO {} {}: no STARTTLS, and the channel requires verified TLS",
+                ehlo.0, ehlo.1
+            )));
+        }
         if ehlo.0 != 250 {
             // An SMTP-only server: HELO, no extensions.
             let (code, text) = c.cmd(&format!("HELO {}", self.hostname)).await?;
             if code != 250 {
                 return Err(HostFailure(format!("HELO {code} {text}")));
             }
-            return Ok(ready(c, vec![]));
+            return Ok(ready(c, vec![], None));
         }
         let extensions = |text: &str| -> Vec<String> {
             text.lines()
@@ -328,7 +402,12 @@ impl Relay {
         };
         let exts = extensions(&ehlo.1);
         if !exts.iter().any(|e| e == "STARTTLS") {
-            return Ok(ready(c, exts));
+            if verify.is_some() {
+                return Err(HostFailure(
+                    "STARTTLS not offered, and the channel requires verified TLS".into(),
+                ));
+            }
+            return Ok(ready(c, exts, None));
         }
         let (code, text) = c.cmd("STARTTLS").await?;
         if code != 220 {
@@ -337,7 +416,8 @@ impl Relay {
         let name = rustls::pki_types::ServerName::try_from(host.trim_end_matches('.').to_string())
             .unwrap_or(rustls::pki_types::ServerName::IpAddress(ip.into()));
         // Whatever the server sent after its 220 is dropped with the buffer (RFC 3207 §6).
-        let tls = tokio::time::timeout(self.io_timeout, self.tls.connect(name, c.io.into_inner()))
+        let connector = verify.unwrap_or(&self.tls);
+        let tls = tokio::time::timeout(self.io_timeout, connector.connect(name, c.io.into_inner()))
             .await
             .map_err(|_| HostFailure("TLS handshake timed out".into()))?
             .map_err(|e| HostFailure(format!("TLS handshake: {e}")))?;
@@ -351,6 +431,6 @@ impl Relay {
             return Err(HostFailure(format!("EHLO after STARTTLS {code} {text}")));
         }
         let exts = extensions(&text);
-        Ok(ready(t, exts))
+        Ok(ready(t, exts, verify.map(|_| host.to_string())))
     }
 }

@@ -375,13 +375,18 @@ async fn channel_entry(
         match chan {
             None => {
                 relay
-                    .send(&domain_of(&rcpts[0].spec.address), None, &out)
+                    .send(&domain_of(&rcpts[0].spec.address), None, None, &out)
                     .await
             }
             Some(c) => match c.kind {
                 ChannelKind::Smtp => {
                     relay
-                        .send(&domain_of(&rcpts[0].spec.address), c.host.as_deref(), &out)
+                        .send(
+                            &domain_of(&rcpts[0].spec.address),
+                            c.host.as_deref(),
+                            relay.verifier(&c.name),
+                            &out,
+                        )
                         .await
                 }
                 ChannelKind::Lmtp => relay.lmtp(c.host.as_deref().unwrap_or(""), &out).await,
