@@ -96,6 +96,22 @@ pub struct ChannelConfig {
 }
 
 impl ChannelConfig {
+    /// A channel of `kind` with nothing else set (no domains, default TLS and limits).
+    pub fn new(name: &str, kind: ChannelKind) -> ChannelConfig {
+        ChannelConfig {
+            name: name.into(),
+            kind,
+            domains: vec![],
+            host: None,
+            command: vec![],
+            max_jobs: None,
+            retry_minutes: vec![],
+            max_message_bytes: None,
+            tls: TlsMode::Opportunistic,
+            tls_ca: None,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.name.is_empty() || ["store", "smtp"].contains(&self.name.as_str()) {
             return Err(format!(

@@ -737,16 +737,10 @@ async fn rewrite_rules_and_channels() {
             .expect("smtp-sink"),
     );
     let chan = |name: &str, kind, domain: &str| ChannelConfig {
-        name: name.into(),
-        kind,
         domains: vec![domain.into()],
-        host: None,
-        command: vec![],
         max_jobs: Some(2),
         retry_minutes: vec![1, 5],
-        max_message_bytes: None,
-        tls: Default::default(),
-        tls_ca: None,
+        ..ChannelConfig::new(name, kind)
     };
     let mut sp = spec(1, 18900, 18943, 18925, 18987);
     sp.mta.rewrite = vec![RewriteRule {
@@ -1162,16 +1156,12 @@ async fn verified_tls_channels_defer_rather_than_send_unverified() {
     let plain_out = sink(19712, None);
     let rogue_out = sink(19713, Some(&rogue));
     let chan = |name: &str, domain: &str, port: u16, tls| ChannelConfig {
-        name: name.into(),
-        kind: ChannelKind::Smtp,
         domains: vec![domain.into()],
         host: Some(format!("127.0.0.1:{port}")),
-        command: vec![],
-        max_jobs: Some(2),
         retry_minutes: vec![1, 5],
-        max_message_bytes: None,
         tls,
         tls_ca: (tls == TlsMode::Verify).then(|| good.join("mail-ca.pem")),
+        ..ChannelConfig::new(name, ChannelKind::Smtp)
     };
     let mut sp = spec(1, 19700, 19743, 19725, 19787);
     sp.mta.channels = vec![
