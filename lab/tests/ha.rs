@@ -530,6 +530,52 @@ fn a_paused_master_loses_its_address_without_two_holders() {
     check_mailbox(RG1, &acked);
 }
 
+/// Issue 22 §7: `ctl failover --force` while the master is frozen (SIGSTOP). The target (node
+/// 2) waits out the old master's lease and stands; an automatic election may have been won
+/// first, by node 2 (then the forced one finds it leading) or by node 3 (then the forced one
+/// refuses, since a leader is still heard from). Every outcome must leave exactly one holder
+/// of the address at any time, through the resume of the old master, and lose no mail.
+#[test]
+fn forced_failover_of_a_frozen_master_leaves_one_holder() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = Bed::up("g", &["--nodes", "3"]);
+    wait_banner(RG1, Duration::from_secs(30), |n| n == 1);
+    let mut acked = vec![send_retrying(RG1, "before the forced failover")];
+    let probe = bed.probe(RG1, 20.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = bed.cluster(&["kill", "1", "--signal", "STOP"]);
+    assert!(ok, "{out}");
+    let t0 = std::time::Instant::now();
+    let (forced, said) = bed.ctl(2, &["failover", "--group", "rg1", "--to", "2", "--force"]);
+    eprintln!(
+        "forced failover after {:?}: ok={forced}: {said}",
+        t0.elapsed()
+    );
+    let (new, took) = wait_banner(RG1, Duration::from_secs(15), |n| n != 1);
+    eprintln!("node {new} answered on {RG1} {took:?} after the forced failover");
+    if forced {
+        assert!(
+            said.contains("node 2 took over by forced election in term"),
+            "{said}"
+        );
+        assert_eq!(new, 2, "the forced target does not serve the address");
+    } else {
+        assert!(said.contains("still heard from"), "{said}");
+        assert_eq!(
+            new, 3,
+            "the forced failover refused, yet node 3 does not serve"
+        );
+    }
+    acked.push(send_retrying(RG1, "after the forced failover"));
+    let (ok, out) = bed.cluster(&["kill", "1", "--signal", "CONT"]);
+    assert!(ok, "{out}");
+    std::thread::sleep(Duration::from_secs(2));
+    acked.push(send_retrying(RG1, "after the old master resumed"));
+    let report = bed.probe_clean(probe);
+    eprintln!("probe: {report}");
+    check_mailbox(RG1, &acked);
+}
+
 /// Whether a TCP connection from namespace `ns` to `ip`:7700 (the node's cluster port)
 /// succeeds within a second.
 fn reaches(ns: &str, ip: &str) -> bool {
