@@ -147,11 +147,28 @@ impl NodeConfig {
 
 /// `[directory]`: with no `ldap` table the embedded, replicated directory is used (managed
 /// with `halyard ctl domain|user|alias|list`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryConfig {
     #[serde(default)]
     pub ldap: Option<halyard_directory::ldap::LdapConfig>,
+    /// How long a user deleted with `ctl user del` keeps its mailboxes before they are purged
+    /// (meanwhile the account is `deleted`: no logins, mail refused); `--purge-now` skips it.
+    #[serde(default = "d_purge_grace")]
+    pub purge_grace_secs: u64,
+}
+
+fn d_purge_grace() -> u64 {
+    7 * 24 * 3600
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        DirectoryConfig {
+            ldap: None,
+            purge_grace_secs: d_purge_grace(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -194,9 +194,14 @@ pub enum UserCmd {
         #[arg(long)]
         no_forward: bool,
     },
-    /// Delete a user and its aliases (its mailboxes are not touched).
+    /// Delete a user: the account is disabled at once (status `deleted`), and after the
+    /// grace period (`[directory] purge_grace_secs`) its mailboxes, messages and quota are
+    /// purged and the entry (with its aliases) removed.
     Del {
         address: String,
+        /// Purge now instead of after the grace period, and wait until it is done.
+        #[arg(long)]
+        purge_now: bool,
     },
     List {
         #[arg(long)]
@@ -484,6 +489,52 @@ fn delivery(opts: &UserOpts) -> Result<Vec<String>> {
     })
 }
 
+/// `user del`: disable now and schedule the purge (see [`crate::purge`]); with `purge_now`,
+/// wait until the meta leader has purged the user.
+async fn user_del(admin: &Admin, address: &str, purge_now: bool) -> Result<()> {
+    let address = addr(address)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let schedule = Command::Atomic(vec![
+        Command::Directory(DirCommand::UpdateUser {
+            address: address.clone(),
+            patch: UserPatch {
+                status: Some(DirStatus::Deleted),
+                ..Default::default()
+            },
+        }),
+        Command::Directory(DirCommand::SchedulePurge {
+            address: address.clone(),
+            deleted_at_ms: Some(if purge_now { 0 } else { now }),
+        }),
+    ]);
+    propose_dir(admin, &schedule).await?;
+    if !purge_now {
+        println!(
+            "user {address} deleted: logins and mail refused now; its mailboxes are \
+             purged after [directory] purge_grace_secs (`ctl user del {address} \
+             --purge-now` to purge now)"
+        );
+        return Ok(());
+    }
+    // The meta group's leader purges it within a few seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let users = dir_reader(admin).await.users(None).await?;
+        if !users.iter().any(|u| u.address == address) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("user {address} is deleted but not purged yet: see the meta leader's log");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    println!("user {address} deleted and its mail purged");
+    Ok(())
+}
+
 pub async fn user_cmd(admin: &Admin, cmd: &UserCmd) -> Result<()> {
     match cmd {
         UserCmd::Add {
@@ -572,25 +623,7 @@ pub async fn user_cmd(admin: &Admin, cmd: &UserCmd) -> Result<()> {
             .await?;
             println!("user {address} updated");
         }
-        UserCmd::Del { address } => {
-            let address = addr(address)?;
-            let del = DirCommand::DeleteUser {
-                address: address.clone(),
-            };
-            // The SCRAM record goes with the user (where the meta group can carry it).
-            let both = Command::Atomic(vec![
-                Command::Directory(DirCommand::SetScram {
-                    address: address.clone(),
-                    keys: None,
-                }),
-                Command::Directory(del.clone()),
-            ]);
-            match propose_dir(admin, &both).await {
-                Err(e) if older_build(&e) => change(admin, del).await?,
-                r => r?,
-            }
-            println!("user {address} deleted");
-        }
+        UserCmd::Del { address, purge_now } => user_del(admin, address, *purge_now).await?,
         UserCmd::List { domain: d, json } => {
             let d = d.as_deref().map(domain).transpose()?;
             let users = dir_reader(admin).await.users(d.as_deref()).await?;

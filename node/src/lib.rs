@@ -15,6 +15,7 @@
 //! - [`forward`] — proposals handed to a group's leader by the other members;
 //! - [`floating`] — a group's listeners on its floating address while this node holds it;
 //! - [`failover`] — switchover, forced failover and failback;
+//! - [`purge`] — deleted users' store data purged after a grace period;
 //! - [`ctl`], [`ctl_dir`], [`ctl_queue`] — `halyard ctl` and its subcommands;
 //! - [`demo`] — `halyard demo`; [`local_cluster`] — nodes as local processes (tests, benches);
 //! - [`tls`] — cluster CA and certificates.
@@ -30,6 +31,7 @@ pub mod floating;
 pub mod forward;
 pub mod local_cluster;
 pub mod network;
+pub mod purge;
 pub mod raft_rpc;
 pub mod relay;
 pub mod runtime;

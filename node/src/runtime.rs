@@ -381,6 +381,10 @@ impl Node {
                 }));
             }
         }
+        if directory_kind != "ldap" && shared.groups.contains_key(crate::config::META_GROUP) {
+            let (node, stop) = (shared.clone(), fence_stop_rx.clone());
+            fence_tasks.push(tokio::spawn(crate::purge::sweeper(node, stop)));
+        }
         tracing::info!(node = cfg.node_id, listen = %listen, groups = shared.groups.len(), tls = tls.is_some(), directory = directory_kind, "node started");
         Ok(Node {
             shared,

@@ -261,6 +261,7 @@ async fn serve_uses_configured_ldap_directory() {
         raft: RaftConfig::default(),
         directory: DirectoryConfig {
             ldap: Some(slapd.config()),
+            ..Default::default()
         },
         access: Default::default(),
     };

@@ -1264,3 +1264,64 @@ async fn verified_tls_channels_defer_rather_than_send_unverified() {
         "sent in clear on a verified channel"
     );
 }
+
+/// Issue 22 §7: `ctl user del` used to remove the directory entry only, so a user created
+/// later with the same address inherited the old mail. Now the account is disabled at once
+/// (mail refused permanently, the address still taken), and its store data is purged (at
+/// once with `--purge-now`) before the entry goes; a new user of that address starts empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_user_purges_its_mail_and_a_new_one_starts_empty() {
+    let _s = SERIAL.lock().await;
+    let sp = spec(1, 19800, 19843, 19825, 19887);
+    let (_d, c) = cluster("purge", &sp).await;
+    let swaks = |subject: &str| {
+        let out = Command::new("swaks")
+            .args(["--server", "127.0.0.1:19825", "--to", "alice@example.org"])
+            .args(["--from", "someone@elsewhere.test"])
+            .args(["--header", &format!("Subject: {subject}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let imap = |password: &str, expect: &str| {
+        run_client(
+            "imap_subjects.py",
+            &[
+                ("IMAP_PORT", "19843".into()),
+                ("USER", "alice".into()),
+                ("PASSWORD", password.into()),
+                ("EXPECT", expect.into()),
+            ],
+        )
+    };
+    assert!(swaks("old mail").contains("queued as"));
+    imap("alice-pw", "old mail");
+    let (ok, out, err) = c.ctl(1, &["user", "del", "alice@example.org"], "").unwrap();
+    assert!(ok && out.contains("purged after"), "{out}{err}");
+    // Disabled now: mail refused permanently, the address not reusable yet.
+    let refused = swaks("while deleted");
+    assert!(refused.contains("<** 5"), "{refused}");
+    let (ok, _, err) = c
+        .ctl(
+            1,
+            &["user", "add", "alice@example.org", "--login", "alice"],
+            "new-pw\n",
+        )
+        .unwrap();
+    assert!(!ok && err.contains("already in use"), "{err}");
+    let (ok, out, err) = c
+        .ctl(1, &["user", "del", "alice@example.org", "--purge-now"], "")
+        .unwrap();
+    assert!(ok && out.contains("purged"), "{out}{err}");
+    let (ok, _, err) = c
+        .ctl(
+            1,
+            &["user", "add", "alice@example.org", "--login", "alice"],
+            "new-pw\n",
+        )
+        .unwrap();
+    assert!(ok, "{err}");
+    imap("new-pw", "");
+    assert!(swaks("new mail").contains("queued as"));
+    imap("new-pw", "new mail");
+}

@@ -12,6 +12,7 @@
 //! | `u\0<address>`      | [`DirUser`]                                                  |
 //! | `i\0<login>`        | the address of the user whose login (uid) this is            |
 //! | `s\0<address>`      | [`ScramKeys`] of the user (SCRAM-SHA-256, RFC 5802/7677)     |
+//! | `x\0<address>`      | when the user was deleted (ms; its store data is purged later) |
 //!
 //! Addresses are compared case-insensitively, as the Sun schema's `mail` attribute is
 //! (caseIgnoreIA5Match): the whole address is lower-cased. Passwords arrive already hashed
@@ -173,6 +174,13 @@ pub enum DirCommand {
         address: String,
         keys: Option<ScramKeys>,
     },
+    /// Records (or with `None` forgets) that a user was deleted at `deleted_at_ms`: the
+    /// meta group's leader purges the user's store data once the grace period has passed,
+    /// then removes the entry (`halyard ctl user del`). Command level 3.
+    SchedulePurge {
+        address: String,
+        deleted_at_ms: Option<u64>,
+    },
 }
 
 /// A user's SCRAM-SHA-256 verifier (RFC 5802 §3): what the server needs to check a proof
@@ -224,6 +232,10 @@ pub mod dkeys {
     pub fn scram(a: &str) -> Vec<u8> {
         k(b's', a)
     }
+    pub fn purge(a: &str) -> Vec<u8> {
+        k(b'x', a)
+    }
+    pub const PURGES: &[u8] = b"x\0";
     pub const DOMAINS: &[u8] = b"d\0";
     pub const USERS: &[u8] = b"u\0";
     pub const ADDRESSES: &[u8] = b"a\0";
@@ -545,6 +557,10 @@ pub fn apply_dir<R: KvRead>(t: &mut Txn<'_, R>, cmd: &DirCommand) -> Outcome {
         }
         DirCommand::DeleteList { address } => tri!(delete_list(t, address)?),
         DirCommand::SetScram { address, keys } => tri!(set_scram(t, address, keys.as_ref())?),
+        DirCommand::SchedulePurge {
+            address,
+            deleted_at_ms,
+        } => tri!(schedule_purge(t, address, *deleted_at_ms)?),
     }
     t.events.push(Event::DirectoryChanged);
     Ok(Ok(Reply::Done))
@@ -571,6 +587,23 @@ fn delete_list<R: KvRead>(
         t.delete(Cf::Directory, k);
     }
     t.delete(Cf::Directory, dkeys::address(address));
+    Ok(Ok(()))
+}
+
+fn schedule_purge<R: KvRead>(
+    t: &mut Txn<'_, R>,
+    address: &str,
+    deleted_at_ms: Option<u64>,
+) -> Result<Result<(), ApplyError>, StoreError> {
+    match deleted_at_ms {
+        Some(at) => {
+            if get::<DirUser, R>(t, &dkeys::user(address))?.is_none() {
+                return Ok(Err(ApplyError::Invalid(format!("no user {address}"))));
+            }
+            put(t, dkeys::purge(address), &at)?;
+        }
+        None => t.delete(Cf::Directory, dkeys::purge(address)),
+    }
     Ok(Ok(()))
 }
 
@@ -636,6 +669,17 @@ impl<R: KvRead> DirReader<'_, R> {
     }
     pub fn user(&self, address: &str) -> Result<Option<DirUser>, StoreError> {
         self.get(&dkeys::user(address))
+    }
+    /// Deleted users whose store data waits to be purged: (address, deleted at, ms).
+    pub fn scheduled_purges(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.0
+            .scan(Cf::Directory, dkeys::PURGES)?
+            .iter()
+            .map(|(k, v)| {
+                let a = String::from_utf8_lossy(&k[dkeys::PURGES.len()..]).into_owned();
+                Ok((a, decode::<u64>(v)?))
+            })
+            .collect()
     }
     /// The user's SCRAM keys, when set beside its current password hash.
     pub fn scram(&self, address: &str) -> Result<Option<ScramKeys>, StoreError> {

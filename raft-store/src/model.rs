@@ -480,12 +480,20 @@ pub enum Command {
     /// IMAP MULTIAPPEND (RFC 3502) commits all of one APPEND's messages or none. Command
     /// level 2.
     Atomic(Vec<Command>),
+    /// Removes everything a deleted user left in this group: every mailbox and message
+    /// (bodies dereferenced, so single copies shared with others stay and the rest go), QRESYNC
+    /// tombstones and recent marks, the quota record, rights others granted to the user and
+    /// the user's subscriptions to shared mailboxes. Idempotent. Command level 3.
+    PurgeUser {
+        user: String,
+    },
 }
 
 /// The newest command level this build applies. Level 1: every command up to
 /// [`Command::Batch`]; level 2 adds [`Command::MoveAny`], [`Command::ClaimRecent`] and
 /// [`Command::Tracked`] and [`Command::Atomic`]; level 3 adds
-/// [`crate::directory::DirCommand::SetScram`] ([`Command::level`] tells a command's). A
+/// [`crate::directory::DirCommand::SetScram`] and [`Command::PurgeUser`] ([`Command::level`]
+/// tells a command's). A
 /// node proposes a command of level N only when every voter of the group reported a level
 /// of at least N, so a replica never meets an entry it cannot decode during a rolling
 /// upgrade (see ARCHITECTURE.md, "What `apply` does to an existing command never changes in
@@ -497,7 +505,11 @@ impl Command {
     /// command, its nested commands included.
     pub fn level(&self) -> u32 {
         match self {
-            Command::Directory(crate::directory::DirCommand::SetScram { .. }) => 3,
+            Command::Directory(
+                crate::directory::DirCommand::SetScram { .. }
+                | crate::directory::DirCommand::SchedulePurge { .. },
+            ) => 3,
+            Command::PurgeUser { .. } => 3,
             Command::Batch(cmds) => cmds.iter().map(Command::level).max().unwrap_or(1),
             Command::Atomic(cmds) => cmds.iter().map(Command::level).max().unwrap_or(1).max(2),
             Command::Tracked(c) => c.level().max(2),
@@ -535,6 +547,7 @@ impl Command {
             Command::ClaimRecent { .. } => "claim_recent",
             Command::Tracked(_) => "tracked",
             Command::Atomic(_) => "atomic",
+            Command::PurgeUser { .. } => "purge_user",
         }
     }
 

@@ -104,3 +104,91 @@ proptest! {
         prop_assert_eq!(got, want[f..t].to_vec());
     }
 }
+
+/// Issue 22 §7: `PurgeUser` removes everything a deleted user left (mailboxes, messages,
+/// quota, rights granted to it) and frees single-copy bodies correctly: a body another user
+/// still holds stays, and goes with its last reference. A user created again later under the
+/// same name finds nothing of the old one.
+#[test]
+fn purging_a_user_frees_its_bodies_but_not_others_copies() {
+    let d = tempfile::tempdir().unwrap();
+    let mut sm = StateMachineStore::open("rg1", d.path()).unwrap();
+    let mut i = 0;
+    let mut apply = |sm: &mut StateMachineStore, cmds: Vec<Command>| {
+        let entries: Vec<_> = cmds
+            .into_iter()
+            .map(|c| {
+                i += 1;
+                entry(i, c)
+            })
+            .collect();
+        sm.apply_entries(entries).unwrap();
+    };
+    let create = |user: &str, name: &str| Command::CreateMailbox {
+        user: user.into(),
+        name: name.into(),
+        uidvalidity: 1,
+        partition: "primary".into(),
+        special_use: None,
+    };
+    let append = |user: &str, mailbox: &str, seed: u8| Command::Append {
+        user: user.into(),
+        mailbox: mailbox.into(),
+        flags: vec![],
+        internal_date_ms: 0,
+        body: Bytes::from(body_of(2 * BODY_CHUNK + 5, seed)),
+        meta: None,
+    };
+    apply(
+        &mut sm,
+        vec![
+            create("u", "INBOX"),
+            create("u", "Archive"),
+            create("v", "INBOX"),
+            append("u", "INBOX", 1),
+            append("u", "Archive", 1),
+            append("u", "Archive", 2),
+            append("v", "INBOX", 1),
+            Command::SetAcl {
+                user: "v".into(),
+                mailbox: "INBOX".into(),
+                identifier: "u".into(),
+                rights: Some("lr".into()),
+            },
+        ],
+    );
+    let s = sm.shared();
+    let rows = |s: &SmShared, cf: &str| {
+        s.dump()
+            .unwrap()
+            .iter()
+            .filter(|(c, _, _)| *c == cf)
+            .count()
+    };
+    assert_eq!(rows(&s, "body_refs"), 2, "two distinct bodies");
+    assert!(s.quota("u").unwrap().used_messages > 0);
+    apply(&mut sm, vec![Command::PurgeUser { user: "u".into() }]);
+    assert_eq!(s.mailbox("u", "INBOX").unwrap(), None);
+    assert_eq!(s.mailbox("u", "Archive").unwrap(), None);
+    assert_eq!(s.quota("u").unwrap().used_messages, 0);
+    assert_eq!(rows(&s, "body_refs"), 1, "only v's copy is left");
+    let v = s.messages("v", "INBOX").unwrap().unwrap();
+    assert_eq!(
+        s.body(&v[0].body).unwrap().unwrap(),
+        body_of(2 * BODY_CHUNK + 5, 1)
+    );
+    let acl = s.mailbox("v", "INBOX").unwrap().unwrap().acl;
+    assert!(!acl.contains_key("u"), "{acl:?}");
+    assert_eq!(rows(&s, "shares"), 0, "the grant index still names u");
+    // Idempotent, and a new "u" starts empty.
+    apply(&mut sm, vec![Command::PurgeUser { user: "u".into() }]);
+    apply(&mut sm, vec![create("u", "INBOX")]);
+    assert!(s.messages("u", "INBOX").unwrap().unwrap().is_empty());
+    apply(&mut sm, vec![Command::PurgeUser { user: "v".into() }]);
+    assert_eq!(rows(&s, "body_refs"), 0);
+    assert_eq!(
+        rows(&s, "bodies") + rows(&s, "body_chunks"),
+        0,
+        "a body outlived its last reference"
+    );
+}

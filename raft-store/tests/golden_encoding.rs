@@ -410,6 +410,7 @@ fn later_commands() -> Vec<(&'static str, Command)> {
                 },
             ]),
         ),
+        ("PurgeUser", Command::PurgeUser { user: u() }),
     ]
 }
 
@@ -442,9 +443,10 @@ fn command_variant(c: &Command) -> usize {
         Command::ClaimRecent { .. } => 23,
         Command::Tracked(_) => 24,
         Command::Atomic(_) => 25,
+        Command::PurgeUser { .. } => 26,
     }
 }
-const COMMAND_VARIANTS: usize = 26;
+const COMMAND_VARIANTS: usize = 27;
 
 fn dir_commands() -> Vec<(&'static str, DirCommand)> {
     let a = || "ann@example.org".to_string();
@@ -515,6 +517,13 @@ fn dir_commands() -> Vec<(&'static str, DirCommand)> {
                 keys: Some(scram()),
             },
         ),
+        (
+            "SchedulePurge",
+            DirCommand::SchedulePurge {
+                address: a(),
+                deleted_at_ms: Some(7),
+            },
+        ),
     ]
 }
 
@@ -532,9 +541,10 @@ fn dir_command_variant(c: &DirCommand) -> usize {
         DirCommand::ChangeListMembers { .. } => 9,
         DirCommand::DeleteList { .. } => 10,
         DirCommand::SetScram { .. } => 11,
+        DirCommand::SchedulePurge { .. } => 12,
     }
 }
-const DIR_COMMAND_VARIANTS: usize = 12;
+const DIR_COMMAND_VARIANTS: usize = 13;
 
 fn scram() -> ScramKeys {
     ScramKeys {

@@ -91,6 +91,41 @@ pub(super) fn delete<R: KvRead>(t: &mut Txn<'_, R>, user: &str, name: &str) -> O
     Ok(Ok(Reply::Done))
 }
 
+/// [`Command::PurgeUser`](crate::model::Command::PurgeUser).
+pub(super) fn purge_user<R: KvRead>(t: &mut Txn<'_, R>, user: &str) -> Outcome {
+    if user.is_empty() || user.contains('\0') {
+        refuse!(ApplyError::Invalid(format!("bad user name {user:?}")));
+    }
+    let prefix = keys::user_mailboxes(user);
+    for (k, v) in t.scan(Cf::Mailboxes, &prefix)? {
+        let mb: MailboxRecord = decode(&v)?;
+        let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        tri!(delete(t, user, &name)?);
+        t.delete(Cf::Meta, keys::recent_mark(mb.id));
+        for (vk, _) in t.scan(Cf::Meta, &keys::vanished_of(mb.id))? {
+            t.delete(Cf::Meta, vk);
+        }
+        t.delete(Cf::Meta, keys::vanished_floor(mb.id));
+    }
+    // Rights others granted: out of their mailboxes' ACLs and out of the index.
+    let granted = keys::grants_to(user);
+    for (k, _) in t.scan(Cf::Shares, &granted)? {
+        if let Some((owner, mailbox)) = keys::owner_and_mailbox(&k[granted.len()..]) {
+            let key = keys::mailbox(&owner, &mailbox);
+            if let Some(mut mb) = t.get_de::<MailboxRecord>(Cf::Mailboxes, &key)? {
+                mb.acl.remove(user);
+                t.put_ser(Cf::Mailboxes, key, &mb)?;
+            }
+        }
+        t.delete(Cf::Shares, k);
+    }
+    for (k, _) in t.scan(Cf::Shares, &keys::shared_subscriptions_of(user))? {
+        t.delete(Cf::Shares, k);
+    }
+    t.delete(Cf::Quota, user.as_bytes().to_vec());
+    Ok(Ok(Reply::Done))
+}
+
 /// [`Command::Subscribe`](crate::model::Command::Subscribe) to one's own mailbox.
 pub(super) fn subscribe<R: KvRead>(
     t: &mut Txn<'_, R>,

@@ -123,6 +123,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
         } => mailbox::create(t, user, name, *uidvalidity, partition, special_use),
         Command::RenameMailbox { user, from, to } => mailbox::rename(t, user, from, to),
         Command::DeleteMailbox { user, name } => mailbox::delete(t, user, name),
+        Command::PurgeUser { user } => mailbox::purge_user(t, user),
         Command::Subscribe {
             user,
             name,
