@@ -159,6 +159,10 @@ impl MtaServer {
             _ => None,
         };
         let relay = Arc::new(relay::Relay::new(&cfg)?);
+        let _ = relay.handover.set(outbound::handover::Handover {
+            groups: backend.groups.clone(),
+            forward: backend.forward.clone(),
+        });
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             backend,

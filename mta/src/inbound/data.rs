@@ -2,8 +2,6 @@
 //! and BDAT chunks (RFC 3030), both bounded by `max_message_bytes`, and the end of a message
 //! (`finish`): the `Enqueue` proposals whose commit precedes the `250`.
 
-use std::collections::BTreeMap;
-
 use bytes::Buf;
 use halyard_raft_store::{Command, ProposeError, RecipientSpec, Reply};
 use smtp_proto::request::receiver::DataReceiver;
@@ -106,8 +104,8 @@ impl Session {
         Ok(true)
     }
 
-    /// End of a message: `Received:` trace header, one `Enqueue` per group holding
-    /// recipients, `250` only when every one of them is committed.
+    /// End of a message: `Received:` trace header, one `Enqueue` holding every recipient,
+    /// `250` only when it is committed.
     async fn finish(&mut self, body: Vec<u8>) -> std::io::Result<()> {
         let tx = std::mem::take(&mut self.tx);
         let queue_id = self.shared.next_queue_id();
@@ -140,79 +138,46 @@ impl Session {
         message.extend_from_slice(&body);
         let message = bytes::Bytes::from(message);
         let meta = halyard_raft_store::mime::message_meta(&message);
-        let mut by_group: BTreeMap<String, Vec<RecipientSpec>> = BTreeMap::new();
+        // One entry, in the first recipient's group, for every recipient: the 250 covers them
+        // all or none. Recipients of other groups are handed over by that group's job
+        // controller (`group:<name>` channel, see `outbound::handover`).
+        let mut recipients: Vec<RecipientSpec> = Vec::new();
+        let mut home: Option<String> = None;
         for r in tx.rcpts {
+            let home = home.get_or_insert_with(|| r.group.clone());
+            let mut spec = r.spec;
+            if r.group != *home && spec.channel == "store" {
+                spec.channel = format!("{}{}", crate::outbound::handover::PREFIX, r.group);
+            }
             // The same mailbox reached twice (an alias and a list, say) gets one copy.
-            let list = by_group.entry(r.group).or_default();
-            if !list.iter().any(|x| x.address == r.spec.address) {
-                list.push(r.spec);
+            if !recipients
+                .iter()
+                .any(|x| x.address == spec.address && x.channel == spec.channel)
+            {
+                recipients.push(spec);
             }
         }
         let received_ms = now.timestamp_millis();
         let expires = received_ms + (self.shared.cfg.queue_lifetime_secs as i64) * 1000;
-        let several = by_group.len() > 1;
-        let mut failed = None;
-        for (i, (group_name, recipients)) in by_group.into_iter().enumerate() {
-            let Some(group) = self.shared.backend.groups.get(&group_name).cloned() else {
-                failed = Some(format!("group {group_name} is not served here"));
-                break;
-            };
-            let id = if several {
-                format!("{queue_id}.{i}")
-            } else {
-                queue_id.clone()
-            };
-            let cmd = Command::Enqueue {
-                queue_id: id.clone(),
-                mail_from: tx.from.clone().unwrap_or_default(),
-                params: tx.params.clone(),
-                recipients,
-                partition: halyard_raft_store::PRIMARY_PARTITION.into(),
-                body: message.clone(),
-                received_at_ms: received_ms,
-                expires_at_ms: expires,
-                priority: halyard_raft_store::PRIORITY_MAIL,
-                meta: Some(meta.clone()),
-            };
-            // Not the master: the master proposes it for us, and says when it is committed.
-            let proposed = match (group.leader_elsewhere(), &self.shared.backend.forward) {
-                (Some(addr), Some(forward)) => forward.propose(addr, group_name.clone(), cmd).await,
-                #[cfg(not(feature = "jepsen-broken-ack"))]
-                _ => group.propose(cmd).await,
-                // The deliberately broken build the Jepsen harness must catch: the 250 goes
-                // out before the entry is committed (never enable this feature elsewhere).
-                #[cfg(feature = "jepsen-broken-ack")]
-                _ => {
-                    let g = group.clone();
-                    tokio::spawn(async move {
-                        let _ = g.propose(cmd).await;
-                    });
-                    Ok(Reply::Enqueued {
-                        queue_id: id.clone(),
-                    })
-                }
-            };
-            match proposed {
-                Ok(Reply::Enqueued { .. }) => {
-                    tracing::info!(queue_id = %id, group = %group_name, size = message.len(), peer = %self.peer, "message accepted");
-                }
-                Ok(other) => {
-                    failed = Some(format!("not queued: {other:?}"));
-                    break;
-                }
-                Err(ProposeError::NotLeader { leader_id, .. }) => {
-                    failed = Some(format!(
-                        "this node is not the master of {group_name} now (master: {})",
-                        leader_id.map_or("being elected".into(), |l| format!("node {l}"))
-                    ));
-                    break;
-                }
-                Err(e) => {
-                    failed = Some(e.to_string());
-                    break;
-                }
+        let failed = match home {
+            None => Some("no recipient".to_string()),
+            Some(group_name) => {
+                let size = message.len();
+                let cmd = Command::Enqueue {
+                    queue_id: queue_id.clone(),
+                    mail_from: tx.from.clone().unwrap_or_default(),
+                    params: tx.params.clone(),
+                    recipients,
+                    partition: halyard_raft_store::PRIMARY_PARTITION.into(),
+                    body: message,
+                    received_at_ms: received_ms,
+                    expires_at_ms: expires,
+                    priority: halyard_raft_store::PRIORITY_MAIL,
+                    meta: Some(meta),
+                };
+                self.enqueue(&group_name, &queue_id, cmd, size).await
             }
-        }
+        };
         // LMTP: one reply per accepted recipient (RFC 2033 §4.2); all share the commit.
         let replies = if self.kind == Kind::Lmtp {
             tx.accepted.clone()
@@ -235,6 +200,52 @@ impl Session {
             }
         }
         Ok(())
+    }
+}
+
+impl Session {
+    /// Proposes the message's `Enqueue` to `group_name` (through its master when that is
+    /// another node); `None` once committed, else why not.
+    async fn enqueue(
+        &mut self,
+        group_name: &str,
+        id: &str,
+        cmd: Command,
+        size: usize,
+    ) -> Option<String> {
+        let Some(group) = self.shared.backend.groups.get(group_name).cloned() else {
+            return Some(format!("group {group_name} is not served here"));
+        };
+        // Not the master: the master proposes it for us, and says when it is committed.
+        let proposed = match (group.leader_elsewhere(), &self.shared.backend.forward) {
+            (Some(addr), Some(forward)) => forward.propose(addr, group_name.to_string(), cmd).await,
+            #[cfg(not(feature = "jepsen-broken-ack"))]
+            _ => group.propose(cmd).await,
+            // The deliberately broken build the Jepsen harness must catch: the 250 goes
+            // out before the entry is committed (never enable this feature elsewhere).
+            #[cfg(feature = "jepsen-broken-ack")]
+            _ => {
+                let g = group.clone();
+                tokio::spawn(async move {
+                    let _ = g.propose(cmd).await;
+                });
+                Ok(Reply::Enqueued {
+                    queue_id: id.to_string(),
+                })
+            }
+        };
+        match proposed {
+            Ok(Reply::Enqueued { .. }) => {
+                tracing::info!(queue_id = %id, group = %group_name, size, peer = %self.peer, "message accepted");
+                None
+            }
+            Ok(other) => Some(format!("not queued: {other:?}")),
+            Err(ProposeError::NotLeader { leader_id, .. }) => Some(format!(
+                "this node is not the master of {group_name} now (master: {})",
+                leader_id.map_or("being elected".into(), |l| format!("node {l}"))
+            )),
+            Err(e) => Some(e.to_string()),
+        }
     }
 }
 

@@ -5,5 +5,6 @@
 
 mod client;
 mod dns;
+pub mod handover;
 mod pool;
 pub mod relay;

@@ -67,6 +67,8 @@ pub struct Relay {
     tls: tokio_rustls::TlsConnector,
     /// Verifying connectors of the channels with `tls = "verify"`, by channel name.
     verified: std::collections::HashMap<String, tokio_rustls::TlsConnector>,
+    /// The channel to other resource groups (set once the node's groups are known).
+    pub handover: std::sync::OnceLock<super::handover::Handover>,
 }
 
 /// A verifying TLS client under the PEM trust anchors in `ca`.
@@ -199,6 +201,7 @@ impl Relay {
             io_timeout: Duration::from_secs(cfg.relay_timeout_secs),
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             verified,
+            handover: Default::default(),
         })
     }
 

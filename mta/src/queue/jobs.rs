@@ -17,7 +17,8 @@ use std::time::Duration;
 use halyard_directory::{Directory, Resolution};
 
 use halyard_raft_store::{
-    ApplyError, Command, Event, Group, ProposeError, QueueEntry, RecipientState, Reply,
+    ApplyError, Command, Event, Group, ProposeError, QueueEntry, RecipientSpec, RecipientState,
+    Reply,
 };
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
@@ -198,6 +199,7 @@ fn schedule(
             // One job per (entry, channel, batch): a domain for SMTP, the whole entry for
             // LMTP, a recipient for pipe and discard.
             let batch = match chan.as_ref().map(|c| c.kind) {
+                _ if name.starts_with(crate::outbound::handover::PREFIX) => Batch::All,
                 None | Some(ChannelKind::Smtp) => Batch::Domain(domain_of(&r.spec.address)),
                 Some(ChannelKind::Lmtp) => Batch::All,
                 Some(_) => Batch::One(r.spec.address.clone()),
@@ -366,7 +368,13 @@ async fn channel_entry(
     let too_big = chan
         .and_then(|c| c.max_message_bytes)
         .is_some_and(|m| body.len() as u64 > m);
-    let outcomes: Vec<Outcome> = if too_big {
+    let outcomes: Vec<Outcome> = if let Some(target) =
+        name.strip_prefix(crate::outbound::handover::PREFIX)
+    {
+        let specs: Vec<&RecipientSpec> = rcpts.iter().map(|r| &r.spec).collect();
+        crate::outbound::handover::hand_over(relay.handover.get(), target, entry, &specs, &body)
+            .await
+    } else if too_big {
         vec![
             Outcome::Permanent(552, format!("5.3.4 message too big for channel {name}"));
             rcpts.len()
