@@ -1,6 +1,8 @@
 //! The server side of the Raft RPCs: AppendEntries (one call or a stream per peer), Vote and
 //! InstallSnapshot, handed to the group the payload names. Payloads are openraft's own
-//! types in bincode (see `halyard-api`'s proto).
+//! types in bincode (see `halyard-api`'s proto). Only node certificates may call them: a
+//! `ctl` certificate (or any other the cluster CA signed) is refused, since a raw
+//! AppendEntries or Vote from outside the group could overwrite its log.
 
 use std::sync::Arc;
 
@@ -13,6 +15,12 @@ use crate::shared::NodeShared;
 /// Server side of the Raft RPCs.
 pub struct RaftRpc {
     pub node: Arc<NodeShared>,
+}
+
+impl RaftRpc {
+    fn node_only<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        crate::relay::require_node(self.node.tls.is_some(), req, "speak Raft")
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(p: &[u8]) -> Result<T, Status> {
@@ -75,6 +83,7 @@ impl pb::raft_server::Raft for RaftRpc {
         &self,
         req: Request<pb::GroupPayload>,
     ) -> Result<Response<pb::GroupPayload>, Status> {
+        self.node_only(&req)?;
         append_one(&self.node, req.into_inner()).await
     }
 
@@ -86,6 +95,7 @@ impl pb::raft_server::Raft for RaftRpc {
         &self,
         req: Request<tonic::Streaming<pb::GroupPayload>>,
     ) -> Result<Response<AnswerStream>, Status> {
+        self.node_only(&req)?;
         let mut inbound = req.into_inner();
         let node = self.node.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -107,6 +117,7 @@ impl pb::raft_server::Raft for RaftRpc {
         &self,
         req: Request<pb::GroupPayload>,
     ) -> Result<Response<pb::GroupPayload>, Status> {
+        self.node_only(&req)?;
         let req = req.into_inner();
         let g = group_of(&self.node, &req)?;
         let vote: halyard_raft_store::openraft::raft::VoteRequest<u64> = decode(&req.payload)?;
@@ -123,6 +134,7 @@ impl pb::raft_server::Raft for RaftRpc {
         &self,
         req: Request<pb::GroupPayload>,
     ) -> Result<Response<pb::GroupPayload>, Status> {
+        self.node_only(&req)?;
         let req = req.into_inner();
         let g = group_of(&self.node, &req)?;
         let r = g.raft().install_snapshot(decode(&req.payload)?).await;

@@ -129,7 +129,7 @@ async fn pump<T>(
 /// Whether the caller's certificate is a node certificate of the cluster: a node's carries
 /// the `halyard.cluster` DNS name, a `ctl` certificate only `ctl.halyard.cluster`. The chain
 /// itself was verified against the cluster CA by the TLS layer.
-fn node_certificate(der: &[u8]) -> bool {
+pub(crate) fn node_certificate(der: &[u8]) -> bool {
     use x509_parser::extensions::GeneralName;
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return false;
@@ -143,6 +143,28 @@ fn node_certificate(der: &[u8]) -> bool {
         .any(|n| matches!(n, GeneralName::DNSName(d) if *d == CLUSTER_DOMAIN))
 }
 
+/// Refuses a request whose client certificate is not a node's, when the cluster runs TLS:
+/// Raft and the multiplexor's hop are for nodes, never for `ctl` or other certificates the
+/// cluster CA issued.
+pub(crate) fn require_node<T>(
+    tls: bool,
+    req: &tonic::Request<T>,
+    what: &str,
+) -> Result<(), Status> {
+    if !tls {
+        return Ok(());
+    }
+    let certs = req.peer_certs();
+    let first = certs.as_ref().and_then(|c| c.first());
+    if first.is_some_and(|c| node_certificate(c.as_ref())) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "only a node of the cluster may {what}"
+        )))
+    }
+}
+
 /// The master's side of the `Relay` RPC: checks the caller, reads the header, and serves the
 /// session on `access`; the answer stream carries the session's output.
 pub async fn serve(
@@ -150,15 +172,7 @@ pub async fn serve(
     tls: bool,
     req: tonic::Request<Streaming<pb::RelayChunk>>,
 ) -> Result<mpsc::Receiver<Result<pb::RelayChunk, Status>>, Status> {
-    if tls {
-        let certs = req.peer_certs();
-        let first = certs.as_ref().and_then(|c| c.first());
-        if !first.is_some_and(|c| node_certificate(c.as_ref())) {
-            return Err(Status::permission_denied(
-                "only a node of the cluster may relay a session",
-            ));
-        }
-    }
+    require_node(tls, &req, "relay a session")?;
     let access =
         access.ok_or_else(|| Status::unavailable("this node's IMAP/POP3 is not running"))?;
     let mut inbound = req.into_inner();
