@@ -230,6 +230,17 @@ impl Admin {
         records_from_pb(r.into_inner(), "queue entry")
     }
 
+    /// The audit trail as this node's replica of the meta group has it, oldest first
+    /// (`limit` 0: every record kept).
+    pub async fn audit(&self, limit: u32) -> Result<Vec<halyard_raft_store::AuditRecord>> {
+        let r = self
+            .rpc()
+            .audit(pb::AuditRequest { limit })
+            .await
+            .map_err(plain)?;
+        records_from_pb(r.into_inner(), "audit record")
+    }
+
     /// What `address` is, according to this node's directory (LDAP or embedded).
     pub async fn resolve(&self, address: &str) -> Result<Resolved> {
         let r = self

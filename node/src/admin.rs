@@ -62,6 +62,15 @@ fn user_view(u: &DirUser, d: Option<&DirDomain>) -> UserView {
     }
 }
 
+impl AdminRpc {
+    /// Records an administrative action (see [`crate::audit`]).
+    fn audit(&self, who: &str, what: String, refused: Option<String>) {
+        let mut record = crate::audit::record(&self.node, who, what);
+        record.refused = refused.unwrap_or_default();
+        crate::audit::record_later(self.node.clone(), record);
+    }
+}
+
 fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or("", |x| x.1)
 }
@@ -93,6 +102,7 @@ impl pb::admin_server::Admin for AdminRpc {
         &self,
         req: Request<pb::ProposeRequest>,
     ) -> Result<Response<pb::ProposeReply>, Status> {
+        let who = crate::audit::caller(&req);
         let req = req.into_inner();
         let cmd: Command = bincode::deserialize(&req.command)
             .map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
@@ -115,7 +125,31 @@ impl pb::admin_server::Admin for AdminRpc {
                     cmd.level()
                 )));
             }
-            Some(g) => g.propose(cmd).await,
+            // A directory change commits with its audit record (see crate::audit).
+            Some(g)
+                if writes_directory(&cmd) && req.group == META_GROUP && g.command_level() >= 3 =>
+            {
+                let record =
+                    crate::audit::record(&self.node, &who, crate::audit::summary(&req.group, &cmd));
+                let was_atomic = matches!(cmd, Command::Atomic(_));
+                let r = g.propose(crate::audit::with_record(cmd, record)).await;
+                r.map(|reply| crate::audit::without_record(was_atomic, reply))
+            }
+            Some(g) => {
+                let what = crate::audit::administrative(&cmd)
+                    .then(|| crate::audit::summary(&req.group, &cmd));
+                let r = g.propose(cmd).await;
+                if let Some(what) = what {
+                    let mut record = crate::audit::record(&self.node, &who, what);
+                    match &r {
+                        Ok(Reply::Error(e)) => record.refused = e.to_string(),
+                        Err(e) => record.refused = e.to_string(),
+                        Ok(_) => {}
+                    }
+                    crate::audit::record_later(self.node.clone(), record);
+                }
+                r
+            }
             None => Err(ProposeError::NoSuchGroup(req.group.clone())),
         };
         let reply = bincode::serialize(&result).map_err(internal)?;
@@ -127,6 +161,7 @@ impl pb::admin_server::Admin for AdminRpc {
         req: Request<pb::MembershipRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
         use pb::MembershipAction as A;
+        let who = crate::audit::caller(&req);
         let req = req.into_inner();
         let g = self.node.group(&req.group)?;
         let (verb, r) = match A::try_from(req.action) {
@@ -147,6 +182,11 @@ impl pb::admin_server::Admin for AdminRpc {
                 )));
             }
         };
+        self.audit(
+            &who,
+            format!("{}: membership {verb} node {}", req.group, req.node_id),
+            r.as_ref().err().map(|e| e.to_string()),
+        );
         match r {
             Ok(()) => Ok(Response::new(pb::MembershipReply {
                 message: format!("{verb} node {} in group {}: done", req.node_id, req.group),
@@ -162,11 +202,16 @@ impl pb::admin_server::Admin for AdminRpc {
         &self,
         req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotReply>, Status> {
+        let who = crate::audit::caller(&req);
         let req = req.into_inner();
         let g = self.node.group(&req.group)?;
-        g.trigger_snapshot()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let r = g.trigger_snapshot().await;
+        self.audit(
+            &who,
+            format!("{}: snapshot", req.group),
+            r.as_ref().err().map(|e| e.to_string()),
+        );
+        r.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::SnapshotReply {
             message: format!("snapshot of group {} triggered", req.group),
         }))
@@ -176,10 +221,18 @@ impl pb::admin_server::Admin for AdminRpc {
         &self,
         req: Request<pb::FailoverRequest>,
     ) -> Result<Response<pb::FailoverReport>, Status> {
+        let who = crate::audit::caller(&req);
         let req = req.into_inner();
-        let r = crate::failover::switchover(&self.node, &req.group, req.to, req.drain_ms)
-            .await
-            .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+        let r = crate::failover::switchover(&self.node, &req.group, req.to, req.drain_ms).await;
+        let to = req
+            .to
+            .map_or("the best candidate".to_string(), |n| format!("node {n}"));
+        self.audit(
+            &who,
+            format!("{}: switchover to {to}", req.group),
+            r.as_ref().err().map(|e| format!("{e:#}")),
+        );
+        let r = r.map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
         Ok(Response::new(r.into()))
     }
 
@@ -187,10 +240,18 @@ impl pb::admin_server::Admin for AdminRpc {
         &self,
         req: Request<pb::ElectRequest>,
     ) -> Result<Response<pb::ElectReport>, Status> {
+        let who = crate::audit::caller(&req);
         let req = req.into_inner();
-        let r = crate::failover::elect_report(&self.node, &req.group, req.wait_lease)
-            .await
-            .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+        let r = crate::failover::elect_report(&self.node, &req.group, req.wait_lease).await;
+        self.audit(
+            &who,
+            format!(
+                "{}: forced election of node {}",
+                req.group, self.node.node_id
+            ),
+            r.as_ref().err().map(|e| format!("{e:#}")),
+        );
+        let r = r.map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
         Ok(Response::new(r.into()))
     }
 
@@ -252,6 +313,16 @@ impl pb::admin_server::Admin for AdminRpc {
         let req = req.into_inner();
         let g = self.node.group(&req.group)?;
         records(&g.reader().mailboxes(&req.user).map_err(internal)?)
+    }
+
+    async fn audit(&self, req: Request<pb::AuditRequest>) -> Result<Response<pb::Records>, Status> {
+        let limit = req.into_inner().limit as usize;
+        let g = self.node.group(META_GROUP)?;
+        let mut all = g.reader().audit().map_err(internal)?;
+        if limit > 0 && all.len() > limit {
+            all.drain(..all.len() - limit);
+        }
+        records(&all)
     }
 
     async fn queue(&self, req: Request<pb::GroupRequest>) -> Result<Response<pb::Records>, Status> {

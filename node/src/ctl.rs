@@ -76,6 +76,15 @@ pub enum CtlCmd {
     },
     /// What an address is according to the node's directory (embedded or LDAP).
     Resolve { address: String },
+    /// The audit trail: who changed what, when (directory changes, queue commands,
+    /// membership, snapshots, failovers), read on the meta group's leader.
+    Audit {
+        /// The newest N records (0: every record kept).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Move a group's mastership (and floating address) to another node: a graceful
     /// switchover by default (drain, release, transfer; prints the measured unavailability
     /// window), or `--force` for a master that does not answer (the target waits out the old
@@ -204,6 +213,7 @@ pub async fn run(args: CtlArgs) -> Result<()> {
             }
         }
         CtlCmd::Resolve { address } => ctl_dir::resolve_cmd(&admin, address).await?,
+        CtlCmd::Audit { limit, json } => ctl_dir::audit_cmd(&admin, *limit, *json).await?,
         CtlCmd::Failover {
             group,
             to,

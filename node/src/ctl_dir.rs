@@ -359,6 +359,30 @@ async fn with_scram(admin: &Admin, cmd: DirCommand, address: &str, keys: ScramKe
 
 /// The node to read the embedded directory on: the meta group's leader (a linearizable
 /// read) when there is one within 10 s, else the node asked.
+/// `audit`: the trail, oldest first.
+pub async fn audit_cmd(admin: &Admin, limit: u32, json: bool) -> Result<()> {
+    let records = dir_reader(admin).await.audit(limit).await?;
+    if json {
+        return print_json(&records);
+    }
+    println!("{:<24} {:>4}  {:<32} WHAT", "WHEN (UTC)", "NODE", "WHO");
+    for r in records {
+        let when = chrono::DateTime::from_timestamp_millis(r.at_ms)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+            .unwrap_or_default();
+        let refused = if r.refused.is_empty() {
+            String::new()
+        } else {
+            format!("  [refused: {}]", r.refused)
+        };
+        println!(
+            "{when:<24} {:>4}  {:<32} {}{refused}",
+            r.node, r.who, r.what
+        );
+    }
+    Ok(())
+}
+
 async fn dir_reader(admin: &Admin) -> Admin {
     admin
         .leader_of_wait(META_GROUP, std::time::Duration::from_secs(10))

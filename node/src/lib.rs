@@ -21,6 +21,7 @@
 //! - [`tls`] — cluster CA and certificates.
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod ctl;
 pub mod ctl_dir;

@@ -318,3 +318,118 @@ async fn learner_added_promoted_and_removed_online() {
     );
     assert_replicas_converge(&c).await;
 }
+
+/// Issue 22 (found reading the code): the Raft RPCs accepted any certificate of the cluster
+/// CA, so an operator's `ctl` certificate could send a raw AppendEntries or Vote into a
+/// group. Only node certificates may speak Raft now; a node's request still reaches Raft.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_node_certificates_may_speak_raft() {
+    use halyard_api::pb::raft_client::RaftClient;
+    let _s = SERIAL.lock().await;
+    let mut sp = spec(16900, fast_raft());
+    sp.nodes = 1;
+    let (d, mut c) = cluster("raft-peers", &sp);
+    c.start_all().unwrap();
+    c.wait_leader(G, None, WAIT).await.unwrap();
+    let certs = d.path().join("certs");
+    let vote = |who: &str| {
+        let material = halyard_api::tls::TlsMaterial::load(
+            &certs.join("ca.pem"),
+            &certs.join(format!("{who}.pem")),
+            &certs.join(format!("{who}.key")),
+        )
+        .unwrap();
+        let addr = c.addr(1);
+        async move {
+            let ch = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+                .unwrap()
+                .tls_config(material.client(halyard_api::tls::CLUSTER_DOMAIN))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            RaftClient::new(ch)
+                .vote(halyard_api::pb::GroupPayload {
+                    group: G.into(),
+                    payload: vec![1, 2, 3],
+                    from_node: 0,
+                    command_level: 0,
+                })
+                .await
+        }
+    };
+    let from_ctl = vote("ctl").await.unwrap_err();
+    assert_eq!(from_ctl.code(), tonic::Code::PermissionDenied, "{from_ctl}");
+    // A node's certificate gets through to Raft (which refuses the garbage payload).
+    let from_node = vote("node-1").await.unwrap_err();
+    assert_eq!(
+        from_node.code(),
+        tonic::Code::InvalidArgument,
+        "{from_node}"
+    );
+}
+
+/// Issue 22 §4: every administrative change is a replicated audit record — who (the
+/// caller's certificate and address), what (never a password hash or a key), when — listed
+/// by `ctl audit`. Directory changes commit with their record; others are recorded after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrative_changes_leave_an_audit_trail() {
+    let _s = SERIAL.lock().await;
+    let mut sp = spec(16950, fast_raft());
+    sp.nodes = 1;
+    let (_d, mut c) = cluster("audit", &sp);
+    c.start_all().unwrap();
+    c.wait_leader("meta", None, WAIT).await.unwrap();
+    c.wait_leader(G, None, WAIT).await.unwrap();
+    let ok = |args: &[&str], stdin: &str| {
+        let (ok, out, err) = c.ctl(1, args, stdin).unwrap();
+        assert!(ok, "{args:?}: {out}{err}");
+    };
+    ok(&["domain", "add", "example.org"], "");
+    ok(
+        &["user", "add", "ann@example.org", "--login", "ann"],
+        "ann-secret\n",
+    );
+    ok(&["user", "passwd", "ann@example.org"], "ann-new-secret\n");
+    ok(&["snapshot", "--group", G], "");
+    // A refused change leaves no record of a change that did not happen.
+    let (refused, _, _) = c.ctl(1, &["domain", "add", "example.org"], "").unwrap();
+    assert!(!refused);
+    let deadline = std::time::Instant::now() + WAIT;
+    let (text, trail) = loop {
+        let (ok, out, err) = c.ctl(1, &["audit", "--json"], "").unwrap();
+        assert!(ok, "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let whats: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} | {}",
+                    r["who"].as_str().unwrap(),
+                    r["what"].as_str().unwrap()
+                )
+            })
+            .collect();
+        if whats.iter().any(|w| w.contains("snapshot")) || std::time::Instant::now() > deadline {
+            break (out, whats);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let want = [
+        "meta: add domain example.org",
+        "meta: add user ann@example.org (login ann); set SCRAM keys of ann@example.org",
+        "meta: update user ann@example.org (password); set SCRAM keys of ann@example.org",
+        &format!("{G}: snapshot"),
+    ];
+    assert_eq!(trail.len(), want.len(), "{trail:#?}");
+    for (got, want) in trail.iter().zip(want) {
+        assert!(got.starts_with("node-1 from 127.0.0.1:"), "{got}");
+        assert!(got.ends_with(want), "{got} (want {want})");
+    }
+    assert!(
+        !text.contains("argon2") && !text.contains("secret"),
+        "{text}"
+    );
+}

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `meta` | `applied`, `membership`, `next_mailbox_id`, `uidvalidity_floor` | log id, membership, counters |
 //! | `meta` | `fence/current`, `fence/seq`, `fence/log/` ‖ seq (u64 BE) | [`HolderRecord`], counter (see [`crate::apply::FENCE_HISTORY`]) |
+//! | `meta` | `audit/seq`, `audit/log/` ‖ seq (u64 BE) | counter, [`AuditRecord`](crate::model::AuditRecord) (meta group) |
 //! | `meta` | `recent/` ‖ mailbox id (u64 BE) | the mailbox's recent mark: the lowest UID no session has claimed as `\Recent` (u32; absent: 1) |
 //! | `meta` | `vanished/` ‖ mailbox id (u64 BE) ‖ modseq (u64 BE) | UIDs one expunge removed (QRESYNC tombstones; see [`crate::apply::vanished`]) |
 //! | `meta` | `vanished-floor/` ‖ mailbox id (u64 BE) | (floor modseq, tombstoned UIDs): every expunge above the floor has a tombstone |
@@ -104,6 +105,9 @@ pub const UIDVALIDITY_FLOOR: &[u8] = b"uidvalidity_floor";
 pub(crate) const FENCE_CURRENT: &[u8] = b"fence/current";
 pub(crate) const FENCE_SEQ: &[u8] = b"fence/seq";
 pub(crate) const FENCE_LOG: &[u8] = b"fence/log/";
+/// Audit records (`audit/log/` + sequence number, u64 BE) and their counter.
+pub(crate) const AUDIT_LOG: &[u8] = b"audit/log/";
+pub(crate) const AUDIT_SEQ: &[u8] = b"audit/seq";
 
 /// The recent mark of a mailbox (see [`crate::Command::ClaimRecent`]), by its id, which
 /// RENAME keeps.

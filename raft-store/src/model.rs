@@ -487,6 +487,26 @@ pub enum Command {
     PurgeUser {
         user: String,
     },
+    /// One administrative change, recorded in the meta group (`halyard ctl audit`): the
+    /// node's admin API appends it to every directory change (in the same atomic entry) and
+    /// after every other change it makes. The last [`crate::apply::AUDIT_KEEP`] are kept.
+    /// Command level 3.
+    Audit(AuditRecord),
+}
+
+/// Who changed what, when (see [`Command::Audit`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at_ms: i64,
+    /// The caller: its certificate's name (`ctl`, `node-2`, an administrator's), or
+    /// `plaintext` on a cluster without TLS, with its address.
+    pub who: String,
+    /// The node whose admin API took the change.
+    pub node: u64,
+    /// What was asked, e.g. `propose meta: directory` or `failover rg1 to 2`.
+    pub what: String,
+    /// Empty when it was done; else why not.
+    pub refused: String,
 }
 
 /// The newest command level this build applies. Level 1: every command up to
@@ -509,7 +529,7 @@ impl Command {
                 crate::directory::DirCommand::SetScram { .. }
                 | crate::directory::DirCommand::SchedulePurge { .. },
             ) => 3,
-            Command::PurgeUser { .. } => 3,
+            Command::PurgeUser { .. } | Command::Audit(_) => 3,
             Command::Batch(cmds) => cmds.iter().map(Command::level).max().unwrap_or(1),
             Command::Atomic(cmds) => cmds.iter().map(Command::level).max().unwrap_or(1).max(2),
             Command::Tracked(c) => c.level().max(2),
@@ -548,6 +568,7 @@ impl Command {
             Command::Tracked(_) => "tracked",
             Command::Atomic(_) => "atomic",
             Command::PurgeUser { .. } => "purge_user",
+            Command::Audit(_) => "audit",
         }
     }
 

@@ -214,6 +214,10 @@ impl SmShared {
         self.scan_de(Cf::Meta, keys::FENCE_LOG)
     }
 
+    /// The audit records kept (meta group), oldest first.
+    pub fn audit(&self) -> Result<Vec<crate::model::AuditRecord>, StoreError> {
+        self.scan_de(Cf::Meta, keys::AUDIT_LOG)
+    }
     pub fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
         self.scan_de(Cf::Queue, b"")
     }

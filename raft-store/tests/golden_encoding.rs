@@ -411,6 +411,16 @@ fn later_commands() -> Vec<(&'static str, Command)> {
             ]),
         ),
         ("PurgeUser", Command::PurgeUser { user: u() }),
+        (
+            "Audit",
+            Command::Audit(AuditRecord {
+                at_ms: 9,
+                who: "ctl 10.0.0.1:5000".into(),
+                node: 1,
+                what: "propose meta: directory".into(),
+                refused: String::new(),
+            }),
+        ),
     ]
 }
 
@@ -444,9 +454,10 @@ fn command_variant(c: &Command) -> usize {
         Command::Tracked(_) => 24,
         Command::Atomic(_) => 25,
         Command::PurgeUser { .. } => 26,
+        Command::Audit(_) => 27,
     }
 }
-const COMMAND_VARIANTS: usize = 27;
+const COMMAND_VARIANTS: usize = 28;
 
 fn dir_commands() -> Vec<(&'static str, DirCommand)> {
     let a = || "ann@example.org".to_string();

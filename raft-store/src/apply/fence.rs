@@ -80,3 +80,22 @@ pub(super) fn apply_fence<R: KvRead>(t: &mut Txn<'_, R>, op: &FenceOp) -> Outcom
     t.put_ser(Cf::Meta, FENCE_CURRENT.to_vec(), &next)?;
     Ok(Ok(Reply::Fenced { previous: current }))
 }
+
+/// How many audit records the meta group keeps (the oldest go first).
+pub const AUDIT_KEEP: u64 = 100_000;
+
+/// [`crate::Command::Audit`]: appends the record under the next sequence number.
+pub(super) fn audit<R: KvRead>(t: &mut Txn<'_, R>, r: &crate::model::AuditRecord) -> Outcome {
+    use crate::keys::{AUDIT_LOG, AUDIT_SEQ};
+    let seq: u64 = t.get_de::<u64>(Cf::Meta, AUDIT_SEQ)?.unwrap_or(0) + 1;
+    let mut key = AUDIT_LOG.to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    t.put_ser(Cf::Meta, key, r)?;
+    if seq > AUDIT_KEEP {
+        let mut old = AUDIT_LOG.to_vec();
+        old.extend_from_slice(&(seq - AUDIT_KEEP).to_be_bytes());
+        t.delete(Cf::Meta, old);
+    }
+    t.put_ser(Cf::Meta, AUDIT_SEQ.to_vec(), &seq)?;
+    Ok(Ok(Reply::Done))
+}

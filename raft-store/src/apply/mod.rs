@@ -53,7 +53,7 @@ pub use crate::kv::{
     decode_refcount, encode,
 };
 pub use body::sha256_hex;
-pub use fence::FENCE_HISTORY;
+pub use fence::{AUDIT_KEEP, FENCE_HISTORY};
 pub use mailbox::canonical_mailbox;
 
 /// Applies one command. `Err` is reserved for storage failures (fatal for the node); a
@@ -124,6 +124,7 @@ fn apply_inner<R: KvRead>(t: &mut Txn<'_, R>, cmd: &Command) -> Outcome {
         Command::RenameMailbox { user, from, to } => mailbox::rename(t, user, from, to),
         Command::DeleteMailbox { user, name } => mailbox::delete(t, user, name),
         Command::PurgeUser { user } => mailbox::purge_user(t, user),
+        Command::Audit(r) => fence::audit(t, r),
         Command::Subscribe {
             user,
             name,
