@@ -103,9 +103,11 @@ impl pb::admin_server::Admin for AdminRpc {
         req: Request<pb::ProposeRequest>,
     ) -> Result<Response<pb::ProposeReply>, Status> {
         let who = crate::audit::caller(&req);
+        let role = crate::scope::role(&req);
         let req = req.into_inner();
         let cmd: Command = bincode::deserialize(&req.command)
             .map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
+        role.allows(&req.group, &cmd)?;
         // With LDAP configured nothing reads the embedded directory: a change there would be
         // silently lost, so `ctl domain|user|alias|list` is refused instead.
         if writes_directory(&cmd) && self.node.directory_kind == "ldap" {
@@ -162,6 +164,7 @@ impl pb::admin_server::Admin for AdminRpc {
     ) -> Result<Response<pb::MembershipReply>, Status> {
         use pb::MembershipAction as A;
         let who = crate::audit::caller(&req);
+        crate::scope::role(&req).require_cluster("this administrative change")?;
         let req = req.into_inner();
         let g = self.node.group(&req.group)?;
         let (verb, r) = match A::try_from(req.action) {
@@ -203,6 +206,7 @@ impl pb::admin_server::Admin for AdminRpc {
         req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotReply>, Status> {
         let who = crate::audit::caller(&req);
+        crate::scope::role(&req).require_cluster("this administrative change")?;
         let req = req.into_inner();
         let g = self.node.group(&req.group)?;
         let r = g.trigger_snapshot().await;
@@ -222,6 +226,7 @@ impl pb::admin_server::Admin for AdminRpc {
         req: Request<pb::FailoverRequest>,
     ) -> Result<Response<pb::FailoverReport>, Status> {
         let who = crate::audit::caller(&req);
+        crate::scope::role(&req).require_cluster("this administrative change")?;
         let req = req.into_inner();
         let r = crate::failover::switchover(&self.node, &req.group, req.to, req.drain_ms).await;
         let to = req
@@ -241,6 +246,7 @@ impl pb::admin_server::Admin for AdminRpc {
         req: Request<pb::ElectRequest>,
     ) -> Result<Response<pb::ElectReport>, Status> {
         let who = crate::audit::caller(&req);
+        crate::scope::role(&req).require_cluster("this administrative change")?;
         let req = req.into_inner();
         let r = crate::failover::elect_report(&self.node, &req.group, req.wait_lease).await;
         self.audit(
@@ -259,6 +265,7 @@ impl pb::admin_server::Admin for AdminRpc {
         &self,
         req: Request<pb::GroupRequest>,
     ) -> Result<Response<pb::DigestReply>, Status> {
+        crate::scope::role(&req).require_cluster("reading digest")?;
         let g = self.node.group(&req.into_inner().group)?;
         let r = g.reader();
         // Read the index before and after: equal values mean the digest matches it.
@@ -278,6 +285,7 @@ impl pb::admin_server::Admin for AdminRpc {
         &self,
         req: Request<pb::MessagesRequest>,
     ) -> Result<Response<pb::MessagesReply>, Status> {
+        crate::scope::role(&req).require_cluster("reading messages")?;
         let req = req.into_inner();
         let g = self.node.group(&req.group)?;
         let r = if req.linearizable {
@@ -310,12 +318,14 @@ impl pb::admin_server::Admin for AdminRpc {
         &self,
         req: Request<pb::MailboxesRequest>,
     ) -> Result<Response<pb::Records>, Status> {
+        crate::scope::role(&req).require_cluster("reading mailboxes")?;
         let req = req.into_inner();
         let g = self.node.group(&req.group)?;
         records(&g.reader().mailboxes(&req.user).map_err(internal)?)
     }
 
     async fn audit(&self, req: Request<pb::AuditRequest>) -> Result<Response<pb::Records>, Status> {
+        crate::scope::role(&req).require_cluster("reading the audit trail")?;
         let limit = req.into_inner().limit as usize;
         let g = self.node.group(META_GROUP)?;
         let mut all = g.reader().audit().map_err(internal)?;
@@ -326,6 +336,7 @@ impl pb::admin_server::Admin for AdminRpc {
     }
 
     async fn queue(&self, req: Request<pb::GroupRequest>) -> Result<Response<pb::Records>, Status> {
+        crate::scope::role(&req).require_cluster("reading queue")?;
         let g = self.node.group(&req.into_inner().group)?;
         records(&g.reader().queue().map_err(internal)?)
     }
@@ -334,10 +345,15 @@ impl pb::admin_server::Admin for AdminRpc {
         &self,
         req: Request<pb::ResolveRequest>,
     ) -> Result<Response<pb::ResolveReply>, Status> {
+        let role = crate::scope::role(&req);
+        let address = req.into_inner().address;
+        if !role.covers(&address) {
+            role.require_cluster(&format!("{address} is outside your domains"))?;
+        }
         let r = self
             .node
             .directory
-            .resolve(&req.into_inner().address)
+            .resolve(&address)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::ResolveReply {
@@ -350,6 +366,8 @@ impl pb::admin_server::Admin for AdminRpc {
         &self,
         req: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateReply>, Status> {
+        // A password oracle for other domains' users is not a domain administrator's.
+        crate::scope::role(&req).require_cluster("testing a password")?;
         let req = req.into_inner();
         let p = self
             .node
@@ -368,10 +386,12 @@ impl pb::admin_server::Admin for AdminRpc {
 
     async fn domains(
         &self,
-        _req: Request<pb::DomainsRequest>,
+        req: Request<pb::DomainsRequest>,
     ) -> Result<Response<pb::Records>, Status> {
+        let role = crate::scope::role(&req);
         let sm = self.directory_reader().await?;
-        let v = sm.directory(|r| r.domains()).map_err(internal)?;
+        let mut v = sm.directory(|r| r.domains()).map_err(internal)?;
+        v.retain(|d| role.covers(&d.name));
         records(&v)
     }
 
@@ -379,13 +399,14 @@ impl pb::admin_server::Admin for AdminRpc {
         &self,
         req: Request<pb::DomainFilter>,
     ) -> Result<Response<pb::UsersReply>, Status> {
+        let role = crate::scope::role(&req);
         let domain = req.into_inner().domain;
         let sm = self.directory_reader().await?;
         let users = sm
             .directory(|r| {
                 let mut out = Vec::new();
                 for u in r.users()? {
-                    if in_domain(&u.address, &domain) {
+                    if in_domain(&u.address, &domain) && role.covers(&u.address) {
                         let d = r.domain(domain_of(&u.address))?;
                         out.push(user_view(&u, d.as_ref()));
                     }
@@ -399,7 +420,11 @@ impl pb::admin_server::Admin for AdminRpc {
     }
 
     async fn user(&self, req: Request<pb::UserRequest>) -> Result<Response<pb::UserReply>, Status> {
+        let role = crate::scope::role(&req);
         let address = req.into_inner().address;
+        if !role.covers(&address) {
+            role.require_cluster(&format!("{address} is outside your domains"))?;
+        }
         let sm = self.directory_reader().await?;
         let user = sm
             .directory(|r| match r.user(&address.to_lowercase())? {
@@ -419,13 +444,16 @@ impl pb::admin_server::Admin for AdminRpc {
         &self,
         req: Request<pb::DomainFilter>,
     ) -> Result<Response<pb::Records>, Status> {
+        let role = crate::scope::role(&req);
         let domain = req.into_inner().domain;
         let sm = self.directory_reader().await?;
         let v: Vec<(String, DirAddress)> = sm
             .directory(|r| {
                 Ok(r.addresses()?
                     .into_iter()
-                    .filter(|(a, w)| in_domain(a, &domain) && !matches!(w, DirAddress::User))
+                    .filter(|(a, w)| {
+                        in_domain(a, &domain) && role.covers(a) && !matches!(w, DirAddress::User)
+                    })
                     .collect())
             })
             .map_err(internal)?;

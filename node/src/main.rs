@@ -9,6 +9,7 @@
 //!     halyard ctl ... snapshot --group G
 //!     halyard certs --out DIR --nodes 1,2,3
 //!     halyard certs --out DIR --users alice@example.org,bob@example.org
+//!     halyard certs --out DIR --admin NAME --domains example.org,example.net
 //!     halyard-lab bench [--nodes 3] [--proposers 64] [--seconds 20] [--size 10240]
 //!     halyard-lab bench-access [--idle N | --nodes 3 --clients 16 --seconds 10 --size 10240]
 //!
@@ -83,8 +84,14 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
         /// Comma-separated node ids.
-        #[arg(long, required_unless_present = "users")]
+        #[arg(long, required_unless_present_any = ["users", "admin"])]
         nodes: Option<String>,
+        /// A domain administrator's certificate, signed by the cluster CA already in --out.
+        #[arg(long, requires = "domains")]
+        admin: Option<String>,
+        /// Comma-separated domains the --admin certificate may manage.
+        #[arg(long)]
+        domains: Option<String>,
         /// Comma-separated mail addresses: a users CA and a client certificate for each.
         #[arg(long)]
         users: Option<String>,
@@ -153,13 +160,32 @@ fn main() {
             Cmd::Demo { data_dir, nodes } => demo::run(data_dir, nodes).await,
             Cmd::Ctl(args) => ctl::run(args).await,
             Cmd::FenceGuard => Ok(()),
-            Cmd::Certs { out, nodes, users } => {
+            Cmd::Certs {
+                out,
+                nodes,
+                users,
+                admin,
+                domains,
+            } => {
                 if let Some(nodes) = nodes {
                     let ids = ctl::parse_ids(&nodes)?;
                     tls::generate(&out, &ids)?;
                     println!(
                         "wrote cluster CA and certificates for nodes {nodes} and ctl to {}",
                         out.display()
+                    );
+                }
+                if let Some(name) = admin {
+                    let list: Vec<String> = domains
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::to_string)
+                        .collect();
+                    tls::generate_admin(&out, &name, &list)?;
+                    println!(
+                        "wrote {}/admin-{name}.pem and .key: a domain administrator of {}",
+                        out.display(),
+                        list.join(", ")
                     );
                 }
                 if let Some(users) = users {

@@ -25,8 +25,7 @@ pub fn load(cfg: &TlsConfig) -> Result<TlsMaterial> {
 }
 
 /// A new self-signed CA named `name`: its certificate and what signs with it.
-fn new_ca(name: &str) -> Result<(rcgen::Certificate, Issuer<'static, KeyPair>)> {
-    let ca_key = KeyPair::generate()?;
+fn ca_params(name: &str) -> Result<CertificateParams> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.distinguished_name.push(DnType::CommonName, name);
@@ -35,6 +34,12 @@ fn new_ca(name: &str) -> Result<(rcgen::Certificate, Issuer<'static, KeyPair>)> 
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    Ok(ca_params)
+}
+
+fn new_ca(name: &str) -> Result<(rcgen::Certificate, Issuer<'static, KeyPair>)> {
+    let ca_key = KeyPair::generate()?;
+    let ca_params = ca_params(name)?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     Ok((ca_cert, Issuer::new(ca_params, ca_key)))
 }
@@ -91,6 +96,56 @@ pub fn generate_mail_server(dir: &Path, names: &[String]) -> Result<()> {
     let cert = p.signed_by(&key, &issuer)?;
     std::fs::write(dir.join("mail.pem"), cert.pem())?;
     write_private(&dir.join("mail.key"), key.serialize_pem().as_bytes())?;
+    Ok(())
+}
+
+/// Writes a domain administrator's certificate `admin-<name>.pem`/`.key`, signed by the
+/// cluster CA that `generate` wrote into `dir` (`ca.key` must be there): its URI
+/// subjectAltNames `halyard:domain-admin:<domain>` limit it to those domains (see
+/// [`crate::scope`]).
+pub fn generate_admin(dir: &Path, name: &str, domains: &[String]) -> Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        anyhow::bail!("--admin {name:?}: letters, digits, '-', '_' and '.' only");
+    }
+    let domains: Vec<String> = domains
+        .iter()
+        .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
+        .filter(|d| !d.is_empty())
+        .collect();
+    if domains.is_empty() || domains.iter().any(|d| d.contains(['/', ' ', '@'])) {
+        anyhow::bail!("--domains: give the domains it administers, comma-separated");
+    }
+    let key_pem = std::fs::read_to_string(dir.join("ca.key")).with_context(|| {
+        format!(
+            "reading the cluster CA key {}",
+            dir.join("ca.key").display()
+        )
+    })?;
+    let issuer = Issuer::new(
+        ca_params("Halyard cluster CA")?,
+        KeyPair::from_pem(&key_pem)?,
+    );
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.subject_alt_names = domains
+        .iter()
+        .map(|d| {
+            let uri = format!("{}{d}", crate::scope::DOMAIN_ADMIN_URI);
+            Ok(rcgen::SanType::URI(uri.as_str().try_into()?))
+        })
+        .collect::<Result<_>>()?;
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, &issuer)?;
+    std::fs::write(dir.join(format!("admin-{name}.pem")), cert.pem())?;
+    write_private(
+        &dir.join(format!("admin-{name}.key")),
+        key.serialize_pem().as_bytes(),
+    )?;
     Ok(())
 }
 

@@ -433,3 +433,101 @@ async fn administrative_changes_leave_an_audit_trail() {
         "{text}"
     );
 }
+
+/// Issue 22 §4: a domain administrator (a certificate from `halyard certs --admin NAME
+/// --domains ...`) manages the users of its domains and nothing else, enforced by the node;
+/// its changes are in the audit trail under its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_administrator_is_refused_outside_its_domains() {
+    let _s = SERIAL.lock().await;
+    let mut sp = spec(16970, fast_raft());
+    sp.nodes = 1;
+    let (d, mut c) = cluster("domain-admin", &sp);
+    c.start_all().unwrap();
+    c.wait_leader("meta", None, WAIT).await.unwrap();
+    c.wait_leader(G, None, WAIT).await.unwrap();
+    let root = |args: &[&str], stdin: &str| {
+        let (ok, out, err) = c.ctl(1, args, stdin).unwrap();
+        assert!(ok, "{args:?}: {out}{err}");
+        out
+    };
+    root(&["domain", "add", "example.org"], "");
+    root(&["domain", "add", "other.org"], "");
+    root(&["user", "add", "eve@other.org"], "eve-pw\n");
+    let certs = d.path().join("certs");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_halyard"))
+        .args(["certs", "--out"])
+        .arg(&certs)
+        .args(["--admin", "ann", "--domains", "example.org"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ann = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_halyard"))
+            .arg("ctl")
+            .args(["--node", &c.addr(1), "--ca"])
+            .arg(certs.join("ca.pem"))
+            .arg("--cert")
+            .arg(certs.join("admin-ann.pem"))
+            .arg("--key")
+            .arg(certs.join("admin-ann.key"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let (ok, out) = ann(&["user", "add", "bob@example.org"], "bob-pw\n");
+    assert!(ok, "{out}");
+    let (ok, out) = ann(&["user", "passwd", "bob@example.org"], "bob-pw2\n");
+    assert!(ok, "{out}");
+    for args in [
+        &["user", "add", "mallory@other.org"][..],
+        &["user", "passwd", "eve@other.org"][..],
+        &["user", "del", "eve@other.org", "--purge-now"][..],
+        &["domain", "add", "mine.test"][..],
+        &["snapshot", "--group", G][..],
+        &["audit"][..],
+    ] {
+        let (ok, out) = ann(args, "x-pw\n");
+        assert!(
+            !ok && out.contains("domain administrator"),
+            "{args:?}: {out}"
+        );
+    }
+    let (ok, out) = ann(&["user", "list"], "");
+    assert!(
+        ok && out.contains("bob@example.org") && !out.contains("eve@"),
+        "{out}"
+    );
+    let trail = root(&["audit"], "");
+    assert!(
+        trail.contains("ann from") && trail.contains("meta: add user bob@example.org"),
+        "{trail}"
+    );
+    assert!(
+        !trail.contains("mallory"),
+        "a refused change was recorded as made: {trail}"
+    );
+}
