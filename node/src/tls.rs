@@ -62,19 +62,13 @@ pub fn generate(dir: &Path, node_ids: &[u64]) -> Result<()> {
         .collect();
     names.push(("ctl".to_string(), vec![format!("ctl.{CLUSTER_DOMAIN}")]));
     for (file, sans) in names {
-        let key = KeyPair::generate()?;
         let mut p = CertificateParams::new(sans)?;
         p.distinguished_name.push(DnType::CommonName, file.clone());
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let cert = p.signed_by(&key, &issuer)?;
-        std::fs::write(dir.join(format!("{file}.pem")), cert.pem())?;
-        write_private(
-            &dir.join(format!("{file}.key")),
-            key.serialize_pem().as_bytes(),
-        )?;
+        issue_leaf(dir, &file, p, &issuer)?;
     }
     Ok(())
 }
@@ -86,17 +80,13 @@ pub fn generate_mail_server(dir: &Path, names: &[String]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (ca_cert, issuer) = new_ca("Halyard mail test CA")?;
     std::fs::write(dir.join("mail-ca.pem"), ca_cert.pem())?;
-    let key = KeyPair::generate()?;
     let mut p = CertificateParams::new(names.to_vec())?;
     p.distinguished_name.push(
         DnType::CommonName,
         names.first().cloned().unwrap_or_default(),
     );
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = p.signed_by(&key, &issuer)?;
-    std::fs::write(dir.join("mail.pem"), cert.pem())?;
-    write_private(&dir.join("mail.key"), key.serialize_pem().as_bytes())?;
-    Ok(())
+    issue_leaf(dir, "mail", p, &issuer)
 }
 
 /// Writes a domain administrator's certificate `admin-<name>.pem`/`.key`, signed by the
@@ -129,7 +119,6 @@ pub fn generate_admin(dir: &Path, name: &str, domains: &[String]) -> Result<()> 
         ca_params("Halyard cluster CA")?,
         KeyPair::from_pem(&key_pem)?,
     );
-    let key = KeyPair::generate()?;
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     p.subject_alt_names = domains
         .iter()
@@ -140,13 +129,7 @@ pub fn generate_admin(dir: &Path, name: &str, domains: &[String]) -> Result<()> 
         .collect::<Result<_>>()?;
     p.distinguished_name.push(DnType::CommonName, name);
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = p.signed_by(&key, &issuer)?;
-    std::fs::write(dir.join(format!("admin-{name}.pem")), cert.pem())?;
-    write_private(
-        &dir.join(format!("admin-{name}.key")),
-        key.serialize_pem().as_bytes(),
-    )?;
-    Ok(())
+    issue_leaf(dir, &format!("admin-{name}"), p, &issuer)
 }
 
 /// Writes a CA for mail users' client certificates and one certificate per address (its
@@ -167,19 +150,29 @@ pub fn generate_user_certs(dir: &Path, addresses: &[String]) -> Result<()> {
         if !a.contains('@') || a.contains(['/', ' ']) {
             anyhow::bail!("{a:?} is not a mail address");
         }
-        let key = KeyPair::generate()?;
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         p.subject_alt_names = vec![rcgen::SanType::Rfc822Name(a.as_str().try_into()?)];
         p.distinguished_name.push(DnType::CommonName, a.clone());
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = p.signed_by(&key, &issuer)?;
-        std::fs::write(dir.join(format!("user-{a}.pem")), cert.pem())?;
-        write_private(
-            &dir.join(format!("user-{a}.key")),
-            key.serialize_pem().as_bytes(),
-        )?;
+        issue_leaf(dir, &format!("user-{a}"), p, &issuer)?;
     }
     Ok(())
+}
+
+/// Signs `params` with a new key under `issuer`: `<file>.pem` and `<file>.key` (mode 0600).
+fn issue_leaf(
+    dir: &Path,
+    file: &str,
+    params: CertificateParams,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<()> {
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, issuer)?;
+    std::fs::write(dir.join(format!("{file}.pem")), cert.pem())?;
+    write_private(
+        &dir.join(format!("{file}.key")),
+        key.serialize_pem().as_bytes(),
+    )
 }
 
 fn issuer_key_pem(issuer: &Issuer<'_, KeyPair>) -> String {

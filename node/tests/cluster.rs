@@ -40,6 +40,17 @@ fn fast_raft() -> RaftConfig {
     }
 }
 
+/// A started one-node cluster (TLS) whose meta and data groups have a leader.
+async fn one_node(name: &str, base_port: u16) -> (tempfile::TempDir, LocalCluster) {
+    let mut sp = spec(base_port, fast_raft());
+    sp.nodes = 1;
+    let (d, mut c) = cluster(name, &sp);
+    c.start_all().unwrap();
+    c.wait_leader("meta", None, WAIT).await.unwrap();
+    c.wait_leader(G, None, WAIT).await.unwrap();
+    (d, c)
+}
+
 fn cluster(name: &str, spec: &ClusterSpec) -> (tempfile::TempDir, LocalCluster) {
     let dir = tempfile::Builder::new()
         .prefix(&format!("halyard-{name}-"))
@@ -326,11 +337,7 @@ async fn learner_added_promoted_and_removed_online() {
 async fn only_node_certificates_may_speak_raft() {
     use halyard_api::pb::raft_client::RaftClient;
     let _s = SERIAL.lock().await;
-    let mut sp = spec(16900, fast_raft());
-    sp.nodes = 1;
-    let (d, mut c) = cluster("raft-peers", &sp);
-    c.start_all().unwrap();
-    c.wait_leader(G, None, WAIT).await.unwrap();
+    let (d, c) = one_node("raft-peers", 16900).await;
     let certs = d.path().join("certs");
     let vote = |who: &str| {
         let material = halyard_api::tls::TlsMaterial::load(
@@ -375,12 +382,7 @@ async fn only_node_certificates_may_speak_raft() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn administrative_changes_leave_an_audit_trail() {
     let _s = SERIAL.lock().await;
-    let mut sp = spec(16950, fast_raft());
-    sp.nodes = 1;
-    let (_d, mut c) = cluster("audit", &sp);
-    c.start_all().unwrap();
-    c.wait_leader("meta", None, WAIT).await.unwrap();
-    c.wait_leader(G, None, WAIT).await.unwrap();
+    let (_d, c) = one_node("audit", 16950).await;
     let ok = |args: &[&str], stdin: &str| {
         let (ok, out, err) = c.ctl(1, args, stdin).unwrap();
         assert!(ok, "{args:?}: {out}{err}");
@@ -440,12 +442,7 @@ async fn administrative_changes_leave_an_audit_trail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_administrator_is_refused_outside_its_domains() {
     let _s = SERIAL.lock().await;
-    let mut sp = spec(16970, fast_raft());
-    sp.nodes = 1;
-    let (d, mut c) = cluster("domain-admin", &sp);
-    c.start_all().unwrap();
-    c.wait_leader("meta", None, WAIT).await.unwrap();
-    c.wait_leader(G, None, WAIT).await.unwrap();
+    let (d, c) = one_node("domain-admin", 16970).await;
     let root = |args: &[&str], stdin: &str| {
         let (ok, out, err) = c.ctl(1, args, stdin).unwrap();
         assert!(ok, "{args:?}: {out}{err}");
