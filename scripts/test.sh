@@ -24,3 +24,6 @@ cargo test --locked --workspace --all-targets --no-fail-fast "$@"
 # C++ a second time (~12 minutes) for nothing a check needs: ROCKSDB_LIB_DIR makes that
 # build script skip it (a check links nothing).
 ROCKSDB_LIB_DIR=/nonexistent cargo clippy --locked --workspace --all-targets -- -D warnings
+# Every fuzz target for a few seconds under AFL++ (instrumented build of its own, reusing the
+# RocksDB library built above); longer campaigns: scripts/fuzz.sh TARGET SECONDS.
+./scripts/fuzz.sh --all "${HALYARD_FUZZ_SECS:-10}"

@@ -19,6 +19,8 @@
 //! NAMESPACE, UID EXPUNGE and CONDSTORE).
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod imap;
 pub mod limits;
 pub mod mutf7;

@@ -93,6 +93,69 @@ enum Line {
     Closed,
 }
 
+/// Takes the next command line out of `buf`, without its line end (invalid UTF-8 replaced):
+/// `None` until a LF has come, `Err` once more than [`MAX_LINE`] bytes came without one.
+pub(crate) fn take_line(buf: &mut bytes::BytesMut) -> Option<Result<String, ()>> {
+    match buf.iter().position(|b| *b == b'\n') {
+        Some(p) => {
+            let line = buf.split_to(p + 1);
+            Some(Ok(String::from_utf8_lossy(&line)
+                .trim_end_matches(['\r', '\n'])
+                .to_string()))
+        }
+        None if buf.len() > MAX_LINE => Some(Err(())),
+        None => None,
+    }
+}
+
+/// A command line's keyword (upper case) and its argument.
+pub(crate) fn command_of(line: &str) -> (String, String) {
+    match line.split_once(' ') {
+        Some((c, a)) => (c.to_ascii_uppercase(), a.to_string()),
+        None => (line.to_ascii_uppercase(), String::new()),
+    }
+}
+
+/// The answer to RETR (`top`: `None`) or TOP (the header and `top` lines of the body):
+/// `+OK`, the text dot-stuffed with CRLF line ends, and the terminating ".".
+pub(crate) fn retr_response(raw: &[u8], top: Option<usize>) -> Vec<u8> {
+    let raw: &[u8] = match top {
+        None => raw,
+        Some(n) => {
+            let hdr_end = raw
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|p| p + 4)
+                .unwrap_or(raw.len());
+            let mut end = hdr_end;
+            for _ in 0..n {
+                match raw[end..].iter().position(|b| *b == b'\n') {
+                    Some(p) => end += p + 1,
+                    None => {
+                        end = raw.len();
+                        break;
+                    }
+                }
+            }
+            &raw[..end]
+        }
+    };
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    out.extend_from_slice(b"+OK message follows\r\n");
+    // Dot-stuffing, and CRLF line ends on the wire.
+    for line in raw.split_inclusive(|b| *b == b'\n') {
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        out.extend_from_slice(body);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
 impl Pop3 {
     fn new(shared: Arc<Shared>, conn: Conn) -> Pop3 {
         Pop3 {
@@ -112,16 +175,13 @@ impl Pop3 {
         // RFC 1939: the autologout timer is at least 10 minutes.
         let idle = Duration::from_secs(self.shared.cfg.autologout_secs.max(600));
         loop {
-            if let Some(p) = self.conn.buf.iter().position(|b| *b == b'\n') {
-                let line = self.conn.buf.split_to(p + 1);
-                let text = String::from_utf8_lossy(&line)
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string();
-                return Ok(Line::Text(text));
-            }
-            if self.conn.buf.len() > MAX_LINE {
-                self.send("-ERR line too long\r\n").await?;
-                return Ok(Line::Closed);
+            match take_line(&mut self.conn.buf) {
+                Some(Ok(text)) => return Ok(Line::Text(text)),
+                Some(Err(())) => {
+                    self.send("-ERR line too long\r\n").await?;
+                    return Ok(Line::Closed);
+                }
+                None => {}
             }
             self.conn.release_idle_buffer();
             let node = self.shared.backend.node_id;
@@ -204,10 +264,7 @@ impl Pop3 {
             let Line::Text(line) = self.read_line().await? else {
                 return Ok(());
             };
-            let (cmd, arg) = match line.split_once(' ') {
-                Some((c, a)) => (c.to_ascii_uppercase(), a.to_string()),
-                None => (line.to_ascii_uppercase(), String::new()),
-            };
+            let (cmd, arg) = command_of(&line);
             let authed = self.drop.is_some();
             match (cmd.as_str(), authed) {
                 ("CAPA", _) => {
@@ -369,40 +426,7 @@ impl Pop3 {
                     .await;
             }
         };
-        let raw: &[u8] = match top {
-            None => &raw,
-            Some(n) => {
-                let hdr_end = raw
-                    .windows(4)
-                    .position(|w| w == b"\r\n\r\n")
-                    .map(|p| p + 4)
-                    .unwrap_or(raw.len());
-                let mut end = hdr_end;
-                for _ in 0..n {
-                    match raw[end..].iter().position(|b| *b == b'\n') {
-                        Some(p) => end += p + 1,
-                        None => {
-                            end = raw.len();
-                            break;
-                        }
-                    }
-                }
-                &raw[..end]
-            }
-        };
-        let mut out = Vec::with_capacity(raw.len() + 64);
-        out.extend_from_slice(b"+OK message follows\r\n");
-        // Dot-stuffing, and CRLF line ends on the wire.
-        for line in raw.split_inclusive(|b| *b == b'\n') {
-            if line.first() == Some(&b'.') {
-                out.push(b'.');
-            }
-            let body = line.strip_suffix(b"\n").unwrap_or(line);
-            let body = body.strip_suffix(b"\r").unwrap_or(body);
-            out.extend_from_slice(body);
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b".\r\n");
+        let out = retr_response(&raw, top);
         self.conn.write(&out).await
     }
 

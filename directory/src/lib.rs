@@ -12,6 +12,8 @@
 pub mod cache;
 pub mod embedded;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ldap;
 pub mod sasl;
 pub mod schema;

@@ -35,13 +35,13 @@ pub const MAX_MESSAGE: usize = 4096;
 
 type HmacSha256 = Hmac<Sha256>;
 
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
     m.update(data);
     m.finalize().into_bytes().into()
 }
 
-fn b64() -> base64::engine::GeneralPurpose {
+pub(crate) fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
@@ -59,7 +59,12 @@ pub fn scram_keys(password: &str, password_hash: &str) -> Result<ScramKeys, Stri
     ))
 }
 
-fn scram_keys_with(password: &str, password_hash: &str, salt: Vec<u8>, i: u32) -> ScramKeys {
+pub(crate) fn scram_keys_with(
+    password: &str,
+    password_hash: &str,
+    salt: Vec<u8>,
+    i: u32,
+) -> ScramKeys {
     let prepped = stringprep::saslprep(password)
         .map(|c| c.into_owned())
         .unwrap_or_else(|_| password.to_string());

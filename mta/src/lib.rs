@@ -27,6 +27,8 @@
 //! before this layout.
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
 mod outbound;
 mod queue;

@@ -344,12 +344,32 @@ impl NodeConfig {
         };
         let text =
             std::fs::read_to_string(path).map_err(|e| err("-", format!("cannot read: {e}")))?;
-        if let Some((key, message)) = retired_key(&text) {
+        Self::from_text(&text, path)
+    }
+
+    /// Parses and validates the text of a configuration file read from `path` (relative
+    /// paths in it are resolved against `path`'s directory).
+    pub fn from_text(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let file = path.display().to_string();
+        let err = |key: &str, message: String| ConfigError {
+            file: file.clone(),
+            key: key.to_string(),
+            message,
+        };
+        if let Some((key, message)) = retired_key(text) {
             return Err(err(&key, message));
         }
-        let mut cfg: NodeConfig = toml::from_str(&text).map_err(|e| {
-            // toml's message names the key (or the line) and what was expected.
-            let msg = e.message().to_string();
+        let mut cfg: NodeConfig = toml::from_str(text).map_err(|e| {
+            // toml's message names the key (or the line) and what was expected. Some of its
+            // errors (a stray CR, found by the `config` fuzz target) have an empty message:
+            // then its whole report, or at least something.
+            let mut msg = e.message().trim().to_string();
+            if msg.is_empty() {
+                msg = e.to_string().trim().to_string();
+            }
+            if msg.is_empty() {
+                msg = "not valid TOML".to_string();
+            }
             let loc = match e.span() {
                 Some(span) => {
                     let line = text[..span.start.min(text.len())].lines().count().max(1);

@@ -30,6 +30,8 @@ pub mod demo;
 pub mod failover;
 pub mod floating;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod local_cluster;
 pub mod network;
 pub mod purge;

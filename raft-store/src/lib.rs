@@ -32,6 +32,8 @@ pub mod acl;
 pub mod apply;
 pub mod directory;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod keys;
 pub mod kv;

@@ -60,7 +60,7 @@ fn fallback(raw: &[u8]) -> MessageMeta {
     }
 }
 
-fn parse(raw: &[u8]) -> MessageMeta {
+pub(crate) fn parse(raw: &[u8]) -> MessageMeta {
     let walker = Walker {
         raw,
         parser: MessageParser::new(),

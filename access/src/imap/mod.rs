@@ -151,10 +151,16 @@ pub(crate) enum Framed {
 /// nothing counts as line length (and `literal_end` remembers where it ends, so this walk
 /// happens once per literal), a literal over `max_literal` ends the connection (its data is
 /// already on its way), and only the current line is held to `max_line`.
+///
+/// The whole command (its lines and literals) is held to [`max_command_bytes`]: without
+/// that, a SEARCH with one short literal after another (`TEXT {1}`, `TEXT {1}`, ...) would
+/// grow the buffer without end (seen while writing the `imap_command` fuzz target's bound).
 fn need_more(buf: &[u8], literal_end: &mut usize, max_line: usize, max_literal: u64) -> Framed {
     if buf.len() <= *literal_end {
         return Framed::NeedMore;
     }
+    let max_command = max_command_bytes(max_line, max_literal);
+    let too_long = || Framed::Fatal(bye(&format!("command longer than {max_command} bytes")));
     let mut line_start = 0;
     while let Some(p) = buf[line_start..].windows(2).position(|w| w == b"\r\n") {
         let next = line_start + p + 2;
@@ -164,6 +170,10 @@ fn need_more(buf: &[u8], literal_end: &mut usize, max_line: usize, max_literal: 
                 return Framed::Fatal(bye(&format!(
                     "literal of {n} bytes is over the {max_literal}-byte limit"
                 )));
+            }
+            Some((_, n, _, _)) if next + n as usize > max_command => {
+                *literal_end = 0;
+                return too_long();
             }
             Some((_, n, _, _)) if next + n as usize >= buf.len() => {
                 *literal_end = next + n as usize;
@@ -177,7 +187,20 @@ fn need_more(buf: &[u8], literal_end: &mut usize, max_line: usize, max_literal: 
         *literal_end = 0;
         return Framed::Fatal(bye(&format!("command line longer than {max_line} bytes")));
     }
+    if buf.len() > max_command {
+        *literal_end = 0;
+        return too_long();
+    }
     Framed::NeedMore
+}
+
+/// The most one command may hold, its lines and literals together: four literals of the
+/// largest size (what a MULTIAPPEND may carry) and four lines of the longest length.
+pub(crate) fn max_command_bytes(max_line: usize, max_literal: u64) -> usize {
+    usize::try_from(max_literal)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(4)
+        .saturating_add(max_line.saturating_mul(4))
 }
 
 /// A literal over the limit: NO before any of it is read (synchronising), or hang up (the
@@ -190,8 +213,19 @@ fn literal_too_big(
     max_literal: u64,
     sync: bool,
 ) -> Framed {
-    *literal_end = 0;
     let text = format!("literal of {length} bytes is over the {max_literal}-byte limit");
+    too_big(input, literal_end, tag, text, sync)
+}
+
+/// A literal that would make its command too big: as [`literal_too_big`], with `text`.
+fn too_big(
+    input: &mut bytes::BytesMut,
+    literal_end: &mut usize,
+    tag: Option<&Tag<'_>>,
+    text: String,
+    sync: bool,
+) -> Framed {
+    *literal_end = 0;
     if sync {
         let r = status(Kind::No, tag, Some(Code::TooBig), &text);
         input.clear();
@@ -285,14 +319,21 @@ pub(crate) fn frame(
         }
         Err(CommandDecodeError::Incomplete) => need_more(buf, literal_end, max_line, max_literal),
         Err(CommandDecodeError::LiteralFound { tag, length, mode }) => {
-            if u64::from(length) > max_literal {
+            let max_command = max_command_bytes(max_line, max_literal);
+            let sync = mode == LiteralMode::Sync;
+            if u64::from(length) <= max_literal
+                && buf.len().saturating_add(length as usize) > max_command
+            {
+                let text = format!("command longer than {max_command} bytes");
+                too_big(input, literal_end, Some(&tag), text, sync)
+            } else if u64::from(length) > max_literal {
                 literal_too_big(
                     input,
                     literal_end,
                     Some(&tag),
                     u64::from(length),
                     max_literal,
-                    mode == LiteralMode::Sync,
+                    sync,
                 )
             } else {
                 // The literal ends the client's bytes as it ends the rewritten ones.
@@ -521,6 +562,30 @@ mod tests {
         assert!(whole[3].contains("ExpungeUid") && whole[3].contains("dollar: true"));
         for chunk in 1..input.len() {
             assert_eq!(framed(input, chunk), whole, "in pieces of {chunk}");
+        }
+    }
+
+    /// One SEARCH that never ends, a short literal after another: the connection ends once
+    /// the command holds more than `max_command_bytes`, instead of the buffer growing on.
+    #[test]
+    fn a_command_of_endless_short_literals_is_bounded() {
+        let (max_line, max_literal) = (1024, 4096u64);
+        let bound = max_command_bytes(max_line, max_literal);
+        let mut buf = BytesMut::from(&b"a SEARCH TEXT {1+}\r\n"[..]);
+        let mut lit = 0;
+        for i in 0.. {
+            match frame(&mut buf, &mut lit, max_line, max_literal) {
+                Framed::NeedMore => {}
+                Framed::Fatal(r) => {
+                    let r = String::from_utf8_lossy(&r);
+                    assert!(r.contains("command longer than"), "{r}");
+                    assert!(buf.len() <= bound + 32, "{} held", buf.len());
+                    return;
+                }
+                _ => panic!("the endless SEARCH ended"),
+            }
+            assert!(i < 100_000, "no limit after {} bytes", buf.len());
+            buf.extend_from_slice(b"x TEXT {1+}\r\n");
         }
     }
 

@@ -18,6 +18,7 @@
 
 mod auth;
 mod data;
+pub(crate) mod dataread;
 mod envelope;
 
 use std::collections::BTreeMap;
