@@ -300,7 +300,7 @@ pub fn remove_rules(ns: &str) -> Result<(), String> {
 }
 
 /// The inode of a network namespace, to tell which namespace a process is in.
-fn netns_inode(path: &str) -> Option<u64> {
+pub(crate) fn netns_inode(path: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| m.ino())
 }

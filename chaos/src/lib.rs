@@ -17,6 +17,7 @@
 pub mod clock;
 pub mod delay;
 pub mod helper;
+pub mod hog;
 pub mod nfqueue;
 
 use std::io::Write;
@@ -102,6 +103,11 @@ pub enum Fault {
     Kill(u64),
     Pause(u64),
     Resume(u64),
+    /// `threads` busy threads in `node`'s namespace ([`hog`]).
+    CpuHog {
+        node: u64,
+        threads: usize,
+    },
 }
 
 impl std::fmt::Display for Fault {
@@ -134,6 +140,9 @@ impl std::fmt::Display for Fault {
             ),
             Fault::Kill(n) => write!(f, "kill -9 node {n}"),
             Fault::Pause(n) => write!(f, "SIGSTOP node {n}"),
+            Fault::CpuHog { node, threads } => {
+                write!(f, "{threads} busy threads beside node {node}")
+            }
             Fault::Resume(n) => write!(f, "SIGCONT node {n}"),
         }
     }
@@ -223,6 +232,7 @@ pub fn rules(targets: &[Target], fault: &Fault) -> Result<Vec<(u64, Rules)>, Str
         | Fault::ClockStrobe { .. }
         | Fault::Kill(_)
         | Fault::Pause(_)
+        | Fault::CpuHog { .. }
         | Fault::Resume(_) => {}
     }
     Ok(out)
@@ -315,6 +325,7 @@ pub fn apply(targets: &[Target], fault: &Fault) -> Result<(), String> {
         Fault::Kill(n) => signal(by_id(*n)?, libc::SIGKILL),
         Fault::Pause(n) => signal(by_id(*n)?, libc::SIGSTOP),
         Fault::Resume(n) => signal(by_id(*n)?, libc::SIGCONT),
+        Fault::CpuHog { node, threads } => hog::start(by_id(*node)?, *threads),
         Fault::Delay {
             node,
             ms,
@@ -368,6 +379,9 @@ pub fn heal(targets: &[Target]) -> Result<(), String> {
             first.get_or_insert(e);
         }
         if let Err(e) = clock::stop(t) {
+            first.get_or_insert(e);
+        }
+        if let Err(e) = hog::stop(t) {
             first.get_or_insert(e);
         }
         if let Some(pid) = t.pid {

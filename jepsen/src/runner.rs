@@ -46,13 +46,16 @@ pub enum Nemesis {
     Strobe,
     /// A random node is removed from the group, then added back as a learner and promoted.
     Membership,
+    /// CPU starvation: as many busy threads as the machine has cores, beside a random node
+    /// (the master half of the time), at normal priority.
+    CpuHog,
     /// Each interval a random one of the above.
     Mixed,
 }
 
 impl Nemesis {
     /// Every nemesis but `None` and `Mixed`.
-    pub const ALL: [Nemesis; 11] = [
+    pub const ALL: [Nemesis; 12] = [
         Nemesis::Kill,
         Nemesis::Partition,
         Nemesis::IsolateMaster,
@@ -64,6 +67,7 @@ impl Nemesis {
         Nemesis::Clock,
         Nemesis::Strobe,
         Nemesis::Membership,
+        Nemesis::CpuHog,
     ];
 
     pub fn name(self) -> String {
@@ -260,6 +264,13 @@ fn pick_fault(nemesis: Nemesis, bed: &Testbed, ids: &[u64], rng: &mut Rng) -> Op
         Nemesis::None | Nemesis::Mixed | Nemesis::Membership => return None,
         Nemesis::Kill => Fault::Kill(victim),
         Nemesis::Pause => Fault::Pause(victim),
+        Nemesis::CpuHog => Fault::CpuHog {
+            node: match (rng.below(2), (bed.master)()) {
+                (0, Some(m)) => m,
+                _ => victim,
+            },
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        },
         Nemesis::Loss => Fault::Loss {
             node: victim,
             percent: 30,

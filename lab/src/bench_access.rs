@@ -48,6 +48,37 @@ pub struct BenchAccessArgs {
     /// Runs of each command in the --sort benchmark.
     #[arg(long, default_value_t = 20)]
     pub repeat: usize,
+    /// Throughput run: this many busy threads in this process besides the clients (CPU
+    /// starvation, as the Jepsen `cpu-hog` nemesis).
+    #[arg(long, default_value_t = 0)]
+    pub hogs: usize,
+}
+
+/// What the nodes' logs say about their leases: (times a master stopped holding its
+/// group's address because its lease ran out, times a node began holding one).
+fn lease_events(dir: &std::path::Path) -> (usize, usize) {
+    let (mut lost, mut taken) = (0, 0);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("node-") && name.ends_with(".log")) {
+            continue;
+        }
+        for line in std::fs::read_to_string(entry.path())
+            .unwrap_or_default()
+            .lines()
+        {
+            if line.contains("stopped holding the group's address")
+                && line.contains("lease expired")
+            {
+                lost += 1;
+            }
+            if line.contains("holding the group's address") && !line.contains("stopped") {
+                taken += 1;
+            }
+        }
+    }
+    (lost, taken)
 }
 
 const IMAP_PORT: u16 = 7943;
@@ -429,7 +460,20 @@ async fn throughput(
         v.truncate(args.size);
         v
     });
+    let (lost_before, taken_before) = lease_events(&c.dir);
+    let hogging = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let hogs: Vec<_> = (0..args.hogs)
+        .map(|_| {
+            let on = hogging.clone();
+            std::thread::spawn(move || {
+                while on.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::black_box((0..10_000u64).sum::<u64>());
+                }
+            })
+        })
+        .collect();
     let mut rows = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
     for phase in ["APPEND", "FETCH BODY[]"] {
         let stop = Instant::now() + Duration::from_secs(args.seconds);
         let mut tasks = Vec::new();
@@ -478,16 +522,48 @@ async fn throughput(
         let t0 = Instant::now();
         let mut all = Vec::new();
         for t in tasks {
-            all.extend(t.await?.with_context(|| format!("{phase} client"))?);
+            // A client that fails (its master lost the lease, say) or hangs is reported, not
+            // fatal: what the run measures includes that.
+            let abort = t.abort_handle();
+            let late = tokio::time::Instant::from_std(stop) + Duration::from_secs(30);
+            match tokio::time::timeout_at(late, t).await {
+                Ok(r) => match r? {
+                    Ok(lat) => all.extend(lat),
+                    Err(e) => failures.push(format!("{phase} client: {e:#}")),
+                },
+                Err(_) => {
+                    abort.abort();
+                    failures.push(format!("{phase} client: no answer 30 s after the phase"));
+                }
+            }
         }
         let secs = t0.elapsed().as_secs_f64();
         all.sort();
         rows.push((phase, all.len(), secs, pct(&all, 0.5), pct(&all, 0.99)));
     }
+    hogging.store(false, std::sync::atomic::Ordering::Relaxed);
+    for h in hogs {
+        let _ = h.join();
+    }
+    let (lost, taken) = lease_events(&c.dir);
     println!(
-        "IMAP on the master of a {}-node cluster: {} clients, {} B messages, {} s per phase",
-        args.nodes, args.clients, args.size, args.seconds
+        "IMAP on the master of a {}-node cluster: {} clients, {} B messages, {} s per phase, {} busy threads, runtimes: {}",
+        args.nodes,
+        args.clients,
+        args.size,
+        args.seconds,
+        args.hogs,
+        std::env::var("HALYARD_RUNTIMES").unwrap_or_else(|_| "split".into())
     );
+    println!(
+        "leases lost (lease expired): {}; addresses taken during the run: {}; failed clients: {}",
+        lost - lost_before,
+        taken - taken_before,
+        failures.len()
+    );
+    if let Some(first) = failures.first() {
+        println!("first client failure: {first}");
+    }
     println!(
         "{:<14} {:>9} {:>10} {:>10} {:>10}",
         "operation", "ops", "ops/s", "p50", "p99"

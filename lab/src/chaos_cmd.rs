@@ -84,6 +84,13 @@ pub enum ChaosCmd {
         #[arg(long)]
         node: u64,
     },
+    /// Busy threads in a node's namespace (CPU starvation) until `heal`.
+    Hog {
+        #[arg(long)]
+        node: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
     Resume {
         #[arg(long)]
         node: u64,
@@ -137,6 +144,23 @@ pub struct DelaydArgs {
     /// Give up after this long if nobody heals.
     #[arg(long, default_value_t = halyard_chaos::delay::DEFAULT_MAX_SECS)]
     pub max_secs: u64,
+}
+
+/// `halyard-lab chaos-hogd` (hidden): the busy threads `chaos hog` starts in a node's namespace.
+#[derive(Debug, Args)]
+pub struct HogdArgs {
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Give up after this long if nobody heals.
+    #[arg(long, default_value_t = halyard_chaos::hog::DEFAULT_MAX_SECS)]
+    pub max_secs: u64,
+}
+
+/// Spins until SIGTERM.
+pub fn hogd(a: &HogdArgs) -> Result<()> {
+    let spun = halyard_chaos::hog::daemon(a.threads, a.max_secs).map_err(|e| anyhow!(e))?;
+    eprintln!("chaos-hogd: {} threads, {spun} spins", a.threads);
+    Ok(())
 }
 
 /// `halyard-lab chaos-strobed` (hidden): the clock strober `chaos strobe` starts.
@@ -283,6 +307,7 @@ pub async fn main(args: ChaosArgs) -> Result<()> {
         },
         ChaosCmd::Kill { node } => Fault::Kill(node),
         ChaosCmd::Pause { node } => Fault::Pause(node),
+        ChaosCmd::Hog { node, threads } => Fault::CpuHog { node, threads },
         ChaosCmd::Resume { node } => Fault::Resume(node),
     };
     halyard_chaos::apply(&t, &fault).map_err(|e| anyhow!(e))?;

@@ -41,7 +41,7 @@ pub enum JepsenCmd {
         #[arg(long, default_value = "smtp")]
         workload: String,
         /// none, kill, partition, isolate-master, bridge, one-way, pause, loss, delay,
-        /// clock, strobe, membership, mixed.
+        /// clock, strobe, membership, cpu-hog, mixed.
         #[arg(long, default_value = "kill")]
         nemesis: String,
         #[command(flatten)]
@@ -404,8 +404,10 @@ fn one_run(
     let probe = std::thread::spawn(move || {
         crate::cluster_cmd::probe(&st_probe, addr, Duration::from_millis(10), probe_for)
     });
+    let log_marks = log_lengths(st);
     let started = Instant::now();
     let ops = halyard_jepsen::runner::run(&bed, w.as_ref(), &ro).map_err(anyhow::Error::msg)?;
+    let leases_lost = leases_lost_since(st, &log_marks);
     let elapsed = started.elapsed().as_secs_f64();
     let probe = probe
         .join()
@@ -443,6 +445,7 @@ fn one_run(
         },
         "ok_per_s": oks as f64 / elapsed.max(0.001),
         "faults": faults,
+        "leases_lost": leases_lost,
         "probe": probe_json,
         "checker": checker,
         "excerpt": excerpt,
@@ -526,9 +529,41 @@ fn judge(workload: &str, ops: &[halyard_jepsen::history::Op]) -> (Value, bool, V
     }
 }
 
+/// How long each node's log is now.
+fn log_lengths(st: &ClusterState) -> Vec<u64> {
+    st.nodes
+        .iter()
+        .map(|n| std::fs::metadata(&n.log).map_or(0, |m| m.len()))
+        .collect()
+}
+
+/// Times a master stopped holding its group's address because its lease ran out (no quorum
+/// acknowledged its heartbeats in time), in what the nodes logged after `marks`.
+fn leases_lost_since(st: &ClusterState, marks: &[u64]) -> usize {
+    use std::io::{Read, Seek};
+    let mut lost = 0;
+    for (n, mark) in st.nodes.iter().zip(marks) {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&n.log)
+            && f.seek(std::io::SeekFrom::Start(*mark)).is_ok()
+        {
+            let mut bytes = Vec::new();
+            let _ = f.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        lost += text
+            .lines()
+            .filter(|l| {
+                l.contains("stopped holding the group's address") && l.contains("lease expired")
+            })
+            .count();
+    }
+    lost
+}
+
 fn line(s: &Value) -> String {
     format!(
-        "{:<8} {:<14} {:<8} ok {:>6} info {:>4} fail {:>5} {:>7.1} ok/s faults {:>2} overlaps {} {}",
+        "{:<8} {:<14} {:<8} ok {:>6} info {:>4} fail {:>5} {:>7.1} ok/s faults {:>2} overlaps {} leases lost {} {}",
         s["workload"].as_str().unwrap_or("?"),
         s["nemesis"].as_str().unwrap_or("?"),
         if s["valid"] == json!(true) {
@@ -542,6 +577,7 @@ fn line(s: &Value) -> String {
         s["ok_per_s"].as_f64().unwrap_or(0.0),
         s["faults"],
         s["probe"]["overlaps"],
+        s["leases_lost"],
         s["anomalies"]
             .as_array()
             .map(|a| a
@@ -568,7 +604,7 @@ fn excerpt_text(s: &Value) -> String {
 /// The campaign's table (Markdown).
 fn table(rows: &[Value]) -> String {
     let mut t = String::from(
-        "| # | workload | nemesis | verdict | ok ops | info | fail | ok/s | faults | lost | duplicated | order/UID | not linearizable | overlapping holders | anomalies |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| # | workload | nemesis | verdict | ok ops | info | fail | ok/s | faults | leases lost | lost | duplicated | order/UID | not linearizable | overlapping holders | anomalies |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (i, s) in rows.iter().enumerate() {
         let an: Vec<&str> = s["anomalies"]
@@ -581,7 +617,7 @@ fn table(rows: &[Value]) -> String {
             .map(|k| has(k))
             .sum::<usize>();
         t.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             i + 1,
             s["workload"].as_str().unwrap_or("?"),
             s["nemesis"].as_str().unwrap_or("?"),
@@ -595,6 +631,7 @@ fn table(rows: &[Value]) -> String {
             s["ops"]["fail"],
             s["ok_per_s"].as_f64().unwrap_or(0.0),
             s["faults"],
+            s["leases_lost"].as_u64().unwrap_or(0),
             has("lost"),
             has("duplicated"),
             order,

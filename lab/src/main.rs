@@ -39,6 +39,9 @@ enum Cmd {
     /// Internal: the clock strober `halyard-lab chaos strobe` runs.
     #[command(hide = true)]
     ChaosStrobed(chaos_cmd::StrobedArgs),
+    /// Internal: the busy threads `halyard-lab chaos hog` runs in a node's namespace.
+    #[command(hide = true)]
+    ChaosHogd(chaos_cmd::HogdArgs),
     /// One fault on a running `halyard-lab cluster up` testbed: partition, bridge, one-way,
     /// loss, delay, clock, strobe, kill, pause, resume; `heal` undoes them.
     Chaos(chaos_cmd::ChaosArgs),
@@ -60,6 +63,7 @@ fn main() {
     let helper = match &cli.cmd {
         Cmd::ChaosDelayd(a) => Some(chaos_cmd::delayd(a)),
         Cmd::ChaosStrobed(a) => Some(chaos_cmd::strobed(a)),
+        Cmd::ChaosHogd(a) => Some(chaos_cmd::hogd(a)),
         _ => None,
     };
     if let Some(r) = helper {
@@ -88,7 +92,7 @@ fn main() {
     };
     let result: Result<()> = rt.block_on(async move {
         match cli.cmd {
-            Cmd::ChaosDelayd(_) | Cmd::ChaosStrobed(_) => Ok(()),
+            Cmd::ChaosDelayd(_) | Cmd::ChaosStrobed(_) | Cmd::ChaosHogd(_) => Ok(()),
             Cmd::Cluster(args) => cluster_cmd::main(args).await,
             Cmd::Chaos(args) => chaos_cmd::main(args).await,
             Cmd::Jepsen(args) => jepsen_cmd::main(args).await,

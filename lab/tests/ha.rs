@@ -633,6 +633,33 @@ fn chaos_nemeses_cut_what_they_say_and_heal_restores() {
     all(&|_, _| true);
     chaos(&["pause", "--node", "2"]);
     chaos(&["heal"]);
+    // CPU starvation: busy helper processes in node 2's namespace, gone after heal.
+    let hogs_in = |ns: &str| -> usize {
+        let want = std::fs::metadata(format!("/run/netns/{ns}")).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        });
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter(|e| {
+                let p = e.path();
+                let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
+                let inode = std::fs::metadata(p.join("ns/net")).map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    m.ino()
+                });
+                String::from_utf8_lossy(&cmd).contains("chaos-hogd")
+                    && inode.is_ok()
+                    && inode.ok() == want.as_ref().ok().copied()
+            })
+            .count()
+    };
+    chaos(&["hog", "--node", "2", "--threads", "2"]);
+    assert_eq!(hogs_in(&ns(2)), 1, "a hog in node 2's namespace");
+    assert_eq!(hogs_in(&ns(1)), 0);
+    chaos(&["heal"]);
+    assert_eq!(hogs_in(&ns(2)), 0, "heal ends the hog");
     let (ok, out) = bed.ctl(1, &["status"]);
     assert!(ok, "{out}");
 }
@@ -651,10 +678,13 @@ fn jepsen_campaign_is_valid_and_the_broken_build_is_caught() {
     let out = bed.dir.join("campaign");
     let o = Command::new(lab())
         .args(["jepsen", "--prefix", &bed.prefix, "campaign"])
-        .args(["--nemeses", "kill,isolate-master,pause,delay,membership"])
+        .args([
+            "--nemeses",
+            "kill,isolate-master,pause,delay,membership,cpu-hog",
+        ])
         .args([
             "--runs",
-            "5",
+            "6",
             "--time",
             &secs,
             "--interval",
@@ -669,7 +699,7 @@ fn jepsen_campaign_is_valid_and_the_broken_build_is_caught() {
     let log = text(&o);
     eprintln!("{log}");
     assert!(o.status.success(), "{log}");
-    assert_eq!(log.matches(" VALID ").count(), 5, "{log}");
+    assert_eq!(log.matches(" VALID ").count(), 6, "{log}");
     for f in ["campaign.md", "campaign.json"] {
         assert!(out.join(f).exists(), "{f}");
     }
@@ -678,7 +708,7 @@ fn jepsen_campaign_is_valid_and_the_broken_build_is_caught() {
         .flatten()
         .filter(|e| e.path().is_dir())
         .collect();
-    assert_eq!(runs.len(), 5);
+    assert_eq!(runs.len(), 6);
     for r in &runs {
         for f in [
             "history.jsonl",

@@ -150,7 +150,11 @@ pub async fn run(data_dir: Option<PathBuf>, nodes: u64) -> Result<()> {
     }
     let mut running = Vec::new();
     for c in &configs {
-        running.push(Node::start_uninitialized(c).await?);
+        let c = c.clone();
+        running.push(
+            crate::runtimes::on_consensus(async move { Node::start_uninitialized(&c).await })
+                .await?,
+        );
     }
     for n in &running {
         n.initialize().await?;

@@ -38,6 +38,7 @@ pub mod purge;
 pub mod raft_rpc;
 pub mod relay;
 pub mod runtime;
+pub mod runtimes;
 pub mod scope;
 pub mod shared;
 pub mod tls;

@@ -41,7 +41,7 @@ fn keep_native_heap() {
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use halyard_node::config::NodeConfig;
-use halyard_node::{ctl, demo, runtime, tls};
+use halyard_node::{ctl, demo, runtime, runtimes, tls};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -114,7 +114,7 @@ async fn serve(config: PathBuf, print_config: bool) -> Result<()> {
         print!("{}", toml::to_string(&cfg)?);
         return Ok(());
     }
-    let node = runtime::Node::start(&cfg).await?;
+    let node = runtimes::on_consensus(async move { runtime::Node::start(&cfg).await }).await?;
     runtime::wait_for_signal().await;
     node.shutdown().await;
     Ok(())
@@ -141,11 +141,23 @@ fn main() {
     if matches!(cli.cmd, Cmd::Serve { .. } | Cmd::Demo { .. }) {
         keep_native_heap();
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    // A serving process has two runtimes (consensus, service: see `runtimes`); the others one.
+    // HALYARD_RUNTIMES=single runs everything on one runtime, as before the split: only to
+    // measure what the split does (`halyard-lab bench-lease`).
+    let split = std::env::var("HALYARD_RUNTIMES").map_or(true, |v| v != "single");
+    let serving = matches!(cli.cmd, Cmd::Serve { .. } | Cmd::Demo { .. });
+    let (rt, _consensus) = match if serving && split {
+        runtimes::build().map(|(service, consensus)| {
+            runtimes::install(consensus.handle().clone(), service.handle().clone());
+            (service, Some(consensus))
+        })
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map(|rt| (rt, None))
+    } {
+        Ok(rts) => rts,
         Err(e) => {
             eprintln!("halyard: error: starting runtime: {e}");
             std::process::exit(1);

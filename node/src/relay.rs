@@ -199,9 +199,10 @@ pub async fn serve(
     if !first.data.is_empty() {
         let _ = remote.write_all(&first.data).await;
     }
-    tokio::spawn(halyard_access::serve_relayed(access, local, open));
+    crate::runtimes::service().spawn(halyard_access::serve_relayed(access, local, open));
     let (tx, rx) = mpsc::channel(DEPTH);
-    tokio::spawn(pump(remote, inbound, tx, |data| {
+    // The session's bytes are service work: copied on the service runtime.
+    crate::runtimes::service().spawn(pump(remote, inbound, tx, |data| {
         Ok(pb::RelayChunk { open: None, data })
     }));
     Ok(rx)

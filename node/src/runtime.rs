@@ -302,7 +302,8 @@ impl Node {
                 }),
         );
 
-        let access = halyard_access::AccessServer::start(
+        // Client-facing servers run on the service runtime (see `runtimes`).
+        let access = crate::runtimes::on_service(halyard_access::AccessServer::start(
             cfg.access.clone(),
             halyard_access::Backend {
                 groups: shared.groups.clone(),
@@ -311,10 +312,10 @@ impl Node {
                 node_id: cfg.node_id,
                 relay: Some(Arc::new(crate::relay::GrpcRelay::new(tls.clone()))),
             },
-        )
+        ))
         .await?;
         let _ = shared.access.set(access.shared.clone());
-        let mta = halyard_mta::MtaServer::start(
+        let mta = crate::runtimes::on_service(halyard_mta::MtaServer::start(
             cfg.mta.clone(),
             halyard_mta::Backend {
                 groups: shared.groups.clone(),
@@ -325,7 +326,7 @@ impl Node {
                     tls.clone(),
                 ))),
             },
-        )
+        ))
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
         for gc in &cfg.groups {
@@ -342,7 +343,7 @@ impl Node {
                 drain: std::time::Duration::from_millis(cfg.fencing.drain_ms),
             };
             let stop = fence_stop_rx.clone();
-            fence_tasks.push(tokio::spawn(async move {
+            fence_tasks.push(crate::runtimes::service().spawn(async move {
                 halyard_net::supervise::supervise(
                     format!(
                         "floating-address listeners of {}",
