@@ -31,18 +31,10 @@ pub fn imap_command(data: &[u8]) {
         buf.extend_from_slice(piece);
         loop {
             if skipping {
-                match buf.windows(2).position(|w| w == b"\r\n") {
-                    Some(p) => {
-                        let _ = buf.split_to(p + 2);
-                        skipping = false;
-                    }
-                    None => {
-                        let keep = usize::from(buf.last() == Some(&b'\r'));
-                        let n = buf.len() - keep;
-                        let _ = buf.split_to(n);
-                        break;
-                    }
+                if !crate::imap::skip_line_in(&mut buf) {
+                    break;
                 }
+                skipping = false;
             }
             let before = buf.len();
             match frame(&mut buf, &mut literal_end, MAX_LINE, MAX_LITERAL) {

@@ -94,10 +94,7 @@ where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    match consensus().spawn(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+    run_on(consensus(), f).await
 }
 
 /// Runs `f` on the service runtime and waits for it.
@@ -106,7 +103,15 @@ where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    match service().spawn(f).await {
+    run_on(service(), f).await
+}
+
+async fn run_on<F>(rt: Handle, f: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match rt.spawn(f).await {
         Ok(v) => v,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }

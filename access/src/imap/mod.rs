@@ -379,16 +379,21 @@ pub(crate) fn frame(
 
 /// Drops input up to and including the next line end; true once it has been seen.
 pub(crate) fn skip_line(conn: &mut Conn) -> bool {
-    match conn.buf.windows(2).position(|w| w == b"\r\n") {
+    skip_line_in(&mut conn.buf)
+}
+
+/// [`skip_line`] on a bare buffer.
+pub(crate) fn skip_line_in(buf: &mut bytes::BytesMut) -> bool {
+    match buf.windows(2).position(|w| w == b"\r\n") {
         Some(p) => {
-            let _ = conn.buf.split_to(p + 2);
+            let _ = buf.split_to(p + 2);
             true
         }
         None => {
             // Keep a trailing CR: its LF may be next.
-            let keep = usize::from(conn.buf.last() == Some(&b'\r'));
-            let n = conn.buf.len() - keep;
-            let _ = conn.buf.split_to(n);
+            let keep = usize::from(buf.last() == Some(&b'\r'));
+            let n = buf.len() - keep;
+            let _ = buf.split_to(n);
             false
         }
     }
@@ -520,17 +525,10 @@ mod tests {
             buf.extend_from_slice(piece);
             loop {
                 if skipping {
-                    match buf.windows(2).position(|w| w == b"\r\n") {
-                        Some(p) => {
-                            let _ = buf.split_to(p + 2);
-                            skipping = false;
-                        }
-                        None => {
-                            let keep = usize::from(buf.last() == Some(&b'\r'));
-                            let _ = buf.split_to(buf.len() - keep);
-                            break;
-                        }
+                    if !skip_line_in(&mut buf) {
+                        break;
                     }
+                    skipping = false;
                 }
                 match frame(&mut buf, &mut lit, 1024, 1 << 20) {
                     Framed::Command(c, extras) => out.push(format!("{c:?} {extras:?}")),
